@@ -1,0 +1,87 @@
+//! What the engine remembers per Policy Domain (RFC 8461 §3.3, §5.1, §10.2).
+//!
+//! An [`Entry`] holds the last valid policy with its TXT id and fetch time, when DNS was last
+//! asked, and the last failed fetch (the negative cache of FETCH-10). The rules that read and
+//! write entries live in [`crate::engine`]; the stores here only keep them. The in-process
+//! [`MemoryCache`] is the layer every check reads first.
+
+mod memory;
+
+use std::sync::Arc;
+
+pub use memory::MemoryCache;
+
+use crate::policy::{Mode, Policy};
+use crate::txt::PolicyId;
+use crate::verdict::Reason;
+
+/// A policy that was fetched and parsed, with the facts needed to apply and expire it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedPolicy {
+    /// The parsed policy.
+    pub policy: Policy,
+    /// The TXT id in force when it was fetched.
+    pub id: PolicyId,
+    /// The body as served (for reports and for `mtasts check`).
+    pub text: String,
+    /// When the fetch succeeded (Unix seconds, FETCH-18).
+    pub fetched_at: u64,
+    /// `fetched_at + max_age` (CACHE-1).
+    pub expires_at: u64,
+}
+
+impl CachedPolicy {
+    /// Builds the cache form of a policy fetched at `fetched_at`.
+    pub fn new(policy: Policy, id: PolicyId, text: String, fetched_at: u64) -> Self {
+        let expires_at = fetched_at.saturating_add(u64::from(policy.max_age()));
+        Self { policy, id, text, fetched_at, expires_at }
+    }
+
+    /// Whether the policy may still be applied at `now` (CACHE-1, CACHE-10).
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.expires_at
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.policy.mode()
+    }
+}
+
+/// Why discovery or the last fetch failed, as an RFC 8460 result type and a detail line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// `sts-policy-fetch-error`, `sts-webpki-invalid` or `sts-policy-invalid`.
+    pub reason: Reason,
+    /// What exactly went wrong.
+    pub detail: String,
+}
+
+/// A failed fetch for one TXT id, remembered so that it is not retried too soon (FETCH-10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedFetch {
+    /// The id whose policy could not be fetched.
+    pub id: PolicyId,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Why.
+    pub failure: Failure,
+}
+
+/// Everything remembered about one Policy Domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// The last valid policy, possibly expired (an expired one is never applied).
+    pub policy: Option<Arc<CachedPolicy>>,
+    /// When the TXT record was last looked up (Unix seconds), whatever the answer.
+    pub checked_at: u64,
+    /// The last failed fetch, cleared by a successful one.
+    pub failed: Option<FailedFetch>,
+}
+
+impl Entry {
+    /// The policy if it may be applied at `now`.
+    pub fn live(&self, now: u64) -> Option<&Arc<CachedPolicy>> {
+        self.policy.as_ref().filter(|p| p.is_live(now))
+    }
+}

@@ -1,0 +1,414 @@
+//! MX certificate validation (RFC 8461 §4.2; result types of RFC 8460 §4.3).
+//!
+//! The chain the MX presented (leaf first, PEM text or concatenated DER) is checked with
+//! rustls-webpki against the configured trust anchors at a given time (CERT-2, CERT-3), for server
+//! authentication, and for the MX **host name** (CERT-6): SAN dNSName entries only, no subject CN
+//! (CERT-4), wildcards covering exactly one whole label (CERT-5). This decision is separate from the
+//! policy host's HTTPS check, even though both use the same trust anchors (CERT-12).
+//!
+//! Successful validations are remembered by (exact chain bytes, host name) until the earliest
+//! `notAfter` in the chain, so that repeated handshakes with a busy MX cost a hash lookup and a
+//! byte comparison, not signature checks. Failures are not remembered.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, DnsName, ServerName, TrustAnchor, UnixTime};
+
+use crate::domain::Domain;
+use crate::verdict::Reason;
+
+/// A set of trust anchors (root certificates), loaded once and kept immutable.
+#[derive(Clone)]
+pub struct TrustAnchors {
+    anchors: Vec<TrustAnchor<'static>>,
+    source: String,
+}
+
+/// A certificate-handling error outside validation proper (loading roots, reading a chain).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertError(pub String);
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CertError {}
+
+impl TrustAnchors {
+    /// The Mozilla root program as compiled into the `webpki-roots` crate.
+    pub fn webpki() -> Self {
+        Self { anchors: webpki_roots::TLS_SERVER_ROOTS.to_vec(), source: "webpki-roots".into() }
+    }
+
+    /// The operating system's roots (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+    pub fn system() -> Result<Self, CertError> {
+        let loaded = rustls_native_certs::load_native_certs();
+        let anchors: Vec<_> = loaded
+            .certs
+            .iter()
+            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok().map(|a| a.to_owned()))
+            .collect();
+        if anchors.is_empty() {
+            let why = loaded.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "none found".into());
+            return Err(CertError(format!("no system root certificates could be loaded: {why}")));
+        }
+        Ok(Self { anchors, source: "system".into() })
+    }
+
+    /// Roots from PEM text (one or more `CERTIFICATE` blocks).
+    pub fn from_pem(pem: &[u8], source: &str) -> Result<Self, CertError> {
+        let mut anchors = Vec::new();
+        for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+            let cert = cert.map_err(|e| CertError(format!("{source}: certificate {}: {e}", i + 1)))?;
+            let anchor = webpki::anchor_from_trusted_cert(&cert).map_err(|e| {
+                CertError(format!("{source}: certificate {} is not a usable root: {e}", i + 1))
+            })?;
+            anchors.push(anchor.to_owned());
+        }
+        if anchors.is_empty() {
+            return Err(CertError(format!("{source}: no PEM `CERTIFICATE` block found")));
+        }
+        Ok(Self { anchors, source: source.into() })
+    }
+
+    /// Roots from a PEM file, such as the `ca_file` of the configuration.
+    pub fn from_pem_file(path: &Path) -> Result<Self, CertError> {
+        let pem =
+            std::fs::read(path).map_err(|e| CertError(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_pem(&pem, &path.display().to_string())
+    }
+
+    /// The anchors, for building a rustls root store.
+    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
+
+    /// Where the anchors came from (`system`, `webpki-roots`, or a file name).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Debug for TrustAnchors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TrustAnchors({}, {} roots)", self.source, self.anchors.len())
+    }
+}
+
+/// Why an MX certificate chain failed, as an RFC 8460 result type and a detail line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFailure {
+    /// One of `CertificateExpired`, `CertificateNotTrusted`, `CertificateHostMismatch`,
+    /// `ValidationFailure`.
+    pub reason: Reason,
+    /// What exactly went wrong.
+    pub detail: String,
+}
+
+impl fmt::Display for CertFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+fn failure(reason: Reason, detail: impl Into<String>) -> CertFailure {
+    CertFailure { reason, detail: detail.into() }
+}
+
+/// Validates MX certificate chains and remembers the ones that passed.
+pub struct CertVerifier {
+    anchors: TrustAnchors,
+    memo: RwLock<HashMap<u64, Vec<MemoEntry>>>,
+}
+
+struct MemoEntry {
+    chain: Box<[u8]>,
+    host: Domain,
+    /// Latest `notBefore` and earliest `notAfter` of the chain, in Unix seconds.
+    valid_from: u64,
+    valid_until: u64,
+}
+
+/// Memo entries kept before the memo is emptied and starts again.
+const MEMO_CAPACITY: usize = 4096;
+
+impl CertVerifier {
+    /// A verifier over these trust anchors.
+    pub fn new(anchors: TrustAnchors) -> Self {
+        Self { anchors, memo: RwLock::new(HashMap::new()) }
+    }
+
+    /// The trust anchors in use.
+    pub fn anchors(&self) -> &TrustAnchors {
+        &self.anchors
+    }
+
+    /// Checks `chain` (leaf first; PEM or concatenated DER) for `host` at `now` (Unix seconds).
+    pub fn verify(&self, chain: &[u8], host: &Domain, now: u64) -> Result<(), CertFailure> {
+        let key = memo_key(chain, host);
+        if self.remembered(key, chain, host, now) {
+            return Ok(());
+        }
+        let certs = parse_chain(chain)?;
+        self.verify_parsed(&certs, host, now)?;
+        let (valid_from, valid_until) = chain_validity(&certs).unwrap_or((now, now));
+        let mut memo = self.memo.write();
+        if memo.values().map(Vec::len).sum::<usize>() >= MEMO_CAPACITY {
+            memo.clear();
+        }
+        let bucket = memo.entry(key).or_default();
+        bucket.retain(|e| !(e.host == *host && *e.chain == *chain));
+        bucket.push(MemoEntry { chain: chain.into(), host: host.clone(), valid_from, valid_until });
+        Ok(())
+    }
+
+    fn remembered(&self, key: u64, chain: &[u8], host: &Domain, now: u64) -> bool {
+        let memo = self.memo.read();
+        memo.get(&key).is_some_and(|bucket| {
+            bucket
+                .iter()
+                .any(|e| e.host == *host && *e.chain == *chain && e.valid_from <= now && now < e.valid_until)
+        })
+    }
+
+    fn verify_parsed(
+        &self,
+        certs: &[CertificateDer<'static>],
+        host: &Domain,
+        now: u64,
+    ) -> Result<(), CertFailure> {
+        let (leaf, intermediates) =
+            certs.split_first().ok_or_else(|| failure(Reason::ValidationFailure, "empty chain"))?;
+        let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| {
+            failure(Reason::ValidationFailure, format!("the leaf certificate cannot be read: {e}"))
+        })?;
+        let time = UnixTime::since_unix_epoch(Duration::from_secs(now));
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            self.anchors.anchors(),
+            intermediates,
+            time,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(classify)?;
+        let name = DnsName::try_from(host.as_str())
+            .map_err(|_| failure(Reason::CertificateHostMismatch, format!("`{host}` is not a DNS name")))?;
+        ee.verify_is_valid_for_subject_name(&ServerName::DnsName(name)).map_err(|_| {
+            failure(
+                Reason::CertificateHostMismatch,
+                format!("no subjectAltName dNSName of the certificate matches `{host}`"),
+            )
+        })
+    }
+}
+
+impl fmt::Debug for CertVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertVerifier").field("anchors", &self.anchors).finish_non_exhaustive()
+    }
+}
+
+fn classify(e: webpki::Error) -> CertFailure {
+    use webpki::Error as E;
+    match e {
+        E::CertExpired { not_after, .. } => failure(
+            Reason::CertificateExpired,
+            format!("a certificate in the chain expired at {}", rfc3339(not_after.as_secs())),
+        ),
+        E::CertNotValidYet { not_before, .. } => failure(
+            Reason::ValidationFailure,
+            format!("a certificate in the chain is not valid before {}", rfc3339(not_before.as_secs())),
+        ),
+        E::UnknownIssuer => failure(
+            Reason::CertificateNotTrusted,
+            "the chain does not lead to a trusted root (unknown issuer or missing intermediate)",
+        ),
+        E::CertDistrusted
+        | E::InvalidSignatureForPublicKey
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            failure(Reason::CertificateNotTrusted, format!("the chain does not verify: {e}"))
+        }
+        E::CaUsedAsEndEntity => failure(Reason::CertificateNotTrusted, "the leaf is a CA certificate"),
+        other => failure(Reason::ValidationFailure, format!("certificate validation failed: {other}")),
+    }
+}
+
+/// Splits a chain given as PEM text or as concatenated DER certificates (detected).
+pub fn parse_chain(input: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertFailure> {
+    let trimmed = input.trim_ascii_start();
+    let certs: Vec<CertificateDer<'static>> = if trimmed.starts_with(b"-----BEGIN") {
+        CertificateDer::pem_slice_iter(trimmed)
+            .collect::<Result<_, _>>()
+            .map_err(|e| failure(Reason::ValidationFailure, format!("the PEM chain cannot be read: {e}")))?
+    } else {
+        let mut rest = input;
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let len = der_element_len(rest).ok_or_else(|| {
+                failure(
+                    Reason::ValidationFailure,
+                    format!("certificate {} of the DER chain is malformed", out.len() + 1),
+                )
+            })?;
+            out.push(CertificateDer::from(rest[..len].to_vec()));
+            rest = &rest[len..];
+        }
+        out
+    };
+    if certs.is_empty() {
+        return Err(failure(Reason::ValidationFailure, "no certificate was given"));
+    }
+    Ok(certs)
+}
+
+/// Total length (header and contents) of the DER SEQUENCE at the start of `der`.
+fn der_element_len(der: &[u8]) -> Option<usize> {
+    let (_, header, len) = der_header(der)?;
+    (der.first() == Some(&0x30)).then_some(())?;
+    let total = header.checked_add(len)?;
+    (total <= der.len()).then_some(total)
+}
+
+/// Tag, header length and content length of the DER element at the start of `der`.
+fn der_header(der: &[u8]) -> Option<(u8, usize, usize)> {
+    let tag = *der.first()?;
+    let first = *der.get(1)?;
+    if first < 0x80 {
+        return Some((tag, 2, usize::from(first)));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 {
+        return None;
+    }
+    let bytes = der.get(2..2 + n)?;
+    let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    Some((tag, 2 + n, len))
+}
+
+/// Splits off the DER element at the start of `der`: (tag, contents, rest).
+fn der_next(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (tag, header, len) = der_header(der)?;
+    let end = header.checked_add(len)?;
+    Some((tag, der.get(header..end)?, der.get(end..)?))
+}
+
+/// Latest `notBefore` and earliest `notAfter` over the chain, in Unix seconds.
+fn chain_validity(certs: &[CertificateDer<'_>]) -> Option<(u64, u64)> {
+    certs.iter().try_fold((0u64, u64::MAX), |(from, until), c| {
+        let (nb, na) = validity(c)?;
+        Some((from.max(nb), until.min(na)))
+    })
+}
+
+/// `notBefore` and `notAfter` of one certificate (X.509 `tbsCertificate.validity`).
+fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    let (_, cert, _) = der_next(cert)?;
+    let (_, mut tbs, _) = der_next(cert)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_next(tbs)?.2; // explicit version
+    }
+    let rest = der_next(tbs)?.2; // serialNumber
+    let rest = der_next(rest)?.2; // signature algorithm
+    let rest = der_next(rest)?.2; // issuer
+    let (_, validity, _) = der_next(rest)?;
+    let (t1, nb, rest) = der_next(validity)?;
+    let (t2, na, _) = der_next(rest)?;
+    Some((asn1_time(t1, nb)?, asn1_time(t2, na)?))
+}
+
+/// UTCTime (tag 0x17, `YYMMDDHHMMSSZ`) or GeneralizedTime (0x18, `YYYYMMDDHHMMSSZ`).
+fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
+    let digits = |s: &[u8]| -> Option<u64> {
+        s.iter().try_fold(0u64, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0')))
+    };
+    let (year, rest) = match tag {
+        0x17 if text.len() == 13 => {
+            let yy = digits(&text[..2])?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 15 => (digits(&text[..4])?, &text[4..]),
+        _ => return None,
+    };
+    if rest.last() != Some(&b'Z') {
+        return None;
+    }
+    let (month, day) = (digits(&rest[0..2])?, digits(&rest[2..4])?);
+    let (h, m, s) = (digits(&rest[4..6])?, digits(&rest[6..8])?, digits(&rest[8..10])?);
+    let days = days_from_civil(year, month, day)?;
+    Some(days * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), for dates from
+/// 1970 on.
+fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
+/// Formats Unix seconds as an RFC 3339 UTC time (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Inverse of days_from_civil.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Hashes the host and the tail of the chain: enough to spread entries, while equality is
+/// decided by comparing the whole chain.
+fn memo_key(chain: &[u8], host: &Domain) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    host.hash(&mut h);
+    chain.len().hash(&mut h);
+    chain[chain.len().saturating_sub(64)..].hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        let t = days_from_civil(2026, 11, 28).unwrap() * 86_400 + 3661;
+        assert_eq!(rfc3339(t), "2026-11-28T01:01:01Z");
+        assert_eq!(asn1_time(0x17, b"260101000000Z"), Some(days_from_civil(2026, 1, 1).unwrap() * 86_400));
+        assert_eq!(asn1_time(0x18, b"20500101000000Z"), Some(days_from_civil(2050, 1, 1).unwrap() * 86_400));
+    }
+
+    #[test]
+    fn garbage_chains_are_validation_failures() {
+        for input in [&b""[..], b"\x30\x82\xff\xff", b"hello", b"-----BEGIN CERTIFICATE-----\nnot base64\n"] {
+            let e = parse_chain(input).unwrap_err();
+            assert_eq!(e.reason, Reason::ValidationFailure, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! The engine: discovery, fetch, cache and apply (RFC 8461 §3, §5.1).
+//!
+//! ```text
+//!  check(domain, mx, cert)
+//!    │
+//!    ├─ cached entry fresh? ──yes──────────────────────────────┐   (no I/O: the hot path)
+//!    │   no                                                    │
+//!    ├─ single-flight per domain: one caller does the I/O, the others wait for its result
+//!    ├─ TXT _mta-sts.<domain> ─ none / invalid / DNS error ─► keep any unexpired cached policy
+//!    │   id = cached id, no refresh due ─────────────────────► cached policy
+//!    │   id new, expired, or refresh due ─► fetch (unless the same id failed < 5 min ago)
+//!    │        ok + parses ─► new policy replaces the cached one (a `none` policy too)
+//!    │        fails ─► keep cached policy *and* cached id; remember the failure (FETCH-10)
+//!    └─ apply: MX pattern, then certificate ─► verdict::decide ──────────────────────┘
+//! ```
+//!
+//! The cache rules (CACHE-1..15, FETCH-10..12) are implemented here and only here:
+//!
+//! * a policy applies until `fetched_at + max_age`, whatever DNS says in between: TXT removal,
+//!   NXDOMAIN, SERVFAIL and failed fetches never end it early (CACHE-3, CACHE-4, DISC-14, FETCH-12);
+//! * a new TXT id triggers a fetch at once, even under a long-lived policy (CACHE-2, CACHE-14);
+//! * a failed fetch leaves both the old policy and the old id in place (CACHE-9, POL-16), and the
+//!   same id is not fetched again for `fetch_retry_interval` (at least 5 minutes, FETCH-10);
+//! * a policy older than `refresh_interval` (1 day) is fetched again even if the id is unchanged,
+//!   well before it expires (CACHE-5, CACHE-6);
+//! * DNS is asked again at most every `txt_check_interval` while a policy is cached (0 asks on
+//!   every check, CACHE-15), and every `no_policy_interval` for domains without one;
+//! * a fetched policy with `max_age: 0` applies to the check that fetched it and no further
+//!   (POL-17).
+//!
+//! Locks: the cache's map lock is held only to read or write an entry. Network I/O happens with no
+//! lock held; callers that need the same domain meanwhile wait on that domain's flight.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache};
+use crate::cert::{CertVerifier, TrustAnchors};
+use crate::domain::{Domain, DomainError};
+use crate::mx;
+use crate::policy::{Mode, Policy};
+use crate::txt::{self, Discovery, PolicyId};
+use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
+
+/// Looks up TXT records. Implementations: [`crate::dns`] (hickory) and test fakes.
+pub trait Resolver: Send + Sync {
+    /// The TXT records at `name`, each with its character-strings joined with no separator
+    /// (DISC-6), CNAMEs followed (DISC-13).
+    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError>;
+}
+
+/// A failed DNS lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsError {
+    /// NXDOMAIN, or the name exists with no TXT records.
+    NotFound,
+    /// SERVFAIL, timeout, or anything else that may pass.
+    Temporary(String),
+}
+
+/// Fetches the policy body of a domain from `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
+pub trait Fetcher: Send + Sync {
+    /// The body of a `200 text/plain` answer, or why there is none. The failure's reason is
+    /// `sts-policy-fetch-error` or `sts-webpki-invalid`.
+    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure>;
+}
+
+/// The source of time, in seconds since the Unix epoch.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+}
+
+/// The engine's timing knobs (seconds). The defaults follow the RFC's suggestions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long DNS is not asked again while a live policy is cached. 0: on every check
+    /// (CACHE-15). Default 300.
+    pub txt_check_interval: u64,
+    /// How long a domain without a policy is not asked again. Default 300.
+    pub no_policy_interval: u64,
+    /// Age after which a cached policy is fetched again although its id is unchanged (CACHE-5).
+    /// Default 86400.
+    pub refresh_interval: u64,
+    /// How long a failed fetch for one id is not retried; never less than 300 (FETCH-10).
+    pub fetch_retry_interval: u64,
+}
+
+/// The least wait before a failed fetch is retried for the same id (FETCH-10).
+pub const MIN_FETCH_RETRY: u64 = 300;
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            txt_check_interval: 300,
+            no_policy_interval: 300,
+            refresh_interval: 86_400,
+            fetch_retry_interval: 300,
+        }
+    }
+}
+
+/// Where the policy of a [`Resolution`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Fetched during this call.
+    Network,
+    /// From the cache.
+    Cache,
+}
+
+impl Source {
+    /// `network` or `cache`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Cache => "cache",
+        }
+    }
+}
+
+/// What the TXT lookup of this call found, if it made one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordState {
+    /// No lookup was made (the cached entry was fresh).
+    NotLooked,
+    /// A valid record with this id.
+    Found(PolicyId),
+    /// No STS record, or several, or an invalid one (see the resolution's `error`).
+    Absent,
+    /// The lookup failed (see the resolution's `error`).
+    DnsError,
+}
+
+/// The policy state of a domain: the policy that applies, if any, and what happened on the way.
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    /// The policy to apply (never an expired one, except a `max_age: 0` policy just fetched).
+    pub policy: Option<Arc<CachedPolicy>>,
+    /// Whether `policy` was fetched by this call.
+    pub source: Source,
+    /// What the TXT lookup found.
+    pub record: RecordState,
+    /// Why discovery or the fetch failed, when they did (also when a cached policy still applies).
+    pub error: Option<Failure>,
+}
+
+impl Resolution {
+    /// The mode that applies (`None` without a policy).
+    pub fn mode(&self) -> Option<Mode> {
+        self.policy.as_ref().map(|p| p.mode())
+    }
+}
+
+/// The answer to a check.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why, for failures (and `sts-*` reasons when no policy could be had).
+    pub reason: Reason,
+    /// The policy applied, if any.
+    pub policy: Option<Arc<CachedPolicy>>,
+    /// A detail line for failures.
+    pub detail: Option<String>,
+}
+
+impl Outcome {
+    /// The mode applied, if a policy applied.
+    pub fn mode(&self) -> Option<Mode> {
+        self.policy.as_ref().map(|p| p.mode())
+    }
+}
+
+/// What the caller knows about the TLS session with the MX.
+#[derive(Clone, Copy, Debug)]
+pub enum Tls<'a> {
+    /// Not connected yet: judge the MX name only.
+    NotChecked,
+    /// STARTTLS was not offered or failed.
+    NotNegotiated,
+    /// The chain the MX presented, leaf first (PEM or concatenated DER).
+    Chain(&'a [u8]),
+}
+
+/// A bad argument to a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputError {
+    /// The policy domain is not a domain name.
+    Domain(DomainError),
+    /// The MX host is not a host name.
+    Mx(DomainError),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Domain(e) => write!(f, "policy domain: {e}"),
+            Self::Mx(e) => write!(f, "MX host: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// The MTA-STS engine: `Send + Sync`, shared by all threads of a process.
+pub struct Engine {
+    resolver: Box<dyn Resolver>,
+    fetcher: Box<dyn Fetcher>,
+    clock: Box<dyn Clock>,
+    certs: CertVerifier,
+    cache: MemoryCache,
+    timing: Timing,
+    flights: Mutex<HashMap<Domain, Arc<Flight>>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("timing", &self.timing)
+            .field("certs", &self.certs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    resolver: Box<dyn Resolver>,
+    fetcher: Box<dyn Fetcher>,
+    clock: Box<dyn Clock>,
+    anchors: Option<TrustAnchors>,
+    timing: Timing,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder").field("timing", &self.timing).finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Uses this clock instead of the system clock.
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Validates MX certificates against these anchors (default: the system's roots, falling back
+    /// to the compiled-in Mozilla set when the system has none).
+    pub fn trust_anchors(mut self, anchors: TrustAnchors) -> Self {
+        self.anchors = Some(anchors);
+        self
+    }
+
+    /// Sets the timing knobs. `fetch_retry_interval` is raised to 300 s if lower (FETCH-10).
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing =
+            Timing { fetch_retry_interval: timing.fetch_retry_interval.max(MIN_FETCH_RETRY), ..timing };
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Engine {
+        let anchors =
+            self.anchors.unwrap_or_else(|| TrustAnchors::system().unwrap_or_else(|_| TrustAnchors::webpki()));
+        Engine {
+            resolver: self.resolver,
+            fetcher: self.fetcher,
+            clock: self.clock,
+            certs: CertVerifier::new(anchors),
+            cache: MemoryCache::default(),
+            timing: self.timing,
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// One discovery in progress for a domain; other callers wait for its result.
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Resolution>>,
+    done: Condvar,
+}
+
+/// Removes the flight and wakes the waiters even if discovery panics.
+struct FlightGuard<'a> {
+    engine: &'a Engine,
+    domain: &'a Domain,
+    flight: Arc<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.engine.flights.lock().remove(self.domain);
+        let _result = self.flight.result.lock();
+        self.flight.done.notify_all();
+    }
+}
+
+impl Engine {
+    /// Starts building an engine over these I/O implementations.
+    pub fn builder(resolver: impl Resolver + 'static, fetcher: impl Fetcher + 'static) -> EngineBuilder {
+        EngineBuilder {
+            resolver: Box::new(resolver),
+            fetcher: Box::new(fetcher),
+            clock: Box::new(SystemClock),
+            anchors: None,
+            timing: Timing::default(),
+        }
+    }
+
+    /// The timing in force.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// The MX certificate verifier (and its trust anchors).
+    pub fn cert_verifier(&self) -> &CertVerifier {
+        &self.certs
+    }
+
+    /// The in-process cache.
+    pub fn cache(&self) -> &MemoryCache {
+        &self.cache
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Checks a delivery to `mx` for the Policy Domain `domain`. `cert` is the chain the MX
+    /// presented (leaf first, PEM or DER), or `None` when no TLS was negotiated.
+    pub fn check(&self, domain: &str, mx: &str, cert: Option<&[u8]>) -> Result<Outcome, InputError> {
+        let tls = cert.map_or(Tls::NotNegotiated, Tls::Chain);
+        self.check_with(domain, mx, tls, Dane::NotApplicable)
+    }
+
+    /// Checks only the MX name, before connecting (MX-1, MX-10).
+    pub fn check_mx(&self, domain: &str, mx: &str) -> Result<Outcome, InputError> {
+        self.check_with(domain, mx, Tls::NotChecked, Dane::NotApplicable)
+    }
+
+    /// The full form of a check, with what the caller knows about TLS and DANE.
+    pub fn check_with(
+        &self,
+        domain: &str,
+        mx: &str,
+        tls: Tls<'_>,
+        dane: Dane,
+    ) -> Result<Outcome, InputError> {
+        let Some(domain) = parse_policy_domain(domain)? else {
+            let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
+            return Ok(Outcome { verdict, reason, policy: None, detail: None });
+        };
+        let mx = match Domain::parse(mx) {
+            Ok(mx) => Some(mx),
+            Err(DomainError::AddressLiteral) => None, // can match no pattern
+            Err(e) => return Err(InputError::Mx(e)),
+        };
+        let now = self.clock.now();
+        let resolution = self.resolve_at(&domain, now, false);
+        Ok(self.apply(resolution, mx.as_ref(), tls, dane, now))
+    }
+
+    /// The policy state of `domain`, looking up DNS and fetching as the cache rules require.
+    /// `Ok(None)` for an address literal (HOST-5).
+    pub fn policy(&self, domain: &str) -> Result<Option<Resolution>, InputError> {
+        Ok(parse_policy_domain(domain)?.map(|d| self.resolve_at(&d, self.clock.now(), false)))
+    }
+
+    /// Looks up DNS now whatever the cache says, and fetches if the id changed: the step RFC 8461
+    /// §5.1 requires before a message is bounced because of enforcement (APPLY-4). The negative
+    /// cache still applies (FETCH-10).
+    pub fn recheck(&self, domain: &str) -> Result<Option<Resolution>, InputError> {
+        Ok(parse_policy_domain(domain)?.map(|d| self.resolve_at(&d, self.clock.now(), true)))
+    }
+
+    fn apply(
+        &self,
+        resolution: Resolution,
+        mx: Option<&Domain>,
+        tls: Tls<'_>,
+        dane: Dane,
+        now: u64,
+    ) -> Outcome {
+        let mode = resolution.mode();
+        let mx_matches = match (&resolution.policy, mx) {
+            (Some(p), Some(mx)) => mx::any_matches(p.policy.mx(), mx),
+            _ => false,
+        };
+        let mut detail = None;
+        let tls = match tls {
+            Tls::NotChecked => TlsOutcome::NotChecked,
+            Tls::NotNegotiated => TlsOutcome::NotNegotiated,
+            // Certificates are judged only when a policy applies and the name matched (APPLY-1).
+            Tls::Chain(_) if !mx_matches || !matches!(mode, Some(Mode::Enforce | Mode::Testing)) => {
+                TlsOutcome::NotChecked
+            }
+            Tls::Chain(chain) => match mx.map(|mx| self.certs.verify(chain, mx, now)) {
+                Some(Ok(())) => TlsOutcome::Valid,
+                Some(Err(f)) => {
+                    detail = Some(f.detail);
+                    TlsOutcome::Invalid(f.reason)
+                }
+                None => TlsOutcome::NotChecked,
+            },
+        };
+        let Decision { verdict, mut reason } = verdict::decide(mode, mx_matches, tls, dane);
+        if reason == Reason::MxMismatch {
+            let host = mx.map_or("the address literal", Domain::as_str);
+            detail = Some(format!("{host} matches no mx pattern of the policy"));
+        }
+        if verdict == Verdict::NoPolicy && reason == Reason::None {
+            // Say why there is no policy when discovery or the fetch failed (FETCH-11).
+            if let Some(e) = &resolution.error {
+                reason = e.reason;
+                detail = Some(e.detail.clone());
+            }
+        }
+        Outcome { verdict, reason, policy: resolution.policy, detail }
+    }
+
+    /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
+    fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+        if !force {
+            let cached = self
+                .cache
+                .read(domain, |e| e.filter(|e| !self.needs_discovery(e, now)).map(|e| e.live(now).cloned()));
+            if let Some(policy) = cached {
+                return Resolution {
+                    policy,
+                    source: Source::Cache,
+                    record: RecordState::NotLooked,
+                    error: None,
+                };
+            }
+        }
+        self.single_flight(domain, now, force)
+    }
+
+    fn needs_discovery(&self, entry: &Entry, now: u64) -> bool {
+        let interval = if entry.live(now).is_some() {
+            self.timing.txt_check_interval
+        } else {
+            self.timing.no_policy_interval
+        };
+        now.saturating_sub(entry.checked_at) >= interval
+    }
+
+    /// Lets one caller per domain do discovery; the others wait and share its result.
+    fn single_flight(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+        let (flight, leader) = {
+            let mut flights = self.flights.lock();
+            match flights.get(domain) {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    flights.insert(domain.clone(), Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if leader {
+            let guard = FlightGuard { engine: self, domain, flight };
+            // A flight that ended just before this one began may have left a fresh entry.
+            if !force {
+                let cached = self.cache.read(domain, |e| {
+                    e.filter(|e| !self.needs_discovery(e, now)).map(|e| e.live(now).cloned())
+                });
+                if let Some(policy) = cached {
+                    let resolution = Resolution {
+                        policy,
+                        source: Source::Cache,
+                        record: RecordState::NotLooked,
+                        error: None,
+                    };
+                    *guard.flight.result.lock() = Some(resolution.clone());
+                    return resolution;
+                }
+            }
+            let resolution = self.discover(domain, now);
+            *guard.flight.result.lock() = Some(resolution.clone());
+            return resolution;
+        }
+        let mut result = flight.result.lock();
+        while result.is_none() && self.flights.lock().get(domain).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flight.done.wait(&mut result);
+        }
+        match result.clone() {
+            Some(r) => r,
+            // The leader panicked: fall back to what the cache holds.
+            None => {
+                let policy = self.cache.read(domain, |e| e.and_then(|e| e.live(now).cloned()));
+                Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error: None }
+            }
+        }
+    }
+
+    /// One round of discovery and, if needed, fetch. The cache entry is written once, at the
+    /// end, so that no reader sees the lookup time of a discovery still in progress.
+    fn discover(&self, domain: &Domain, now: u64) -> Resolution {
+        let answer = self.resolver.txt(&domain.txt_name());
+        let entry = self.cache.get(domain).unwrap_or_default();
+        let live = entry.live(now).cloned();
+        let mut fetched: Option<Result<Arc<CachedPolicy>, FailedFetch>> = None;
+        let resolution = match answer.map(|rrset| txt::select(&rrset)) {
+            Ok(Discovery::Record(r)) => {
+                let id = r.id;
+                let record = RecordState::Found(id.clone());
+                let unchanged = live.as_ref().is_some_and(|p| p.id == id);
+                let refresh_due = live
+                    .as_ref()
+                    .is_some_and(|p| now.saturating_sub(p.fetched_at) >= self.timing.refresh_interval);
+                let recent_failure = entry
+                    .failed
+                    .as_ref()
+                    .filter(|f| f.id == id && now.saturating_sub(f.at) < self.timing.fetch_retry_interval);
+                if unchanged && !refresh_due {
+                    Resolution { policy: live, source: Source::Cache, record, error: None }
+                } else if let Some(failed) = recent_failure {
+                    // The same id failed moments ago: no request now (FETCH-10).
+                    Resolution {
+                        policy: live,
+                        source: Source::Cache,
+                        record,
+                        error: Some(failed.failure.clone()),
+                    }
+                } else {
+                    match self.fetch(domain) {
+                        Ok((policy, text)) => {
+                            let fresh = Arc::new(CachedPolicy::new(policy, id, text, now));
+                            fetched = Some(Ok(Arc::clone(&fresh)));
+                            Resolution { policy: Some(fresh), source: Source::Network, record, error: None }
+                        }
+                        Err(failure) => {
+                            // Keep the old policy and its id (CACHE-9, POL-16).
+                            fetched = Some(Err(FailedFetch { id, at: now, failure: failure.clone() }));
+                            Resolution { policy: live, source: Source::Cache, record, error: Some(failure) }
+                        }
+                    }
+                }
+            }
+            // No usable record: an unexpired cached policy still applies (CACHE-4, DISC-14).
+            other => {
+                let txt_name = domain.txt_name();
+                let (record, error) = match other {
+                    Err(DnsError::Temporary(why)) => (
+                        RecordState::DnsError,
+                        Some(failure(
+                            Reason::StsPolicyFetchError,
+                            format!("TXT lookup of {txt_name} failed: {why}"),
+                        )),
+                    ),
+                    Ok(Discovery::Multiple(n)) => (
+                        RecordState::Absent,
+                        Some(failure(
+                            Reason::StsPolicyInvalid,
+                            format!(
+                                "{n} TXT records at {txt_name} start with v=STSv1; exactly one is allowed"
+                            ),
+                        )),
+                    ),
+                    Ok(Discovery::Invalid(e)) => (
+                        RecordState::Absent,
+                        Some(failure(
+                            Reason::StsPolicyInvalid,
+                            format!("the TXT record at {txt_name} is invalid: {e}"),
+                        )),
+                    ),
+                    Err(DnsError::NotFound) | Ok(Discovery::NoRecord | Discovery::Record(_)) => {
+                        (RecordState::Absent, None)
+                    }
+                };
+                Resolution { policy: live, source: Source::Cache, record, error }
+            }
+        };
+        self.cache.update(domain, now, |e| {
+            e.checked_at = now;
+            match fetched {
+                Some(Ok(policy)) => {
+                    e.policy = Some(policy);
+                    e.failed = None;
+                }
+                Some(Err(failed)) => e.failed = Some(failed),
+                None => {}
+            }
+        });
+        resolution
+    }
+
+    fn fetch(&self, domain: &Domain) -> Result<(Policy, String), Failure> {
+        let body = self.fetcher.fetch(domain)?;
+        let policy = Policy::parse(&body).map_err(|e| Failure {
+            reason: Reason::StsPolicyInvalid,
+            detail: format!("{} {}", domain.policy_url(), e.first_error()),
+        })?;
+        let text = String::from_utf8_lossy(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body)).into_owned();
+        Ok((policy, text))
+    }
+}
+
+fn failure(reason: Reason, detail: String) -> Failure {
+    Failure { reason, detail }
+}
+
+/// Parses the Policy Domain; `Ok(None)` for an address literal, which has no policy (HOST-5).
+fn parse_policy_domain(domain: &str) -> Result<Option<Domain>, InputError> {
+    match Domain::parse(domain) {
+        Ok(d) => Ok(Some(d)),
+        Err(DomainError::AddressLiteral) => Ok(None),
+        Err(e) => Err(InputError::Domain(e)),
+    }
+}

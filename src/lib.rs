@@ -1,0 +1,54 @@
+//! # mtasts: an MTA-STS (RFC 8461) engine for sending mail servers
+//!
+//! A sending MTA asks one question per delivery attempt: *may I deliver this domain's mail to this
+//! MX, with this certificate?* [`Engine::check`] answers it with a [`Verdict`]:
+//!
+//! | verdict | what the MTA does |
+//! |---|---|
+//! | [`Verdict::NoPolicy`] | deliver as usual (no policy, `mode: none`, or none could be had) |
+//! | [`Verdict::Pass`] | deliver: the policy is satisfied |
+//! | [`Verdict::FailEnforce`] | do not deliver to this MX; temporary failure, try the next MX |
+//! | [`Verdict::FailTesting`] | deliver, and report the failure (TLSRPT) |
+//!
+//! ## Data flow
+//!
+//! ```text
+//!  domain, mx, cert ─► Engine::check
+//!                        ├─ cache (memory) ───────────── fresh? ─► apply
+//!                        ├─ Resolver: TXT _mta-sts.<domain> ─► txt::select
+//!                        ├─ Fetcher: https://mta-sts.<domain>/.well-known/mta-sts.txt ─► Policy::parse
+//!                        └─ apply: mx::MxPattern::matches ─► CertVerifier::verify ─► verdict::decide
+//! ```
+//!
+//! ## Contents, by RFC 8461 section
+//!
+//! | module | what | RFC |
+//! |---|---|---|
+//! | [`domain`] | normalised domain names (lower case, A-labels, no trailing dot) | §3.2, §4.1 |
+//! | [`txt`] | the `_mta-sts` TXT record and discovery | §3.1 |
+//! | [`policy`] | the policy body grammar, [`Mode`] | §3.2 |
+//! | [`mx`] | MX patterns and matching | §4.1 |
+//! | [`cert`] | MX certificate chains, trust anchors | §4.2 |
+//! | [`verdict`] | mode semantics: verdicts and reasons | §5 |
+//! | [`cache`] | what is remembered per domain | §3.3, §10.2 |
+//! | [`engine`] | discovery, fetch, cache and apply; the I/O traits | §5.1 |
+//!
+//! Grammar and checks are pure functions (time is an argument); DNS, HTTPS and the clock sit
+//! behind the [`Resolver`], [`Fetcher`] and [`Clock`] traits, so every rule is tested without a
+//! network. The project's decisions on points the RFC leaves open are listed in [`policy`] and
+//! [`txt`], and in the README.
+
+pub mod cache;
+pub mod cert;
+pub mod domain;
+pub mod engine;
+pub mod mx;
+pub mod policy;
+pub mod txt;
+pub mod verdict;
+
+pub use cert::TrustAnchors;
+pub use domain::Domain;
+pub use engine::{Clock, DnsError, Engine, Fetcher, InputError, Outcome, Resolver, Timing, Tls};
+pub use policy::{Mode, Policy};
+pub use verdict::{Dane, Reason, Verdict};

@@ -1,0 +1,219 @@
+//! Verdicts: what the mode of a policy means for one MX (RFC 8461 §4, §5; RFC 8460 §4.3).
+//!
+//! Mode semantics live here and nowhere else. The inputs are the facts of one delivery attempt
+//! (is there a policy and what is its mode, does the MX match, what became of TLS, what did DANE
+//! say); the output is a [`Verdict`] and, for every failure, a [`Reason`].
+//!
+//! * No policy, and `mode: none`, behave alike: [`Verdict::NoPolicy`] (APPLY-1, APPLY-6).
+//! * `enforce` failures give [`Verdict::FailEnforce`]: do not deliver to this MX, treat it as a
+//!   temporary failure and try the next MX (APPLY-2, APPLY-3, MX-7).
+//! * `testing` failures give [`Verdict::FailTesting`]: deliver, and report (APPLY-5, APPLY-9).
+//! * The MX name is checked first, then TLS (Appendix B order), so a name mismatch is reported as
+//!   such even when the certificate is also bad.
+//! * DANE (RFC 8461 §2): a caller-supplied "DANE failed" is never turned into a pass, whatever the
+//!   MTA-STS mode (DANE-1, DANE-3). When DANE passed, DANE decides: MTA-STS failures are still
+//!   reported but no longer stop delivery (DANE-2).
+
+use std::fmt;
+
+use crate::policy::Mode;
+
+/// The answer for one (domain, MX, certificate) question. Numeric values are stable (C ABI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Verdict {
+    /// No policy applies: deliver as usual.
+    NoPolicy = 0,
+    /// A policy applies and this MX (and certificate, if given) satisfies it.
+    Pass = 1,
+    /// An `enforce` policy is not satisfied: do not deliver to this MX (temporary failure).
+    FailEnforce = 2,
+    /// A `testing` policy is not satisfied: deliver, and record the failure for TLSRPT.
+    FailTesting = 3,
+    /// The call itself failed (bad argument, internal error).
+    Error = 4,
+}
+
+impl Verdict {
+    /// Lower-case name used in JSON, logs and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoPolicy => "no-policy",
+            Self::Pass => "pass",
+            Self::FailEnforce => "fail-enforce",
+            Self::FailTesting => "fail-testing",
+            Self::Error => "error",
+        }
+    }
+
+    /// True when the MTA may deliver to this MX.
+    pub fn may_deliver(self) -> bool {
+        matches!(self, Self::NoPolicy | Self::Pass | Self::FailTesting)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a check failed, or why no policy could be had. Numeric values are stable (C ABI); names are
+/// RFC 8460 result types where one exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No failure.
+    None = 0,
+    /// `starttls-not-supported`: the MX offered no STARTTLS, or TLS could not be negotiated.
+    StarttlsNotSupported = 1,
+    /// `certificate-host-mismatch`: no SAN dNSName of the certificate matches the MX host name.
+    CertificateHostMismatch = 2,
+    /// `certificate-expired`.
+    CertificateExpired = 3,
+    /// `certificate-not-trusted`: the chain does not lead to a trusted root.
+    CertificateNotTrusted = 4,
+    /// `validation-failure`: any other validation problem.
+    ValidationFailure = 5,
+    /// `sts-policy-fetch-error`: the policy could not be fetched (network, HTTP, timeout).
+    StsPolicyFetchError = 6,
+    /// `sts-policy-invalid`: the policy was fetched but does not parse.
+    StsPolicyInvalid = 7,
+    /// `sts-webpki-invalid`: the policy host's certificate failed PKIX validation.
+    StsWebpkiInvalid = 8,
+    /// `mx-mismatch`: the MX host name matches no pattern of the policy (reported to TLSRPT as
+    /// `validation-failure`).
+    MxMismatch = 9,
+    /// `tlsa-invalid`: the caller's DANE validation failed (DANE-1).
+    TlsaInvalid = 10,
+}
+
+impl Reason {
+    /// The name used by the library (the RFC 8460 result type, or `mx-mismatch`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::StarttlsNotSupported => "starttls-not-supported",
+            Self::CertificateHostMismatch => "certificate-host-mismatch",
+            Self::CertificateExpired => "certificate-expired",
+            Self::CertificateNotTrusted => "certificate-not-trusted",
+            Self::ValidationFailure => "validation-failure",
+            Self::StsPolicyFetchError => "sts-policy-fetch-error",
+            Self::StsPolicyInvalid => "sts-policy-invalid",
+            Self::StsWebpkiInvalid => "sts-webpki-invalid",
+            Self::MxMismatch => "mx-mismatch",
+            Self::TlsaInvalid => "tlsa-invalid",
+        }
+    }
+
+    /// The RFC 8460 result type to put in a TLSRPT report, if the reason is reportable.
+    pub fn tlsrpt_result_type(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::MxMismatch => Some("validation-failure"),
+            other => Some(other.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of TLS with this MX, as far as the caller knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// Not known yet (a check before connecting): only the MX name is judged.
+    NotChecked,
+    /// STARTTLS was not offered or the handshake failed (CERT-1).
+    NotNegotiated,
+    /// The certificate chain was validated for the MX host name.
+    Valid,
+    /// The certificate chain failed validation; the reason is one of the certificate reasons.
+    Invalid(Reason),
+}
+
+/// What the caller's DANE validation said about this MX (RFC 8461 §2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dane {
+    /// DANE does not apply (no authenticated TLSA records), or the caller does not do DANE.
+    #[default]
+    NotApplicable,
+    /// DANE applied and the connection satisfied it: DANE decides (DANE-2).
+    Passed,
+    /// DANE applied and failed: never delivered on MTA-STS's say-so (DANE-1, DANE-3).
+    Failed,
+}
+
+/// A verdict with its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why, for failures; [`Reason::None`] otherwise.
+    pub reason: Reason,
+}
+
+/// Applies a policy's mode to the facts of one attempt. `mode` is `None` when no unexpired
+/// policy exists.
+pub fn decide(mode: Option<Mode>, mx_matches: bool, tls: TlsOutcome, dane: Dane) -> Decision {
+    if dane == Dane::Failed {
+        return Decision { verdict: Verdict::FailEnforce, reason: Reason::TlsaInvalid };
+    }
+    let enforcing = match mode {
+        None | Some(Mode::None) => {
+            return Decision { verdict: Verdict::NoPolicy, reason: Reason::None };
+        }
+        Some(Mode::Enforce) => dane == Dane::NotApplicable,
+        Some(Mode::Testing) => false,
+    };
+    let reason = if !mx_matches {
+        Reason::MxMismatch
+    } else {
+        match tls {
+            TlsOutcome::NotChecked | TlsOutcome::Valid => Reason::None,
+            TlsOutcome::NotNegotiated => Reason::StarttlsNotSupported,
+            TlsOutcome::Invalid(reason) => reason,
+        }
+    };
+    let verdict = match (reason, enforcing) {
+        (Reason::None, _) => Verdict::Pass,
+        (_, true) => Verdict::FailEnforce,
+        (_, false) => Verdict::FailTesting,
+    };
+    Decision { verdict, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        let bad = TlsOutcome::Invalid(Reason::CertificateExpired);
+        let na = Dane::NotApplicable;
+        assert_eq!(decide(None, false, bad, na).verdict, Verdict::NoPolicy);
+        assert_eq!(decide(Some(Mode::None), false, bad, na).verdict, Verdict::NoPolicy);
+        assert_eq!(decide(Some(Mode::Enforce), true, TlsOutcome::Valid, na).verdict, Verdict::Pass);
+        assert_eq!(
+            decide(Some(Mode::Enforce), true, bad, na),
+            Decision { verdict: Verdict::FailEnforce, reason: Reason::CertificateExpired }
+        );
+        assert_eq!(decide(Some(Mode::Testing), true, bad, na).verdict, Verdict::FailTesting);
+        assert_eq!(decide(Some(Mode::Enforce), false, TlsOutcome::Valid, na).reason, Reason::MxMismatch);
+    }
+
+    #[test]
+    fn dane_is_never_loosened() {
+        for mode in [None, Some(Mode::None), Some(Mode::Testing), Some(Mode::Enforce)] {
+            assert_eq!(decide(mode, true, TlsOutcome::Valid, Dane::Failed).verdict, Verdict::FailEnforce);
+        }
+        assert_eq!(
+            decide(Some(Mode::Enforce), false, TlsOutcome::Valid, Dane::Passed).verdict,
+            Verdict::FailTesting
+        );
+    }
+}
