@@ -1,1 +1,145 @@
-fn main() {}
+//! Benchmarks of the core: the cached check, policy parsing, MX matching, certificate chain
+//! validation (first time and memoised), and the cached check from two threads.
+//!
+//! `cargo bench --bench core`; figures are written down in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{BatchSize, Criterion};
+use mtasts::cache::Failure;
+use mtasts::cert::CertVerifier;
+use mtasts::engine::{DnsError, Fetcher, Resolver};
+use mtasts::mx::MxPattern;
+use mtasts::{Domain, Engine, Policy, Timing, TrustAnchors};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+const POLICY: &str = "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 604800\n";
+
+struct Dns;
+impl Resolver for Dns {
+    fn txt(&self, _: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        Ok(vec![b"v=STSv1; id=20240101T000000".to_vec()])
+    }
+}
+
+struct Http;
+impl Fetcher for Http {
+    fn fetch(&self, _: &Domain) -> Result<Vec<u8>, Failure> {
+        Ok(POLICY.as_bytes().to_vec())
+    }
+}
+
+/// An engine with `example.com`'s policy in its memory cache, DNS re-checks a day apart.
+fn warm_engine() -> Engine {
+    let timing = Timing { txt_check_interval: 86_400, ..Timing::default() };
+    let engine = Engine::builder(Dns, Http).trust_anchors(TrustAnchors::webpki()).timing(timing).build();
+    engine.check_mx("example.com", "mx.example.com").expect("warm-up");
+    engine
+}
+
+fn chain() -> (Vec<u8>, String) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name.push(DnType::CommonName, "bench root");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("root");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["mx.example.com".to_string()])
+        .expect("params")
+        .signed_by(&key, &root)
+        .expect("leaf");
+    (leaf.der().to_vec(), root.pem())
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn benches(c: &mut Criterion) {
+    let engine = warm_engine();
+    c.bench_function("cached check_mx (domain + MX, no certificate)", |b| {
+        b.iter(|| engine.check_mx(black_box("example.com"), black_box("mx.example.com")).expect("check"))
+    });
+
+    c.bench_function("policy parse (4 lines)", |b| b.iter(|| Policy::parse(black_box(POLICY.as_bytes()))));
+
+    let pattern = MxPattern::parse("*.example.net").expect("pattern");
+    let host = Domain::parse("mx1.example.net").expect("host");
+    c.bench_function("MX match (wildcard)", |b| b.iter(|| black_box(&pattern).matches(black_box(&host))));
+
+    let (leaf, root_pem) = chain();
+    let anchors = TrustAnchors::from_pem(root_pem.as_bytes(), "bench").expect("anchors");
+    let mx = Domain::parse("mx.example.com").expect("mx");
+    let t = now();
+    c.bench_function("certificate chain, first validation", |b| {
+        b.iter_batched(
+            || CertVerifier::new(anchors.clone()),
+            |v| v.verify(black_box(&leaf), &mx, t).expect("valid"),
+            BatchSize::SmallInput,
+        )
+    });
+    let verifier = CertVerifier::new(anchors);
+    verifier.verify(&leaf, &mx, t).expect("valid");
+    c.bench_function("certificate chain, memoised", |b| {
+        b.iter(|| verifier.verify(black_box(&leaf), &mx, t).expect("valid"))
+    });
+}
+
+/// Checks per second on the cached path with `threads` threads for `run`.
+fn throughput(engine: &Arc<Engine>, threads: usize, run: Duration) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (engine, stop, total) = (Arc::clone(engine), Arc::clone(&stop), Arc::clone(&total));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        black_box(engine.check_mx("example.com", "mx.example.com").expect("check"));
+                    }
+                    n += 1000;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("thread");
+    }
+    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn scaling() {
+    let engine = Arc::new(warm_engine());
+    let run = Duration::from_secs(3);
+    let mut one = Vec::new();
+    let mut two = Vec::new();
+    for _ in 0..5 {
+        one.push(throughput(&engine, 1, run));
+        two.push(throughput(&engine, 2, run));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one, two) = (median(&mut one), median(&mut two));
+    println!(
+        "cached check_mx throughput: 1 thread {one:.0}/s, 2 threads {two:.0}/s, ratio {:.2}x",
+        two / one
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    if std::env::args().all(|a| a != "--list") {
+        scaling();
+    }
+}

@@ -75,6 +75,24 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> u64;
 }
 
+impl<T: Resolver + ?Sized> Resolver for Arc<T> {
+    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        (**self).txt(name)
+    }
+}
+
+impl<T: Fetcher + ?Sized> Fetcher for Arc<T> {
+    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure> {
+        (**self).fetch(domain)
+    }
+}
+
+impl<T: Clock + ?Sized> Clock for Arc<T> {
+    fn now(&self) -> u64 {
+        (**self).now()
+    }
+}
+
 /// The system clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
@@ -163,6 +181,13 @@ impl Resolution {
     /// The mode that applies (`None` without a policy).
     pub fn mode(&self) -> Option<Mode> {
         self.policy.as_ref().map(|p| p.mode())
+    }
+
+    /// True when an operator should hear about this domain: discovery or a refresh failed while
+    /// an `enforce` or `testing` policy is still being applied from the cache (CACHE-7). Not for
+    /// `mode: none`.
+    pub fn needs_attention(&self) -> bool {
+        self.error.is_some() && matches!(self.mode(), Some(Mode::Enforce | Mode::Testing))
     }
 }
 
@@ -425,8 +450,9 @@ impl Engine {
             let host = mx.map_or("the address literal", Domain::as_str);
             detail = Some(format!("{host} matches no mx pattern of the policy"));
         }
-        if verdict == Verdict::NoPolicy && reason == Reason::None {
-            // Say why there is no policy when discovery or the fetch failed (FETCH-11).
+        if resolution.policy.is_none() && reason == Reason::None {
+            // Say why there is no policy when discovery or the fetch failed (FETCH-11). A cached
+            // `none` policy reports nothing (APPLY-10).
             if let Some(e) = &resolution.error {
                 reason = e.reason;
                 detail = Some(e.detail.clone());
@@ -454,10 +480,11 @@ impl Engine {
     }
 
     fn needs_discovery(&self, entry: &Entry, now: u64) -> bool {
-        let interval = if entry.live(now).is_some() {
-            self.timing.txt_check_interval
-        } else {
-            self.timing.no_policy_interval
+        let interval = match &entry.policy {
+            Some(p) if p.is_live(now) => self.timing.txt_check_interval,
+            // Expired: fetch anew at once (POL-17, CACHE-10).
+            Some(_) => 0,
+            None => self.timing.no_policy_interval,
         };
         now.saturating_sub(entry.checked_at) >= interval
     }
@@ -589,6 +616,7 @@ impl Engine {
                 Resolution { policy: live, source: Source::Cache, record, error }
             }
         };
+        let fetched_now = matches!(fetched, Some(Ok(_)));
         self.cache.update(domain, now, |e| {
             e.checked_at = now;
             match fetched {
@@ -598,6 +626,11 @@ impl Engine {
                 }
                 Some(Err(failed)) => e.failed = Some(failed),
                 None => {}
+            }
+            // An expired policy is never applied again (CACHE-10). It is kept only when this
+            // discovery fetched it (`max_age: 0`), so that the next check fetches anew (POL-17).
+            if !fetched_now && e.policy.as_ref().is_some_and(|p| !p.is_live(now)) {
+                e.policy = None;
             }
         });
         resolution

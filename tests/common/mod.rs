@@ -1,0 +1,135 @@
+//! Test doubles shared by the integration tests: a scripted resolver, fetcher and clock that
+//! count what the engine asks of them, and the rcgen test PKI.
+
+#![allow(dead_code)]
+
+pub mod pki;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mtasts::cache::Failure;
+use mtasts::engine::{Clock, DnsError, Fetcher, Resolver};
+use mtasts::{Domain, Reason};
+use parking_lot::Mutex;
+
+/// A resolver whose answer the test sets, counting lookups and recording the names asked.
+#[derive(Default)]
+pub struct FakeDns {
+    pub answer: Mutex<Option<Result<Vec<Vec<u8>>, DnsError>>>,
+    pub lookups: AtomicUsize,
+    pub names: Mutex<Vec<String>>,
+    pub delay: Mutex<Duration>,
+}
+
+impl FakeDns {
+    pub fn set(&self, answer: Result<Vec<Vec<u8>>, DnsError>) {
+        *self.answer.lock() = Some(answer);
+    }
+
+    pub fn set_records(&self, records: &[&str]) {
+        self.set(Ok(records.iter().map(|r| r.as_bytes().to_vec()).collect()));
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl Resolver for FakeDns {
+    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.names.lock().push(name.to_owned());
+        let delay = *self.delay.lock();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        self.answer.lock().clone().unwrap_or(Err(DnsError::NotFound))
+    }
+}
+
+/// A fetcher whose answer the test sets, counting fetches.
+#[derive(Default)]
+pub struct FakeHttp {
+    pub answer: Mutex<Option<Result<Vec<u8>, Failure>>>,
+    pub fetches: AtomicUsize,
+    pub hosts: Mutex<Vec<String>>,
+    pub delay: Mutex<Duration>,
+}
+
+impl FakeHttp {
+    pub fn set_body(&self, body: &str) {
+        *self.answer.lock() = Some(Ok(body.as_bytes().to_vec()));
+    }
+
+    pub fn set_error(&self, reason: Reason, detail: &str) {
+        *self.answer.lock() = Some(Err(Failure { reason, detail: detail.into() }));
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+impl Fetcher for FakeHttp {
+    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.hosts.lock().push(domain.policy_host());
+        let delay = *self.delay.lock();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        self.answer.lock().clone().unwrap_or_else(|| {
+            Err(Failure { reason: Reason::StsPolicyFetchError, detail: "connection refused".into() })
+        })
+    }
+}
+
+/// A clock the test moves by hand.
+pub struct FakeClock(pub AtomicU64);
+
+/// 2026-11-28T00:00:00Z, inside the validity of the test PKI's good certificates.
+pub const START: u64 = 1_795_824_000;
+
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self(AtomicU64::new(START))
+    }
+}
+
+impl FakeClock {
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An engine over fakes, with the test PKI's root as trust anchor.
+pub struct Harness {
+    pub dns: Arc<FakeDns>,
+    pub http: Arc<FakeHttp>,
+    pub clock: Arc<FakeClock>,
+    pub engine: mtasts::Engine,
+}
+
+impl Harness {
+    pub fn new(timing: mtasts::Timing) -> Self {
+        let dns = Arc::new(FakeDns::default());
+        let http = Arc::new(FakeHttp::default());
+        let clock = Arc::new(FakeClock::default());
+        let anchors =
+            mtasts::TrustAnchors::from_pem(pki::pki().root_pem.as_bytes(), "test root").expect("root");
+        let engine = mtasts::Engine::builder(Arc::clone(&dns), Arc::clone(&http))
+            .clock(Arc::clone(&clock))
+            .trust_anchors(anchors)
+            .timing(timing)
+            .build();
+        Self { dns, http, clock, engine }
+    }
+}

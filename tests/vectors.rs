@@ -1,0 +1,631 @@
+//! The conformance vector runner: reads `tests/vectors/*.toml` (format in
+//! `tests/vectors/README.md`) and checks every case against the library. Each case names the
+//! checklist id it exercises; a failure message starts with that id and the case name.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::{Harness, START, pki};
+use mtasts::cert::CertVerifier;
+use mtasts::engine::{DnsError, RecordState, Tls};
+use mtasts::mx::MxPattern;
+use mtasts::policy::{Policy, Severity};
+use mtasts::txt::{self, Discovery};
+use mtasts::{Dane, Domain, Reason, Timing, TrustAnchors};
+use serde::Deserialize;
+
+fn load<T: for<'de> Deserialize<'de>>(file: &str) -> T {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Collects failures so that one run reports every broken case, not just the first.
+#[derive(Default)]
+struct Report(Vec<String>);
+
+impl Report {
+    fn check(&mut self, ok: bool, id: &str, name: &str, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(format!("{id} ({name}): {}", what()));
+        }
+    }
+
+    fn finish(self, file: &str, cases: usize) {
+        assert!(cases > 0, "{file}: no cases");
+        assert!(self.0.is_empty(), "{file}: {} failure(s):\n{}", self.0.len(), self.0.join("\n"));
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// domain.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainFile {
+    case: Vec<DomainCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainCase {
+    id: String,
+    name: String,
+    input: String,
+    normalised: Option<String>,
+    txt_name: Option<String>,
+    policy_url: Option<String>,
+    error: Option<String>,
+}
+
+#[test]
+fn domain_vectors() {
+    let file: DomainFile = load("domain.toml");
+    let mut r = Report::default();
+    for c in &file.case {
+        let got = Domain::parse(&c.input);
+        match (&got, &c.error) {
+            (Ok(d), None) => {
+                if let Some(n) = &c.normalised {
+                    r.check(d.as_str() == n, &c.id, &c.name, || format!("normalised to {d}, want {n}"));
+                }
+                if let Some(t) = &c.txt_name {
+                    r.check(&d.txt_name() == t, &c.id, &c.name, || format!("txt name {}", d.txt_name()));
+                }
+                if let Some(u) = &c.policy_url {
+                    r.check(&d.policy_url() == u, &c.id, &c.name, || format!("url {}", d.policy_url()));
+                }
+            }
+            (Err(e), Some(want)) => {
+                let kind = if *e == mtasts::domain::DomainError::AddressLiteral {
+                    "address-literal"
+                } else {
+                    "invalid"
+                };
+                r.check(kind == want, &c.id, &c.name, || format!("error {kind} ({e}), want {want}"));
+            }
+            (got, _) => r.check(false, &c.id, &c.name, || format!("got {got:?}, want error {:?}", c.error)),
+        }
+    }
+    r.finish("domain.toml", file.case.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// txt.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxtFile {
+    case: Vec<TxtCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxtCase {
+    id: String,
+    name: String,
+    /// The RRset: one string per record.
+    #[serde(default)]
+    records: Vec<String>,
+    /// The RRset as character-strings per record, joined by the runner as a resolver would.
+    #[serde(default)]
+    strings: Vec<Vec<String>>,
+    /// One record given as hex bytes.
+    record_hex: Option<String>,
+    expect: String,
+    policy_id: Option<String>,
+    error: Option<String>,
+}
+
+#[test]
+fn txt_vectors() {
+    let file: TxtFile = load("txt.toml");
+    let mut r = Report::default();
+    for c in &file.case {
+        let mut rrset: Vec<Vec<u8>> = c.records.iter().map(|s| s.as_bytes().to_vec()).collect();
+        rrset.extend(c.strings.iter().map(|parts| parts.concat().into_bytes()));
+        rrset.extend(c.record_hex.as_deref().map(hex));
+        let got = txt::select(&rrset);
+        let (kind, id, err) = match &got {
+            Discovery::Record(rec) => ("record", Some(rec.id.as_str().to_owned()), String::new()),
+            Discovery::NoRecord => ("no-record", None, String::new()),
+            Discovery::Multiple(_) => ("multiple", None, String::new()),
+            Discovery::Invalid(e) => ("invalid", None, e.to_string()),
+        };
+        r.check(kind == c.expect, &c.id, &c.name, || format!("got {got:?}, want {}", c.expect));
+        if let Some(want) = &c.policy_id {
+            r.check(id.as_deref() == Some(want), &c.id, &c.name, || format!("id {id:?}, want {want}"));
+        }
+        if let Some(want) = &c.error {
+            r.check(err.contains(want.as_str()), &c.id, &c.name, || format!("error `{err}` lacks `{want}`"));
+        }
+    }
+    r.finish("txt.toml", file.case.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// policy.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    case: Vec<PolicyCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyCase {
+    id: String,
+    name: String,
+    body: Option<String>,
+    body_hex: Option<String>,
+    expect: String,
+    mode: Option<String>,
+    max_age: Option<u32>,
+    mx: Option<Vec<String>>,
+    error: Option<String>,
+    error_line: Option<usize>,
+    warnings: Option<usize>,
+    warning: Option<String>,
+}
+
+#[test]
+fn policy_vectors() {
+    let file: PolicyFile = load("policy.toml");
+    let mut r = Report::default();
+    for c in &file.case {
+        let body = match (&c.body, &c.body_hex) {
+            (Some(b), None) => b.as_bytes().to_vec(),
+            (None, Some(h)) => hex(h),
+            _ => panic!("{}: exactly one of body and body_hex", c.name),
+        };
+        let (id, name) = (&c.id, &c.name);
+        match (Policy::parse(&body), c.expect.as_str()) {
+            (Ok(p), "valid") => {
+                if let Some(m) = &c.mode {
+                    r.check(p.mode().as_str() == m, id, name, || format!("mode {}", p.mode()));
+                }
+                if let Some(a) = c.max_age {
+                    r.check(p.max_age() == a, id, name, || format!("max_age {}", p.max_age()));
+                }
+                if let Some(mx) = &c.mx {
+                    let got: Vec<String> = p.mx().iter().map(ToString::to_string).collect();
+                    r.check(&got == mx, id, name, || format!("mx {got:?}"));
+                }
+                if let Some(n) = c.warnings {
+                    r.check(p.warnings().len() == n, id, name, || format!("warnings {:?}", p.warnings()));
+                }
+                if let Some(w) = &c.warning {
+                    let found = p.warnings().iter().any(|x| x.message.contains(w.as_str()));
+                    r.check(found, id, name, || format!("no warning with `{w}` in {:?}", p.warnings()));
+                }
+            }
+            (Err(e), "invalid") => {
+                let errors: Vec<_> = e.problems.iter().filter(|p| p.severity == Severity::Error).collect();
+                if let Some(want) = &c.error {
+                    let found = errors.iter().any(|p| p.message.contains(want.as_str()));
+                    r.check(found, id, name, || format!("no error with `{want}` in {errors:?}"));
+                }
+                if let Some(line) = c.error_line {
+                    r.check(errors.iter().any(|p| p.line == line), id, name, || {
+                        format!("no error on line {line}: {errors:?}")
+                    });
+                }
+            }
+            (got, want) => r.check(false, id, name, || format!("got {got:?}, want {want}")),
+        }
+    }
+    r.finish("policy.toml", file.case.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// mx.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MxFile {
+    case: Vec<MxCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MxCase {
+    id: String,
+    name: String,
+    patterns: Vec<String>,
+    host: Option<String>,
+    /// Whether `host` matches one of `patterns`; absent when the patterns are expected invalid.
+    matches: Option<bool>,
+    /// Every pattern is expected to be rejected, with this text in the error.
+    invalid: Option<String>,
+}
+
+#[test]
+fn mx_vectors() {
+    let file: MxFile = load("mx.toml");
+    let mut r = Report::default();
+    for c in &file.case {
+        let parsed: Vec<_> = c.patterns.iter().map(|p| MxPattern::parse(p)).collect();
+        if let Some(want) = &c.invalid {
+            for (p, got) in c.patterns.iter().zip(&parsed) {
+                let ok = got.as_ref().err().is_some_and(|e| e.to_string().contains(want.as_str()));
+                r.check(ok, &c.id, &c.name, || format!("pattern `{p}` gave {got:?}, want error `{want}`"));
+            }
+            continue;
+        }
+        let patterns: Vec<MxPattern> = parsed.into_iter().map(|p| p.expect("valid pattern")).collect();
+        let host = c.host.as_deref().expect("host");
+        let matched = match Domain::parse(host) {
+            Ok(h) => mtasts::mx::any_matches(&patterns, &h),
+            Err(_) => false,
+        };
+        let want = c.matches.expect("matches");
+        r.check(matched == want, &c.id, &c.name, || {
+            format!("{host} vs {:?}: {matched}, want {want}", c.patterns)
+        });
+    }
+    r.finish("mx.toml", file.case.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// cert.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertFile {
+    case: Vec<CertCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertCase {
+    id: String,
+    name: String,
+    chain: String,
+    #[serde(default = "pem")]
+    format: String,
+    host: String,
+    /// Days after 2026-11-28 to validate at (may be negative).
+    #[serde(default)]
+    days: i64,
+    expect: String,
+    /// Validate twice and expect the same answer (the memoised path).
+    #[serde(default)]
+    twice: bool,
+}
+
+fn pem() -> String {
+    "pem".into()
+}
+
+fn chain_bytes(name: &str, format: &str) -> Vec<u8> {
+    let chain = pki::pki().chains.get(name).unwrap_or_else(|| panic!("no test chain `{name}`"));
+    match format {
+        "pem" => chain.pem().into_bytes(),
+        "der" => chain.der_concat(),
+        other => panic!("format `{other}`"),
+    }
+}
+
+#[test]
+fn cert_vectors() {
+    let file: CertFile = load("cert.toml");
+    let anchors = TrustAnchors::from_pem(pki::pki().root_pem.as_bytes(), "test root").expect("root");
+    let verifier = CertVerifier::new(anchors);
+    let mut r = Report::default();
+    for c in &file.case {
+        let chain = chain_bytes(&c.chain, &c.format);
+        let host = Domain::parse(&c.host).expect("host");
+        let at = START.checked_add_signed(c.days * 86_400).expect("time");
+        let rounds = if c.twice { 2 } else { 1 };
+        for round in 1..=rounds {
+            let got = match verifier.verify(&chain, &host, at) {
+                Ok(()) => "ok".to_owned(),
+                Err(f) => f.reason.as_str().to_owned(),
+            };
+            r.check(got == c.expect, &c.id, &c.name, || {
+                format!("round {round}: got {got}, want {}", c.expect)
+            });
+        }
+    }
+    r.finish("cert.toml", file.case.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// engine.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineFile {
+    policies: BTreeMap<String, String>,
+    scenario: Vec<Scenario>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    id: String,
+    name: String,
+    #[serde(default = "default_domain")]
+    domain: String,
+    #[serde(default)]
+    timing: TimingOverrides,
+    step: Vec<Step>,
+}
+
+fn default_domain() -> String {
+    "example.test".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TimingOverrides {
+    txt_check_interval: Option<u64>,
+    no_policy_interval: Option<u64>,
+    refresh_interval: Option<u64>,
+    fetch_retry_interval: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    /// Seconds to move the clock forward before this step.
+    #[serde(default)]
+    advance: u64,
+    /// DNS from now on: the RRset (one string per record).
+    txt: Option<Vec<String>>,
+    /// DNS from now on: `nxdomain` or `servfail`.
+    dns: Option<String>,
+    /// HTTPS from now on: a name from `[policies]`, or a literal body.
+    policy: Option<String>,
+    /// HTTPS from now on: a failure with this result type.
+    fetch_error: Option<String>,
+    /// What to do: `check` (default), `recheck` or `policy`.
+    #[serde(default = "check_op")]
+    op: String,
+    /// The policy domain for this step (default: the scenario's).
+    domain: Option<String>,
+    /// The MX host to check.
+    mx: Option<String>,
+    /// `none` (no TLS), or a test chain name; absent: MX name only.
+    cert: Option<String>,
+    /// `passed` or `failed`.
+    dane: Option<String>,
+    // Expectations.
+    verdict: Option<String>,
+    reason: Option<String>,
+    mode: Option<String>,
+    policy_id: Option<String>,
+    source: Option<String>,
+    record: Option<String>,
+    input_error: Option<bool>,
+    needs_attention: Option<bool>,
+    /// Cumulative number of TXT lookups and fetches since the scenario began.
+    lookups: Option<usize>,
+    fetches: Option<usize>,
+    /// Every TXT name looked up so far, in order.
+    queried: Option<Vec<String>>,
+    /// Every policy host fetched so far, in order.
+    fetched_hosts: Option<Vec<String>>,
+}
+
+fn check_op() -> String {
+    "check".into()
+}
+
+fn reason_from(name: &str) -> Reason {
+    match name {
+        "sts-policy-fetch-error" => Reason::StsPolicyFetchError,
+        "sts-webpki-invalid" => Reason::StsWebpkiInvalid,
+        "sts-policy-invalid" => Reason::StsPolicyInvalid,
+        other => panic!("fetch_error `{other}`"),
+    }
+}
+
+#[test]
+fn engine_vectors() {
+    let file: EngineFile = load("engine.toml");
+    let mut r = Report::default();
+    for s in &file.scenario {
+        let defaults = Timing::default();
+        let t = &s.timing;
+        let h = Harness::new(Timing {
+            txt_check_interval: t.txt_check_interval.unwrap_or(defaults.txt_check_interval),
+            no_policy_interval: t.no_policy_interval.unwrap_or(defaults.no_policy_interval),
+            refresh_interval: t.refresh_interval.unwrap_or(defaults.refresh_interval),
+            fetch_retry_interval: t.fetch_retry_interval.unwrap_or(defaults.fetch_retry_interval),
+        });
+        for (i, step) in s.step.iter().enumerate() {
+            let label = format!("{} step {}", s.name, i + 1);
+            run_step(&mut r, &file.policies, s, step, &h, &label);
+        }
+    }
+    r.finish("engine.toml", file.scenario.len());
+}
+
+fn run_step(
+    r: &mut Report,
+    policies: &BTreeMap<String, String>,
+    s: &Scenario,
+    step: &Step,
+    h: &Harness,
+    label: &str,
+) {
+    let id = s.id.as_str();
+    h.clock.advance(step.advance);
+    if let Some(records) = &step.txt {
+        h.dns.set_records(&records.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    match step.dns.as_deref() {
+        Some("nxdomain") => h.dns.set(Err(DnsError::NotFound)),
+        Some("servfail") => h.dns.set(Err(DnsError::Temporary("SERVFAIL".into()))),
+        Some(other) => panic!("dns `{other}`"),
+        None => {}
+    }
+    if let Some(p) = &step.policy {
+        h.http.set_body(policies.get(p).unwrap_or(p));
+    }
+    if let Some(e) = &step.fetch_error {
+        h.http.set_error(reason_from(e), "injected failure");
+    }
+    let domain = step.domain.as_deref().unwrap_or(&s.domain);
+    let chain = step.cert.as_deref().filter(|c| *c != "none").map(|c| chain_bytes(c, "pem"));
+    let tls = match (step.cert.as_deref(), &chain) {
+        (None, _) => Tls::NotChecked,
+        (Some("none"), _) => Tls::NotNegotiated,
+        (Some(_), Some(bytes)) => Tls::Chain(bytes),
+        (Some(_), None) => unreachable!(),
+    };
+    let dane = match step.dane.as_deref() {
+        None => Dane::NotApplicable,
+        Some("passed") => Dane::Passed,
+        Some("failed") => Dane::Failed,
+        Some(other) => panic!("dane `{other}`"),
+    };
+    match step.op.as_str() {
+        "check" => {
+            let mx = step.mx.as_deref().unwrap_or("mx.example.test");
+            match h.engine.check_with(domain, mx, tls, dane) {
+                Ok(o) => {
+                    if let Some(v) = &step.verdict {
+                        r.check(o.verdict.as_str() == v, id, label, || {
+                            format!("verdict {} ({:?}), want {v}", o.verdict, o)
+                        });
+                    }
+                    if let Some(want) = &step.reason {
+                        r.check(o.reason.as_str() == want, id, label, || {
+                            format!("reason {}, want {want} ({:?})", o.reason, o.detail)
+                        });
+                    }
+                    expect_policy(r, id, label, step, o.policy.as_deref());
+                    r.check(step.input_error != Some(true), id, label, || "expected an input error".into());
+                }
+                Err(e) => r.check(step.input_error == Some(true), id, label, || format!("input error {e}")),
+            }
+        }
+        "policy" | "recheck" => {
+            let res = if step.op == "policy" { h.engine.policy(domain) } else { h.engine.recheck(domain) };
+            match res {
+                Ok(Some(res)) => {
+                    expect_policy(r, id, label, step, res.policy.as_deref());
+                    if let Some(src) = &step.source {
+                        r.check(res.source.as_str() == src, id, label, || format!("source {:?}", res.source));
+                    }
+                    if let Some(want) = &step.record {
+                        let got = match &res.record {
+                            RecordState::NotLooked => "not-looked".to_owned(),
+                            RecordState::Found(id) => format!("found:{id}"),
+                            RecordState::Absent => "absent".to_owned(),
+                            RecordState::DnsError => "dns-error".to_owned(),
+                        };
+                        r.check(&got == want, id, label, || format!("record {got}, want {want}"));
+                    }
+                    if let Some(want) = &step.reason {
+                        let got = res.error.as_ref().map_or("none", |e| e.reason.as_str());
+                        r.check(got == want, id, label, || format!("error {got}, want {want}"));
+                    }
+                    if let Some(want) = step.needs_attention {
+                        let got = res.needs_attention();
+                        r.check(got == want, id, label, || format!("needs_attention {got}, want {want}"));
+                    }
+                }
+                Ok(None) => {
+                    r.check(step.mode.as_deref() == Some("no-policy"), id, label, || "address literal".into())
+                }
+                Err(e) => r.check(step.input_error == Some(true), id, label, || format!("input error {e}")),
+            }
+        }
+        other => panic!("op `{other}`"),
+    }
+    if let Some(n) = step.lookups {
+        r.check(h.dns.lookups() == n, id, label, || format!("{} TXT lookups, want {n}", h.dns.lookups()));
+    }
+    if let Some(n) = step.fetches {
+        r.check(h.http.fetches() == n, id, label, || format!("{} fetches, want {n}", h.http.fetches()));
+    }
+    if let Some(q) = &step.queried {
+        let got = h.dns.names.lock().clone();
+        r.check(&got == q, id, label, || format!("queried {got:?}"));
+    }
+    if let Some(q) = &step.fetched_hosts {
+        let got = h.http.hosts.lock().clone();
+        r.check(&got == q, id, label, || format!("fetched {got:?}"));
+    }
+}
+
+fn expect_policy(
+    r: &mut Report,
+    id: &str,
+    label: &str,
+    step: &Step,
+    policy: Option<&mtasts::cache::CachedPolicy>,
+) {
+    if let Some(m) = &step.mode {
+        let got = policy.map_or("no-policy", |p| p.mode().as_str());
+        r.check(got == m, id, label, || format!("mode {got}, want {m}"));
+    }
+    if let Some(want) = &step.policy_id {
+        let got = policy.map(|p| p.id.as_str());
+        r.check(got == Some(want.as_str()), id, label, || format!("policy id {got:?}, want {want}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coverage of the checklist
+
+/// The checklist ids a library can decide, which the vectors must cover between them.
+const REQUIRED: &[(&str, u32)] =
+    &[("DISC", 15), ("HOST", 7), ("POL", 18), ("CACHE", 15), ("MX", 11), ("APPLY", 11)];
+/// Certificate ids about names and chains (the rest concern the SMTP session itself).
+const REQUIRED_CERT: &[&str] = &["CERT-2", "CERT-3", "CERT-4", "CERT-5", "CERT-6", "CERT-12"];
+/// Ids that belong to other layers and are tested there (see tests/vectors/README.md).
+const ELSEWHERE: &[&str] = &["CACHE-12", "MX-8", "APPLY-10"];
+
+#[test]
+fn vectors_cover_the_checklist() {
+    let mut ids = BTreeSet::new();
+    let mut total = 0;
+    let d: DomainFile = load("domain.toml");
+    let t: TxtFile = load("txt.toml");
+    let p: PolicyFile = load("policy.toml");
+    let m: MxFile = load("mx.toml");
+    let c: CertFile = load("cert.toml");
+    let e: EngineFile = load("engine.toml");
+    for id in d
+        .case
+        .iter()
+        .map(|c| &c.id)
+        .chain(t.case.iter().map(|c| &c.id))
+        .chain(p.case.iter().map(|c| &c.id))
+        .chain(m.case.iter().map(|c| &c.id))
+        .chain(c.case.iter().map(|c| &c.id))
+        .chain(e.scenario.iter().map(|c| &c.id))
+    {
+        total += 1;
+        let (prefix, n) = id.split_once('-').unwrap_or_else(|| panic!("bad id `{id}`"));
+        assert!(n.parse::<u32>().is_ok(), "bad id `{id}`");
+        assert!(
+            ["DISC", "HOST", "FETCH", "POL", "CACHE", "MX", "CERT", "APPLY", "DANE", "SEC"].contains(&prefix),
+            "unknown checklist category in `{id}`"
+        );
+        ids.insert(id.clone());
+    }
+    assert!(total >= 150, "only {total} vectors");
+    let mut missing = Vec::new();
+    for (prefix, count) in REQUIRED {
+        for n in 1..=*count {
+            let id = format!("{prefix}-{n}");
+            if !ids.contains(&id) && !ELSEWHERE.contains(&id.as_str()) {
+                missing.push(id);
+            }
+        }
+    }
+    missing.extend(REQUIRED_CERT.iter().filter(|id| !ids.contains(**id)).map(|s| s.to_string()));
+    assert!(missing.is_empty(), "checklist ids without a vector: {missing:?}");
+}
