@@ -62,6 +62,13 @@ pub enum DnsError {
     Temporary(String),
 }
 
+/// Resolves a host name to addresses (A and AAAA), for the policy fetch: the policy host is
+/// resolved through the same resolver as the TXT record.
+pub trait AddressResolver: Send + Sync {
+    /// The addresses of `host`.
+    fn addresses(&self, host: &str) -> Result<Vec<std::net::IpAddr>, DnsError>;
+}
+
 /// Fetches the policy body of a domain from `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
 pub trait Fetcher: Send + Sync {
     /// The body of a `200 text/plain` answer, or why there is none. The failure's reason is

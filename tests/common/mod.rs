@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod pki;
+pub use mtasts_fixtures::pki;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
