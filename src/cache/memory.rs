@@ -1,7 +1,16 @@
 //! The in-process cache: a map from Policy Domain to [`Entry`] behind a read-write lock that is
 //! held only for the map access itself, never across I/O.
+//!
+//! Reads on the hot path do not touch the shared lock: each thread keeps its own copy of the
+//! entries it has read, valid for as long as the cache's generation counter has not moved. Every
+//! write bumps the counter (after changing the map), so a thread's copy is never older than the
+//! generation it was taken at. Without this, two threads checking the same domain would fight over
+//! the lock word and the policy's reference count, and the second core would add almost nothing.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -10,12 +19,30 @@ use crate::domain::Domain;
 
 /// Entries kept before the ones without a live policy are dropped.
 const DEFAULT_CAPACITY: usize = 100_000;
+/// Entries a thread keeps copies of before it starts again.
+const LOCAL_CAPACITY: usize = 256;
+
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A per-process map of [`Entry`]s, `Send + Sync`.
 #[derive(Debug)]
 pub struct MemoryCache {
+    id: u64,
+    generation: AtomicU64,
     map: RwLock<HashMap<Domain, Entry>>,
     capacity: usize,
+}
+
+/// A thread's copies of entries of one cache at one generation.
+#[derive(Default)]
+struct Local {
+    cache_id: u64,
+    generation: u64,
+    entries: HashMap<Domain, Entry>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
 }
 
 impl Default for MemoryCache {
@@ -28,15 +55,40 @@ impl MemoryCache {
     /// A cache that trims itself beyond `capacity` domains. Entries holding a live policy are never
     /// trimmed: dropping one would hand a downgrade to an attacker (CACHE-4).
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { map: RwLock::new(HashMap::new()), capacity }
+        Self {
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            map: RwLock::new(HashMap::new()),
+            capacity,
+        }
     }
 
-    /// Runs `f` on the entry for `domain`, under the read lock.
+    /// Runs `f` on the entry for `domain`, from this thread's copy when it is current.
     pub fn read<T>(&self, domain: &Domain, f: impl FnOnce(Option<&Entry>) -> T) -> T {
-        f(self.map.read().get(domain))
+        let generation = self.generation.load(Ordering::Acquire);
+        LOCAL.with(|cell| {
+            let Ok(mut local) = cell.try_borrow_mut() else {
+                return f(self.map.read().get(domain));
+            };
+            if local.cache_id != self.id || local.generation != generation {
+                local.cache_id = self.id;
+                local.generation = generation;
+                local.entries.clear();
+            }
+            if !local.entries.contains_key(domain) {
+                let Some(copy) = self.map.read().get(domain).map(private_copy) else {
+                    return f(None);
+                };
+                if local.entries.len() >= LOCAL_CAPACITY {
+                    local.entries.clear();
+                }
+                local.entries.insert(domain.clone(), copy);
+            }
+            f(local.entries.get(domain))
+        })
     }
 
-    /// A copy of the entry for `domain`.
+    /// A copy of the entry for `domain`, from the shared map.
     pub fn get(&self, domain: &Domain) -> Option<Entry> {
         self.map.read().get(domain).cloned()
     }
@@ -47,12 +99,17 @@ impl MemoryCache {
         if map.len() >= self.capacity && !map.contains_key(domain) {
             map.retain(|_, e| e.live(now).is_some());
         }
-        f(map.entry(domain.clone()).or_default())
+        let result = f(map.entry(domain.clone()).or_default());
+        self.generation.fetch_add(1, Ordering::Release);
+        result
     }
 
     /// Removes the entry for `domain`; true if there was one.
     pub fn remove(&self, domain: &Domain) -> bool {
-        self.map.write().remove(domain).is_some()
+        let mut map = self.map.write();
+        let removed = map.remove(domain).is_some();
+        self.generation.fetch_add(1, Ordering::Release);
+        removed
     }
 
     /// Number of domains held.
@@ -64,4 +121,9 @@ impl MemoryCache {
     pub fn is_empty(&self) -> bool {
         self.map.read().is_empty()
     }
+}
+
+/// A copy whose policy has a reference count of its own, so that threads never share one.
+fn private_copy(entry: &Entry) -> Entry {
+    Entry { policy: entry.policy.as_ref().map(|p| Arc::new((**p).clone())), ..entry.clone() }
 }
