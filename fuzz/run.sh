@@ -11,6 +11,6 @@ target="${1:?usage: fuzz/run.sh <txt_record|policy_body> [seconds] [cargo-fuzz o
 secs="${2:-300}"
 shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "fuzz/corpus/$target"
-cp -n "fuzz/seeds/$target/"* "fuzz/corpus/$target/"
+cp "fuzz/seeds/$target/"* "fuzz/corpus/$target/"
 RUSTC_BOOTSTRAP=1 CARGO_BUILD_JOBS=1 cargo fuzz run "$@" "$target" "fuzz/corpus/$target" -- \
     -max_total_time="$secs" -print_final_stats=1
