@@ -38,10 +38,15 @@
 //! network. The project's decisions on points the RFC leaves open are listed in [`policy`] and
 //! [`txt`], and in the README.
 
+#![deny(unsafe_code)]
+
 pub mod cache;
 pub mod cert;
+pub mod config;
+pub mod dns;
 pub mod domain;
 pub mod engine;
+pub mod fetch;
 pub mod mx;
 pub mod policy;
 pub mod txt;

@@ -1,0 +1,60 @@
+//! `mtasts`: the operator's command line.
+//!
+//! ```text
+//! mtasts check DOMAIN [--mx HOST]... [--config FILE] [--ca-file PEM] [--cache PATH|memory] [--json]
+//! mtasts lint [FILE|-]
+//! ```
+//!
+//! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
+//! policy, 1 for an invalid one; 2 for usage and internal errors.
+
+mod check;
+mod lint;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mtasts",
+    version,
+    about = "MTA-STS (RFC 8461) for mail servers: check domains, lint policies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Look up a domain's MTA-STS policy and judge its MX hosts.
+    Check(check::Args),
+    /// Check a policy file as a domain owner would publish it.
+    Lint {
+        /// The policy file (`-` or nothing: standard input).
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let result = match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Lint { file } => lint::run(file.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("mtasts: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The configuration file every front-end reads: one TOML file, `/etc/mtasts/mtasts.toml` by
+//! default, `MTASTS_CONFIG` to point elsewhere. A missing default file means "all defaults"; a
+//! file named explicitly must exist. Unknown keys are an error that names the key and the file,
+//! so that a typo never silently leaves a setting at its default.
+//!
+//! ```toml
+//! [dns]
+//! nameservers = ["127.0.0.1:53"]   # default: those of /etc/resolv.conf
+//! timeout_ms = 5000                # hard deadline per lookup
+//!
+//! [https]
+//! ca_file = "/etc/ssl/certs/ca-certificates.crt"  # default: the system's roots
+//! timeout_ms = 30000               # whole policy fetch
+//! connect_timeout_ms = 10000
+//! max_body_bytes = 65536
+//! port = 443                       # for test fixtures only
+//! refuse_private_addresses = false # refuse policy hosts on loopback/private addresses
+//!
+//! [cache]
+//! path = "memory"
+//!
+//! [engine]
+//! txt_check_interval = 300         # seconds between TXT checks while a policy is cached
+//! no_policy_interval = 300         # seconds between TXT checks for domains without a policy
+//! refresh_interval = 86400         # refetch a policy older than this even if its id is unchanged
+//! fetch_retry_interval = 300       # wait after a failed fetch for the same id (at least 300)
+//! ```
+//!
+//! The same trust anchors serve the policy fetch and MX certificate validation.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cert::TrustAnchors;
+use crate::dns::{DnsResolver, DnsSettings};
+use crate::engine::{Engine, Timing};
+use crate::fetch::{FetchSettings, HttpsFetcher};
+
+/// Where the configuration is read from when no path is given.
+pub const DEFAULT_PATH: &str = "/etc/mtasts/mtasts.toml";
+/// The environment variable naming another configuration file.
+pub const ENV_VAR: &str = "MTASTS_CONFIG";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[dns]`
+    pub dns: DnsConfig,
+    /// `[https]`
+    pub https: HttpsConfig,
+    /// `[cache]`
+    pub cache: CacheConfig,
+    /// `[engine]`
+    pub engine: EngineConfig,
+    /// The file this came from (`None`: defaults).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// `[dns]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// `ip`, `ip:port` or `[ipv6]:port` entries; empty: `/etc/resolv.conf`.
+    pub nameservers: Vec<String>,
+    /// Hard deadline per lookup, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self { nameservers: Vec::new(), timeout_ms: 5000 }
+    }
+}
+
+/// `[https]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsConfig {
+    /// PEM file of trust anchors for the policy host and MX certificates; default: system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Deadline for a whole policy fetch, in milliseconds.
+    pub timeout_ms: u64,
+    /// Deadline for the TCP connection, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Largest policy body accepted.
+    pub max_body_bytes: u64,
+    /// Port of the policy host (443; other values are for test fixtures).
+    pub port: u16,
+    /// Refuse policy hosts that resolve to loopback, private or link-local addresses.
+    pub refuse_private_addresses: bool,
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
+            max_body_bytes: 65_536,
+            port: 443,
+            refuse_private_addresses: false,
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `memory`: policies are kept by each process only.
+    pub path: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { path: "memory".into() }
+    }
+}
+
+/// `[engine]`: the timing knobs of [`Timing`], in seconds.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// See [`Timing::txt_check_interval`].
+    pub txt_check_interval: u64,
+    /// See [`Timing::no_policy_interval`].
+    pub no_policy_interval: u64,
+    /// See [`Timing::refresh_interval`].
+    pub refresh_interval: u64,
+    /// See [`Timing::fetch_retry_interval`].
+    pub fetch_retry_interval: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let t = Timing::default();
+        Self {
+            txt_check_interval: t.txt_check_interval,
+            no_policy_interval: t.no_policy_interval,
+            refresh_interval: t.refresh_interval,
+            fetch_retry_interval: t.fetch_retry_interval,
+        }
+    }
+}
+
+/// A configuration that cannot be read or used. The message names the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the configuration: `path` if given, else `$MTASTS_CONFIG` if set, else
+    /// `/etc/mtasts/mtasts.toml` if it exists, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(path) = path {
+            return Self::from_file(path);
+        }
+        if let Some(env) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
+            return Self::from_file(Path::new(&env));
+        }
+        let default = Path::new(DEFAULT_PATH);
+        if default.exists() { Self::from_file(default) } else { Ok(Self::default()) }
+    }
+
+    /// Reads one file, which must exist.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read configuration {}: {e}", path.display())))?;
+        let mut config = Self::parse(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        config.source = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// Parses configuration text and checks the values.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))?;
+        config.nameservers()?;
+        if config.dns.timeout_ms == 0 || config.https.timeout_ms == 0 || config.https.connect_timeout_ms == 0
+        {
+            return Err(ConfigError("timeouts must be greater than 0".into()));
+        }
+        if config.https.max_body_bytes == 0 {
+            return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
+        }
+        Ok(config)
+    }
+
+    /// The `[dns] nameservers` as socket addresses (port 53 when none is given).
+    pub fn nameservers(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.dns.nameservers.iter().map(|s| parse_nameserver(s)).collect()
+    }
+
+    /// The engine's timing knobs.
+    pub fn timing(&self) -> Timing {
+        let e = &self.engine;
+        Timing {
+            txt_check_interval: e.txt_check_interval,
+            no_policy_interval: e.no_policy_interval,
+            refresh_interval: e.refresh_interval,
+            fetch_retry_interval: e.fetch_retry_interval,
+        }
+    }
+
+    /// The trust anchors: `[https] ca_file` if set, else the system's roots (the compiled-in
+    /// Mozilla set if the system has none).
+    pub fn trust_anchors(&self) -> Result<TrustAnchors, ConfigError> {
+        match &self.https.ca_file {
+            Some(path) => TrustAnchors::from_pem_file(path).map_err(|e| ConfigError(e.to_string())),
+            None => Ok(TrustAnchors::system().unwrap_or_else(|_| TrustAnchors::webpki())),
+        }
+    }
+
+    /// The DNS client this configuration describes.
+    pub fn dns_resolver(&self) -> Result<DnsResolver, ConfigError> {
+        Ok(DnsResolver::new(DnsSettings {
+            nameservers: self.nameservers()?,
+            timeout: Duration::from_millis(self.dns.timeout_ms),
+        }))
+    }
+
+    /// An engine over the real DNS and HTTPS clients.
+    pub fn build_engine(&self) -> Result<Engine, ConfigError> {
+        if self.cache.path != "memory" {
+            return Err(ConfigError(format!(
+                "[cache] path = {:?}: this version keeps policies in memory only; use \"memory\"",
+                self.cache.path
+            )));
+        }
+        let anchors = self.trust_anchors()?;
+        let dns = Arc::new(self.dns_resolver()?);
+        let settings = FetchSettings {
+            timeout: Duration::from_millis(self.https.timeout_ms),
+            connect_timeout: Duration::from_millis(self.https.connect_timeout_ms),
+            max_body_bytes: self.https.max_body_bytes,
+            port: self.https.port,
+            refuse_private_addresses: self.https.refuse_private_addresses,
+            ..FetchSettings::new(anchors.clone())
+        };
+        let fetcher = HttpsFetcher::new(settings, dns.clone());
+        Ok(Engine::builder(dns, fetcher).trust_anchors(anchors).timing(self.timing()).build())
+    }
+}
+
+fn parse_nameserver(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(ConfigError(format!(
+        "[dns] nameservers: `{s}` is not an address (write `192.0.2.53`, `192.0.2.53:53` or `[2001:db8::53]:53`)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::parse(
+            "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\ntimeout_ms = 100\n[https]\nport = 8443\nmax_body_bytes = 100\n[engine]\ntxt_check_interval = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.nameservers().unwrap(),
+            vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+        assert_eq!(c.https.port, 8443);
+        assert_eq!(c.timing().txt_check_interval, 0);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse("[dns]\ntimeout = 5\n").unwrap_err();
+        assert!(e.0.contains("unknown field `timeout`"), "{e}");
+        let e = Config::parse("[dnss]\n").unwrap_err();
+        assert!(e.0.contains("unknown field `dnss`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values() {
+        assert!(
+            Config::parse("[dns]\nnameservers = [\"ns1.example\"]\n")
+                .unwrap_err()
+                .0
+                .contains("not an address")
+        );
+        assert!(Config::parse("[https]\ntimeout_ms = 0\n").is_err());
+        assert!(Config::parse("[https]\nport = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = Config::from_file(Path::new("/nonexistent/mtasts.toml")).unwrap_err();
+        assert!(e.0.contains("/nonexistent/mtasts.toml"), "{e}");
+    }
+}

@@ -1,0 +1,510 @@
+//! The DNS client: TXT, MX and address lookups with hickory-resolver (RFC 8461 §3.1).
+//!
+//! [`DnsResolver`] implements the engine's [`Resolver`] and [`AddressResolver`] traits, and
+//! looks up MX records for the CLI. The rules of RFC 8461 §3.1 (and the checklist items derived
+//! from it) that live here:
+//!
+//! * the TXT RRset is returned whole, records that are not STS records included: choosing among
+//!   them is [`crate::txt::select`]'s job (DISC-3);
+//! * a TXT record made of several character-strings is joined with nothing between them before
+//!   anyone parses it (DISC-6);
+//! * CNAMEs are followed, so a delegated `_mta-sts` record (RFC 8461 §8.2) is found at the
+//!   alias's target; only TXT data is kept from the answer, never the CNAME records (DISC-13);
+//! * NXDOMAIN and NODATA (the name exists without TXT records) are [`DnsError::NotFound`];
+//!   SERVFAIL, REFUSED, timeouts and transport errors are [`DnsError::Temporary`]. Both mean "no
+//!   live policy", and neither removes a cached policy; that is the engine's rule (DISC-14);
+//! * exactly the name asked is queried: names are made absolute (`name.`), and no search list or
+//!   local domain is tried, so nothing walks up or sideways to another name (HOST-4).
+//!
+//! # Process model
+//!
+//! MTAs fork, and the library must start no background threads and keep no runtime or socket
+//! across calls (DESIGN.md §2). hickory-resolver 0.26 is async only, and its lookups spawn
+//! tasks on the runtime that is current when they connect. So every call:
+//!
+//! 1. reseeds rand's thread-local generator if the process has forked since this thread last
+//!    used it (see below);
+//! 2. builds a tokio **current-thread** runtime (no OS threads) and, on it, a hickory resolver
+//!    with an empty cache, no search list, and the configured or system nameservers;
+//! 3. runs the lookup under `tokio::time::timeout(settings.timeout)`: a hard deadline for the
+//!    whole call, whatever hickory's retries would add up to;
+//! 4. drops the resolver (aborting its tasks, closing its sockets) and then the runtime, before
+//!    returning.
+//!
+//! Nothing is kept between calls, so a [`DnsResolver`] is cheap to create, `Send + Sync`, and
+//! safe to use before and after `fork()`. Building the runtime and resolver costs well under a
+//! millisecond; with no configured nameservers `/etc/resolv.conf` is read on each call (only its
+//! `nameserver` lines are used), so changes to it apply at once.
+//!
+//! ## Fork and the DNS query id
+//!
+//! hickory draws query ids and UDP source ports from `rand::rng()`, a per-thread generator that
+//! is not reseeded on `fork()`: two children forked from one parent would send the same (id,
+//! port) sequence, which makes spoofing answers easier. Each call therefore compares the
+//! process id with the one this thread's generator was last seeded in (a thread-local, because
+//! the generator is per thread: after a fork only the forking thread survives, holding the
+//! parent's state and the parent's pid) and reseeds from the OS when they differ.
+//!
+//! ## `/etc/hosts`
+//!
+//! With no configured nameservers (the system configuration), address lookups consult
+//! `/etc/hosts` first, as the system's own resolver would for the policy host. With configured
+//! nameservers, and for TXT and MX lookups, only DNS is asked.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts, ServerOrderingStrategy,
+};
+use hickory_resolver::lookup::Lookup;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+
+use crate::domain::Domain;
+use crate::engine::{AddressResolver, DnsError, Resolver};
+
+/// The default per-call deadline. (Not `pub`: cbindgen would put it in the C header.)
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and how long to ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Recursive resolvers to ask, each over UDP and TCP at its `ip:port`. Empty: the
+    /// `nameserver` lines of `/etc/resolv.conf` (port 53).
+    pub nameservers: Vec<SocketAddr>,
+    /// The deadline of one call (a lookup, or the A and AAAA pair), retries included.
+    pub timeout: Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self { nameservers: Vec::new(), timeout: DEFAULT_TIMEOUT }
+    }
+}
+
+/// One MX record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MxRecord {
+    /// The preference: lower is tried first.
+    pub preference: u16,
+    /// The exchange host name, without the trailing dot. A null MX (RFC 7505, "no mail") has
+    /// the exchange `"."`.
+    pub exchange: String,
+}
+
+/// The DNS client. Holds only its settings; see the [module docs](self) for what each call does.
+#[derive(Clone, Debug, Default)]
+pub struct DnsResolver {
+    settings: DnsSettings,
+}
+
+impl DnsResolver {
+    /// A resolver with these settings. Cheap: nothing is built until a lookup.
+    pub fn new(settings: DnsSettings) -> Self {
+        Self { settings }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &DnsSettings {
+        &self.settings
+    }
+
+    /// The MX records of `domain`, by preference (records of equal preference in the order
+    /// received). [`DnsError::NotFound`] when the domain has none (the caller then uses the
+    /// implicit MX, the domain itself, RFC 5321 §5.1).
+    pub fn mx(&self, domain: &Domain) -> Result<Vec<MxRecord>, DnsError> {
+        let name = absolute_name(domain.as_str())?;
+        let (lookup, _) = self.run(false, |r| async move { r.lookup(name, RecordType::MX).await })?;
+        let records = mx_records(&lookup);
+        if records.is_empty() {
+            return Err(DnsError::NotFound);
+        }
+        Ok(records)
+    }
+
+    /// Runs `f` on a resolver built for this call, under the call's deadline, then tears both
+    /// the resolver and its runtime down. Also gives the servers asked, for error details.
+    fn run<T, F, Fut>(&self, use_hosts: bool, f: F) -> Result<(T, Servers), DnsError>
+    where
+        F: FnOnce(TokioResolver) -> Fut,
+        Fut: Future<Output = Result<T, NetError>>,
+    {
+        reseed_after_fork()?;
+        let (config, servers) = self.config()?;
+        let mut opts = ResolverOpts::default();
+        opts.timeout = self.settings.timeout;
+        // One retry after a failure that is not a timeout (SERVFAIL, a refused connection):
+        // timeouts are bounded by the call's deadline anyway.
+        opts.attempts = 1;
+        opts.cache_size = 0;
+        opts.use_hosts_file = if use_hosts { ResolveHosts::Auto } else { ResolveHosts::Never };
+        opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+        let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        *builder.options_mut() = opts;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| DnsError::Temporary(format!("cannot start the DNS runtime: {e}")))?;
+        let timeout = self.settings.timeout;
+        let result = runtime.block_on(async {
+            // Built inside the runtime: its tasks belong to this runtime and die with it.
+            let resolver = builder.build().map_err(|e| classify(&e, &servers, timeout))?;
+            match tokio::time::timeout(timeout, f(resolver)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(classify(&e, &servers, timeout)),
+                Err(_elapsed) => Err(timed_out(&servers, timeout)),
+            }
+        });
+        drop(runtime);
+        result.map(|v| (v, servers))
+    }
+
+    /// The hickory configuration for a call, and the servers it will ask (for error details).
+    fn config(&self) -> Result<(ResolverConfig, Servers), DnsError> {
+        if self.settings.nameservers.is_empty() {
+            let (system, _opts) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| DnsError::Temporary(format!("cannot use the system DNS configuration: {e}")))?;
+            let (_domain, _search, name_servers) = system.into_parts();
+            let servers = Servers(
+                name_servers
+                    .iter()
+                    .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port)))
+                    .collect(),
+            );
+            // No local domain and no search list: only the name asked is queried (HOST-4).
+            return Ok((ResolverConfig::from_parts(None, Vec::new(), name_servers), servers));
+        }
+        let name_servers = self
+            .settings
+            .nameservers
+            .iter()
+            .map(|addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut ns.connections {
+                    connection.port = addr.port();
+                }
+                ns
+            })
+            .collect();
+        Ok((
+            ResolverConfig::from_parts(None, Vec::new(), name_servers),
+            Servers(self.settings.nameservers.clone()),
+        ))
+    }
+}
+
+impl Resolver for DnsResolver {
+    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        let name = absolute_name(name)?;
+        let (lookup, _) = self.run(false, |r| async move { r.lookup(name, RecordType::TXT).await })?;
+        let records = txt_records(&lookup);
+        if records.is_empty() {
+            // An answer made only of CNAMEs whose target has no TXT data: NODATA.
+            return Err(DnsError::NotFound);
+        }
+        Ok(records)
+    }
+}
+
+impl AddressResolver for DnsResolver {
+    /// A and AAAA records, asked in parallel; IPv4 addresses first. An IP literal is returned
+    /// as is. When one of the two lookups fails, the other's addresses are still returned.
+    fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        let bare = host.strip_suffix('.').unwrap_or(host);
+        if let Ok(ip) = bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let name = absolute_name(host)?;
+        let use_hosts = self.settings.nameservers.is_empty();
+        let ((v4, v6), servers) = self.run(use_hosts, |r| async move {
+            let r6 = r.clone();
+            let name6 = name.clone();
+            let aaaa = tokio::spawn(async move { r6.lookup(name6, RecordType::AAAA).await });
+            let a = r.lookup(name, RecordType::A).await;
+            let aaaa = aaaa.await.map_err(|e| NetError::Msg(format!("AAAA lookup task failed: {e}")))?;
+            Ok::<_, NetError>((a, aaaa))
+        })?;
+        let timeout = self.settings.timeout;
+        let v4 = v4.map(|l| addresses_of(&l)).map_err(|e| classify(&e, &servers, timeout));
+        let v6 = v6.map(|l| addresses_of(&l)).map_err(|e| classify(&e, &servers, timeout));
+        combine_addresses(v4, v6)
+    }
+}
+
+/// Joins A and AAAA results: IPv4 first; addresses from either side win over an error on the
+/// other; a temporary error wins over "not found" (the name may well exist).
+fn combine_addresses(
+    v4: Result<Vec<IpAddr>, DnsError>,
+    v6: Result<Vec<IpAddr>, DnsError>,
+) -> Result<Vec<IpAddr>, DnsError> {
+    match (v4, v6) {
+        (Ok(mut a), Ok(b)) => {
+            a.extend(b);
+            if a.is_empty() { Err(DnsError::NotFound) } else { Ok(a) }
+        }
+        (Ok(a), Err(e)) | (Err(e), Ok(a)) => {
+            if a.is_empty() {
+                Err(e)
+            } else {
+                Ok(a)
+            }
+        }
+        (Err(DnsError::NotFound), Err(DnsError::NotFound)) => Err(DnsError::NotFound),
+        (Err(e @ DnsError::Temporary(_)), Err(_)) | (Err(_), Err(e @ DnsError::Temporary(_))) => Err(e),
+    }
+}
+
+/// The servers a call asks, for error details.
+#[derive(Clone, Debug, Default)]
+struct Servers(Vec<SocketAddr>);
+
+impl fmt::Display for Servers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [] => f.write_str("the system's nameservers"),
+            [one] => write!(f, "{one}"),
+            many => {
+                f.write_str("one of ")?;
+                for (i, s) in many.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{s}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The process id in which this thread's `rand::rng()` was last (re)seeded; 0: never by us.
+    static SEEDED_IN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Reseeds this thread's `rand::rng()` (hickory's source of query ids and source ports) when
+/// the process is not the one it was last seeded in, i.e. after a `fork()`. A thread we have not
+/// seen is reseeded too: it may be the forking thread, carrying state its parent used before.
+fn reseed_after_fork() -> Result<(), DnsError> {
+    let pid = std::process::id();
+    SEEDED_IN.with(|seeded| {
+        if seeded.get() == pid {
+            return Ok(());
+        }
+        rand::rng().reseed().map_err(|e| {
+            DnsError::Temporary(format!("cannot reseed the random number generator for DNS ids: {e}"))
+        })?;
+        seeded.set(pid);
+        Ok(())
+    })
+}
+
+/// `name` as an absolute DNS name (`name.`), so that no search list applies. A name DNS cannot
+/// carry (an empty label, a label over 63 octets) has no records: [`DnsError::NotFound`].
+fn absolute_name(name: &str) -> Result<Name, DnsError> {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    if bare.is_empty() {
+        return Err(DnsError::NotFound);
+    }
+    Name::from_ascii(format!("{bare}.")).map_err(|_| DnsError::NotFound)
+}
+
+/// One TXT record's character-strings joined with no separator (DISC-6).
+fn join_character_strings(strings: &[Box<[u8]>]) -> Vec<u8> {
+    strings.concat()
+}
+
+/// The TXT records of an answer, CNAMEs and other types left out (DISC-13).
+fn txt_records(lookup: &Lookup) -> Vec<Vec<u8>> {
+    lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(join_character_strings(&txt.txt_data)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The MX records of an answer, by preference.
+fn mx_records(lookup: &Lookup) -> Vec<MxRecord> {
+    let mut records: Vec<MxRecord> = lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::MX(mx) => Some(MxRecord { preference: mx.preference, exchange: host_name(&mx.exchange) }),
+            _ => None,
+        })
+        .collect();
+    sort_mx(&mut records);
+    records
+}
+
+/// Sorts by preference, keeping the received order among equals.
+fn sort_mx(records: &mut [MxRecord]) {
+    records.sort_by_key(|r| r.preference);
+}
+
+/// A host name as text: ASCII, lower case, no trailing dot (the root stays `.`).
+fn host_name(name: &Name) -> String {
+    let text = name.to_ascii().to_ascii_lowercase();
+    match text.strip_suffix('.') {
+        Some("") | None => text,
+        Some(bare) => bare.to_owned(),
+    }
+}
+
+/// The A and AAAA addresses of an answer, in answer order.
+fn addresses_of(lookup: &Lookup) -> Vec<IpAddr> {
+    lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn timed_out(servers: &Servers, timeout: Duration) -> DnsError {
+    DnsError::Temporary(format!("timed out after {} ms asking {servers}", timeout.as_millis()))
+}
+
+/// Maps a hickory error to the engine's: NXDOMAIN and NODATA are "not found", everything else
+/// may pass.
+fn classify(error: &NetError, servers: &Servers, timeout: Duration) -> DnsError {
+    match error {
+        NetError::Dns(HickoryDnsError::NoRecordsFound(_)) => DnsError::NotFound,
+        NetError::Dns(HickoryDnsError::ResponseCode(code)) => {
+            DnsError::Temporary(format!("{} from {servers}", rcode_name(*code)))
+        }
+        NetError::Timeout => timed_out(servers, timeout),
+        NetError::Io(e) => DnsError::Temporary(format!("I/O error asking {servers}: {e}")),
+        NetError::Truncated => DnsError::Temporary(format!("truncated answer from {servers}, even over TCP")),
+        NetError::NoConnections => DnsError::Temporary(format!("could not reach {servers}")),
+        other => DnsError::Temporary(format!("{other} (asking {servers})")),
+    }
+}
+
+/// The mnemonic of a response code, as `dig` prints it.
+fn rcode_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("response code {}", u16::from(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn character_strings_are_joined_with_nothing_between() {
+        // DISC-6
+        let strings: Vec<Box<[u8]>> = vec![b"v=STSv1; id=ab".as_slice().into(), b"cd".as_slice().into()];
+        assert_eq!(join_character_strings(&strings), b"v=STSv1; id=abcd");
+        let strings: Vec<Box<[u8]>> = vec![b"v=STSv1;".as_slice().into(), b" id=x".as_slice().into()];
+        assert_eq!(join_character_strings(&strings), b"v=STSv1; id=x");
+        assert_eq!(join_character_strings(&[]), b"");
+    }
+
+    #[test]
+    fn names_are_made_absolute() {
+        // HOST-4: no search list can apply to an absolute name.
+        let n = absolute_name("_mta-sts.example.com").unwrap();
+        assert!(n.is_fqdn());
+        assert_eq!(n.to_ascii(), "_mta-sts.example.com.");
+        assert_eq!(absolute_name("example.com.").unwrap().to_ascii(), "example.com.");
+        assert_eq!(absolute_name(""), Err(DnsError::NotFound));
+        assert_eq!(absolute_name("."), Err(DnsError::NotFound));
+        assert_eq!(absolute_name("a..b"), Err(DnsError::NotFound));
+        assert_eq!(absolute_name(&format!("{}.example", "a".repeat(64))), Err(DnsError::NotFound));
+    }
+
+    #[test]
+    fn host_names_lose_the_trailing_dot() {
+        assert_eq!(host_name(&Name::from_ascii("MX1.Example.com.").unwrap()), "mx1.example.com");
+        assert_eq!(host_name(&Name::root()), ".");
+    }
+
+    #[test]
+    fn mx_sort_is_stable_by_preference() {
+        let mx = |p, e: &str| MxRecord { preference: p, exchange: e.into() };
+        let mut v = vec![mx(20, "b"), mx(10, "z"), mx(20, "a"), mx(0, "y")];
+        sort_mx(&mut v);
+        assert_eq!(v, vec![mx(0, "y"), mx(10, "z"), mx(20, "b"), mx(20, "a")]);
+    }
+
+    #[test]
+    fn response_codes_read_like_dig() {
+        assert_eq!(rcode_name(ResponseCode::ServFail), "SERVFAIL");
+        assert_eq!(rcode_name(ResponseCode::Refused), "REFUSED");
+        assert_eq!(rcode_name(ResponseCode::Unknown(3841)), "response code 3841");
+    }
+
+    #[test]
+    fn error_details_name_the_servers() {
+        let one = Servers(vec!["127.0.0.1:5353".parse().unwrap()]);
+        let err = NetError::Dns(HickoryDnsError::ResponseCode(ResponseCode::ServFail));
+        assert_eq!(
+            classify(&err, &one, DEFAULT_TIMEOUT),
+            DnsError::Temporary("SERVFAIL from 127.0.0.1:5353".into())
+        );
+        assert_eq!(
+            classify(&NetError::Timeout, &one, Duration::from_millis(5000)),
+            DnsError::Temporary("timed out after 5000 ms asking 127.0.0.1:5353".into())
+        );
+        let two = Servers(vec!["10.0.0.1:53".parse().unwrap(), "[2001:db8::1]:53".parse().unwrap()]);
+        assert_eq!(two.to_string(), "one of 10.0.0.1:53, [2001:db8::1]:53");
+        assert_eq!(Servers::default().to_string(), "the system's nameservers");
+    }
+
+    #[test]
+    fn address_results_combine() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let tmp = || DnsError::Temporary("SERVFAIL".into());
+        assert_eq!(combine_addresses(Ok(vec![v4]), Ok(vec![v6])), Ok(vec![v4, v6]));
+        assert_eq!(combine_addresses(Err(DnsError::NotFound), Ok(vec![v6])), Ok(vec![v6]));
+        assert_eq!(combine_addresses(Ok(vec![v4]), Err(tmp())), Ok(vec![v4]));
+        assert_eq!(
+            combine_addresses(Err(DnsError::NotFound), Err(DnsError::NotFound)),
+            Err(DnsError::NotFound)
+        );
+        assert_eq!(combine_addresses(Err(DnsError::NotFound), Err(tmp())), Err(tmp()));
+        assert_eq!(combine_addresses(Ok(vec![]), Err(tmp())), Err(tmp()));
+    }
+
+    #[test]
+    fn reseeding_happens_once_per_process_and_thread() {
+        reseed_after_fork().unwrap();
+        assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
+        std::thread::spawn(|| {
+            assert_eq!(SEEDED_IN.with(Cell::get), 0);
+            reseed_after_fork().unwrap();
+            assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
+        })
+        .join()
+        .unwrap();
+    }
+}

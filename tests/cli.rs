@@ -1,0 +1,334 @@
+//! The `mtasts` command line end to end: the real binary, the real DNS and HTTPS clients, and the
+//! local fixtures (DNS and HTTPS on 127.0.0.1, certificates from the test PKI). Also the fork test
+//! of the engine (issue: two forked children check against the fixtures with distinct DNS ids).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use mtasts_fixtures::dns::DnsServer;
+use mtasts_fixtures::https::{HttpsServer, Response};
+use mtasts_fixtures::pki::pki;
+use serde_json::Value;
+
+const ENFORCE: &str =
+    "version: STSv1\nmode: enforce\nmx: mx.example.test\nmx: *.backup.example.test\nmax_age: 604800\n";
+
+/// DNS and HTTPS fixtures, a CA file and a configuration file pointing at them.
+struct World {
+    dns: DnsServer,
+    https: HttpsServer,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new(name: &str) -> Self {
+        let dns = DnsServer::start().expect("dns fixture");
+        let https = HttpsServer::start().expect("https fixture");
+        let dir = std::env::temp_dir().join(format!("mtasts-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        pki().write_root(&dir.join("ca.pem")).expect("ca");
+        let config = format!(
+            "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 2000\n[https]\nport = {}\ntimeout_ms = 3000\nconnect_timeout_ms = 2000\n",
+            dns.addr(),
+            https.addr().port()
+        );
+        std::fs::write(dir.join("mtasts.toml"), config).expect("config");
+        Self { dns, https, dir }
+    }
+
+    /// Publishes a policy for `domain`: TXT record, A record of the policy host, certificate and body.
+    fn publish(&self, domain: &str, id: &str, body: &str) {
+        let host = format!("mta-sts.{domain}");
+        self.dns.set_txt1(&format!("_mta-sts.{domain}"), &[&format!("v=STSv1; id={id}")]);
+        self.dns.set_a(&host, Ipv4Addr::LOCALHOST);
+        self.https.set_cert(&host, &pki().leaf(&[&host]));
+        self.https.set_response(&host, Response::policy(body));
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("mtasts.toml")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn mtasts(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mtasts"))
+            .args(args)
+            .env("MTASTS_CONFIG", self.config())
+            .output()
+            .expect("run mtasts")
+    }
+
+    fn check_json(&self, domain: &str, mx: &[&str]) -> Value {
+        let ca = self.ca();
+        let mut args = vec!["check", domain, "--json", "--ca-file", path_str(&ca)];
+        for m in mx {
+            args.extend(["--mx", m]);
+        }
+        let out = self.mtasts(&args);
+        assert!(
+            out.status.success(),
+            "status {:?}, stderr {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+#[test]
+fn check_json_enforce_policy() {
+    // DESIGN §4.2: the JSON object, field by field.
+    let w = World::new("enforce");
+    w.publish("example.test", "20260101", ENFORCE);
+    let v =
+        w.check_json("Example.TEST.", &["mx.example.test", "b1.backup.example.test", "evil.example.test"]);
+    assert_eq!(v["domain"], "example.test");
+    assert_eq!(v["record"]["id"], "20260101");
+    assert_eq!(v["policy"]["mode"], "enforce");
+    assert_eq!(v["policy"]["mx"], serde_json::json!(["mx.example.test", "*.backup.example.test"]));
+    assert_eq!(v["policy"]["max_age"], 604800);
+    assert_eq!(v["policy"]["id"], "20260101");
+    assert_eq!(v["policy"]["source"], "network");
+    assert!(v["policy"]["fetched_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert!(v["policy"]["expires_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+    assert_eq!(v["error"], Value::Null);
+    let mx = v["mx"].as_array().expect("mx array");
+    assert_eq!(mx.len(), 3);
+    assert_eq!(
+        mx[0],
+        serde_json::json!({"host": "mx.example.test", "matches": true, "verdict": "pass", "reason": null})
+    );
+    assert_eq!(mx[1]["verdict"], "pass");
+    assert_eq!(
+        mx[2],
+        serde_json::json!({"host": "evil.example.test", "matches": false, "verdict": "fail-enforce", "reason": "mx-mismatch"})
+    );
+    // FETCH-13, FETCH-15: SNI is the policy host and the request line is exact.
+    let requests = w.https.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].sni.as_deref(), Some("mta-sts.example.test"));
+    assert_eq!(requests[0].request_line, "GET /.well-known/mta-sts.txt HTTP/1.1");
+}
+
+#[test]
+fn check_json_testing_and_none() {
+    let w = World::new("modes");
+    w.publish("testing.test", "t1", &ENFORCE.replace("enforce", "testing"));
+    w.publish("none.test", "n1", "version: STSv1\nmode: none\nmax_age: 86400\n");
+    let v = w.check_json("testing.test", &["other.example.test"]);
+    assert_eq!(v["policy"]["mode"], "testing");
+    assert_eq!(v["mx"][0]["verdict"], "fail-testing");
+    assert_eq!(v["mx"][0]["reason"], "mx-mismatch");
+    let v = w.check_json("none.test", &["other.example.test"]);
+    assert_eq!(v["policy"]["mode"], "none");
+    assert_eq!(v["mx"][0]["verdict"], "no-policy");
+    assert_eq!(v["mx"][0]["reason"], Value::Null);
+}
+
+#[test]
+fn check_json_no_record() {
+    // FETCH-11 and DISC-15: no TXT record, no fetch.
+    let w = World::new("norecord");
+    let v = w.check_json("plain.test", &["mx.plain.test"]);
+    assert_eq!(v["record"], Value::Null);
+    assert_eq!(v["policy"], Value::Null);
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(v["mx"][0]["verdict"], "no-policy");
+    assert!(w.https.requests().is_empty());
+}
+
+#[test]
+fn check_json_fetch_errors() {
+    // FETCH-5: 404; FETCH-1/HOST-6: wrong certificate; DISC-3: two records.
+    let w = World::new("errors");
+    w.publish("missing.test", "a", ENFORCE);
+    w.https.set_response("mta-sts.missing.test", Response::status(404));
+    let v = w.check_json("missing.test", &["mx.example.test"]);
+    assert_eq!(v["record"]["id"], "a");
+    assert_eq!(v["policy"], Value::Null);
+    assert_eq!(v["error"]["result_type"], "sts-policy-fetch-error");
+    assert!(v["error"]["detail"].as_str().is_some_and(|d| d.contains("404")), "{v}");
+    assert_eq!(v["mx"][0]["verdict"], "no-policy");
+
+    w.publish("wrongcert.test", "a", ENFORCE);
+    w.https.set_cert("mta-sts.wrongcert.test", &pki().leaf(&["www.wrongcert.test"]));
+    let v = w.check_json("wrongcert.test", &[]);
+    assert_eq!(v["error"]["result_type"], "sts-webpki-invalid");
+
+    w.dns.set_txt1("_mta-sts.twice.test", &["v=STSv1; id=a", "v=STSv1; id=b"]);
+    let v = w.check_json("twice.test", &["mx.example.test"]);
+    assert_eq!(v["record"], Value::Null);
+    assert_eq!(v["error"]["result_type"], "sts-policy-invalid");
+}
+
+#[test]
+fn check_text_gives_advice() {
+    let w = World::new("advice");
+    w.publish("wrongcert.test", "a", ENFORCE);
+    w.https.set_cert("mta-sts.wrongcert.test", &pki().leaf(&["www.wrongcert.test"]));
+    let ca = w.ca();
+    let out = w.mtasts(&["check", "wrongcert.test", "--mx", "mx.example.test", "--ca-file", path_str(&ca)]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(text.contains("sts-webpki-invalid"), "{text}");
+    assert!(text.contains("www.wrongcert.test"), "the detail names the certificate's name: {text}");
+    assert!(text.contains("add mta-sts.wrongcert.test to its subjectAltName"), "{text}");
+
+    w.publish("example.test", "a", ENFORCE);
+    let out = w.mtasts(&["check", "example.test", "--mx", "evil.example.test", "--ca-file", path_str(&ca)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(text.contains("mode enforce, max_age 604800 (7 days)"), "{text}");
+    assert!(text.contains("evil.example.test") && text.contains("fail-enforce  mx-mismatch"), "{text}");
+    assert!(text.contains("add `mx: evil.example.test`"), "{text}");
+}
+
+#[test]
+fn check_looks_up_mx_records() {
+    // MX-7 order; MX-9: no MX means the domain itself.
+    let w = World::new("mxlookup");
+    w.publish("example.test", "a", ENFORCE);
+    w.dns.set_mx("example.test", &[(20, "evil.example.test"), (10, "mx.example.test")]);
+    let v = w.check_json("example.test", &[]);
+    let hosts: Vec<&str> =
+        v["mx"].as_array().expect("mx").iter().map(|m| m["host"].as_str().expect("host")).collect();
+    assert_eq!(hosts, ["mx.example.test", "evil.example.test"]);
+    assert_eq!(v["mx"][1]["verdict"], "fail-enforce");
+
+    w.publish("implicit.test", "a", ENFORCE);
+    let v = w.check_json("implicit.test", &[]);
+    assert_eq!(v["mx"][0]["host"], "implicit.test");
+    assert_eq!(v["mx"][0]["verdict"], "fail-enforce");
+}
+
+#[test]
+fn check_bad_input_exits_2() {
+    let w = World::new("badinput");
+    for domain in ["", "exa mple.test", "a..b"] {
+        let out = w.mtasts(&["check", domain]);
+        assert_eq!(out.status.code(), Some(2), "{domain:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    // HOST-5: an address literal is not an error; it has no policy.
+    let v = w.check_json("[192.0.2.1]", &["mx.example.test"]);
+    assert_eq!(v["policy"], Value::Null);
+    assert!(w.dns.queries().is_empty(), "no DNS for an address literal");
+    let out = w.mtasts(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = w.mtasts(&["check", "example.test", "--cache", "/var/lib/x.sqlite"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_errors_name_the_key_and_file() {
+    let w = World::new("config");
+    let bad = w.dir.join("bad.toml");
+    std::fs::write(&bad, "[dns]\ntimeout = 5\n").expect("write");
+    let out = w.mtasts(&["check", "example.test", "--config", path_str(&bad)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("timeout"), "{err}");
+    let out = w.mtasts(&["check", "example.test", "--config", "/nonexistent/mtasts.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn lint(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+        .arg("lint")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn lint_exit_codes_and_lines() {
+    let dir = std::env::temp_dir().join(format!("mtasts-lint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = dir.join("good.txt");
+    std::fs::write(&good, ENFORCE).expect("write");
+    let out = lint(&[path_str(&good)], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid policy: mode enforce"));
+
+    let out = lint(&["-"], Some("version: STSv1\nmode: report\nmx: .x.example\nmax_age: 1d\n"));
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("<stdin>:2: error:") && text.contains("`testing`"), "{text}");
+    assert!(text.contains("<stdin>:3: warning:"), "{text}");
+    assert!(text.contains("<stdin>:4: error:"), "{text}");
+
+    let out = lint(&[], Some(ENFORCE));
+    assert_eq!(out.status.code(), Some(0));
+    let out = lint(&["/nonexistent/policy.txt"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 3, item 6: an engine used in the parent, then two forked children each check against
+/// the fixtures; both succeed and their DNS queries differ in (id, source port).
+#[test]
+fn forked_children_check_with_distinct_dns_ids() {
+    let w = World::new("fork");
+    w.publish("example.test", "a", ENFORCE);
+    w.publish("child.test", "c", ENFORCE);
+    let mut config = mtasts::config::Config::from_file(&w.config()).expect("config");
+    config.https.ca_file = Some(w.ca());
+    let engine = config.build_engine().expect("engine");
+    let parent = engine.check_mx("example.test", "mx.example.test").expect("parent check");
+    assert_eq!(parent.verdict, mtasts::Verdict::Pass);
+    let before = w.dns.queries().len();
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        // SAFETY: the test process is single-threaded at this point apart from the fixtures'
+        // threads; the child only runs the check and exits with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = engine
+                .recheck("child.test")
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.policy.is_some_and(|p| p.mode() == mtasts::Mode::Enforce));
+            // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pids.push(pid);
+    }
+    for pid in pids {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(r, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child {pid} status {status}");
+    }
+    let queries: Vec<_> =
+        w.dns.queries().into_iter().skip(before).filter(|q| q.name.contains("_mta-sts.child.test")).collect();
+    assert!(queries.len() >= 2, "{queries:?}");
+    let pairs: std::collections::BTreeSet<_> = queries.iter().map(|q| (q.id, q.src.port())).collect();
+    assert_eq!(pairs.len(), queries.len(), "two children sent the same DNS id and port: {queries:?}");
+}
