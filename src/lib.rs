@@ -47,6 +47,7 @@ pub mod dns;
 pub mod domain;
 pub mod engine;
 pub mod fetch;
+pub mod ffi;
 pub mod mx;
 pub mod policy;
 pub mod txt;

@@ -1,0 +1,645 @@
+//! The C ABI (`include/mtasts.h`, generated from this module by cbindgen).
+//!
+//! Conventions, after rustls-ffi:
+//!
+//! * Every exported function is a boundary: a panic becomes [`mtasts_status::MTASTS_STATUS_PANIC`]
+//!   (or [`mtasts_verdict::MTASTS_VERDICT_ERROR`]), never an unwind into the MTA; every pointer is
+//!   checked for NULL; every string is checked for UTF-8; out-parameters are written only on
+//!   success.
+//! * Numeric codes are stable: a value is never renumbered, retired values stay reserved.
+//! * Strings come back through caller buffers (`buf`, `len`, `out_n`) or as static strings.
+//! * Opaque handles are created by `_new` and released by `_free`; `_free(NULL)` does nothing.
+//! * Thread-safety and `fork()` behaviour are stated per function.
+//!
+//! All `unsafe` code of the crate is in this module.
+
+#![allow(unsafe_code, non_camel_case_types)]
+
+mod types;
+
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use types::*;
+
+use crate::cache::CachedPolicy;
+use crate::config::Config;
+use crate::engine::{Engine, InputError, Outcome, Tls};
+use crate::verdict::Dane;
+
+/// Major version of the library, as in `Cargo.toml`.
+pub const MTASTS_VERSION_MAJOR: u32 = 0;
+/// Minor version of the library, as in `Cargo.toml`.
+pub const MTASTS_VERSION_MINOR: u32 = 1;
+/// Patch version of the library, as in `Cargo.toml`.
+pub const MTASTS_VERSION_PATCH: u32 = 0;
+/// `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
+pub const MTASTS_VERSION_NUMBER: u32 = 100;
+
+static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+    Ok(v) => v,
+    Err(_) => panic!("version string"),
+};
+
+thread_local! {
+    static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn set_last_error(message: impl Into<String>) {
+    let message = message.into();
+    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+}
+
+/// Runs `f`, turning a panic into `on_panic`.
+fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(format!("internal error (panic caught): {what}"));
+            on_panic
+        }
+    }
+}
+
+/// Reads a NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives for `'a`.
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, mtasts_status> {
+    if p.is_null() {
+        set_last_error(format!("{what} is NULL"));
+        return Err(mtasts_status::MTASTS_STATUS_NULL_ARGUMENT);
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let c = unsafe { CStr::from_ptr(p) };
+    c.to_str().map_err(|_| {
+        set_last_error(format!("{what} is not valid UTF-8"));
+        mtasts_status::MTASTS_STATUS_INVALID_UTF8
+    })
+}
+
+/// Reads an optional byte buffer: NULL or length 0 is `None`.
+///
+/// # Safety
+/// `p` is NULL or points to `len` readable bytes.
+unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+    if p.is_null() || len == 0 {
+        None
+    } else {
+        // SAFETY: non-NULL, `len` readable bytes by the caller's contract.
+        Some(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+}
+
+/// Copies `s` with a terminating NUL into `buf` of `len` bytes; `out_n` gets the length without
+/// the NUL. Fails (writing nothing) when the buffer is too small.
+///
+/// # Safety
+/// `buf` points to `len` writable bytes; `out_n` is NULL or writable.
+unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
+    if buf.is_null() {
+        set_last_error("buf is NULL");
+        return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+    }
+    if s.len() >= len {
+        set_last_error(format!("buffer of {len} bytes is too small for {} bytes and a NUL", s.len()));
+        if !out_n.is_null() {
+            // SAFETY: writable by contract. The needed size helps the caller retry.
+            unsafe { *out_n = s.len() };
+        }
+        return mtasts_status::MTASTS_STATUS_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: `buf` has room for `s.len() + 1` bytes, checked above.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        *buf.add(s.len()) = 0;
+        if !out_n.is_null() {
+            *out_n = s.len();
+        }
+    }
+    mtasts_status::MTASTS_STATUS_OK
+}
+
+fn input_status(e: &InputError) -> mtasts_status {
+    set_last_error(e.to_string());
+    match e {
+        InputError::Domain(_) => mtasts_status::MTASTS_STATUS_INVALID_DOMAIN,
+        InputError::Mx(_) => mtasts_status::MTASTS_STATUS_INVALID_MX,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version and names
+
+/// The library version, e.g. `"0.1.0"`: a static string.
+///
+/// Thread-safe; fork-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn mtasts_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// The name of a status code, e.g. `"null-argument"`: a static string (`"unknown"` for values
+/// this version does not know).
+///
+/// Thread-safe; fork-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn mtasts_status_str(status: u32) -> *const c_char {
+    types::status_name(status).as_ptr()
+}
+
+/// The name of a reason: the RFC 8460 result type (`"certificate-expired"`, ...), `"mx-mismatch"`,
+/// or `"none"`: a static string (`"unknown"` for values this version does not know).
+///
+/// Thread-safe; fork-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn mtasts_reason_str(reason: u32) -> *const c_char {
+    types::reason_name(reason).as_ptr()
+}
+
+/// The name of a verdict (`"pass"`, `"fail-enforce"`, ...): a static string.
+///
+/// Thread-safe; fork-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn mtasts_verdict_str(verdict: u32) -> *const c_char {
+    types::verdict_name(verdict).as_ptr()
+}
+
+/// Copies the message of the last failed call made by this thread into `buf` (NUL-terminated);
+/// `out_n` (may be NULL) gets its length. The message is empty when no call has failed.
+///
+/// Thread-safe: each thread has its own last error.
+///
+/// # Safety
+/// `buf` points to `len` writable bytes; `out_n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_last_error(buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        let message = LAST_ERROR.with(|e| e.borrow().clone());
+        // SAFETY: forwarded caller contract.
+        unsafe { copy_out(&message, buf, len, out_n) }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The headline call and its default engine
+
+/// The process-wide default engine, with the pid it was built in.
+static DEFAULT_ENGINE: Mutex<Option<(u32, Arc<Engine>)>> = Mutex::new(None);
+
+/// The default engine of this process, built on first use from the configuration file
+/// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and built anew
+/// in a forked child.
+fn default_engine() -> Result<Arc<Engine>, String> {
+    let pid = std::process::id();
+    if let Some((built_in, engine)) = DEFAULT_ENGINE.lock().as_ref() {
+        if *built_in == pid {
+            return Ok(Arc::clone(engine));
+        }
+    }
+    // Built without the lock held; a racing thread may build one too, and the first stored wins.
+    let engine = Arc::new(Config::load(None).and_then(|c| c.build_engine()).map_err(|e| e.to_string())?);
+    let mut slot = DEFAULT_ENGINE.lock();
+    match slot.as_ref() {
+        Some((built_in, existing)) if *built_in == pid => Ok(Arc::clone(existing)),
+        _ => {
+            *slot = Some((pid, Arc::clone(&engine)));
+            Ok(engine)
+        }
+    }
+}
+
+/// Checks a delivery to `mx` for the Policy Domain `domain` with the process-wide default engine.
+///
+/// - `domain`: the Policy Domain (normally the recipient domain; the smart host's domain when
+///   relaying through one). `mx`: the MX host name being tried, as in the MX record.
+/// - `cert`, `cert_len`: the certificate chain the MX presented, leaf first, as PEM text or as
+///   concatenated DER certificates. NULL/0 means no TLS was negotiated (no STARTTLS, or it failed).
+///   To judge the MX name before connecting, use `mtasts_engine_check_mx`.
+///
+/// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad or the configuration
+/// cannot be used (`mtasts_last_error` says why).
+///
+/// The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
+/// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process. Thread-safe.
+/// Fork-safe: a forked child builds its own engine on its first call (cached policies of the parent
+/// are not carried over). DNS and HTTPS happen inside the call when the policy is not cached; no
+/// thread or socket outlives the call.
+///
+/// # Safety
+/// `domain` and `mx` are NULL or NUL-terminated strings; `cert` is NULL or points to `cert_len`
+/// readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_check(
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: *const u8,
+    cert_len: usize,
+) -> mtasts_verdict {
+    guard(mtasts_verdict::MTASTS_VERDICT_ERROR, || {
+        let engine = match default_engine() {
+            Ok(e) => e,
+            Err(message) => {
+                set_last_error(message);
+                return mtasts_verdict::MTASTS_VERDICT_ERROR;
+            }
+        };
+        let mut result = mtasts_result::empty();
+        // SAFETY: forwarded caller contract; `result` is a valid local.
+        let status = unsafe { check_into(&engine, domain, mx, Some((cert, cert_len)), &mut result) };
+        if status == mtasts_status::MTASTS_STATUS_OK {
+            result.verdict
+        } else {
+            mtasts_verdict::MTASTS_VERDICT_ERROR
+        }
+    })
+}
+
+/// Shared body of the check calls. `cert` is `None` for a name-only check.
+///
+/// # Safety
+/// As for [`mtasts_engine_check`].
+unsafe fn check_into(
+    engine: &Engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: Option<(*const u8, usize)>,
+    out: *mut mtasts_result,
+) -> mtasts_status {
+    if out.is_null() {
+        set_last_error("result is NULL");
+        return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+    }
+    // SAFETY: forwarded caller contract.
+    let (domain, mx) = match unsafe { (str_arg(domain, "domain"), str_arg(mx, "mx")) } {
+        (Ok(d), Ok(m)) => (d, m),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let tls = match cert {
+        None => Tls::NotChecked,
+        // SAFETY: forwarded caller contract.
+        Some((p, len)) => unsafe { bytes_arg(p, len) }.map_or(Tls::NotNegotiated, Tls::Chain),
+    };
+    match engine.check_with(domain, mx, tls, Dane::NotApplicable) {
+        Ok(outcome) => {
+            // SAFETY: `out` is non-NULL and writable by contract.
+            unsafe { *out = mtasts_result::from_outcome(&outcome) };
+            mtasts_status::MTASTS_STATUS_OK
+        }
+        Err(e) => input_status(&e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engines
+
+/// An MTA-STS engine: configuration, trust anchors and the in-process policy cache.
+///
+/// Shared and immutable from the caller's side: one engine may be used by many threads at once.
+/// After `fork()`, a child may keep using an engine only if no other thread was inside a call on
+/// it at the time of the fork; the safe course is a new engine in the child.
+#[derive(Debug)]
+pub struct mtasts_engine {
+    engine: Engine,
+}
+
+/// Creates an engine from the configuration file at `config_path`, or from the defaults when
+/// `config_path` is NULL (the environment variable `MTASTS_CONFIG` is not consulted here).
+/// On success `*engine_out` receives the engine, to be released with `mtasts_engine_free`.
+///
+/// Errors: `MTASTS_STATUS_CONFIG` when the file cannot be read or is invalid (`mtasts_last_error`
+/// names the file and the key). Thread-safe.
+///
+/// # Safety
+/// `config_path` is NULL or a NUL-terminated string; `engine_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_new(
+    config_path: *const c_char,
+    engine_out: *mut *mut mtasts_engine,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        if engine_out.is_null() {
+            set_last_error("engine_out is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        }
+        let config = if config_path.is_null() {
+            Ok(Config::default())
+        } else {
+            // SAFETY: forwarded caller contract.
+            match unsafe { str_arg(config_path, "config_path") } {
+                Ok(path) => Config::from_file(Path::new(path)),
+                Err(e) => return e,
+            }
+        };
+        match config.and_then(|c| c.build_engine()) {
+            Ok(engine) => {
+                let boxed = Box::new(mtasts_engine { engine });
+                // SAFETY: `engine_out` is non-NULL and writable by contract.
+                unsafe { *engine_out = Box::into_raw(boxed) };
+                mtasts_status::MTASTS_STATUS_OK
+            }
+            Err(e) => {
+                set_last_error(e.to_string());
+                mtasts_status::MTASTS_STATUS_CONFIG
+            }
+        }
+    })
+}
+
+/// Releases an engine. NULL does nothing. No call on the engine may be running or follow.
+///
+/// # Safety
+/// `engine` is NULL or was returned by `mtasts_engine_new` and not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_free(engine: *mut mtasts_engine) {
+    guard((), || {
+        if !engine.is_null() {
+            // SAFETY: created by Box::into_raw in mtasts_engine_new, freed once.
+            drop(unsafe { Box::from_raw(engine) });
+        }
+    })
+}
+
+/// Checks a delivery to `mx` for `domain` after the TLS handshake: `cert`/`cert_len` is the chain
+/// the MX presented (leaf first, PEM or concatenated DER), NULL/0 when no TLS was negotiated.
+/// On success `*result` is filled in.
+///
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
+/// (not a domain name; an address literal is not an error: it has no policy),
+/// `MTASTS_STATUS_INVALID_MX`. Thread-safe. May do DNS and HTTPS inside the call.
+///
+/// # Safety
+/// `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to
+/// `cert_len` readable bytes; `result` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_check(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: *const u8,
+    cert_len: usize,
+    result: *mut mtasts_result,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: NULL or a live engine by contract.
+        let Some(engine) = (unsafe { engine.as_ref() }) else {
+            set_last_error("engine is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { check_into(&engine.engine, domain, mx, Some((cert, cert_len)), result) }
+    })
+}
+
+/// Judges only the MX name, before connecting: `MTASTS_VERDICT_FAIL_ENFORCE` means do not connect
+/// to this MX (try the next one), `MTASTS_VERDICT_FAIL_TESTING` means connect and report.
+/// The certificate must still be checked after the handshake with `mtasts_engine_check`.
+///
+/// Errors and thread-safety as for `mtasts_engine_check`.
+///
+/// # Safety
+/// As for `mtasts_engine_check`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_check_mx(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: *mut mtasts_result,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: NULL or a live engine by contract.
+        let Some(engine) = (unsafe { engine.as_ref() }) else {
+            set_last_error("engine is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { check_into(&engine.engine, domain, mx, None, result) }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+
+/// A copy of the policy that applies to a domain: immutable, independent of the engine it came
+/// from (it may outlive it), and safe to read from several threads.
+#[derive(Debug)]
+pub struct mtasts_policy {
+    policy: Arc<CachedPolicy>,
+}
+
+/// Gets the policy that applies to `domain` now (looking up DNS and fetching as the cache rules
+/// require). On success `*policy_out` receives a policy to release with `mtasts_policy_free`.
+///
+/// Returns `MTASTS_STATUS_NO_POLICY` (and writes nothing) when no policy applies; a `mode: none`
+/// policy is returned like any other. Other errors as for `mtasts_engine_check`. Thread-safe.
+///
+/// # Safety
+/// `engine` is a live engine; `domain` is NULL or NUL-terminated; `policy_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_policy(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    policy_out: *mut *mut mtasts_policy,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: NULL or a live engine by contract.
+        let Some(engine) = (unsafe { engine.as_ref() }) else {
+            set_last_error("engine is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        if policy_out.is_null() {
+            set_last_error("policy_out is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        }
+        // SAFETY: forwarded caller contract.
+        let domain = match unsafe { str_arg(domain, "domain") } {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        match engine.engine.policy(domain) {
+            Ok(Some(resolution)) => match resolution.policy {
+                Some(policy) => {
+                    let boxed = Box::new(mtasts_policy { policy });
+                    // SAFETY: non-NULL and writable by contract.
+                    unsafe { *policy_out = Box::into_raw(boxed) };
+                    mtasts_status::MTASTS_STATUS_OK
+                }
+                None => {
+                    let why = resolution.error.map_or_else(|| "no policy is published".into(), |e| e.detail);
+                    set_last_error(why);
+                    mtasts_status::MTASTS_STATUS_NO_POLICY
+                }
+            },
+            Ok(None) => {
+                set_last_error("an address literal has no policy");
+                mtasts_status::MTASTS_STATUS_NO_POLICY
+            }
+            Err(e) => input_status(&e),
+        }
+    })
+}
+
+/// Releases a policy. NULL does nothing.
+///
+/// # Safety
+/// `policy` is NULL or was returned by `mtasts_engine_policy` and not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_free(policy: *mut mtasts_policy) {
+    guard((), || {
+        if !policy.is_null() {
+            // SAFETY: created by Box::into_raw in mtasts_engine_policy, freed once.
+            drop(unsafe { Box::from_raw(policy) });
+        }
+    })
+}
+
+/// # Safety
+/// `policy` is NULL or live.
+unsafe fn policy_ref<'a>(policy: *const mtasts_policy) -> Option<&'a CachedPolicy> {
+    // SAFETY: NULL or live by contract.
+    unsafe { policy.as_ref() }.map(|p| &*p.policy)
+}
+
+/// The policy's mode; `MTASTS_MODE_NO_POLICY` for NULL.
+///
+/// # Safety
+/// `policy` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_mode(policy: *const mtasts_policy) -> mtasts_mode {
+    // SAFETY: forwarded caller contract.
+    guard(mtasts_mode::MTASTS_MODE_NO_POLICY, || {
+        unsafe { policy_ref(policy) }
+            .map_or(mtasts_mode::MTASTS_MODE_NO_POLICY, |p| mtasts_mode::from(Some(p.mode())))
+    })
+}
+
+/// The policy's `max_age` in seconds (already clamped to one year); 0 for NULL.
+///
+/// # Safety
+/// `policy` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_max_age(policy: *const mtasts_policy) -> u32 {
+    // SAFETY: forwarded caller contract.
+    guard(0, || unsafe { policy_ref(policy) }.map_or(0, |p| p.policy.max_age()))
+}
+
+/// When the policy was fetched, in seconds since the Unix epoch; 0 for NULL.
+///
+/// # Safety
+/// `policy` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_fetched_at(policy: *const mtasts_policy) -> u64 {
+    // SAFETY: forwarded caller contract.
+    guard(0, || unsafe { policy_ref(policy) }.map_or(0, |p| p.fetched_at))
+}
+
+/// When the policy expires (`fetched_at + max_age`), in seconds since the Unix epoch; 0 for NULL.
+///
+/// # Safety
+/// `policy` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_expires_at(policy: *const mtasts_policy) -> u64 {
+    // SAFETY: forwarded caller contract.
+    guard(0, || unsafe { policy_ref(policy) }.map_or(0, |p| p.expires_at))
+}
+
+/// Copies the policy id (the TXT record's `id`, at most 32 characters) into `buf`, NUL-terminated;
+/// `out_n` (may be NULL) gets its length. A buffer of 33 bytes always suffices.
+///
+/// # Safety
+/// `policy` is NULL or live; `buf` points to `len` writable bytes; `out_n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_id(
+    policy: *const mtasts_policy,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: forwarded caller contract.
+        let Some(p) = (unsafe { policy_ref(policy) }) else {
+            set_last_error("policy is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { copy_out(p.id.as_str(), buf, len, out_n) }
+    })
+}
+
+/// The number of `mx` patterns of the policy; 0 for NULL.
+///
+/// # Safety
+/// `policy` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_mx_count(policy: *const mtasts_policy) -> usize {
+    // SAFETY: forwarded caller contract.
+    guard(0, || unsafe { policy_ref(policy) }.map_or(0, |p| p.policy.mx().len()))
+}
+
+/// Copies `mx` pattern `index` (e.g. `*.example.net`, at most 255 characters) into `buf`,
+/// NUL-terminated; `out_n` (may be NULL) gets its length. `MTASTS_STATUS_OUT_OF_RANGE` when
+/// `index >= mtasts_policy_mx_count(policy)`.
+///
+/// # Safety
+/// `policy` is NULL or live; `buf` points to `len` writable bytes; `out_n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_policy_mx(
+    policy: *const mtasts_policy,
+    index: usize,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: forwarded caller contract.
+        let Some(p) = (unsafe { policy_ref(policy) }) else {
+            set_last_error("policy is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        let Some(pattern) = p.policy.mx().get(index) else {
+            set_last_error(format!("index {index} is out of range ({} patterns)", p.policy.mx().len()));
+            return mtasts_status::MTASTS_STATUS_OUT_OF_RANGE;
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { copy_out(&pattern.to_string(), buf, len, out_n) }
+    })
+}
+
+impl mtasts_result {
+    fn from_outcome(o: &Outcome) -> Self {
+        let mut r = Self::empty();
+        r.verdict = mtasts_verdict::from(o.verdict);
+        r.reason = mtasts_reason::from(o.reason);
+        r.mode = mtasts_mode::from(o.mode());
+        if let Some(p) = &o.policy {
+            fill(&mut r.policy_id, p.id.as_str());
+        }
+        if let Some(d) = &o.detail {
+            fill(&mut r.detail, d);
+        }
+        r
+    }
+}
+
+/// Copies as much of `s` as fits (cut at a character boundary) and a NUL into `buf`.
+fn fill(buf: &mut [c_char], s: &str) {
+    let mut n = s.len().min(buf.len().saturating_sub(1));
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    for (dst, src) in buf.iter_mut().zip(&s.as_bytes()[..n]) {
+        *dst = *src as c_char;
+    }
+    if let Some(end) = buf.get_mut(n) {
+        *end = 0;
+    }
+}

@@ -1,0 +1,236 @@
+//! The C-visible enums and structs, and their static names. Numeric values are stable: never
+//! renumber a value, and keep retired ones reserved.
+
+#![allow(non_camel_case_types)]
+
+use std::ffi::{CStr, c_char};
+
+use crate::policy::Mode;
+use crate::verdict::{Reason, Verdict};
+
+/// The outcome of a call (not of the MTA-STS check: that is the verdict).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtasts_status {
+    /// The call worked.
+    MTASTS_STATUS_OK = 0,
+    /// A required pointer argument was NULL.
+    MTASTS_STATUS_NULL_ARGUMENT = 1,
+    /// A string argument was not valid UTF-8.
+    MTASTS_STATUS_INVALID_UTF8 = 2,
+    /// The domain is not a domain name.
+    MTASTS_STATUS_INVALID_DOMAIN = 3,
+    /// The MX host is not a host name.
+    MTASTS_STATUS_INVALID_MX = 4,
+    /// The configuration file cannot be read or is invalid.
+    MTASTS_STATUS_CONFIG = 5,
+    /// The caller's buffer is too small; `out_n` (if given) holds the length needed without the NUL.
+    MTASTS_STATUS_BUFFER_TOO_SMALL = 6,
+    /// An internal error (a panic was caught); the call had no effect on its out-parameters.
+    MTASTS_STATUS_PANIC = 7,
+    /// An index past the end.
+    MTASTS_STATUS_OUT_OF_RANGE = 8,
+    /// No policy applies to the domain.
+    MTASTS_STATUS_NO_POLICY = 9,
+}
+
+/// What the MTA should do with this MX (stable values).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtasts_verdict {
+    /// No policy applies: deliver as usual.
+    MTASTS_VERDICT_NO_POLICY = 0,
+    /// A policy applies and this MX (and certificate, if given) satisfies it.
+    MTASTS_VERDICT_PASS = 1,
+    /// `enforce` policy not satisfied: do not deliver to this MX; temporary failure, try the next.
+    MTASTS_VERDICT_FAIL_ENFORCE = 2,
+    /// `testing` policy not satisfied: deliver, and record the failure for TLSRPT.
+    MTASTS_VERDICT_FAIL_TESTING = 3,
+    /// The call itself failed; `mtasts_last_error` says why.
+    MTASTS_VERDICT_ERROR = 4,
+}
+
+/// Why a check failed (RFC 8460 result types, plus `mx-mismatch`), stable values.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtasts_reason {
+    /// No failure.
+    MTASTS_REASON_NONE = 0,
+    /// `starttls-not-supported`.
+    MTASTS_REASON_STARTTLS_NOT_SUPPORTED = 1,
+    /// `certificate-host-mismatch`.
+    MTASTS_REASON_CERTIFICATE_HOST_MISMATCH = 2,
+    /// `certificate-expired`.
+    MTASTS_REASON_CERTIFICATE_EXPIRED = 3,
+    /// `certificate-not-trusted`.
+    MTASTS_REASON_CERTIFICATE_NOT_TRUSTED = 4,
+    /// `validation-failure`.
+    MTASTS_REASON_VALIDATION_FAILURE = 5,
+    /// `sts-policy-fetch-error`.
+    MTASTS_REASON_STS_POLICY_FETCH_ERROR = 6,
+    /// `sts-policy-invalid`.
+    MTASTS_REASON_STS_POLICY_INVALID = 7,
+    /// `sts-webpki-invalid`.
+    MTASTS_REASON_STS_WEBPKI_INVALID = 8,
+    /// `mx-mismatch`: the MX matches no pattern (reported to TLSRPT as `validation-failure`).
+    MTASTS_REASON_MX_MISMATCH = 9,
+    /// `tlsa-invalid`: the caller's DANE check failed.
+    MTASTS_REASON_TLSA_INVALID = 10,
+}
+
+/// The mode of the policy that applied (stable values).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtasts_mode {
+    /// No policy applied.
+    MTASTS_MODE_NO_POLICY = 0,
+    /// `mode: enforce`.
+    MTASTS_MODE_ENFORCE = 1,
+    /// `mode: testing`.
+    MTASTS_MODE_TESTING = 2,
+    /// `mode: none`.
+    MTASTS_MODE_NONE = 3,
+}
+
+/// The result of a check, filled in by `mtasts_engine_check` and `mtasts_engine_check_mx`.
+/// Plain data, owned by the caller (e.g. on the stack).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct mtasts_result {
+    /// What to do with this MX.
+    pub verdict: mtasts_verdict,
+    /// Why, for failures; also why no policy could be had (`MTASTS_REASON_STS_*`) when the
+    /// verdict is `MTASTS_VERDICT_NO_POLICY` after a failed discovery or fetch.
+    pub reason: mtasts_reason,
+    /// The mode of the policy applied.
+    pub mode: mtasts_mode,
+    /// The id of the policy applied, NUL-terminated; empty without a policy.
+    pub policy_id: [c_char; 33],
+    /// A human-readable detail of the failure, NUL-terminated (cut to fit); empty otherwise.
+    pub detail: [c_char; 256],
+}
+
+impl mtasts_result {
+    pub(crate) fn empty() -> Self {
+        Self {
+            verdict: mtasts_verdict::MTASTS_VERDICT_NO_POLICY,
+            reason: mtasts_reason::MTASTS_REASON_NONE,
+            mode: mtasts_mode::MTASTS_MODE_NO_POLICY,
+            policy_id: [0; 33],
+            detail: [0; 256],
+        }
+    }
+}
+
+impl From<Verdict> for mtasts_verdict {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::NoPolicy => Self::MTASTS_VERDICT_NO_POLICY,
+            Verdict::Pass => Self::MTASTS_VERDICT_PASS,
+            Verdict::FailEnforce => Self::MTASTS_VERDICT_FAIL_ENFORCE,
+            Verdict::FailTesting => Self::MTASTS_VERDICT_FAIL_TESTING,
+            Verdict::Error => Self::MTASTS_VERDICT_ERROR,
+        }
+    }
+}
+
+impl From<Reason> for mtasts_reason {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::None => Self::MTASTS_REASON_NONE,
+            Reason::StarttlsNotSupported => Self::MTASTS_REASON_STARTTLS_NOT_SUPPORTED,
+            Reason::CertificateHostMismatch => Self::MTASTS_REASON_CERTIFICATE_HOST_MISMATCH,
+            Reason::CertificateExpired => Self::MTASTS_REASON_CERTIFICATE_EXPIRED,
+            Reason::CertificateNotTrusted => Self::MTASTS_REASON_CERTIFICATE_NOT_TRUSTED,
+            Reason::ValidationFailure => Self::MTASTS_REASON_VALIDATION_FAILURE,
+            Reason::StsPolicyFetchError => Self::MTASTS_REASON_STS_POLICY_FETCH_ERROR,
+            Reason::StsPolicyInvalid => Self::MTASTS_REASON_STS_POLICY_INVALID,
+            Reason::StsWebpkiInvalid => Self::MTASTS_REASON_STS_WEBPKI_INVALID,
+            Reason::MxMismatch => Self::MTASTS_REASON_MX_MISMATCH,
+            Reason::TlsaInvalid => Self::MTASTS_REASON_TLSA_INVALID,
+        }
+    }
+}
+
+impl From<Option<Mode>> for mtasts_mode {
+    fn from(m: Option<Mode>) -> Self {
+        match m {
+            None => Self::MTASTS_MODE_NO_POLICY,
+            Some(Mode::Enforce) => Self::MTASTS_MODE_ENFORCE,
+            Some(Mode::Testing) => Self::MTASTS_MODE_TESTING,
+            Some(Mode::None) => Self::MTASTS_MODE_NONE,
+        }
+    }
+}
+
+const UNKNOWN: &CStr = c"unknown";
+
+pub(crate) fn status_name(status: u32) -> &'static CStr {
+    const NAMES: [&CStr; 10] = [
+        c"ok",
+        c"null-argument",
+        c"invalid-utf8",
+        c"invalid-domain",
+        c"invalid-mx",
+        c"config",
+        c"buffer-too-small",
+        c"panic",
+        c"out-of-range",
+        c"no-policy",
+    ];
+    NAMES.get(status as usize).copied().unwrap_or(UNKNOWN)
+}
+
+pub(crate) fn reason_name(reason: u32) -> &'static CStr {
+    const NAMES: [&CStr; 11] = [
+        c"none",
+        c"starttls-not-supported",
+        c"certificate-host-mismatch",
+        c"certificate-expired",
+        c"certificate-not-trusted",
+        c"validation-failure",
+        c"sts-policy-fetch-error",
+        c"sts-policy-invalid",
+        c"sts-webpki-invalid",
+        c"mx-mismatch",
+        c"tlsa-invalid",
+    ];
+    NAMES.get(reason as usize).copied().unwrap_or(UNKNOWN)
+}
+
+pub(crate) fn verdict_name(verdict: u32) -> &'static CStr {
+    const NAMES: [&CStr; 5] = [c"no-policy", c"pass", c"fail-enforce", c"fail-testing", c"error"];
+    NAMES.get(verdict as usize).copied().unwrap_or(UNKNOWN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_agree_with_the_rust_names() {
+        for r in [
+            Reason::None,
+            Reason::StarttlsNotSupported,
+            Reason::CertificateHostMismatch,
+            Reason::CertificateExpired,
+            Reason::CertificateNotTrusted,
+            Reason::ValidationFailure,
+            Reason::StsPolicyFetchError,
+            Reason::StsPolicyInvalid,
+            Reason::StsWebpkiInvalid,
+            Reason::MxMismatch,
+            Reason::TlsaInvalid,
+        ] {
+            let c = mtasts_reason::from(r) as u32;
+            assert_eq!(c, r as u32);
+            assert_eq!(reason_name(c).to_str().unwrap(), r.as_str());
+        }
+        for v in
+            [Verdict::NoPolicy, Verdict::Pass, Verdict::FailEnforce, Verdict::FailTesting, Verdict::Error]
+        {
+            assert_eq!(verdict_name(mtasts_verdict::from(v) as u32).to_str().unwrap(), v.as_str());
+        }
+        assert_eq!(status_name(99), UNKNOWN);
+    }
+}
