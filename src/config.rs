@@ -17,7 +17,8 @@
 //! refuse_private_addresses = false # refuse policy hosts on loopback/private addresses
 //!
 //! [cache]
-//! path = "memory"
+//! path = "/var/lib/mtasts/policies.sqlite"  # or "memory": policies kept per process only
+//! redis_url = "redis://127.0.0.1:6379/0"    # a store shared by several hosts (feature `redis`)
 //!
 //! [engine]
 //! txt_check_interval = 300         # seconds between TXT checks while a policy is cached
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache::{SqliteStore, Store, StoreError};
 use crate::cert::TrustAnchors;
 use crate::dns::{DnsResolver, DnsSettings};
 use crate::engine::{Engine, Timing};
@@ -110,17 +112,22 @@ impl Default for HttpsConfig {
     }
 }
 
+/// The default place of the policy store.
+pub const DEFAULT_STORE: &str = "/var/lib/mtasts/policies.sqlite";
+
 /// `[cache]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// `memory`: policies are kept by each process only.
+    /// The SQLite store shared by the host's processes, or `memory` (each process keeps its own).
     pub path: String,
+    /// A Redis store shared by several hosts, instead of `path` (cargo feature `redis`).
+    pub redis_url: Option<String>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { path: "memory".into() }
+        Self { path: DEFAULT_STORE.into(), redis_url: None }
     }
 }
 
@@ -233,14 +240,23 @@ impl Config {
         }))
     }
 
-    /// An engine over the real DNS and HTTPS clients.
-    pub fn build_engine(&self) -> Result<Engine, ConfigError> {
-        if self.cache.path != "memory" {
-            return Err(ConfigError(format!(
-                "[cache] path = {:?}: this version keeps policies in memory only; use \"memory\"",
-                self.cache.path
-            )));
+    /// Opens the persistent store this configuration names: Redis when `redis_url` is set, else
+    /// the SQLite file at `path`; `None` for `memory`.
+    pub fn open_store(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+        let retry = self.timing().fetch_retry_interval.max(crate::engine::MIN_FETCH_RETRY);
+        if let Some(url) = &self.cache.redis_url {
+            return open_redis(url, retry);
         }
+        if self.cache.path == "memory" {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SqliteStore::open(Path::new(&self.cache.path), retry)?)))
+    }
+
+    /// An engine over the real DNS and HTTPS clients and the configured store. A store that cannot
+    /// be opened is reported (stderr, and [`Engine::store_error`]) and the engine carries on with
+    /// its in-process cache: the MTA keeps delivering.
+    pub fn build_engine(&self) -> Result<Engine, ConfigError> {
         let anchors = self.trust_anchors()?;
         let dns = Arc::new(self.dns_resolver()?);
         let settings = FetchSettings {
@@ -252,8 +268,29 @@ impl Config {
             ..FetchSettings::new(anchors.clone())
         };
         let fetcher = HttpsFetcher::new(settings, dns.clone());
-        Ok(Engine::builder(dns, fetcher).trust_anchors(anchors).timing(self.timing()).build())
+        let builder = Engine::builder(dns, fetcher).trust_anchors(anchors).timing(self.timing());
+        Ok(match self.open_store() {
+            Ok(Some(store)) => builder.store_boxed(store).build(),
+            Ok(None) => builder.build(),
+            Err(e) => {
+                let engine = builder.build();
+                engine.report_store_error(&e);
+                engine
+            }
+        })
     }
+}
+
+#[cfg(feature = "redis")]
+fn open_redis(url: &str, retry: u64) -> Result<Option<Box<dyn Store>>, StoreError> {
+    Ok(Some(Box::new(crate::cache::RedisStore::open(url, retry)?)))
+}
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(url: &str, _retry: u64) -> Result<Option<Box<dyn Store>>, StoreError> {
+    Err(StoreError(format!(
+        "[cache] redis_url = {url:?}: this build of mtasts has no Redis support (build with `--features redis`)"
+    )))
 }
 
 fn parse_nameserver(s: &str) -> Result<SocketAddr, ConfigError> {

@@ -38,7 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache};
+use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache, Store};
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::domain::{Domain, DomainError};
 use crate::mx;
@@ -256,6 +256,9 @@ pub struct Engine {
     clock: Box<dyn Clock>,
     certs: CertVerifier,
     cache: MemoryCache,
+    store: Option<Box<dyn Store>>,
+    /// The last error of the persistent store, if any (reported once on stderr).
+    store_error: Mutex<Option<String>>,
     timing: Timing,
     flights: Mutex<HashMap<Domain, Arc<Flight>>>,
 }
@@ -276,6 +279,7 @@ pub struct EngineBuilder {
     clock: Box<dyn Clock>,
     anchors: Option<TrustAnchors>,
     timing: Timing,
+    store: Option<Box<dyn Store>>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -305,6 +309,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps policies in this persistent store too (read on a miss of the in-process cache,
+    /// written after every discovery).
+    pub fn store(self, store: impl Store + 'static) -> Self {
+        self.store_boxed(Box::new(store))
+    }
+
+    /// As [`EngineBuilder::store`], for a store already boxed.
+    pub fn store_boxed(mut self, store: Box<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors =
@@ -315,6 +331,8 @@ impl EngineBuilder {
             clock: self.clock,
             certs: CertVerifier::new(anchors),
             cache: MemoryCache::default(),
+            store: self.store,
+            store_error: Mutex::new(None),
             timing: self.timing,
             flights: Mutex::new(HashMap::new()),
         }
@@ -352,6 +370,7 @@ impl Engine {
             clock: Box::new(SystemClock),
             anchors: None,
             timing: Timing::default(),
+            store: None,
         }
     }
 
@@ -368,6 +387,68 @@ impl Engine {
     /// The in-process cache.
     pub fn cache(&self) -> &MemoryCache {
         &self.cache
+    }
+
+    /// The persistent store, if one is configured.
+    pub fn store(&self) -> Option<&dyn Store> {
+        self.store.as_deref()
+    }
+
+    /// The last error of the persistent store, if it failed (the engine then carries on with the
+    /// in-process cache alone).
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error.lock().clone()
+    }
+
+    /// Records a store failure: said once on stderr, kept for [`Engine::store_error`].
+    pub fn report_store_error(&self, e: &crate::cache::StoreError) {
+        let mut last = self.store_error.lock();
+        if last.is_none() {
+            eprintln!("mtasts: policy store unavailable, using the in-process cache only: {e}");
+        }
+        *last = Some(e.to_string());
+    }
+
+    /// Fills an empty in-process entry from the persistent store (a miss of the memory layer).
+    fn warm_from_store(&self, domain: &Domain, now: u64) {
+        let Some(store) = &self.store else { return };
+        if self.cache.read(domain, |e| e.is_some()) {
+            return;
+        }
+        match store.load(domain) {
+            Ok(Some(stored)) => self.cache.update(domain, now, |e| {
+                if *e == Entry::default() {
+                    *e = stored;
+                }
+            }),
+            Ok(None) => {}
+            Err(e) => self.report_store_error(&e),
+        }
+    }
+
+    /// The newer of the in-process entry and the stored one, so that a policy another process
+    /// fetched (or `mtasts refresh` refreshed) is not fetched again.
+    fn merged_entry(&self, domain: &Domain) -> Entry {
+        let mut entry = self.cache.get(domain).unwrap_or_default();
+        if let Some(store) = &self.store {
+            match store.load(domain) {
+                Ok(Some(stored)) => {
+                    let newer = |a: &Entry, b: &Entry| {
+                        a.policy.as_ref().map(|p| p.fetched_at) > b.policy.as_ref().map(|p| p.fetched_at)
+                    };
+                    if newer(&stored, &entry) {
+                        entry.policy = stored.policy;
+                    }
+                    entry.checked_at = entry.checked_at.max(stored.checked_at);
+                    if entry.failed.as_ref().map(|f| f.at) < stored.failed.as_ref().map(|f| f.at) {
+                        entry.failed = stored.failed;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.report_store_error(&e),
+            }
+        }
+        entry
     }
 
     /// Now, by the engine's clock.
@@ -470,6 +551,7 @@ impl Engine {
 
     /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
     fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+        self.warm_from_store(domain, now);
         if !force {
             let cached = self
                 .cache
@@ -549,7 +631,7 @@ impl Engine {
     /// end, so that no reader sees the lookup time of a discovery still in progress.
     fn discover(&self, domain: &Domain, now: u64) -> Resolution {
         let answer = self.resolver.txt(&domain.txt_name());
-        let entry = self.cache.get(domain).unwrap_or_default();
+        let entry = self.merged_entry(domain);
         let live = entry.live(now).cloned();
         let mut fetched: Option<Result<Arc<CachedPolicy>, FailedFetch>> = None;
         let resolution = match answer.map(|rrset| txt::select(&rrset)) {
@@ -624,7 +706,10 @@ impl Engine {
             }
         };
         let fetched_now = matches!(fetched, Some(Ok(_)));
-        self.cache.update(domain, now, |e| {
+        let saved = self.cache.update(domain, now, |e| {
+            if entry.policy.as_ref().map(|p| p.fetched_at) > e.policy.as_ref().map(|p| p.fetched_at) {
+                e.policy = entry.policy.clone();
+            }
             e.checked_at = now;
             match fetched {
                 Some(Ok(policy)) => {
@@ -639,7 +724,13 @@ impl Engine {
             if !fetched_now && e.policy.as_ref().is_some_and(|p| !p.is_live(now)) {
                 e.policy = None;
             }
+            e.clone()
         });
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save(domain, &saved) {
+                self.report_store_error(&e);
+            }
+        }
         resolution
     }
 

@@ -2,14 +2,61 @@
 //!
 //! An [`Entry`] holds the last valid policy with its TXT id and fetch time, when DNS was last
 //! asked, and the last failed fetch (the negative cache of FETCH-10). The rules that read and
-//! write entries live in [`crate::engine`]; the stores here only keep them. The in-process
-//! [`MemoryCache`] is the layer every check reads first.
+//! write entries live in [`crate::engine`]; the stores here only keep them.
+//!
+//! Two layers: the in-process [`MemoryCache`], which every check reads first, and an optional
+//! persistent [`Store`] shared by processes ([`SqliteStore`] by default; Redis for fleets), which
+//! makes policies survive process exits and restarts (RFC 8461 §10.2, CACHE-12): without it an
+//! attacker who blocks discovery would defeat MTA-STS after a restart, and an MTA that starts a
+//! process per delivery would fetch every policy for every message.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod sqlite;
 
+use std::fmt;
 use std::sync::Arc;
 
 pub use memory::MemoryCache;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+pub use sqlite::SqliteStore;
+
+use crate::domain::Domain;
+
+/// The schema version of the SQLite store this build writes.
+pub fn sqlite_schema_version() -> i64 {
+    sqlite::SCHEMA_VERSION
+}
+
+/// A persistent store of [`Entry`]s, shared by processes. Implementations are `Send + Sync`,
+/// safe across `fork()` (a child opens its own connection), and keep the newest policy when two
+/// processes write the same domain.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The entry of `domain`, if stored.
+    fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError>;
+    /// Stores the entry of `domain`. A stored policy fetched later than `entry`'s is kept.
+    fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError>;
+    /// Every stored domain with its entry.
+    fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError>;
+    /// Removes a domain; true if it was stored.
+    fn remove(&self, domain: &Domain) -> Result<bool, StoreError>;
+    /// Where the store lives, for messages (`/var/lib/mtasts/policies.sqlite`, `redis://...`).
+    fn location(&self) -> String;
+}
+
+/// A store that cannot be opened, read or written. The message names the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
 
 use crate::policy::{Mode, Policy};
 use crate::txt::PolicyId;

@@ -4,6 +4,9 @@
 //! (from `--mx`, else from DNS, else the domain itself: RFC 5321 implicit MX) judged against the
 //! policy's patterns. MX hosts are not contacted, so certificates are not checked here.
 //! `--json` prints the object documented in README ("JSON output of `mtasts check`").
+//! With a store (`--cache PATH` or `[cache] path`), a stored policy whose id is unchanged is reused
+//! (`"source": "cache"`) and a stored policy applies when discovery or the fetch fails, exactly as
+//! in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +31,7 @@ pub struct Args {
     /// Trust anchors (PEM) for the policy host, instead of [https] ca_file or the system's roots.
     #[arg(long = "ca-file", value_name = "PEM")]
     ca_file: Option<PathBuf>,
-    /// Policy cache: `memory` (the only store of this version).
+    /// Policy store: a SQLite file, or `memory` (default: [cache] path of the configuration).
     #[arg(long, value_name = "PATH|memory")]
     cache: Option<String>,
     /// Print one JSON object instead of text.
@@ -68,7 +71,8 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         Err(mtasts::domain::DomainError::AddressLiteral) => args.domain.clone(),
         Err(e) => return Err(format!("{}: {e}", args.domain)),
     };
-    let resolution = engine.policy(&args.domain).map_err(|e| e.to_string())?;
+    // A diagnostic always asks DNS, even when the store holds the policy.
+    let resolution = engine.recheck(&args.domain).map_err(|e| e.to_string())?;
 
     let (hosts, mx_note) = if args.mx.is_empty() {
         mx_hosts(&config, &args.domain)?

@@ -1,0 +1,227 @@
+//! A store in Redis, for several MTA hosts sharing one policy cache (cargo feature `redis`).
+//!
+//! One key per domain, `mtasts:policy:<domain>`, holding the entry as JSON. A write merges with
+//! what is stored inside one server-side script, so the rule of the SQLite store holds across
+//! hosts: a stored policy fetched later than the one written is kept, and the time of the last
+//! TXT lookup only moves forward. Each key expires one day after its policy does (or one day after
+//! the last lookup when it holds no policy), so Redis forgets domains nobody mails any more.
+//! Connections are per process (a forked child opens its own) with short timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::{CachedPolicy, Entry, FailedFetch, Failure, Store, StoreError};
+use crate::domain::Domain;
+use crate::policy::Policy;
+use crate::txt::PolicyId;
+use crate::verdict::Reason;
+
+const PREFIX: &str = "mtasts:policy:";
+/// How long a key outlives its policy (or its last lookup).
+const GRACE: u64 = 86_400;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Merges the entry being written (ARGV[1]) with the stored one and sets the key's expiry.
+const MERGE: &str = r#"
+local new = cjson.decode(ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local old = cjson.decode(cur)
+  if type(old.policy) == 'table' and (type(new.policy) ~= 'table' or old.policy.fetched_at > new.policy.fetched_at) then
+    new.policy = old.policy
+  end
+  if old.checked_at > new.checked_at then new.checked_at = old.checked_at end
+end
+local now = tonumber(ARGV[2])
+local until_ = new.checked_at
+if type(new.policy) == 'table' and new.policy.expires_at > until_ then until_ = new.policy.expires_at end
+local ttl = until_ - now + tonumber(ARGV[3])
+if ttl < 60 then ttl = 60 end
+redis.call('SET', KEYS[1], cjson.encode(new), 'EX', ttl)
+return 1
+"#;
+
+/// The Redis store.
+pub struct RedisStore {
+    client: redis::Client,
+    url: String,
+    conn: Mutex<Option<(u32, redis::Connection)>>,
+    retry_interval: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    policy: Option<StoredPolicy>,
+    checked_at: u64,
+    failed: Option<StoredFailure>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredPolicy {
+    text: String,
+    id: String,
+    fetched_at: u64,
+    expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFailure {
+    id: String,
+    at: u64,
+    reason: String,
+    detail: String,
+    next_retry_at: u64,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`).
+    pub fn open(url: &str, retry_interval: u64) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError(format!("{url}: {e}")))?;
+        let store = Self { client, url: url.to_owned(), conn: Mutex::new(None), retry_interval };
+        store.with(|c| redis::cmd("PING").query::<String>(c))?;
+        Ok(store)
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let pid = std::process::id();
+        let mut slot = self.conn.lock();
+        if slot.as_ref().is_none_or(|(owner, _)| *owner != pid) {
+            if let Some((_, inherited)) = slot.take() {
+                // The parent's socket: not ours to use or to shut down.
+                std::mem::forget(inherited);
+            }
+            let conn = self.client.get_connection_with_timeout(TIMEOUT).map_err(|e| self.error(&e))?;
+            conn.set_read_timeout(Some(TIMEOUT)).map_err(|e| self.error(&e))?;
+            conn.set_write_timeout(Some(TIMEOUT)).map_err(|e| self.error(&e))?;
+            *slot = Some((pid, conn));
+        }
+        let (_, conn) = slot.as_mut().ok_or_else(|| StoreError("no connection".into()))?;
+        let result = f(conn);
+        if result.is_err() {
+            *slot = None; // reconnect next time
+        }
+        result.map_err(|e| self.error(&e))
+    }
+
+    fn error(&self, e: &redis::RedisError) -> StoreError {
+        StoreError(format!("{}: {e}", self.url))
+    }
+
+    fn decode(&self, domain: &Domain, json: &str) -> Result<Entry, StoreError> {
+        let bad = |what: String| StoreError(format!("{}: entry for {domain}: {what}", self.url));
+        let s: Stored = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let policy = match s.policy {
+            Some(p) => {
+                let parsed = Policy::parse(p.text.as_bytes()).map_err(|e| bad(e.to_string()))?;
+                let id = PolicyId::parse(&p.id).map_err(|e| bad(e.to_string()))?;
+                Some(Arc::new(CachedPolicy::new(parsed, id, p.text, p.fetched_at)))
+            }
+            None => None,
+        };
+        let failed = match s.failed {
+            Some(f) => Some(FailedFetch {
+                id: PolicyId::parse(&f.id).map_err(|e| bad(e.to_string()))?,
+                at: f.at,
+                failure: Failure {
+                    reason: Reason::parse(&f.reason)
+                        .ok_or_else(|| bad(format!("unknown reason `{}`", f.reason)))?,
+                    detail: f.detail,
+                },
+            }),
+            None => None,
+        };
+        Ok(Entry { policy, checked_at: s.checked_at, failed })
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Store for RedisStore {
+    fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
+        let key = format!("{PREFIX}{domain}");
+        let json: Option<String> = self.with(|c| redis::cmd("GET").arg(&key).query(c))?;
+        json.map(|j| self.decode(domain, &j)).transpose()
+    }
+
+    fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError> {
+        let stored = Stored {
+            policy: entry.policy.as_ref().map(|p| StoredPolicy {
+                text: p.text.clone(),
+                id: p.id.as_str().to_owned(),
+                fetched_at: p.fetched_at,
+                expires_at: p.expires_at,
+            }),
+            checked_at: entry.checked_at,
+            failed: entry.failed.as_ref().map(|f| StoredFailure {
+                id: f.id.as_str().to_owned(),
+                at: f.at,
+                reason: f.failure.reason.as_str().to_owned(),
+                detail: f.failure.detail.clone(),
+                next_retry_at: f.at.saturating_add(self.retry_interval),
+            }),
+        };
+        let json = serde_json::to_string(&stored).map_err(|e| StoreError(e.to_string()))?;
+        let key = format!("{PREFIX}{domain}");
+        self.with(|c| {
+            redis::cmd("EVAL").arg(MERGE).arg(1).arg(&key).arg(&json).arg(now()).arg(GRACE).query::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.with(|c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(500)
+                    .query(c)
+            })?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(name) = key.strip_prefix(PREFIX) else { continue };
+            let domain =
+                Domain::parse(name).map_err(|e| StoreError(format!("{}: key {key}: {e}", self.url)))?;
+            if let Some(entry) = self.load(&domain)? {
+                out.push((domain, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let key = format!("{PREFIX}{domain}");
+        let n: i64 = self.with(|c| redis::cmd("DEL").arg(&key).query(c))?;
+        Ok(n > 0)
+    }
+
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+}

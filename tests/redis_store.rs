@@ -1,0 +1,115 @@
+//! The Redis store against a real `redis-server` started by the test on a loopback port
+//! (Debian package `redis-server`; `.ci/run` installs it). Built only with `--features redis`.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{FakeClock, FakeDns, FakeHttp};
+use mtasts::cache::{CachedPolicy, Entry, RedisStore, Store};
+use mtasts::engine::DnsError;
+use mtasts::policy::Policy;
+use mtasts::txt::PolicyId;
+use mtasts::{Domain, Engine, Reason, Timing, TrustAnchors, Verdict};
+
+const ENFORCE: &str = "version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 86400\n";
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server() -> Server {
+    let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (Debian package redis-server)");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, url }
+}
+
+fn policy(id: &str, fetched_at: u64) -> Arc<CachedPolicy> {
+    let parsed = Policy::parse(ENFORCE.as_bytes()).expect("policy");
+    Arc::new(CachedPolicy::new(parsed, PolicyId::parse(id).expect("id"), ENFORCE.into(), fetched_at))
+}
+
+#[test]
+fn round_trip_newest_wins_list_remove() {
+    let server = redis_server();
+    let store = RedisStore::open(&server.url, 300).expect("connect");
+    let d = Domain::parse("example.test").expect("domain");
+    let now = 1_795_824_000;
+    let entry = Entry { policy: Some(policy("new", now)), checked_at: now, failed: None };
+    store.save(&d, &entry).expect("save");
+    assert_eq!(store.load(&d).expect("load"), Some(entry));
+    let older = Entry { policy: Some(policy("old", now - 10)), checked_at: now + 5, failed: None };
+    store.save(&d, &older).expect("save");
+    let got = store.load(&d).expect("load").expect("entry");
+    assert_eq!(got.policy.expect("policy").id.as_str(), "new");
+    assert_eq!(got.checked_at, now + 5);
+    assert_eq!(store.list().expect("list").len(), 1);
+    assert!(store.remove(&d).expect("remove"));
+    assert_eq!(store.load(&d).expect("load"), None);
+}
+
+#[test]
+fn keys_expire_after_their_policy() {
+    let server = redis_server();
+    let store = RedisStore::open(&server.url, 300).expect("connect");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    store
+        .save(
+            &Domain::parse("ttl.test").expect("d"),
+            &Entry { policy: Some(policy("a", now)), checked_at: now, failed: None },
+        )
+        .expect("save");
+    let client = redis::Client::open(server.url.as_str()).expect("client");
+    let mut c = client.get_connection().expect("connection");
+    let ttl: i64 = redis::cmd("TTL").arg("mtasts:policy:ttl.test").query(&mut c).expect("ttl");
+    assert!((86_400..=2 * 86_400 + 5).contains(&ttl), "ttl {ttl}: max_age plus one day");
+}
+
+#[test]
+fn cache_12_two_hosts_share_policies_through_redis() {
+    let server = redis_server();
+    let (dns, http, clock) =
+        (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()), Arc::new(FakeClock::default()));
+    dns.set_records(&["v=STSv1; id=a1"]);
+    http.set_body(ENFORCE);
+    let host = |dns: &Arc<FakeDns>, http: &Arc<FakeHttp>| {
+        Engine::builder(Arc::clone(dns), Arc::clone(http))
+            .clock(Arc::clone(&clock))
+            .trust_anchors(TrustAnchors::webpki())
+            .timing(Timing::default())
+            .store(RedisStore::open(&server.url, 300).expect("connect"))
+            .build()
+    };
+    let first = host(&dns, &http);
+    assert_eq!(first.check_mx("example.test", "mx.example.test").expect("check").verdict, Verdict::Pass);
+    // The second host never reaches DNS or the policy host, yet enforces.
+    let (dns2, http2) = (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()));
+    dns2.set(Err(DnsError::Temporary("SERVFAIL".into())));
+    http2.set_error(Reason::StsPolicyFetchError, "blocked");
+    let second = host(&dns2, &http2);
+    let o = second.check_mx("example.test", "evil.example.test").expect("check");
+    assert_eq!(o.verdict, Verdict::FailEnforce);
+    assert_eq!(http2.fetches(), 0);
+}
