@@ -334,3 +334,117 @@ fn forked_children_check_with_distinct_dns_ids() {
     let pairs: std::collections::BTreeSet<_> = queries.iter().map(|q| (q.id, q.src.port())).collect();
     assert_eq!(pairs.len(), queries.len(), "two children sent the same DNS id and port: {queries:?}");
 }
+
+/// Issue "persistent store", item 8: `check --cache PATH` reuses a stored policy whose id is
+/// unchanged, and applies it when discovery or the fetch fails (CACHE-4, CACHE-12 across
+/// processes: each command is a new process).
+#[test]
+fn check_with_a_store_survives_blocked_discovery() {
+    let w = World::new("store");
+    let store = w.dir.join("policies.sqlite");
+    let store = path_str(&store).to_owned();
+    w.publish("example.test", "a1", ENFORCE);
+    let run = |w: &World| {
+        let ca = w.ca();
+        let out = w.mtasts(&[
+            "check",
+            "example.test",
+            "--mx",
+            "evil.example.test",
+            "--json",
+            "--ca-file",
+            path_str(&ca),
+            "--cache",
+            &store,
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let v = run(&w);
+    assert_eq!(v["policy"]["source"], "network");
+    let v = run(&w);
+    assert_eq!(v["policy"]["source"], "cache", "same id: the stored policy is reused");
+    assert_eq!(w.https.requests().len(), 1);
+    // The attacker removes the TXT record and breaks the policy host.
+    w.dns.remove("_mta-sts.example.test");
+    w.https.set_response("mta-sts.example.test", Response::status(500));
+    let v = run(&w);
+    assert_eq!(v["record"], Value::Null);
+    assert_eq!(v["policy"]["mode"], "enforce");
+    assert_eq!(v["policy"]["source"], "cache");
+    assert_eq!(v["mx"][0]["verdict"], "fail-enforce");
+}
+
+#[test]
+fn cache_list_show_purge() {
+    let w = World::new("cachecmd");
+    let store = w.dir.join("policies.sqlite");
+    let store = path_str(&store).to_owned();
+    w.publish("example.test", "a1", ENFORCE);
+    let ca = w.ca();
+    assert!(
+        w.mtasts(&[
+            "check",
+            "example.test",
+            "--ca-file",
+            path_str(&ca),
+            "--cache",
+            &store,
+            "--mx",
+            "mx.example.test"
+        ])
+        .status
+        .success()
+    );
+    let out = w.mtasts(&["cache", "list", "--json", "--cache", &store]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v[0]["domain"], "example.test");
+    assert_eq!(v[0]["policy"]["id"], "a1");
+    assert_eq!(v[0]["policy"]["live"], true);
+    let out = w.mtasts(&["cache", "show", "Example.TEST", "--cache", &store]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mode enforce, id a1") && text.contains("mx: mx.example.test"), "{text}");
+    let out = w.mtasts(&["cache", "purge", "example.test", "--cache", &store, "--json"]);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).expect("JSON")["removed"], true);
+    let out = w.mtasts(&["cache", "show", "example.test", "--cache", &store]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = w.mtasts(&["cache", "list", "--cache", "memory"]);
+    assert_eq!(out.status.code(), Some(2), "no persistent store to list");
+}
+
+/// CACHE-5..7: `mtasts refresh` refetches due policies, warns (exit 1) when the refresh of an
+/// enforce policy fails, and never warns for `mode: none`.
+#[test]
+fn refresh_refetches_due_policies_and_warns_on_failure() {
+    let w = World::new("refresh");
+    let store = w.dir.join("policies.sqlite");
+    let store = path_str(&store).to_owned();
+    // Every policy is due at once.
+    let config = std::fs::read_to_string(w.config()).expect("config") + "[engine]\nrefresh_interval = 0\n";
+    let config = config.replace("[https]\n", &format!("[https]\nca_file = \"{}\"\n", w.ca().display()));
+    std::fs::write(w.config(), config).expect("config");
+    w.publish("example.test", "a1", ENFORCE);
+    w.publish("none.test", "n1", "version: STSv1\nmode: none\nmax_age: 86400\n");
+    for d in ["example.test", "none.test"] {
+        assert!(w.mtasts(&["check", d, "--cache", &store, "--mx", "mx.example.test"]).status.success());
+    }
+    let before = w.https.requests().len();
+    let out = w.mtasts(&["refresh", "--cache", &store]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(w.https.requests().len(), before + 2, "both policies fetched again");
+    // Both policy hosts now fail.
+    w.https.set_response("mta-sts.example.test", Response::status(503));
+    w.https.set_response("mta-sts.none.test", Response::status(503));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new second: a new fetch time
+    let out = w.mtasts(&["refresh", "--cache", &store]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: example.test: refresh failed") && err.contains("stays in force"), "{err}");
+    assert!(!err.contains("none.test"), "no alert for mode none: {err}");
+    // The stored enforce policy is untouched.
+    let out = w.mtasts(&["cache", "show", "example.test", "--cache", &store, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["policy"]["mode"], "enforce");
+    assert_eq!(v["last_failure"]["result_type"], "sts-policy-fetch-error");
+}

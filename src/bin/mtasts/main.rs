@@ -3,13 +3,17 @@
 //! ```text
 //! mtasts check DOMAIN [--mx HOST]... [--config FILE] [--ca-file PEM] [--cache PATH|memory] [--json]
 //! mtasts lint [FILE|-]
+//! mtasts refresh [--config FILE] [--cache PATH] [--concurrency N] [--quiet]
+//! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
 //! ```
 //!
 //! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
 //! policy, 1 for an invalid one; 2 for usage and internal errors.
 
+mod cache;
 mod check;
 mod lint;
+mod refresh;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +40,10 @@ enum Command {
         /// The policy file (`-` or nothing: standard input).
         file: Option<PathBuf>,
     },
+    /// Refresh every stored policy that is due (for cron or a systemd timer).
+    Refresh(refresh::Args),
+    /// Show or edit the persistent policy store.
+    Cache(cache::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +57,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Lint { file } => lint::run(file.as_deref()),
+        Command::Refresh(args) => refresh::run(&args),
+        Command::Cache(args) => cache::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,97 @@
+//! `mtasts refresh`: refreshes every stored policy that is due, for cron or a systemd timer
+//! (RFC 8461 §3.3, §10.2: refresh before expiry, alert when refreshes keep failing).
+//!
+//! A policy is due when it was fetched more than `[engine] refresh_interval` ago (default one
+//! day). Each due domain gets a TXT lookup and, as the engine's rules say, a fetch; a failure
+//! never removes the stored policy. Exit status 0 when every refresh worked, 1 when the refresh of
+//! an `enforce` or `testing` policy failed (a warning is printed for each; `none` policies never
+//! warn), 2 on usage or internal errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mtasts::Domain;
+use mtasts::cert::rfc3339;
+use parking_lot::Mutex;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Policy store to refresh instead of [cache] path.
+    #[arg(long, value_name = "PATH")]
+    cache: Option<String>,
+    /// Domains refreshed at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Print only warnings.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, String> {
+    let (config, store) = crate::cache::open_store(args.config.as_deref(), args.cache.as_deref())?;
+    let entries = store.list().map_err(|e| e.to_string())?;
+    drop(store);
+    let engine = config.build_engine().map_err(|e| e.to_string())?;
+    if let Some(e) = engine.store_error() {
+        return Err(e);
+    }
+    let now = engine.now();
+    let interval = config.timing().refresh_interval;
+    let due: Vec<Domain> = entries
+        .into_iter()
+        .filter(|(_, e)| e.policy.as_ref().is_some_and(|p| now.saturating_sub(p.fetched_at) >= interval))
+        .map(|(d, _)| d)
+        .collect();
+    if !args.quiet {
+        println!("{} polic(ies) due for refresh (fetched more than {interval} s ago)", due.len());
+    }
+    let engine = Arc::new(engine);
+    let next = Arc::new(AtomicUsize::new(0));
+    let due = Arc::new(due);
+    let lines = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
+    let workers: Vec<_> = (0..usize::from(args.concurrency).min(due.len().max(1)))
+        .map(|_| {
+            let (engine, next, due, lines) = (Arc::clone(&engine), Arc::clone(&next), Arc::clone(&due), Arc::clone(&lines));
+            std::thread::spawn(move || {
+                while let Some(domain) = due.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let line = match engine.recheck(domain.as_str()) {
+                        Ok(Some(r)) if r.needs_attention() => {
+                            let (mode, expires) = r.policy.as_ref().map_or(("", 0), |p| (p.mode().as_str(), p.expires_at));
+                            let why = r.error.as_ref().map_or_else(String::new, |e| format!("{}: {}", e.reason, e.detail));
+                            (format!("warning: {domain}: refresh failed ({why}); the stored {mode} policy stays in force until {}", rfc3339(expires)), true)
+                        }
+                        Ok(Some(r)) => match &r.policy {
+                            Some(p) => (format!("{domain}: {} policy id {} fetched {}, expires {}", p.mode(), p.id, rfc3339(p.fetched_at), rfc3339(p.expires_at)), false),
+                            None => (format!("{domain}: no policy any more"), false),
+                        },
+                        Ok(None) => (format!("{domain}: address literal, skipped"), false),
+                        Err(e) => (format!("warning: {domain}: {e}"), true),
+                    };
+                    lines.lock().push(line);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| "a refresh thread panicked".to_string())?;
+    }
+    let lines = std::mem::take(&mut *lines.lock());
+    let mut warned = false;
+    for (line, warning) in lines {
+        warned |= warning;
+        if warning {
+            eprintln!("{line}");
+        } else if !args.quiet {
+            println!("{line}");
+        }
+    }
+    if let Some(e) = engine.store_error() {
+        return Err(e);
+    }
+    Ok(if warned { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
