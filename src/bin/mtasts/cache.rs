@@ -59,7 +59,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 let list: Vec<Value> = entries.iter().map(|(d, e)| entry_json(d, e, now)).collect();
                 println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
             } else {
-                println!("{:<40} {:<8} {:<20} {:<21} {}", "DOMAIN", "MODE", "ID", "EXPIRES", "LAST FAILURE");
+                println!("{:<40} {:<8} {:<20} {:<21} LAST FAILURE", "DOMAIN", "MODE", "ID", "EXPIRES");
                 for (d, e) in &entries {
                     let (mode, id, expires) = match &e.policy {
                         Some(p) => (
