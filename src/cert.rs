@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -23,11 +24,27 @@ use rustls_pki_types::{CertificateDer, DnsName, ServerName, TrustAnchor, UnixTim
 use crate::domain::Domain;
 use crate::verdict::Reason;
 
-/// A set of trust anchors (root certificates), loaded once and kept immutable.
+/// A set of trust anchors (root certificates), loaded once and kept immutable. Clones share the
+/// set. The system's roots are loaded on first use, so that a process that only reads cached
+/// policies never pays for reading them (about 10 ms).
 #[derive(Clone)]
 pub struct TrustAnchors {
-    anchors: Vec<TrustAnchor<'static>>,
+    anchors: Arc<OnceLock<Vec<TrustAnchor<'static>>>>,
     source: String,
+}
+
+fn load_system() -> Result<Vec<TrustAnchor<'static>>, CertError> {
+    let loaded = rustls_native_certs::load_native_certs();
+    let anchors: Vec<_> = loaded
+        .certs
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok().map(|a| a.to_owned()))
+        .collect();
+    if anchors.is_empty() {
+        let why = loaded.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "none found".into());
+        return Err(CertError(format!("no system root certificates could be loaded: {why}")));
+    }
+    Ok(anchors)
 }
 
 /// A certificate-handling error outside validation proper (loading roots, reading a chain).
@@ -43,24 +60,24 @@ impl fmt::Display for CertError {
 impl std::error::Error for CertError {}
 
 impl TrustAnchors {
-    /// The Mozilla root program as compiled into the `webpki-roots` crate.
-    pub fn webpki() -> Self {
-        Self { anchors: webpki_roots::TLS_SERVER_ROOTS.to_vec(), source: "webpki-roots".into() }
+    fn loaded(anchors: Vec<TrustAnchor<'static>>, source: &str) -> Self {
+        Self { anchors: Arc::new(OnceLock::from(anchors)), source: source.into() }
     }
 
-    /// The operating system's roots (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+    /// The Mozilla root program as compiled into the `webpki-roots` crate.
+    pub fn webpki() -> Self {
+        Self::loaded(webpki_roots::TLS_SERVER_ROOTS.to_vec(), "webpki-roots")
+    }
+
+    /// The operating system's roots (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), read now.
     pub fn system() -> Result<Self, CertError> {
-        let loaded = rustls_native_certs::load_native_certs();
-        let anchors: Vec<_> = loaded
-            .certs
-            .iter()
-            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok().map(|a| a.to_owned()))
-            .collect();
-        if anchors.is_empty() {
-            let why = loaded.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "none found".into());
-            return Err(CertError(format!("no system root certificates could be loaded: {why}")));
-        }
-        Ok(Self { anchors, source: "system".into() })
+        Ok(Self::loaded(load_system()?, "system"))
+    }
+
+    /// The operating system's roots, read on first use; the compiled-in Mozilla set if the
+    /// system has none.
+    pub fn system_lazy() -> Self {
+        Self { anchors: Arc::new(OnceLock::new()), source: "system".into() }
     }
 
     /// Roots from PEM text (one or more `CERTIFICATE` blocks).
@@ -76,7 +93,7 @@ impl TrustAnchors {
         if anchors.is_empty() {
             return Err(CertError(format!("{source}: no PEM `CERTIFICATE` block found")));
         }
-        Ok(Self { anchors, source: source.into() })
+        Ok(Self::loaded(anchors, source))
     }
 
     /// Roots from a PEM file, such as the `ca_file` of the configuration.
@@ -88,7 +105,7 @@ impl TrustAnchors {
 
     /// The anchors, for building a rustls root store.
     pub fn anchors(&self) -> &[TrustAnchor<'static>] {
-        &self.anchors
+        self.anchors.get_or_init(|| load_system().unwrap_or_else(|_| webpki_roots::TLS_SERVER_ROOTS.to_vec()))
     }
 
     /// Where the anchors came from (`system`, `webpki-roots`, or a file name).
@@ -99,7 +116,10 @@ impl TrustAnchors {
 
 impl fmt::Debug for TrustAnchors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TrustAnchors({}, {} roots)", self.source, self.anchors.len())
+        match self.anchors.get() {
+            Some(a) => write!(f, "TrustAnchors({}, {} roots)", self.source, a.len()),
+            None => write!(f, "TrustAnchors({}, not loaded yet)", self.source),
+        }
     }
 }
 

@@ -228,7 +228,7 @@ impl Config {
     pub fn trust_anchors(&self) -> Result<TrustAnchors, ConfigError> {
         match &self.https.ca_file {
             Some(path) => TrustAnchors::from_pem_file(path).map_err(|e| ConfigError(e.to_string())),
-            None => Ok(TrustAnchors::system().unwrap_or_else(|_| TrustAnchors::webpki())),
+            None => Ok(TrustAnchors::system_lazy()),
         }
     }
 

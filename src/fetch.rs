@@ -119,7 +119,8 @@ pub struct HttpsFetcher {
     settings: FetchSettings,
     resolver: Arc<dyn AddressResolver>,
     /// Built once; an error (which the ring provider never gives) is reported by every fetch.
-    tls: Result<Arc<ClientConfig>, String>,
+    /// Built on the first fetch, so that a process which never fetches never loads its roots.
+    tls: std::sync::OnceLock<Result<Arc<ClientConfig>, String>>,
 }
 
 impl fmt::Debug for HttpsFetcher {
@@ -131,8 +132,7 @@ impl fmt::Debug for HttpsFetcher {
 impl HttpsFetcher {
     /// A fetcher with these settings, resolving policy hosts through `resolver`.
     pub fn new(settings: FetchSettings, resolver: Arc<dyn AddressResolver>) -> Self {
-        let tls = client_config(&settings.anchors).map_err(|e| e.to_string());
-        Self { settings, resolver, tls }
+        Self { settings, resolver, tls: std::sync::OnceLock::new() }
     }
 
     /// The settings in use.
@@ -166,7 +166,11 @@ impl HttpsFetcher {
     }
 
     fn get(&self, domain: &Domain, url: &str) -> Result<Vec<u8>, (Reason, String)> {
-        let tls = self.tls.clone().map_err(|e| (Reason::StsPolicyFetchError, format!("TLS setup: {e}")))?;
+        let tls = self
+            .tls
+            .get_or_init(|| client_config(&self.settings.anchors).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| (Reason::StsPolicyFetchError, format!("TLS setup: {e}")))?;
         let addrs = Arc::new(Mutex::new(Vec::new()));
         let agent = self.agent(tls, Arc::clone(&addrs));
         let classify = |e: ureq::Error| self.classify(e, domain, &addrs.lock());

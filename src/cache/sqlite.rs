@@ -114,6 +114,12 @@ fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
         ));
     }
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")?;
+    // The common case, a current store: no write transaction at all.
+    let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if app == APPLICATION_ID && version == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let app: i64 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
     let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
