@@ -195,13 +195,16 @@ const char *mtasts_status_str(uint32_t status);
 // Thread-safe; fork-safe.
 const char *mtasts_reason_str(uint32_t reason);
 
-// The name of a verdict (`"pass"`, `"fail-enforce"`, ...): a static string.
+// The name of a verdict (`"pass"`, `"fail-enforce"`, ...): a static string (`"unknown"` for
+// values this version does not know).
 //
 // Thread-safe; fork-safe.
 const char *mtasts_verdict_str(uint32_t verdict);
 
 // Copies the message of the last failed call made by this thread into `buf` (NUL-terminated);
-// `out_n` (may be NULL) gets its length. The message is empty when no call has failed.
+// `out_n` (may be NULL) gets its length. The message is empty when no call has failed. This call
+// never changes the message: after `MTASTS_STATUS_BUFFER_TOO_SMALL`, retry with `*out_n + 1`
+// bytes.
 //
 // Thread-safe: each thread has its own last error.
 //

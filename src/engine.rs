@@ -323,8 +323,7 @@ impl EngineBuilder {
 
     /// The engine.
     pub fn build(self) -> Engine {
-        let anchors =
-            self.anchors.unwrap_or_else(|| TrustAnchors::system().unwrap_or_else(|_| TrustAnchors::webpki()));
+        let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
         Engine {
             resolver: self.resolver,
             fetcher: self.fetcher,
@@ -553,19 +552,27 @@ impl Engine {
     fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
         self.warm_from_store(domain, now);
         if !force {
-            let cached = self
-                .cache
-                .read(domain, |e| e.filter(|e| !self.needs_discovery(e, now)).map(|e| e.live(now).cloned()));
-            if let Some(policy) = cached {
-                return Resolution {
-                    policy,
-                    source: Source::Cache,
-                    record: RecordState::NotLooked,
-                    error: None,
-                };
+            if let Some(resolution) = self.cached_resolution(domain, now) {
+                return resolution;
             }
         }
         self.single_flight(domain, now, force)
+    }
+
+    /// The resolution the in-process cache gives without I/O, if its entry is fresh. A failed
+    /// fetch newer than the policy is reported with it (why there is no policy, or why the cached
+    /// one could not be refreshed).
+    fn cached_resolution(&self, domain: &Domain, now: u64) -> Option<Resolution> {
+        self.cache.read(domain, |e| {
+            let e = e.filter(|e| !self.needs_discovery(e, now))?;
+            let policy = e.live(now).cloned();
+            let error = e
+                .failed
+                .as_ref()
+                .filter(|f| policy.as_ref().is_none_or(|p| f.at >= p.fetched_at))
+                .map(|f| f.failure.clone());
+            Some(Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error })
+        })
     }
 
     fn needs_discovery(&self, entry: &Entry, now: u64) -> bool {
@@ -595,16 +602,7 @@ impl Engine {
             let guard = FlightGuard { engine: self, domain, flight };
             // A flight that ended just before this one began may have left a fresh entry.
             if !force {
-                let cached = self.cache.read(domain, |e| {
-                    e.filter(|e| !self.needs_discovery(e, now)).map(|e| e.live(now).cloned())
-                });
-                if let Some(policy) = cached {
-                    let resolution = Resolution {
-                        policy,
-                        source: Source::Cache,
-                        record: RecordState::NotLooked,
-                        error: None,
-                    };
+                if let Some(resolution) = self.cached_resolution(domain, now) {
                     *guard.flight.result.lock() = Some(resolution.clone());
                     return resolution;
                 }

@@ -106,12 +106,28 @@ unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
 /// # Safety
 /// `buf` points to `len` writable bytes; `out_n` is NULL or writable.
 unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
+    // SAFETY: forwarded caller contract.
+    let status = unsafe { copy_out_quietly(s, buf, len, out_n) };
+    match status {
+        mtasts_status::MTASTS_STATUS_NULL_ARGUMENT => set_last_error("buf is NULL"),
+        mtasts_status::MTASTS_STATUS_BUFFER_TOO_SMALL => {
+            set_last_error(format!("buffer of {len} bytes is too small for {} bytes and a NUL", s.len()));
+        }
+        _ => {}
+    }
+    status
+}
+
+/// [`copy_out`] without touching the thread's last error (for `mtasts_last_error` itself, whose
+/// message must survive the retry with a larger buffer).
+///
+/// # Safety
+/// As for [`copy_out`].
+unsafe fn copy_out_quietly(s: &str, buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
     if buf.is_null() {
-        set_last_error("buf is NULL");
         return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
     }
     if s.len() >= len {
-        set_last_error(format!("buffer of {len} bytes is too small for {} bytes and a NUL", s.len()));
         if !out_n.is_null() {
             // SAFETY: writable by contract. The needed size helps the caller retry.
             unsafe { *out_n = s.len() };
@@ -166,7 +182,8 @@ pub extern "C" fn mtasts_reason_str(reason: u32) -> *const c_char {
     types::reason_name(reason).as_ptr()
 }
 
-/// The name of a verdict (`"pass"`, `"fail-enforce"`, ...): a static string.
+/// The name of a verdict (`"pass"`, `"fail-enforce"`, ...): a static string (`"unknown"` for
+/// values this version does not know).
 ///
 /// Thread-safe; fork-safe.
 #[unsafe(no_mangle)]
@@ -175,7 +192,9 @@ pub extern "C" fn mtasts_verdict_str(verdict: u32) -> *const c_char {
 }
 
 /// Copies the message of the last failed call made by this thread into `buf` (NUL-terminated);
-/// `out_n` (may be NULL) gets its length. The message is empty when no call has failed.
+/// `out_n` (may be NULL) gets its length. The message is empty when no call has failed. This call
+/// never changes the message: after `MTASTS_STATUS_BUFFER_TOO_SMALL`, retry with `*out_n + 1`
+/// bytes.
 ///
 /// Thread-safe: each thread has its own last error.
 ///
@@ -185,8 +204,9 @@ pub extern "C" fn mtasts_verdict_str(verdict: u32) -> *const c_char {
 pub unsafe extern "C" fn mtasts_last_error(buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
         let message = LAST_ERROR.with(|e| e.borrow().clone());
-        // SAFETY: forwarded caller contract.
-        unsafe { copy_out(&message, buf, len, out_n) }
+        // SAFETY: forwarded caller contract. Quietly: a too-small buffer must not replace the
+        // message the caller is about to retry for.
+        unsafe { copy_out_quietly(&message, buf, len, out_n) }
     })
 }
 
