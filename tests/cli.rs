@@ -448,3 +448,35 @@ fn refresh_refetches_due_policies_and_warns_on_failure() {
     assert_eq!(v["policy"]["mode"], "enforce");
     assert_eq!(v["last_failure"]["result_type"], "sts-policy-fetch-error");
 }
+
+/// OpenSMTPD: the exported table lists exactly the domains whose stored policy is in force in the
+/// requested mode.
+#[test]
+fn export_opensmtpd_table() {
+    let w = World::new("export");
+    let store = w.dir.join("policies.sqlite");
+    let store = path_str(&store).to_owned();
+    w.publish("a.test", "a", ENFORCE);
+    w.publish("b.test", "b", &ENFORCE.replace("enforce", "testing"));
+    w.publish("c.test", "c", "version: STSv1\nmode: none\nmax_age: 86400\n");
+    let ca = w.ca();
+    for d in ["a.test", "b.test", "c.test", "nothing.test"] {
+        assert!(
+            w.mtasts(&["check", d, "--ca-file", path_str(&ca), "--cache", &store, "--mx", "mx.example.test"])
+                .status
+                .success()
+        );
+    }
+    let table = w.dir.join("table");
+    let out = w.mtasts(&["export", "opensmtpd-table", "--cache", &store, "--output", path_str(&table)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&table).expect("table");
+    let domains: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(domains, ["a.test"]);
+    let out = w.mtasts(&["export", "opensmtpd-table", "--mode", "testing", "--cache", &store]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["b.test"]);
+    let out =
+        w.mtasts(&["export", "opensmtpd-table", "--cache", &store, "--output", "/nonexistent/dir/table"]);
+    assert_eq!(out.status.code(), Some(2));
+}

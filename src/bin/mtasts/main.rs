@@ -5,6 +5,7 @@
 //! mtasts lint [FILE|-]
 //! mtasts refresh [--config FILE] [--cache PATH] [--concurrency N] [--quiet]
 //! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
+//! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
 //! ```
 //!
 //! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
@@ -12,6 +13,7 @@
 
 mod cache;
 mod check;
+mod export;
 mod lint;
 mod refresh;
 
@@ -44,6 +46,8 @@ enum Command {
     Refresh(refresh::Args),
     /// Show or edit the persistent policy store.
     Cache(cache::Args),
+    /// Export stored policies for MTAs that read tables (OpenSMTPD).
+    Export(export::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Lint { file } => lint::run(file.as_deref()),
         Command::Refresh(args) => refresh::run(&args),
         Command::Cache(args) => cache::run(&args),
+        Command::Export(args) => export::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,76 @@
+//! `mtasts export opensmtpd-table`: the domains whose stored policy is in force in a given mode
+//! (enforce by default), as an OpenSMTPD `file:` table, one domain per line.
+//!
+//! OpenSMTPD has no hook to ask a policy engine per delivery, but it can require verified TLS
+//! for a table of destination domains (`match ... for domain <table> action "..."` with
+//! `relay tls`). The file is replaced atomically (written beside it, then renamed), so smtpd never
+//! reads half a table; run this from cron or a timer followed by `smtpctl update table NAME`
+//! (`examples/opensmtpd/`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mtasts::Mode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    format: Format,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Format {
+    /// An OpenSMTPD `file:` table of domains.
+    OpensmtpdTable {
+        /// Which policies to list: `enforce` (default) or `testing`.
+        #[arg(long, default_value = "enforce", value_parser = ["enforce", "testing"])]
+        mode: String,
+        /// Write here (atomically replaced) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Policy store to read instead of [cache] path.
+        #[arg(long, value_name = "PATH")]
+        cache: Option<String>,
+    },
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, String> {
+    let Format::OpensmtpdTable { mode, output, config, cache } = &args.format;
+    let want = if mode == "testing" { Mode::Testing } else { Mode::Enforce };
+    let (_, store) = crate::cache::open_store(config.as_deref(), cache.as_deref())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut table = format!(
+        "# Domains with an MTA-STS policy in {mode} mode, from {}.\n# Written by `mtasts export opensmtpd-table`; do not edit.\n",
+        store.location()
+    );
+    let mut count = 0usize;
+    for (domain, entry) in store.list().map_err(|e| e.to_string())? {
+        if entry.live(now).is_some_and(|p| p.mode() == want) {
+            table.push_str(domain.as_str());
+            table.push('\n');
+            count += 1;
+        }
+    }
+    match output {
+        None => print!("{table}"),
+        Some(path) => {
+            let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(table.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, path)
+            };
+            if let Err(e) = write() {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(format!("cannot write {}: {e}", path.display()));
+            }
+            eprintln!("{}: {count} domain(s)", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
