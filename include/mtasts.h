@@ -41,7 +41,7 @@ enum mtasts_status
   MTASTS_STATUS_INVALID_UTF8 = 2,
   // The domain is not a domain name.
   MTASTS_STATUS_INVALID_DOMAIN = 3,
-  // The MX host is not a host name.
+  // Reserved: no call returns it (an MX that is not a host name matches no pattern instead).
   MTASTS_STATUS_INVALID_MX = 4,
   // The configuration file cannot be read or is invalid.
   MTASTS_STATUS_CONFIG = 5,
@@ -259,8 +259,9 @@ void mtasts_engine_free(struct mtasts_engine *engine);
 // On success `*result` is filled in.
 //
 // Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-// (not a domain name; an address literal is not an error: it has no policy),
-// `MTASTS_STATUS_INVALID_MX`. Thread-safe. May do DNS and HTTPS inside the call.
+// (not a domain name; an address literal is not an error: it has no policy). An `mx` that is not
+// a host name is not an error either: it matches no pattern, so a policy in force fails it
+// (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
 //
 // # Safety
 // `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to

@@ -229,20 +229,18 @@ pub enum Tls<'a> {
     Chain(&'a [u8]),
 }
 
-/// A bad argument to a check.
+/// A bad argument to a check. (An MX that is not a host name is not an error: it matches no
+/// pattern, so a policy in force fails it.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputError {
     /// The policy domain is not a domain name.
     Domain(DomainError),
-    /// The MX host is not a host name.
-    Mx(DomainError),
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Domain(e) => write!(f, "policy domain: {e}"),
-            Self::Mx(e) => write!(f, "MX host: {e}"),
         }
     }
 }
@@ -403,7 +401,12 @@ impl Engine {
     pub fn report_store_error(&self, e: &crate::cache::StoreError) {
         let mut last = self.store_error.lock();
         if last.is_none() {
-            eprintln!("mtasts: policy store unavailable, using the in-process cache only: {e}");
+            // Never a panic if stderr is closed (eprintln! would): this runs inside MTAs.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "mtasts: policy store unavailable, using the in-process cache only: {e}"
+            );
         }
         *last = Some(e.to_string());
     }
@@ -479,14 +482,14 @@ impl Engine {
             let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
             return Ok(Outcome { verdict, reason, policy: None, detail: None });
         };
-        let mx = match Domain::parse(mx) {
-            Ok(mx) => Some(mx),
-            Err(DomainError::AddressLiteral) => None, // can match no pattern
-            Err(e) => return Err(InputError::Mx(e)),
-        };
+        // An MX that is not a host name (an address literal, `mx_1.evil.test`, ...) matches no
+        // pattern: under a policy it fails like any unlisted MX. Refusing it as bad input instead
+        // would let a forged MX record turn an enforce failure into an error, which callers treat
+        // as "deliver without MTA-STS".
+        let mx = Domain::parse(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
-        Ok(self.apply(resolution, mx.as_ref(), tls, dane, now))
+        Ok(self.apply(resolution, mx, tls, dane, now))
     }
 
     /// The policy state of `domain`, looking up DNS and fetching as the cache rules require.
@@ -505,11 +508,13 @@ impl Engine {
     fn apply(
         &self,
         resolution: Resolution,
-        mx: Option<&Domain>,
+        mx: Result<Domain, (&str, DomainError)>,
         tls: Tls<'_>,
         dane: Dane,
         now: u64,
     ) -> Outcome {
+        let mx_name = mx.as_ref().map_err(|(raw, e)| format!("`{raw}` is not a host name ({e}) and"));
+        let mx = mx.as_ref().ok();
         let mode = resolution.mode();
         let mx_matches = match (&resolution.policy, mx) {
             (Some(p), Some(mx)) => mx::any_matches(p.policy.mx(), mx),
@@ -534,8 +539,13 @@ impl Engine {
         };
         let Decision { verdict, mut reason } = verdict::decide(mode, mx_matches, tls, dane);
         if reason == Reason::MxMismatch {
-            let host = mx.map_or("the address literal", Domain::as_str);
-            detail = Some(format!("{host} matches no mx pattern of the policy"));
+            detail = Some(match &mx_name {
+                Ok(host) => format!("{host} matches no mx pattern of the policy"),
+                Err(not_a_host) => format!("{not_a_host} matches no mx pattern of the policy"),
+            });
+        }
+        if reason == Reason::StarttlsNotSupported {
+            detail = Some("no TLS session: STARTTLS was not offered or the handshake failed".into());
         }
         if resolution.policy.is_none() && reason == Reason::None {
             // Say why there is no policy when discovery or the fetch failed (FETCH-11). A cached

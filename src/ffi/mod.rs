@@ -149,7 +149,6 @@ fn input_status(e: &InputError) -> mtasts_status {
     set_last_error(e.to_string());
     match e {
         InputError::Domain(_) => mtasts_status::MTASTS_STATUS_INVALID_DOMAIN,
-        InputError::Mx(_) => mtasts_status::MTASTS_STATUS_INVALID_MX,
     }
 }
 
@@ -299,10 +298,16 @@ unsafe fn check_into(
         set_last_error("result is NULL");
         return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
     }
+    // One argument at a time, so that the status and the last error name the same one.
     // SAFETY: forwarded caller contract.
-    let (domain, mx) = match unsafe { (str_arg(domain, "domain"), str_arg(mx, "mx")) } {
-        (Ok(d), Ok(m)) => (d, m),
-        (Err(e), _) | (_, Err(e)) => return e,
+    let domain = match unsafe { str_arg(domain, "domain") } {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    // SAFETY: forwarded caller contract.
+    let mx = match unsafe { str_arg(mx, "mx") } {
+        Ok(m) => m,
+        Err(e) => return e,
     };
     let tls = match cert {
         None => Tls::NotChecked,
@@ -394,8 +399,9 @@ pub unsafe extern "C" fn mtasts_engine_free(engine: *mut mtasts_engine) {
 /// On success `*result` is filled in.
 ///
 /// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-/// (not a domain name; an address literal is not an error: it has no policy),
-/// `MTASTS_STATUS_INVALID_MX`. Thread-safe. May do DNS and HTTPS inside the call.
+/// (not a domain name; an address literal is not an error: it has no policy). An `mx` that is not
+/// a host name is not an error either: it matches no pattern, so a policy in force fails it
+/// (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
 ///
 /// # Safety
 /// `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to

@@ -20,7 +20,7 @@ pub enum mtasts_status {
     MTASTS_STATUS_INVALID_UTF8 = 2,
     /// The domain is not a domain name.
     MTASTS_STATUS_INVALID_DOMAIN = 3,
-    /// The MX host is not a host name.
+    /// Reserved: no call returns it (an MX that is not a host name matches no pattern instead).
     MTASTS_STATUS_INVALID_MX = 4,
     /// The configuration file cannot be read or is invalid.
     MTASTS_STATUS_CONFIG = 5,

@@ -327,7 +327,8 @@ class Engine(Managed):
         than being taken for "no TLS" as the C function would.
 
         May look up DNS and fetch the policy over HTTPS inside the call (the GIL is released).
-        Raises :class:`InvalidDomainError`, :class:`InvalidMxError`,
+        An MX that is not a host name is not an error: it matches no pattern.
+        Raises :class:`InvalidDomainError`,
         :class:`InvalidArgumentError`, :class:`ClosedError`. Thread-safe.
         """
         d, m = _str_arg(domain, "domain"), _str_arg(mx, "mx")

@@ -70,7 +70,8 @@ class InvalidDomainError(MtastsError, ValueError):
 
 
 class InvalidMxError(MtastsError, ValueError):
-    """The MX host is not a host name."""
+    """Reserved: status INVALID_MX, which the library no longer returns (an MX that is not a
+    host name matches no pattern instead)."""
 
 
 class InvalidArgumentError(MtastsError, ValueError, TypeError):

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the release library and benches/c/bench_check.c, starts the fixtures, and runs the bench.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build -q --release -p mtasts
+cargo build -q -p mtasts-fixtures
+tmp=$(mktemp -d)
+mkfifo "$tmp/hold"
+target/debug/mtasts-fixture "$tmp/fx" < "$tmp/hold" > "$tmp/info" &
+fixture=$!
+exec 3> "$tmp/hold"
+trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do [ -s "$tmp/info" ] && break; sleep 0.1; done
+cc -std=c99 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_check.c -Ltarget/release -lmtasts -o "$tmp/bench_check"
+LD_LIBRARY_PATH=target/release "$tmp/bench_check" "$tmp/fx/mtasts.toml"
