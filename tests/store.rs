@@ -410,3 +410,35 @@ fn four_processes_by_four_threads_share_one_store() {
     eprintln!("4 processes x 4 threads: {checks} checks in {seconds} s");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The store across `fork()`: a child opens its own connection (SQLite forbids using the
+/// parent's) and sees and writes the same store.
+#[test]
+fn the_store_is_safe_across_fork() {
+    let dir = temp_dir("fork");
+    let path = dir.join("p.sqlite");
+    let (dns, http, clock) =
+        (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()), Arc::new(FakeClock::default()));
+    dns.set_records(&["v=STSv1; id=a1"]);
+    http.set_body(ENFORCE);
+    let engine = engine_over(SqliteStore::open(&path, 300).expect("open"), &dns, &http, &clock);
+    assert_eq!(engine.check_mx("parent.test", "mx.example.test").expect("check").verdict, Verdict::Pass);
+    // SAFETY: the child only uses the engine and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = engine.check_mx("child.test", "mx.example.test").is_ok_and(|o| o.verdict == Verdict::Pass)
+            && engine.store_error().is_none();
+        // SAFETY: _exit skips the parent's atexit handlers and test harness.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    // The parent's connection still works, and the child's write is there.
+    let stored = engine.store().expect("store").load(&domain("child.test")).expect("load");
+    assert!(stored.is_some_and(|e| e.policy.is_some()));
+    assert!(engine.store_error().is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
