@@ -560,10 +560,18 @@ impl Engine {
 
     /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
     fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
-        self.warm_from_store(domain, now);
         if !force {
             if let Some(resolution) = self.cached_resolution(domain, now) {
                 return resolution;
+            }
+        }
+        // A miss of the memory layer: the persistent store may know the domain.
+        if self.store.is_some() {
+            self.warm_from_store(domain, now);
+            if !force {
+                if let Some(resolution) = self.cached_resolution(domain, now) {
+                    return resolution;
+                }
             }
         }
         self.single_flight(domain, now, force)
