@@ -299,7 +299,7 @@ impl Fetcher for HttpsFetcher {
 
 /// The rustls client configuration of every fetch: ring, TLS 1.3 and 1.2, the configured anchors,
 /// SNI on, no resumption (nothing is remembered between fetches), no client certificate.
-fn client_config(anchors: &TrustAnchors) -> Result<Arc<ClientConfig>, rustls::Error> {
+pub(crate) fn client_config(anchors: &TrustAnchors) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = RootCertStore { roots: anchors.anchors().to_vec() };
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -314,7 +314,7 @@ fn client_config(anchors: &TrustAnchors) -> Result<Arc<ClientConfig>, rustls::Er
 /// The rustls error inside a ureq error, wherever ureq 3.5 put it: `Error::Rustls` (our
 /// handshake), `Error::Io` of kind `InvalidData` (rustls errors after the handshake), or
 /// `Error::Other`.
-fn rustls_error(error: &ureq::Error) -> Option<&rustls::Error> {
+pub(crate) fn rustls_error(error: &ureq::Error) -> Option<&rustls::Error> {
     match error {
         ureq::Error::Rustls(e) => Some(e),
         ureq::Error::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
@@ -324,7 +324,7 @@ fn rustls_error(error: &ureq::Error) -> Option<&rustls::Error> {
 }
 
 /// Certificate problems are `sts-webpki-invalid`; any other TLS problem is a fetch error.
-fn tls_failure(error: &rustls::Error, host: &str) -> (Reason, String) {
+pub(crate) fn tls_failure(error: &rustls::Error, host: &str) -> (Reason, String) {
     match error {
         rustls::Error::InvalidCertificate(e) => (Reason::StsWebpkiInvalid, certificate_problem(e, host)),
         rustls::Error::NoCertificatesPresented => {
@@ -403,7 +403,7 @@ fn is_text_plain(value: &[u8]) -> bool {
 }
 
 /// Server-supplied text for a detail line: escaped, and cut at 200 characters.
-fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     const MAX: usize = 200;
     let mut text = bytes.escape_ascii().to_string();
     if text.len() > MAX {
@@ -414,7 +414,7 @@ fn printable(bytes: &[u8]) -> String {
 }
 
 /// `30 s`, or `1500 ms` when not a whole number of seconds.
-fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     if d.subsec_nanos() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
 }
 
@@ -489,11 +489,11 @@ impl std::error::Error for LookupError {}
 
 /// ureq's resolver, over the engine's [`AddressResolver`]: no thread, and the port from the
 /// settings. Remembers the addresses it gave out, for error details.
-struct PolicyResolver {
-    inner: Arc<dyn AddressResolver>,
-    port: u16,
-    refuse_private: bool,
-    addrs: Arc<Mutex<Vec<SocketAddr>>>,
+pub(crate) struct PolicyResolver {
+    pub(crate) inner: Arc<dyn AddressResolver>,
+    pub(crate) port: u16,
+    pub(crate) refuse_private: bool,
+    pub(crate) addrs: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl fmt::Debug for PolicyResolver {
@@ -542,8 +542,8 @@ impl UreqResolver for PolicyResolver {
 /// The TLS step of the connector chain, with our rustls configuration (ureq's own rustls
 /// connector takes roots only as certificate DER, and we hold trust anchors).
 #[derive(Debug)]
-struct PolicyTls {
-    config: Arc<ClientConfig>,
+pub(crate) struct PolicyTls {
+    pub(crate) config: Arc<ClientConfig>,
 }
 
 impl<In: Transport> Connector<In> for PolicyTls {
@@ -598,7 +598,7 @@ fn handshake_error(e: io::Error) -> ureq::Error {
     }
 }
 
-struct PolicyTlsTransport {
+pub(crate) struct PolicyTlsTransport {
     buffers: LazyBuffers,
     stream: StreamOwned<ClientConnection, TransportAdapter>,
 }

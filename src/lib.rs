@@ -50,6 +50,7 @@ pub mod fetch;
 pub mod ffi;
 pub mod mx;
 pub mod policy;
+pub mod tlsrpt;
 pub mod txt;
 pub mod verdict;
 

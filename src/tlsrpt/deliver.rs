@@ -1,0 +1,456 @@
+//! Delivering a report to its `rua` destinations, and when to try again (RFC 8460 §5.3-§5.5;
+//! RPT-6, RPT-9, RPT-13, RPT-14).
+//!
+//! [`deliver`] sends one report to every destination of the record (RPT-6: "to each"):
+//!
+//! * **`https:`** — one `POST` of the gzip report with `Content-Type: application/tlsrpt+gzip`
+//!   (RPT-7, RPT-9), over the same rustls configuration and resolver hook as the policy fetch
+//!   ([`crate::fetch`]): ring, TLS 1.2 and 1.3, PKIX validation against the configured
+//!   [`TrustAnchors`], SNI, no proxy, no pooled connection, DNS through the caller's
+//!   [`AddressResolver`]. Any 2xx is success; any other status, a redirect (not followed) and every
+//!   network or TLS error is a failure to retry. The RFC allows ignoring certificate errors on the
+//!   report endpoint (RPT-9 MAY); this implementation does not.
+//! * **`mailto:`** — the [`crate::tlsrpt::mail`] message is given to a local command, by default
+//!   `/usr/sbin/sendmail -t -oi`, on standard input; exit status 0 means the MTA took it. The
+//!   message goes through a file in [`DeliverySettings::spool_dir`] that is unlinked as soon as it
+//!   is open, not through a pipe: a command that exits without reading cannot raise `SIGPIPE` in the
+//!   host process (this code may run inside an MTA that does not ignore it), and a command that
+//!   never reads cannot block us. The command is killed after [`DeliverySettings::sendmail_timeout`].
+//!   RPT-13 (deliver the report even when the receiving domain's TLS fails, and do not count that
+//!   session) is for the MTA doing the SMTP delivery: it must exempt these messages from MTA-STS and
+//!   DANE enforcement.
+//!
+//! The report counts as delivered when at least one destination accepted it (RPT-6).
+//!
+//! [`DeliveryState`] and [`RetrySchedule`] decide when to try again (RPT-14): exponential backoff
+//! (5 min, doubling, at most 4 h between attempts), and no attempt later than 24 h after the first.
+//! The state is plain data (serde), kept by the caller next to the pending report: persist it after
+//! each [`DeliveryState::record`], and a restart neither forgets a report nor sends it again once
+//! it is done. (A crash between a successful delivery and that write sends the report once more;
+//! the report-id and Message-ID stay the same, so a receiver can tell.) Time is always an argument.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use ureq::Agent;
+use ureq::unversioned::transport::{Connector, TcpConnector};
+
+use crate::cert::TrustAnchors;
+use crate::engine::{AddressResolver, DnsError};
+use crate::fetch::{PolicyResolver, PolicyTls, client_config, printable, rustls_error, seconds, tls_failure};
+use crate::tlsrpt::mail::{self, EmailAddress};
+use crate::tlsrpt::media_type_gzip;
+use crate::tlsrpt::record::{HttpsUri, ReportUri};
+use crate::tlsrpt::report::Report;
+
+/// The `User-Agent` of report uploads.
+const USER_AGENT: &str = concat!("mtasts/", env!("CARGO_PKG_VERSION"), " (TLSRPT)");
+
+/// How reports are delivered. [`DeliverySettings::new`] gives the defaults; change fields after.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DeliverySettings {
+    /// Roots the report endpoint's certificate must chain to.
+    pub anchors: TrustAnchors,
+    /// Budget for a whole HTTPS upload. Default 60 s.
+    pub timeout: Duration,
+    /// Budget for the TCP connection and the TLS handshake (within `timeout`). Default 10 s.
+    pub connect_timeout: Duration,
+    /// Refuse report endpoints that resolve only to loopback, private and other non-global
+    /// addresses (the URI comes from the receiving domain's DNS). Default `false`.
+    pub refuse_private_addresses: bool,
+    /// The `From` of report emails.
+    pub from: EmailAddress,
+    /// The mail command and its arguments; the message comes on standard input. Default
+    /// `/usr/sbin/sendmail -t -oi`.
+    pub sendmail: Vec<String>,
+    /// How long the mail command may run. Default 120 s.
+    pub sendmail_timeout: Duration,
+    /// Where the message is written for the mail command's standard input (the file is unlinked
+    /// once open, and is private to the process). Default: the system's temporary directory.
+    pub spool_dir: PathBuf,
+}
+
+impl DeliverySettings {
+    /// The defaults, with these anchors and this `From` address.
+    pub fn new(anchors: TrustAnchors, from: EmailAddress) -> Self {
+        Self {
+            anchors,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            refuse_private_addresses: false,
+            from,
+            sendmail: ["/usr/sbin/sendmail", "-t", "-oi"].map(String::from).to_vec(),
+            sendmail_timeout: Duration::from_secs(120),
+            spool_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// What became of one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UriOutcome {
+    /// The destination, as published.
+    pub uri: String,
+    /// What it said: `Ok("HTTP 201")`, `Ok("accepted by the mail command")`, or why not.
+    pub result: Result<String, String>,
+}
+
+/// The result of one delivery attempt to every destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryOutcome {
+    /// One entry per destination, in the record's order.
+    pub results: Vec<UriOutcome>,
+}
+
+impl DeliveryOutcome {
+    /// True when at least one destination accepted the report (RPT-6).
+    pub fn delivered(&self) -> bool {
+        self.results.iter().any(|r| r.result.is_ok())
+    }
+
+    /// The failures, `uri: why`, joined by `; `.
+    pub fn errors(&self) -> Option<String> {
+        let errors: Vec<String> = self
+            .results
+            .iter()
+            .filter_map(|r| r.result.as_ref().err().map(|e| format!("{}: {e}", r.uri)))
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+}
+
+/// Sends `report` to every destination in `rua` (RPT-6). `now` (Unix seconds) is the email's
+/// `Date`. Blocks for at most about `timeout` per HTTPS destination and `sendmail_timeout` per
+/// mail destination.
+pub fn deliver(
+    settings: &DeliverySettings,
+    resolver: Arc<dyn AddressResolver>,
+    report: &Report,
+    rua: &[ReportUri],
+    now: u64,
+) -> DeliveryOutcome {
+    let gzip = report.to_gzip();
+    let results = rua
+        .iter()
+        .map(|uri| {
+            let result = match uri {
+                ReportUri::Https(https) => post_report(settings, Arc::clone(&resolver), https, &gzip)
+                    .map(|status| format!("HTTP {status}")),
+                ReportUri::Mailto(mailto) => {
+                    let message = mail::message(report, &settings.from, mailto.to(), now);
+                    send_mail(settings, &message).map(|()| "accepted by the mail command".to_owned())
+                }
+            };
+            UriOutcome { uri: uri.to_string(), result }
+        })
+        .collect();
+    DeliveryOutcome { results }
+}
+
+/// POSTs a gzip report to an `https:` destination (RPT-9). `Ok` carries the 2xx status.
+pub fn post_report(
+    settings: &DeliverySettings,
+    resolver: Arc<dyn AddressResolver>,
+    uri: &HttpsUri,
+    gzip: &[u8],
+) -> Result<u16, String> {
+    let tls = client_config(&settings.anchors).map_err(|e| format!("TLS setup: {e}"))?;
+    let addrs = Arc::new(Mutex::new(Vec::new()));
+    let config = Agent::config_builder()
+        .https_only(true)
+        .proxy(None)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .http_status_as_error(false)
+        .user_agent(USER_AGENT)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .timeout_global(Some(settings.timeout))
+        .timeout_connect(Some(settings.connect_timeout))
+        .build();
+    let resolver = PolicyResolver {
+        inner: Arc::new(LiteralsFirst(resolver)),
+        port: uri.port(),
+        refuse_private: settings.refuse_private_addresses,
+        addrs: Arc::clone(&addrs),
+    };
+    let connector = ().chain(TcpConnector::default()).chain(PolicyTls { config: tls });
+    let agent = Agent::with_parts(config, connector, resolver);
+
+    let response = agent
+        .post(uri.request_uri())
+        .header("Content-Type", media_type_gzip())
+        .send(gzip)
+        .map_err(|e| describe(e, uri.host(), &addrs.lock(), settings))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(status.as_u16());
+    }
+    let location = response.headers().get("Location").filter(|_| status.is_redirection());
+    Err(match location {
+        Some(to) => {
+            format!("HTTP {} redirect to {} (not followed)", status.as_u16(), printable(to.as_bytes()))
+        }
+        None => {
+            let text = status.canonical_reason().map(|r| format!(" {r}")).unwrap_or_default();
+            format!("HTTP {}{text}", status.as_u16())
+        }
+    })
+}
+
+/// A ureq error in words an operator can act on.
+fn describe(
+    error: ureq::Error,
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+    settings: &DeliverySettings,
+) -> String {
+    use ureq::Error as E;
+    if let Some(tls) = rustls_error(&error) {
+        return tls_failure(tls, host).1;
+    }
+    let peers = if addrs.is_empty() {
+        host.to_owned()
+    } else {
+        addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    match error {
+        E::Timeout(ureq::Timeout::Connect) => {
+            format!("could not connect to {peers} within {}", seconds(settings.connect_timeout))
+        }
+        E::Timeout(_) => format!("timed out after {}", seconds(settings.timeout)),
+        E::Other(inner) => inner.to_string(),
+        E::HostNotFound => format!("{host} has no address"),
+        E::Io(e) => format!("network error with {peers}: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// Answers IP-literal hosts itself; asks the caller's resolver for names.
+struct LiteralsFirst(Arc<dyn AddressResolver>);
+
+impl AddressResolver for LiteralsFirst {
+    fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![ip]),
+            Err(_) => self.0.addresses(host),
+        }
+    }
+}
+
+/// Gives a message to the mail command on its standard input (RPT-10). `Ok` when it exits with
+/// status 0.
+pub fn send_mail(settings: &DeliverySettings, message: &[u8]) -> Result<(), String> {
+    let (program, args) = settings.sendmail.split_first().ok_or("no mail command is configured")?;
+    let mut input = spool_file(&settings.spool_dir)
+        .map_err(|e| format!("cannot write the message in {}: {e}", settings.spool_dir.display()))?;
+    input
+        .write_all(message)
+        .and_then(|()| input.seek(SeekFrom::Start(0)).map(drop))
+        .map_err(|e| format!("cannot write the message in {}: {e}", settings.spool_dir.display()))?;
+    let mut errors = spool_file(&settings.spool_dir).map_err(|e| format!("cannot capture errors: {e}"))?;
+    let stderr = errors.try_clone().map_err(|e| format!("cannot capture errors: {e}"))?;
+
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= settings.sendmail_timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{program} did not finish within {}",
+                    seconds(settings.sendmail_timeout)
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("cannot wait for {program}: {e}")),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut said = Vec::new();
+    let _ = errors.seek(SeekFrom::Start(0));
+    let _ = errors.take(512).read_to_end(&mut said);
+    let said = String::from_utf8_lossy(&said);
+    let said = said.trim();
+    let how = match status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    };
+    Err(if said.is_empty() { format!("{program}: {how}") } else { format!("{program}: {how}: {said}") })
+}
+
+/// A new file in `dir`, readable only by us, already unlinked: it lives as long as the handle.
+fn spool_file(dir: &Path) -> std::io::Result<File> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".mtasts-tlsrpt-{}-{n}", std::process::id()));
+        match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// When to try again after a failure (RPT-14): `first_delay`, doubling with each failure, at most
+/// `max_delay`; no attempt later than `give_up_after` seconds after the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrySchedule {
+    /// Delay after the first failure, in seconds. Default 300 (5 min).
+    pub first_delay: u64,
+    /// Longest delay between attempts, in seconds. Default 14400 (4 h).
+    pub max_delay: u64,
+    /// Seconds after the first attempt at which the last one is made. Default 86400 (24 h).
+    pub give_up_after: u64,
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self { first_delay: 300, max_delay: 4 * 3600, give_up_after: 24 * 3600 }
+    }
+}
+
+impl RetrySchedule {
+    /// The delay after the `failures`-th failed attempt (1-based).
+    pub fn delay(&self, failures: u32) -> u64 {
+        let doublings = failures.saturating_sub(1).min(63);
+        self.first_delay.saturating_mul(1u64 << doublings).min(self.max_delay)
+    }
+}
+
+/// Where the delivery of one report stands. Plain data: keep it with the pending report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt was made (Unix seconds).
+    pub first_attempt_at: Option<u64>,
+    /// When the next attempt is due (Unix seconds); meaningless once `done`.
+    pub next_attempt_at: u64,
+    /// No more attempts: delivered, or given up.
+    pub done: bool,
+    /// Delivered to at least one destination.
+    #[serde(default)]
+    pub delivered: bool,
+    /// Why the last attempt failed; `None` after a success.
+    pub last_error: Option<String>,
+}
+
+impl DeliveryState {
+    /// A report to send from `not_before` on (e.g. the end of the day plus a random delay).
+    pub fn new(not_before: u64) -> Self {
+        Self {
+            attempts: 0,
+            first_attempt_at: None,
+            next_attempt_at: not_before,
+            done: false,
+            delivered: false,
+            last_error: None,
+        }
+    }
+
+    /// True when an attempt should be made now.
+    pub fn is_due(&self, now: u64) -> bool {
+        !self.done && now >= self.next_attempt_at
+    }
+
+    /// Records an attempt made at `now`.
+    pub fn record(&mut self, now: u64, outcome: &DeliveryOutcome, schedule: &RetrySchedule) {
+        let result = if outcome.delivered() {
+            Ok(())
+        } else {
+            Err(outcome.errors().unwrap_or_else(|| "no destination".to_owned()))
+        };
+        self.record_result(now, result, schedule);
+    }
+
+    /// Records an attempt made at `now` that succeeded (`Ok`) or failed with this error.
+    pub fn record_result(&mut self, now: u64, result: Result<(), String>, schedule: &RetrySchedule) {
+        self.attempts = self.attempts.saturating_add(1);
+        let first = *self.first_attempt_at.get_or_insert(now);
+        match result {
+            Ok(()) => {
+                self.done = true;
+                self.delivered = true;
+                self.last_error = None;
+            }
+            Err(e) => {
+                self.last_error = Some(e);
+                let deadline = first.saturating_add(schedule.give_up_after);
+                if now >= deadline {
+                    self.done = true;
+                } else {
+                    self.next_attempt_at = now.saturating_add(schedule.delay(self.attempts)).min(deadline);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.done, self.delivered, &self.last_error) {
+            (true, true, _) => write!(f, "delivered after {} attempt(s)", self.attempts),
+            (true, false, e) => write!(
+                f,
+                "given up after {} attempt(s): {}",
+                self.attempts,
+                e.as_deref().unwrap_or("no destination accepted the report")
+            ),
+            (false, _, None) => write!(f, "due at {}", self.next_attempt_at),
+            (false, _, Some(e)) => {
+                write!(f, "{} failed attempt(s), next at {}: {e}", self.attempts, self.next_attempt_at)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff() {
+        let s = RetrySchedule::default();
+        let delays: Vec<u64> = (1..=8).map(|n| s.delay(n)).collect();
+        assert_eq!(delays, [300, 600, 1200, 2400, 4800, 9600, 14400, 14400]);
+        assert_eq!(s.delay(200), 14400);
+    }
+
+    #[test]
+    fn success_ends_it() {
+        let mut st = DeliveryState::new(100);
+        assert!(!st.is_due(99) && st.is_due(100));
+        st.record_result(100, Err("HTTP 503".into()), &RetrySchedule::default());
+        assert_eq!((st.attempts, st.next_attempt_at, st.done), (1, 400, false));
+        st.record_result(400, Ok(()), &RetrySchedule::default());
+        assert!(st.done && st.delivered && st.last_error.is_none() && !st.is_due(10_000));
+        let json = serde_json::to_string(&st).unwrap();
+        assert_eq!(serde_json::from_str::<DeliveryState>(&json).unwrap(), st);
+    }
+}

@@ -1,0 +1,50 @@
+//! SMTP TLS Reporting (RFC 8460), the sending MTA's side: find where a domain wants its reports,
+//! write the daily report, and deliver it.
+//!
+//! | module | what | RFC 8460 |
+//! |---|---|---|
+//! | [`record`] | the `_smtp._tls` TXT record: grammar and discovery (RPT-1..6) | §3 |
+//! | [`report`] | the day's counts, the report JSON, gzip and the file name (RPT-7, RPT-8) | §4, §5.1, §5.2 |
+//! | [`mail`] | the report as a `multipart/report` email (RPT-10, RPT-11) | §5.3 |
+//! | [`deliver`](mod@deliver) | HTTPS POST and sendmail delivery, and the retry schedule (RPT-6, RPT-9, RPT-14) | §5.4, §5.5 |
+//!
+//! ## Data flow
+//!
+//! ```text
+//!  sessions ─► DayCounts (per policy domain, per policy; kept by the caller, e.g. in the store)
+//!  end of the UTC day:
+//!    record::discover(resolver, domain) ─► TlsRptRecord { rua }        (no record: no report)
+//!    report::build_report(.., domain, day, &counts, report_id) ─► Report
+//!        Report::to_json ─► Report::to_gzip ─► Report::file_name
+//!    deliver::DeliveryState::new(not_before) ─► due(now)? ─► deliver::deliver(.., rua, now)
+//!        https: POST application/tlsrpt+gzip     mailto: mail::message ─► sendmail -t -oi
+//!    DeliveryState::record(now, &outcome): done, or next_attempt_at (backoff, 24 h at most)
+//! ```
+//!
+//! Like the rest of the crate, nothing here reads the clock or makes up random numbers: the day,
+//! `now` and the report-id nonce are arguments, so every rule is tested without waiting. Only
+//! [`deliver::deliver`] does I/O (HTTPS through the same rustls and resolver pieces as the policy
+//! fetch, and a local mail command).
+
+pub mod deliver;
+pub mod mail;
+pub mod record;
+pub mod report;
+
+pub use deliver::{DeliveryOutcome, DeliverySettings, DeliveryState, RetrySchedule, deliver};
+pub use mail::EmailAddress;
+pub use record::{Discovery, RecordError, ReportUri, TlsRptRecord, discover};
+pub use report::{
+    Day, DayCounts, FailureKey, PolicyKey, PolicyType, Report, ReportError, ReportId, ResultType,
+    build_report,
+};
+
+/// The media type of a gzip-compressed report (RFC 8460 §6.5), for HTTPS bodies and attachments.
+pub fn media_type_gzip() -> &'static str {
+    "application/tlsrpt+gzip"
+}
+
+/// The media type of an uncompressed report (RFC 8460 §6.4).
+pub fn media_type_json() -> &'static str {
+    "application/tlsrpt+json"
+}
