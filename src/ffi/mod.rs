@@ -15,6 +15,7 @@
 
 #![allow(unsafe_code, non_camel_case_types)]
 
+pub mod exim;
 mod types;
 
 use std::ffi::{CStr, c_char};
