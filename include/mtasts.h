@@ -53,6 +53,9 @@ enum mtasts_status
   MTASTS_STATUS_OUT_OF_RANGE = 8,
   // No policy applies to the domain.
   MTASTS_STATUS_NO_POLICY = 9,
+  // An argument has a value the call does not accept (an unknown reason, a malformed IP
+  // address).
+  MTASTS_STATUS_INVALID_ARGUMENT = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -285,6 +288,51 @@ mtasts_status mtasts_engine_check_mx(const struct mtasts_engine *engine,
                                      const char *domain,
                                      const char *mx,
                                      struct mtasts_result *result);
+
+// Records, for TLSRPT (RFC 8460), the outcome of an SMTP session the MTA judged itself:
+// `result` is `MTASTS_REASON_NONE` for a session that negotiated TLS and satisfied the policy,
+// or the failure (`MTASTS_REASON_STARTTLS_NOT_SUPPORTED` when the handshake failed,
+// `MTASTS_REASON_CERTIFICATE_NOT_TRUSTED`, ...). `sending_ip`, `receiving_ip` (textual IPv4 or
+// IPv6) and `failure_reason_code` (free text, e.g. the TLS library's error) may be NULL.
+//
+// `mtasts_engine_check` (and `mtasts_check`) already count the session they judge; use this
+// only for sessions that did not go through them. Counted only under an `enforce` or `testing`
+// policy (nothing under `mode: none` or without a policy). Counting costs a map increment; the
+// counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
+// the engine is freed, and (for the default engine) at `exit()`.
+//
+// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`,
+// `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
+// IP address). Thread-safe.
+//
+// # Safety
+// `engine` is a live engine; `domain` and `mx` are NUL-terminated strings; the other strings are
+// NULL or NUL-terminated.
+mtasts_status mtasts_engine_record(const struct mtasts_engine *engine,
+                                   const char *domain,
+                                   const char *mx,
+                                   uint32_t result,
+                                   const char *sending_ip,
+                                   const char *receiving_ip,
+                                   const char *failure_reason_code);
+
+// As `mtasts_engine_record`, with the process-wide default engine of `mtasts_check`.
+//
+// # Safety
+// As for `mtasts_engine_record`, without the engine.
+mtasts_status mtasts_record(const char *domain,
+                            const char *mx,
+                            uint32_t result,
+                            const char *sending_ip,
+                            const char *receiving_ip,
+                            const char *failure_reason_code);
+
+// Writes the engine's pending TLSRPT counts to its store now (they are also written every few
+// hundred sessions or seconds, and when the engine is freed). Thread-safe.
+//
+// # Safety
+// `engine` is NULL or a live engine.
+mtasts_status mtasts_engine_flush(const struct mtasts_engine *engine);
 
 // Gets the policy that applies to `domain` now (looking up DNS and fetching as the cache rules
 // require). On success `*policy_out` receives a policy to release with `mtasts_policy_free`.

@@ -20,11 +20,27 @@
 //! path = "/var/lib/mtasts/policies.sqlite"  # or "memory": policies kept per process only
 //! redis_url = "redis://127.0.0.1:6379/0"    # a store shared by several hosts (feature `redis`)
 //!
+//! [report]                         # TLSRPT (RFC 8460): `mtasts report build|send`
+//! organization = "Example Mail"
+//! contact = "tlsrpt@example.net"   # contact-info; its domain is the submitter
+//! submitter = "example.net"        # default: the domain of contact
+//! from = "tlsrpt@example.net"      # From of mailed reports; default: contact
+//! sendmail = ["/usr/sbin/sendmail", "-t", "-oi"]
+//!
 //! [engine]
 //! txt_check_interval = 300         # seconds between TXT checks while a policy is cached
 //! no_policy_interval = 300         # seconds between TXT checks for domains without a policy
 //! refresh_interval = 86400         # refetch a policy older than this even if its id is unchanged
 //! fetch_retry_interval = 300       # wait after a failed fetch for the same id (at least 300)
+//!
+//! [serve]                          # `mtasts serve`, the socketmap server
+//! listen = "inet:127.0.0.1:8461"   # or "unix:/var/spool/postfix/private/mtasts"
+//! strict_testing = false           # answer `testing` policies like `enforce` ones
+//! postfix_tlsrpt = false           # add the TLSRPT attributes of Postfix 3.10+ to `OK` replies
+//! max_request_bytes = 4096         # longest request netstring; longer ones close the connection
+//! idle_timeout_ms = 60000          # close a connection idle (or stalled mid-request) this long
+//! max_connections = 1024           # connections served at once; more wait in the listen queue
+//! refresh_interval_s = 60          # seconds between passes of the background refresher (0: off)
 //! ```
 //!
 //! The same trust anchors serve the policy fetch and MX certificate validation.
@@ -60,6 +76,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[engine]`
     pub engine: EngineConfig,
+    /// `[report]`: TLSRPT (RFC 8460)
+    pub report: ReportConfig,
+    /// `[serve]`
+    pub serve: ServeConfig,
     /// The file this came from (`None`: defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -157,6 +177,72 @@ impl Default for EngineConfig {
     }
 }
 
+/// `[serve]`: the socketmap server (`mtasts serve`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// `inet:HOST:PORT` (`inet:[::1]:PORT` for IPv6) or `unix:/path/to/socket`.
+    pub listen: String,
+    /// Answer `testing` policies as `enforce` ones (default: `NOTFOUND`, deliver as usual).
+    pub strict_testing: bool,
+    /// Add `policy_type`, `policy_domain`, `mx_host_pattern` and `policy_string` to `OK` replies
+    /// (Postfix 3.10 and later only: older versions reject the reply and defer the mail).
+    pub postfix_tlsrpt: bool,
+    /// Longest request netstring accepted (its payload, in bytes); a longer one closes the connection.
+    pub max_request_bytes: u64,
+    /// A connection idle (or stalled mid-request) this long is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; further ones wait in the listen queue.
+    pub max_connections: u64,
+    /// Seconds between two passes of the background refresher; 0 turns it off.
+    pub refresh_interval_s: u64,
+}
+
+/// The default socketmap address.
+pub const DEFAULT_LISTEN: &str = "inet:127.0.0.1:8461";
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            strict_testing: false,
+            postfix_tlsrpt: false,
+            max_request_bytes: 4096,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            refresh_interval_s: 60,
+        }
+    }
+}
+
+/// `[report]`: who sends TLSRPT reports, and how they are mailed.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// `organization-name` of the reports.
+    pub organization: Option<String>,
+    /// `contact-info`: an address at the submitter domain.
+    pub contact: Option<String>,
+    /// The submitter domain (`TLS-Report-Submitter`); default: the domain of `contact`.
+    pub submitter: Option<String>,
+    /// `From` of mailed reports; default: `contact`.
+    pub from: Option<String>,
+    /// The command that takes a mailed report on standard input.
+    pub sendmail: Vec<String>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            organization: None,
+            contact: None,
+            submitter: None,
+            from: None,
+            sendmail: vec!["/usr/sbin/sendmail".into(), "-t".into(), "-oi".into()],
+        }
+    }
+}
+
 /// A configuration that cannot be read or used. The message names the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -203,6 +289,13 @@ impl Config {
         }
         if config.https.max_body_bytes == 0 {
             return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
+        }
+        let serve = &config.serve;
+        if serve.max_request_bytes == 0 || serve.idle_timeout_ms == 0 || serve.max_connections == 0 {
+            return Err(ConfigError(
+                "[serve] max_request_bytes, idle_timeout_ms and max_connections must be greater than 0"
+                    .into(),
+            ));
         }
         Ok(config)
     }
@@ -346,6 +439,22 @@ mod tests {
         );
         assert!(Config::parse("[https]\ntimeout_ms = 0\n").is_err());
         assert!(Config::parse("[https]\nport = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn serve_section() {
+        assert_eq!(Config::parse("").unwrap().serve.listen, DEFAULT_LISTEN);
+        let c = Config::parse(
+            "[serve]\nlisten = \"unix:/tmp/s\"\nstrict_testing = true\npostfix_tlsrpt = true\nmax_request_bytes = 10\nidle_timeout_ms = 5\nmax_connections = 2\nrefresh_interval_s = 0\n",
+        )
+        .unwrap();
+        assert!(c.serve.strict_testing && c.serve.postfix_tlsrpt);
+        assert_eq!(
+            (c.serve.max_request_bytes, c.serve.idle_timeout_ms, c.serve.refresh_interval_s),
+            (10, 5, 0)
+        );
+        assert!(Config::parse("[serve]\nidle_timeout_ms = 0\n").is_err());
+        assert!(Config::parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().0.contains("listen_on"));
     }
 
     #[test]

@@ -43,6 +43,8 @@ use crate::cert::{CertVerifier, TrustAnchors};
 use crate::domain::{Domain, DomainError};
 use crate::mx;
 use crate::policy::{Mode, Policy};
+use crate::tlsrpt::report::{Day, DayCounts, FailureKey, ResultType};
+use crate::tlsrpt::tally::Tally;
 use crate::txt::{self, Discovery, PolicyId};
 use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
 
@@ -259,6 +261,8 @@ pub struct Engine {
     store_error: Mutex<Option<String>>,
     timing: Timing,
     flights: Mutex<HashMap<Domain, Arc<Flight>>>,
+    /// TLSRPT session counters waiting to be flushed to the store.
+    tally: Tally,
 }
 
 impl fmt::Debug for Engine {
@@ -332,8 +336,26 @@ impl EngineBuilder {
             store_error: Mutex::new(None),
             timing: self.timing,
             flights: Mutex::new(HashMap::new()),
+            tally: Tally::default(),
         }
     }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.flush_reports();
+    }
+}
+
+/// What the MTA knows about a session beyond its result, for TLSRPT `failure-details`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionDetails {
+    /// Our address for the session (`sending-mta-ip`).
+    pub sending_ip: Option<std::net::IpAddr>,
+    /// The MX's address (`receiving-ip`).
+    pub receiving_ip: Option<std::net::IpAddr>,
+    /// Free text, e.g. the TLS library's error (`failure-reason-code`).
+    pub failure_reason_code: Option<String>,
 }
 
 /// One discovery in progress for a domain; other callers wait for its result.
@@ -489,7 +511,99 @@ impl Engine {
         let mx = Domain::parse(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
-        Ok(self.apply(resolution, mx, tls, dane, now))
+        let outcome = self.apply(resolution, &mx, tls, dane, now);
+        if !matches!(tls, Tls::NotChecked) && dane == Dane::NotApplicable {
+            // A session's outcome (after the handshake, or without TLS) counts for TLSRPT.
+            let host = mx.ok();
+            self.count_session(now, &domain, &outcome, host.as_ref(), &SessionDetails::default());
+        }
+        Ok(outcome)
+    }
+
+    /// Counts a session for TLSRPT (RFC 8460): sessions under an `enforce` or `testing` policy,
+    /// successful or not. Nothing is counted without a policy or under `mode: none` (APPLY-10).
+    fn count_session(
+        &self,
+        now: u64,
+        domain: &Domain,
+        outcome: &Outcome,
+        mx: Option<&Domain>,
+        details: &SessionDetails,
+    ) {
+        let Some(policy) = outcome.policy.as_ref().filter(|p| p.mode() != Mode::None) else { return };
+        let failure = match outcome.reason {
+            Reason::None => None,
+            Reason::TlsaInvalid => return, // a DANE outcome, reported under DANE's policy
+            reason => {
+                let Some(result_type) = ResultType::from_reason(reason) else { return };
+                let mut key = FailureKey::new(result_type, mx.cloned());
+                key.sending_mta_ip = details.sending_ip;
+                key.receiving_ip = details.receiving_ip;
+                key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
+                    (reason == Reason::MxMismatch)
+                        .then(|| "mx-mismatch: the MX host matches no policy pattern".into())
+                });
+                Some(key)
+            }
+        };
+        if self.tally.add(now, domain, Some(policy), failure) {
+            self.flush_reports();
+        }
+    }
+
+    /// Records the outcome of a session the MTA judged itself (for TLSRPT): `result` is `None`
+    /// for a session that negotiated TLS and satisfied the policy, or the RFC 8460 result type
+    /// (`starttls-not-supported`, `certificate-not-trusted`, ...). Use it for sessions that did
+    /// not go through [`Engine::check`] (which counts its own), e.g. a TLS handshake that failed
+    /// before any certificate was seen. Counted only under an `enforce` or `testing` policy.
+    pub fn record_session(
+        &self,
+        domain: &str,
+        mx: &str,
+        result: Option<Reason>,
+        details: &SessionDetails,
+    ) -> Result<(), InputError> {
+        let Some(domain) = parse_policy_domain(domain)? else { return Ok(()) };
+        let now = self.clock.now();
+        let resolution = self.resolve_at(&domain, now, false);
+        let mx = Domain::parse(mx).ok();
+        let reason = result.unwrap_or(Reason::None);
+        let outcome = Outcome { verdict: Verdict::Pass, reason, policy: resolution.policy, detail: None };
+        self.count_session(now, &domain, &outcome, mx.as_ref(), details);
+        Ok(())
+    }
+
+    /// Writes pending TLSRPT counts to the persistent store (or keeps them in memory without one).
+    /// Done by itself every few hundred sessions or seconds, and when the engine is dropped.
+    pub fn flush_reports(&self) {
+        let days = self.tally.take(self.clock.now());
+        if days.is_empty() {
+            return;
+        }
+        match &self.store {
+            Some(store) => {
+                for (day, counts) in days {
+                    if let Err(e) = store.add_report_counts(day, &counts) {
+                        self.report_store_error(&e);
+                        self.tally.keep([(day, counts)].into());
+                    }
+                }
+            }
+            None => self.tally.keep(days),
+        }
+    }
+
+    /// The TLSRPT counts of `day`: the persistent store's, plus what this engine holds in memory.
+    pub fn report_counts(&self, day: Day) -> DayCounts {
+        self.flush_reports();
+        let mut counts = self.tally.kept(day);
+        if let Some(store) = &self.store {
+            match store.report_counts(day) {
+                Ok(stored) => counts.merge(&stored),
+                Err(e) => self.report_store_error(&e),
+            }
+        }
+        counts
     }
 
     /// The policy state of `domain`, looking up DNS and fetching as the cache rules require.
@@ -508,7 +622,7 @@ impl Engine {
     fn apply(
         &self,
         resolution: Resolution,
-        mx: Result<Domain, (&str, DomainError)>,
+        mx: &Result<Domain, (&str, DomainError)>,
         tls: Tls<'_>,
         dane: Dane,
         now: u64,
@@ -680,6 +794,17 @@ impl Engine {
                             Resolution { policy: Some(fresh), source: Source::Network, record, error: None }
                         }
                         Err(failure) => {
+                            // Counted for TLSRPT under the cached policy, or as no policy found;
+                            // never under a cached `none` policy (APPLY-10).
+                            if live.as_ref().is_none_or(|p| p.mode() != Mode::None) {
+                                if let Some(t) = ResultType::from_reason(failure.reason) {
+                                    let mut key = FailureKey::new(t, None);
+                                    key.failure_reason_code = Some(failure.detail.clone());
+                                    if self.tally.add(now, domain, live.as_ref(), Some(key)) {
+                                        self.flush_reports();
+                                    }
+                                }
+                            }
                             // Keep the old policy and its id (CACHE-9, POL-16).
                             fetched = Some(Err(FailedFetch { id, at: now, failure: failure.clone() }));
                             Resolution { policy: live, source: Source::Cache, record, error: Some(failure) }

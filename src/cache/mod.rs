@@ -24,6 +24,8 @@ pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::Domain;
+use crate::tlsrpt::DeliveryState;
+use crate::tlsrpt::report::{Day, DayCounts};
 
 /// The schema version of the SQLite store this build writes.
 pub fn sqlite_schema_version() -> i64 {
@@ -44,6 +46,64 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn remove(&self, domain: &Domain) -> Result<bool, StoreError>;
     /// Where the store lives, for messages (`/var/lib/mtasts/policies.sqlite`, `redis://...`).
     fn location(&self) -> String;
+
+    /// Adds TLSRPT session counts for one UTC day (RFC 8460). Counts from many processes add up
+    /// exactly: each call is one atomic increment per counter.
+    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
+        let _ = (day, counts);
+        Err(StoreError(format!("{}: this store keeps no TLSRPT counts", self.location())))
+    }
+
+    /// The TLSRPT counts of one UTC day.
+    fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError> {
+        let _ = day;
+        Err(StoreError(format!("{}: this store keeps no TLSRPT counts", self.location())))
+    }
+
+    /// Queues a built report for delivery; false (and nothing changed) if a report for the same
+    /// day and domain is already queued, so that building twice never sends twice.
+    fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        let _ = item;
+        Err(StoreError(format!(
+            "{}: this store keeps no TLSRPT outbox (use the SQLite store)",
+            self.location()
+        )))
+    }
+
+    /// Every queued report, delivered or not.
+    fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        Err(StoreError(format!(
+            "{}: this store keeps no TLSRPT outbox (use the SQLite store)",
+            self.location()
+        )))
+    }
+
+    /// Records where the delivery of a queued report stands.
+    fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError> {
+        let _ = (report_id, state);
+        Err(StoreError(format!(
+            "{}: this store keeps no TLSRPT outbox (use the SQLite store)",
+            self.location()
+        )))
+    }
+}
+
+/// A TLSRPT report waiting for (or done with) delivery: enough to rebuild the identical report
+/// after a restart, and where its delivery stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// The report's id (also its Message-ID when mailed).
+    pub report_id: String,
+    /// The UTC day reported.
+    pub day: Day,
+    /// The policy domain reported on.
+    pub domain: Domain,
+    /// The counts of that domain for that day.
+    pub counts: DayCounts,
+    /// The domain's `_smtp._tls` record as found when the report was built (its `rua`).
+    pub record: String,
+    /// Where delivery stands.
+    pub state: DeliveryState,
 }
 
 /// A store that cannot be opened, read or written. The message names the store.

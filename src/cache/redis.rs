@@ -16,10 +16,13 @@ use serde::{Deserialize, Serialize};
 use super::{CachedPolicy, Entry, FailedFetch, Failure, Store, StoreError};
 use crate::domain::Domain;
 use crate::policy::Policy;
+use crate::tlsrpt::report::{Day, DayCounts};
 use crate::txt::PolicyId;
 use crate::verdict::Reason;
 
 const PREFIX: &str = "mtasts:policy:";
+/// One hash per UTC day of TLSRPT counters.
+const COUNTS_PREFIX: &str = "mtasts:tlsrpt:";
 /// How long a key outlives its policy (or its last lookup).
 const GRACE: u64 = 86_400;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -223,5 +226,33 @@ impl Store for RedisStore {
 
     fn location(&self) -> String {
         self.url.clone()
+    }
+
+    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
+        let key = format!("{COUNTS_PREFIX}{}", day.days());
+        let rows = super::sqlite::count_rows(counts)?;
+        self.with(|c| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (domain, policy, failure, n) in &rows {
+                let field = serde_json::to_string(&(domain, policy, failure)).unwrap_or_default();
+                pipe.cmd("HINCRBY").arg(&key).arg(field).arg(*n).ignore();
+            }
+            // Kept a week: long enough to build and resend the day's reports.
+            pipe.cmd("EXPIRE").arg(&key).arg(7 * 86_400).ignore();
+            pipe.query::<()>(c)
+        })
+    }
+
+    fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError> {
+        let key = format!("{COUNTS_PREFIX}{}", day.days());
+        let fields: Vec<(String, i64)> = self.with(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        let mut rows = Vec::with_capacity(fields.len());
+        for (field, n) in fields {
+            let (domain, policy, failure): (String, String, String) = serde_json::from_str(&field)
+                .map_err(|e| StoreError(format!("{}: TLSRPT counter {field}: {e}", self.url)))?;
+            rows.push((domain, policy, failure, n));
+        }
+        super::sqlite::counts_from_rows(&self.url, rows)
     }
 }

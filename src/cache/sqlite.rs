@@ -18,9 +18,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{CachedPolicy, Entry, FailedFetch, Failure, Store, StoreError};
+use super::{CachedPolicy, Entry, FailedFetch, Failure, OutboxItem, Store, StoreError};
 use crate::domain::Domain;
 use crate::policy::Policy;
+use crate::tlsrpt::DeliveryState;
+use crate::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey};
 use crate::txt::PolicyId;
 use crate::verdict::Reason;
 
@@ -46,6 +48,24 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 1 -> 2: listing policies due for refresh reads by fetch time.
     "CREATE INDEX policies_fetched_at ON policies (fetched_at);",
+    // 2 -> 3: TLSRPT session counts per day, and reports waiting for delivery.
+    "CREATE TABLE tlsrpt_counts (
+        day      INTEGER NOT NULL,
+        domain   TEXT NOT NULL,
+        policy   TEXT NOT NULL,
+        failure  TEXT NOT NULL,
+        sessions INTEGER NOT NULL,
+        PRIMARY KEY (day, domain, policy, failure)
+    ) WITHOUT ROWID;
+    CREATE TABLE tlsrpt_outbox (
+        report_id TEXT PRIMARY KEY NOT NULL,
+        day       INTEGER NOT NULL,
+        domain    TEXT NOT NULL,
+        counts    TEXT NOT NULL,
+        record    TEXT NOT NULL,
+        state     TEXT NOT NULL,
+        UNIQUE (day, domain)
+    );",
 ];
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -255,6 +275,142 @@ impl Store for SqliteStore {
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+
+    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
+        let rows = count_rows(counts)?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO tlsrpt_counts (day, domain, policy, failure, sessions) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (day, domain, policy, failure) DO UPDATE SET sessions = sessions + excluded.sessions",
+                )?;
+                for (domain, policy, failure, n) in &rows {
+                    stmt.execute(params![to_sql(day.days()), domain, policy, failure, to_sql(*n)])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT domain, policy, failure, sessions FROM tlsrpt_counts WHERE day = ?1 ORDER BY domain",
+            )?;
+            let rows = stmt.query_map(params![to_sql(day.days())], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        counts_from_rows(&self.location(), rows)
+    }
+
+    fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        let counts = serde_json::to_string(&item.counts).map_err(|e| StoreError(e.to_string()))?;
+        let state = serde_json::to_string(&item.state).map_err(|e| StoreError(e.to_string()))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO tlsrpt_outbox (report_id, day, domain, counts, record, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    item.report_id,
+                    to_sql(item.day.days()),
+                    item.domain.as_str(),
+                    counts,
+                    item.record,
+                    state
+                ],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT report_id, day, domain, counts, record, state FROM tlsrpt_outbox ORDER BY day, domain")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let bad = |what: String| StoreError(format!("{}: TLSRPT outbox: {what}", self.path.display()));
+        rows.into_iter()
+            .map(|(report_id, day, domain, counts, record, state)| {
+                Ok(OutboxItem {
+                    report_id,
+                    day: Day::from_days(from_sql(Some(day)).unwrap_or(0)),
+                    domain: Domain::parse(&domain).map_err(|e| bad(e.to_string()))?,
+                    counts: serde_json::from_str(&counts).map_err(|e| bad(e.to_string()))?,
+                    record,
+                    state: serde_json::from_str(&state).map_err(|e| bad(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError> {
+        let state = serde_json::to_string(state).map_err(|e| StoreError(e.to_string()))?;
+        self.with(|c| {
+            c.execute("UPDATE tlsrpt_outbox SET state = ?2 WHERE report_id = ?1", params![report_id, state])
+        })
+        .map(|_| ())
+    }
+}
+
+/// The counters of `counts` as (domain, policy JSON, failure JSON or "", sessions) rows.
+pub(super) fn count_rows(counts: &DayCounts) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+    let mut rows = Vec::new();
+    for domain in counts.domains() {
+        for (policy, c) in counts.policies(domain) {
+            let policy_json = to_json(policy)?;
+            if c.successes > 0 {
+                rows.push((domain.to_string(), policy_json.clone(), String::new(), c.successes));
+            }
+            for (failure, &n) in &c.failures {
+                rows.push((domain.to_string(), policy_json.clone(), to_json(failure)?, n));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Rebuilds day counts from stored rows.
+pub(super) fn counts_from_rows(
+    location: &str,
+    rows: Vec<(String, String, String, i64)>,
+) -> Result<DayCounts, StoreError> {
+    let bad = |what: String| StoreError(format!("{location}: TLSRPT counts: {what}"));
+    let mut counts = DayCounts::new();
+    for (domain, policy, failure, n) in rows {
+        let domain = Domain::parse(&domain).map_err(|e| bad(e.to_string()))?;
+        let policy: PolicyKey = serde_json::from_str(&policy).map_err(|e| bad(e.to_string()))?;
+        let n = u64::try_from(n).unwrap_or(0);
+        if failure.is_empty() {
+            counts.add_success(&domain, &policy, n);
+        } else {
+            let failure: FailureKey = serde_json::from_str(&failure).map_err(|e| bad(e.to_string()))?;
+            counts.add_failure(&domain, &policy, failure, n);
+        }
+    }
+    Ok(counts)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError(e.to_string()))
 }
 
 /// Seconds as SQLite's 64-bit integer (saturating: times are far below 2^63).

@@ -55,7 +55,7 @@ use super::{default_engine, guard};
 use crate::config::Config;
 use crate::engine::{Engine, InputError, Tls};
 use crate::policy::Mode;
-use crate::verdict::{Dane, Verdict};
+use crate::verdict::{Dane, Reason, Verdict};
 
 /// Exim's `OK`: `*yield` is the result.
 const OK: c_int = 0;
@@ -359,6 +359,53 @@ pub unsafe extern "C" fn mtasts_exim_mx_ok(
                 Verdict::FailEnforce | Verdict::FailTesting => c"no",
                 _ => c"yes",
             }))
+        })
+    }
+}
+
+const RECORD_USAGE: &CStr = c"usage: ${dlfunc{/path/libmtasts.so}{mtasts_exim_record}{DOMAIN}{MX}{RESULT}} \
+with RESULT `success` or an RFC 8460 result type (optionally followed by {config=/path/to/mtasts.toml})";
+const BAD_RESULT: &CStr =
+    c"mtasts: the result is not `success` nor an RFC 8460 result type (e.g. starttls-not-supported)";
+
+/// `${dlfunc{LIB}{mtasts_exim_record}{DOMAIN}{MX}{RESULT}}` (optionally `{config=/path}` last):
+/// counts one SMTP session for TLSRPT (RFC 8460) under `DOMAIN`'s policy, for the `msg:delivery`
+/// and `msg:host:defer` events. `RESULT` is `success` or an RFC 8460 result type
+/// (`starttls-not-supported`, `certificate-not-trusted`, `certificate-host-mismatch`,
+/// `certificate-expired`, `validation-failure`). Counted only under an `enforce` or `testing`
+/// policy, and written to the store at once (Exim runs one short process per delivery). Yields
+/// the empty string.
+///
+/// Returns `OK`; `FAIL` when `DOMAIN` is not a domain name; `ERROR` for usage (including an
+/// unknown `RESULT`), configuration and internal errors. Never `DEFER`. Fork-safe.
+///
+/// # Safety
+/// Exim's dlfunc contract: `yield_` is writable, `argv` holds `argc` NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_exim_record(
+    yield_: *mut *mut c_uchar,
+    argc: c_int,
+    argv: *mut *mut c_uchar,
+) -> c_int {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        boundary(yield_, || {
+            let args = read_args(argc, argv, 3, RECORD_USAGE)?;
+            let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
+            let mx = text(&args, 1, c"mtasts: the MX argument is not valid UTF-8")?;
+            let result = match text(&args, 2, BAD_RESULT)?.trim() {
+                "success" => None,
+                name => match Reason::parse(name) {
+                    Some(r) if r.tlsrpt_result_type() == Some(name) => Some(r),
+                    _ => return Err(Failure::error(BAD_RESULT)),
+                },
+            };
+            let engine = engine(args.config)?;
+            engine
+                .record_session(domain, mx, result, &crate::engine::SessionDetails::default())
+                .map_err(|e| input_failure(&e))?;
+            engine.flush_reports();
+            Ok(Answer::Static(c""))
         })
     }
 }

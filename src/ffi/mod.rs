@@ -228,6 +228,7 @@ fn default_engine() -> Result<Arc<Engine>, String> {
     }
     // Built without the lock held; a racing thread may build one too, and the first stored wins.
     let engine = Arc::new(Config::load(None).and_then(|c| c.build_engine()).map_err(|e| e.to_string())?);
+    flush_at_exit();
     let mut slot = DEFAULT_ENGINE.lock();
     match slot.as_ref() {
         Some((built_in, existing)) if *built_in == pid => Ok(Arc::clone(existing)),
@@ -236,6 +237,30 @@ fn default_engine() -> Result<Arc<Engine>, String> {
             Ok(engine)
         }
     }
+}
+
+/// Registers, once per process, an exit handler that writes the default engine's pending TLSRPT
+/// counts to the store: MTAs such as Exim run one short process per delivery and leave with
+/// `exit()`, never dropping the engine.
+fn flush_at_exit() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn flush() {
+        let _ = catch_unwind(|| {
+            // try_lock: never wait at exit (a thread may have held the lock when exit() began).
+            let engine = DEFAULT_ENGINE
+                .try_lock()
+                .and_then(|slot| slot.as_ref().map(|(pid, e)| (*pid, Arc::clone(e))));
+            if let Some((pid, engine)) = engine {
+                if pid == std::process::id() {
+                    engine.flush_reports();
+                }
+            }
+        });
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registering a plain extern "C" function with no arguments; it catches panics.
+        unsafe { libc::atexit(flush) };
+    });
 }
 
 /// Checks a delivery to `mx` for the Policy Domain `domain` with the process-wide default engine.
@@ -450,6 +475,163 @@ pub unsafe extern "C" fn mtasts_engine_check_mx(
         };
         // SAFETY: forwarded caller contract.
         unsafe { check_into(&engine.engine, domain, mx, None, result) }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLSRPT recording
+
+/// Parses an optional IP address argument.
+///
+/// # Safety
+/// `p` is NULL or NUL-terminated.
+unsafe fn ip_arg(p: *const c_char, what: &str) -> Result<Option<std::net::IpAddr>, mtasts_status> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded caller contract.
+    let text = unsafe { str_arg(p, what) }?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        set_last_error(format!("{what} `{text}` is not an IP address"));
+        mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT
+    })
+}
+
+/// Shared body of the record calls.
+///
+/// # Safety
+/// As for [`mtasts_engine_record`].
+unsafe fn record_into(
+    engine: &Engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: u32,
+    sending_ip: *const c_char,
+    receiving_ip: *const c_char,
+    failure_reason_code: *const c_char,
+) -> mtasts_status {
+    // SAFETY: forwarded caller contract (each argument in turn).
+    let args = unsafe {
+        (|| {
+            Ok::<_, mtasts_status>((
+                str_arg(domain, "domain")?,
+                str_arg(mx, "mx")?,
+                ip_arg(sending_ip, "sending_ip")?,
+                ip_arg(receiving_ip, "receiving_ip")?,
+                if failure_reason_code.is_null() {
+                    None
+                } else {
+                    Some(str_arg(failure_reason_code, "failure_reason_code")?)
+                },
+            ))
+        })()
+    };
+    let (domain, mx, sending_ip, receiving_ip, code) = match args {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let Some(reason) = mtasts_reason::from_u32(result) else {
+        set_last_error(format!("result {result} is not an mtasts_reason"));
+        return mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT;
+    };
+    let result = (reason != crate::verdict::Reason::None).then_some(reason);
+    let details = crate::engine::SessionDetails {
+        sending_ip,
+        receiving_ip,
+        failure_reason_code: code.filter(|c| !c.is_empty()).map(str::to_owned),
+    };
+    match engine.record_session(domain, mx, result, &details) {
+        Ok(()) => mtasts_status::MTASTS_STATUS_OK,
+        Err(e) => input_status(&e),
+    }
+}
+
+/// Records, for TLSRPT (RFC 8460), the outcome of an SMTP session the MTA judged itself:
+/// `result` is `MTASTS_REASON_NONE` for a session that negotiated TLS and satisfied the policy,
+/// or the failure (`MTASTS_REASON_STARTTLS_NOT_SUPPORTED` when the handshake failed,
+/// `MTASTS_REASON_CERTIFICATE_NOT_TRUSTED`, ...). `sending_ip`, `receiving_ip` (textual IPv4 or
+/// IPv6) and `failure_reason_code` (free text, e.g. the TLS library's error) may be NULL.
+///
+/// `mtasts_engine_check` (and `mtasts_check`) already count the session they judge; use this
+/// only for sessions that did not go through them. Counted only under an `enforce` or `testing`
+/// policy (nothing under `mode: none` or without a policy). Counting costs a map increment; the
+/// counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
+/// the engine is freed, and (for the default engine) at `exit()`.
+///
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`,
+/// `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
+/// IP address). Thread-safe.
+///
+/// # Safety
+/// `engine` is a live engine; `domain` and `mx` are NUL-terminated strings; the other strings are
+/// NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_record(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: u32,
+    sending_ip: *const c_char,
+    receiving_ip: *const c_char,
+    failure_reason_code: *const c_char,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: NULL or a live engine by contract.
+        let Some(engine) = (unsafe { engine.as_ref() }) else {
+            set_last_error("engine is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            record_into(&engine.engine, domain, mx, result, sending_ip, receiving_ip, failure_reason_code)
+        }
+    })
+}
+
+/// As `mtasts_engine_record`, with the process-wide default engine of `mtasts_check`.
+///
+/// # Safety
+/// As for `mtasts_engine_record`, without the engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_record(
+    domain: *const c_char,
+    mx: *const c_char,
+    result: u32,
+    sending_ip: *const c_char,
+    receiving_ip: *const c_char,
+    failure_reason_code: *const c_char,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        let engine = match default_engine() {
+            Ok(e) => e,
+            Err(message) => {
+                set_last_error(message);
+                return mtasts_status::MTASTS_STATUS_CONFIG;
+            }
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { record_into(&engine, domain, mx, result, sending_ip, receiving_ip, failure_reason_code) }
+    })
+}
+
+/// Writes the engine's pending TLSRPT counts to its store now (they are also written every few
+/// hundred sessions or seconds, and when the engine is freed). Thread-safe.
+///
+/// # Safety
+/// `engine` is NULL or a live engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_flush(engine: *const mtasts_engine) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: NULL or a live engine by contract.
+        let Some(engine) = (unsafe { engine.as_ref() }) else {
+            set_last_error("engine is NULL");
+            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        };
+        engine.engine.flush_reports();
+        mtasts_status::MTASTS_STATUS_OK
     })
 }
 

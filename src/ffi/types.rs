@@ -32,6 +32,9 @@ pub enum mtasts_status {
     MTASTS_STATUS_OUT_OF_RANGE = 8,
     /// No policy applies to the domain.
     MTASTS_STATUS_NO_POLICY = 9,
+    /// An argument has a value the call does not accept (an unknown reason, a malformed IP
+    /// address).
+    MTASTS_STATUS_INVALID_ARGUMENT = 10,
 }
 
 /// What the MTA should do with this MX (stable values).
@@ -152,6 +155,26 @@ impl From<Reason> for mtasts_reason {
     }
 }
 
+impl mtasts_reason {
+    /// The reason with this numeric value, if it is one.
+    pub(crate) fn from_u32(value: u32) -> Option<Reason> {
+        const ALL: [Reason; 11] = [
+            Reason::None,
+            Reason::StarttlsNotSupported,
+            Reason::CertificateHostMismatch,
+            Reason::CertificateExpired,
+            Reason::CertificateNotTrusted,
+            Reason::ValidationFailure,
+            Reason::StsPolicyFetchError,
+            Reason::StsPolicyInvalid,
+            Reason::StsWebpkiInvalid,
+            Reason::MxMismatch,
+            Reason::TlsaInvalid,
+        ];
+        ALL.into_iter().find(|r| *r as u32 == value)
+    }
+}
+
 impl From<Option<Mode>> for mtasts_mode {
     fn from(m: Option<Mode>) -> Self {
         match m {
@@ -166,7 +189,7 @@ impl From<Option<Mode>> for mtasts_mode {
 const UNKNOWN: &CStr = c"unknown";
 
 pub(crate) fn status_name(status: u32) -> &'static CStr {
-    const NAMES: [&CStr; 10] = [
+    const NAMES: [&CStr; 11] = [
         c"ok",
         c"null-argument",
         c"invalid-utf8",
@@ -177,6 +200,7 @@ pub(crate) fn status_name(status: u32) -> &'static CStr {
         c"panic",
         c"out-of-range",
         c"no-policy",
+        c"invalid-argument",
     ];
     NAMES.get(status as usize).copied().unwrap_or(UNKNOWN)
 }

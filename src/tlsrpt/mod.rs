@@ -30,6 +30,7 @@ pub mod deliver;
 pub mod mail;
 pub mod record;
 pub mod report;
+pub mod tally;
 
 pub use deliver::{DeliveryOutcome, DeliverySettings, DeliveryState, RetrySchedule, deliver};
 pub use mail::EmailAddress;

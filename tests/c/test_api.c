@@ -399,6 +399,7 @@ static void test_enums(void) {
     CHECK_EQ(MTASTS_STATUS_PANIC, 7);
     CHECK_EQ(MTASTS_STATUS_OUT_OF_RANGE, 8);
     CHECK_EQ(MTASTS_STATUS_NO_POLICY, 9);
+    CHECK_EQ(MTASTS_STATUS_INVALID_ARGUMENT, 10);
 
     CHECK_EQ(MTASTS_VERDICT_NO_POLICY, 0);
     CHECK_EQ(MTASTS_VERDICT_PASS, 1);
@@ -434,7 +435,7 @@ static void test_enums(void) {
 
     static const char *const status_names[] = {
         "ok",     "null-argument", "invalid-utf8",     "invalid-domain", "invalid-mx",
-        "config", "buffer-too-small", "panic", "out-of-range", "no-policy",
+        "config", "buffer-too-small", "panic", "out-of-range", "no-policy", "invalid-argument",
     };
     for (uint32_t i = 0; i < sizeof status_names / sizeof status_names[0]; i++) {
         CHECK_STR(mtasts_status_str(i), status_names[i]);
@@ -461,7 +462,7 @@ static void test_enums(void) {
         CHECK_STR(mtasts_reason_str(i), reason_names[i]);
     }
     /* Values this version does not know get "unknown", never NULL or a crash. */
-    CHECK_STR(mtasts_status_str(MTASTS_STATUS_NO_POLICY + 1), "unknown");
+    CHECK_STR(mtasts_status_str(MTASTS_STATUS_INVALID_ARGUMENT + 1), "unknown");
     CHECK_STR(mtasts_verdict_str(MTASTS_VERDICT_ERROR + 1), "unknown");
     CHECK_STR(mtasts_reason_str(MTASTS_REASON_TLSA_INVALID + 1), "unknown");
     const uint32_t unknown[] = {100, 0x7fffffffu, 0x80000000u, UINT32_MAX};
@@ -1197,6 +1198,35 @@ static void child_bad_config(const mtasts_engine *engine) {
     CHECK_EQ(mtasts_check("nopolicy.test", "mx.enforce.test", NULL, 0), MTASTS_VERDICT_ERROR);
 }
 
+/* TLSRPT recording: arguments checked, outcomes accepted, counts flushed. */
+static void test_record(const mtasts_engine *engine) {
+    CHECK_STATUS(mtasts_engine_record(NULL, "enforce.test", "mx.enforce.test", MTASTS_REASON_NONE, NULL, NULL, NULL),
+                 MTASTS_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_record(engine, NULL, "mx.enforce.test", MTASTS_REASON_NONE, NULL, NULL, NULL),
+                 MTASTS_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", NULL, MTASTS_REASON_NONE, NULL, NULL, NULL),
+                 MTASTS_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", "mx.enforce.test", 99, NULL, NULL, NULL),
+                 MTASTS_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", "mx.enforce.test", MTASTS_REASON_NONE, "not-an-ip", NULL, NULL),
+                 MTASTS_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", "mx.enforce.test", MTASTS_REASON_NONE, NULL, "\xff", NULL),
+                 MTASTS_STATUS_INVALID_UTF8);
+    CHECK_STATUS(mtasts_engine_record(engine, "bad domain", "mx.enforce.test", MTASTS_REASON_NONE, NULL, NULL, NULL),
+                 MTASTS_STATUS_INVALID_DOMAIN);
+    CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", "mx.enforce.test", MTASTS_REASON_NONE, "192.0.2.1",
+                                      "2001:db8::25", NULL),
+                 MTASTS_STATUS_OK);
+    CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", "mx.enforce.test", MTASTS_REASON_STARTTLS_NOT_SUPPORTED,
+                                      "", "", "handshake failed: protocol version"),
+                 MTASTS_STATUS_OK);
+    CHECK_STATUS(mtasts_record("enforce.test", "mx.enforce.test", MTASTS_REASON_NONE, NULL, NULL, NULL), MTASTS_STATUS_OK);
+    CHECK_STATUS(mtasts_engine_flush(engine), MTASTS_STATUS_OK);
+    CHECK_STATUS(mtasts_engine_flush(NULL), MTASTS_STATUS_NULL_ARGUMENT);
+    CHECK_EQ(MTASTS_STATUS_INVALID_ARGUMENT, 10);
+    CHECK(strcmp(mtasts_status_str(MTASTS_STATUS_INVALID_ARGUMENT), "invalid-argument") == 0);
+}
+
 static void test_fork(const mtasts_engine *engine) {
     section("fork() after use");
     in_child("checks in a child", child_checks, engine);
@@ -1246,6 +1276,7 @@ int main(int argc, char **argv) {
     test_policy(config_path);
     test_default_engine();
     test_threads(engine);
+    test_record(engine);
     test_fork(engine);
 
     mtasts_engine_free(engine);

@@ -362,6 +362,54 @@ class Engine(Managed):
             self._release()
         return Result._from_c(out)
 
+    def record(
+        self,
+        domain: str,
+        mx: str,
+        result: Optional[Reason] = None,
+        *,
+        sending_ip: Optional[str] = None,
+        receiving_ip: Optional[str] = None,
+        failure_reason_code: Optional[str] = None,
+    ) -> None:
+        """Counts, for TLSRPT (RFC 8460), a session the MTA judged itself.
+
+        ``result`` is ``None`` for a session that negotiated TLS and satisfied the policy, or the
+        failure (e.g. :attr:`Reason.STARTTLS_NOT_SUPPORTED` when the handshake failed).
+        :meth:`check` already counts the session it judges: use this only for sessions that did
+        not go through it. Counted only under an ``enforce`` or ``testing`` policy. Raises
+        :class:`InvalidDomainError`, :class:`InvalidArgumentError` (e.g. a malformed IP address),
+        :class:`ClosedError`. Thread-safe.
+        """
+        d, m = _str_arg(domain, "domain"), _str_arg(mx, "mx")
+        optional = [
+            None if v is None else _str_arg(v, name)
+            for v, name in (
+                (sending_ip, "sending_ip"),
+                (receiving_ip, "receiving_ip"),
+                (failure_reason_code, "failure_reason_code"),
+            )
+        ]
+        code = int(Reason.NONE if result is None else Reason(result))
+        ptr = self._acquire()
+        try:
+            status = _lib.lib.mtasts_engine_record(ptr, d, m, code, *optional)
+            if status != Status.OK:
+                raise error_from_status(status)
+        finally:
+            self._release()
+
+    def flush(self) -> None:
+        """Writes pending TLSRPT counts to the store now (also done every few hundred sessions
+        or seconds, and when the engine is closed). Thread-safe."""
+        ptr = self._acquire()
+        try:
+            status = _lib.lib.mtasts_engine_flush(ptr)
+            if status != Status.OK:
+                raise error_from_status(status)
+        finally:
+            self._release()
+
     def policy(self, domain: str) -> Optional[Policy]:
         """The policy that applies to ``domain`` now, or ``None`` when none applies.
 

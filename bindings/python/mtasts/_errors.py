@@ -26,6 +26,7 @@ class Status(enum.IntEnum):
     PANIC = 7
     OUT_OF_RANGE = 8
     NO_POLICY = 9
+    INVALID_ARGUMENT = 10
 
     @property
     def rfc_name(self) -> str:
@@ -91,6 +92,7 @@ _CLASSES: Dict[Status, Type[MtastsError]] = {
     Status.INVALID_MX: InvalidMxError,
     Status.NULL_ARGUMENT: InvalidArgumentError,
     Status.INVALID_UTF8: InvalidArgumentError,
+    Status.INVALID_ARGUMENT: InvalidArgumentError,
 }
 
 # Large enough for any message the library makes in practice; longer ones take the usual retry.

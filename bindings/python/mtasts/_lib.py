@@ -63,6 +63,12 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     ),
     "mtasts_engine_check_mx": (c_uint32, [c_void_p, c_char_p, c_char_p, POINTER(Result)]),
     "mtasts_engine_policy": (c_uint32, [c_void_p, c_char_p, POINTER(c_void_p)]),
+    "mtasts_engine_record": (
+        c_uint32,
+        [c_void_p, c_char_p, c_char_p, c_uint32, c_char_p, c_char_p, c_char_p],
+    ),
+    "mtasts_record": (c_uint32, [c_char_p, c_char_p, c_uint32, c_char_p, c_char_p, c_char_p]),
+    "mtasts_engine_flush": (c_uint32, [c_void_p]),
     "mtasts_policy_free": (None, [c_void_p]),
     "mtasts_policy_mode": (c_uint32, [c_void_p]),
     "mtasts_policy_max_age": (c_uint32, [c_void_p]),

@@ -253,3 +253,20 @@ def test_buffer_too_small_retry_protocol(engine: mtasts.Engine) -> None:
         assert status == Status.OUT_OF_RANGE
     finally:
         lib.mtasts_policy_free(handle)
+
+
+def test_record_sessions_for_tlsrpt(engine: mtasts.Engine) -> None:
+    engine.record("enforce.test", "mx.enforce.test")
+    engine.record(
+        "enforce.test",
+        "mx.enforce.test",
+        Reason.STARTTLS_NOT_SUPPORTED,
+        sending_ip="192.0.2.1",
+        receiving_ip="2001:db8::25",
+        failure_reason_code="handshake failed",
+    )
+    engine.flush()
+    with pytest.raises(mtasts.InvalidArgumentError):
+        engine.record("enforce.test", "mx.enforce.test", sending_ip="not an address")
+    with pytest.raises(mtasts.InvalidDomainError):
+        engine.record("bad domain", "mx.enforce.test")

@@ -5,6 +5,7 @@
 //! mtasts lint [FILE|-]
 //! mtasts refresh [--config FILE] [--cache PATH] [--concurrency N] [--quiet]
 //! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
+//! mtasts report build [--date YYYY-MM-DD] [--out DIR] | send | list [--config FILE] [--cache PATH]
 //! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
 //! ```
 //!
@@ -16,6 +17,7 @@ mod check;
 mod export;
 mod lint;
 mod refresh;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,8 @@ enum Command {
     Cache(cache::Args),
     /// Export stored policies for MTAs that read tables (OpenSMTPD).
     Export(export::Args),
+    /// TLSRPT (RFC 8460) daily reports: build, send, list.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Refresh(args) => refresh::run(&args),
         Command::Cache(args) => cache::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(code) => code,

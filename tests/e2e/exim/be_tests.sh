@@ -115,6 +115,20 @@ be_tests() {
     expect_failure "non-UTF-8 domain" 3 'mtasts: the domain argument is not valid UTF-8' \
         "\${dlfunc{MTLIB}{mtasts_exim_mode}{$(printf '\xff\xfe').test}MTCFG}"
 
+    echo "-- mtasts_exim_record{domain}{mx}{result}"
+    expect "a success" '' '${dlfunc{MTLIB}{mtasts_exim_record}{enforce.test}{mx.enforce.test}{success}MTCFG}'
+    expect "a failure with its RFC 8460 result type" '' \
+        '${dlfunc{MTLIB}{mtasts_exim_record}{testing.test}{mx.testing.test}{starttls-not-supported}MTCFG}'
+    expect "no policy: accepted, nothing counted" '' \
+        '${dlfunc{MTLIB}{mtasts_exim_record}{nopolicy.test}{mx.nopolicy.test}{certificate-expired}MTCFG}'
+    expect_failure "unknown result" 3 'mtasts: the result is not `success`' \
+        '${dlfunc{MTLIB}{mtasts_exim_record}{enforce.test}{mx.enforce.test}{broken}MTCFG}'
+    expect_failure "mx-mismatch is not an RFC 8460 result type" 3 'mtasts: the result is not `success`' \
+        '${dlfunc{MTLIB}{mtasts_exim_record}{enforce.test}{mx.enforce.test}{mx-mismatch}MTCFG}'
+    expect_failure "two arguments" 3 'usage:' '${dlfunc{MTLIB}{mtasts_exim_record}{enforce.test}{mx.enforce.test}}'
+    expect_failure "invalid domain" 2 'mtasts: policy domain:' \
+        '${dlfunc{MTLIB}{mtasts_exim_record}{a..test}{mx.enforce.test}{success}MTCFG}'
+
     echo "-- mtasts_exim_mx_ok{domain}{mx}"
     expect "enforce, listed MX" yes '${dlfunc{MTLIB}{mtasts_exim_mx_ok}{enforce.test}{mx.enforce.test}MTCFG}'
     expect "enforce, MX in other case with root dot" yes \
