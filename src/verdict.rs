@@ -107,22 +107,24 @@ impl Reason {
         }
     }
 
+    /// Every reason, in the order of their numeric values.
+    pub(crate) const ALL: [Reason; 11] = [
+        Reason::None,
+        Reason::StarttlsNotSupported,
+        Reason::CertificateHostMismatch,
+        Reason::CertificateExpired,
+        Reason::CertificateNotTrusted,
+        Reason::ValidationFailure,
+        Reason::StsPolicyFetchError,
+        Reason::StsPolicyInvalid,
+        Reason::StsWebpkiInvalid,
+        Reason::MxMismatch,
+        Reason::TlsaInvalid,
+    ];
+
     /// The reason with this name (the inverse of [`Reason::as_str`]).
     pub fn parse(name: &str) -> Option<Self> {
-        const ALL: [Reason; 11] = [
-            Reason::None,
-            Reason::StarttlsNotSupported,
-            Reason::CertificateHostMismatch,
-            Reason::CertificateExpired,
-            Reason::CertificateNotTrusted,
-            Reason::ValidationFailure,
-            Reason::StsPolicyFetchError,
-            Reason::StsPolicyInvalid,
-            Reason::StsWebpkiInvalid,
-            Reason::MxMismatch,
-            Reason::TlsaInvalid,
-        ];
-        ALL.into_iter().find(|r| r.as_str() == name)
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
     }
 
     /// The RFC 8460 result type to put in a TLSRPT report, if the reason is reportable.

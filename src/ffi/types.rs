@@ -158,20 +158,7 @@ impl From<Reason> for mtasts_reason {
 impl mtasts_reason {
     /// The reason with this numeric value, if it is one.
     pub(crate) fn from_u32(value: u32) -> Option<Reason> {
-        const ALL: [Reason; 11] = [
-            Reason::None,
-            Reason::StarttlsNotSupported,
-            Reason::CertificateHostMismatch,
-            Reason::CertificateExpired,
-            Reason::CertificateNotTrusted,
-            Reason::ValidationFailure,
-            Reason::StsPolicyFetchError,
-            Reason::StsPolicyInvalid,
-            Reason::StsWebpkiInvalid,
-            Reason::MxMismatch,
-            Reason::TlsaInvalid,
-        ];
-        ALL.into_iter().find(|r| *r as u32 == value)
+        Reason::ALL.into_iter().find(|r| *r as u32 == value)
     }
 }
 
@@ -233,19 +220,7 @@ mod tests {
 
     #[test]
     fn names_agree_with_the_rust_names() {
-        for r in [
-            Reason::None,
-            Reason::StarttlsNotSupported,
-            Reason::CertificateHostMismatch,
-            Reason::CertificateExpired,
-            Reason::CertificateNotTrusted,
-            Reason::ValidationFailure,
-            Reason::StsPolicyFetchError,
-            Reason::StsPolicyInvalid,
-            Reason::StsWebpkiInvalid,
-            Reason::MxMismatch,
-            Reason::TlsaInvalid,
-        ] {
+        for r in Reason::ALL {
             let c = mtasts_reason::from(r) as u32;
             assert_eq!(c, r as u32);
             assert_eq!(reason_name(c).to_str().unwrap(), r.as_str());
