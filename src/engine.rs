@@ -31,6 +31,7 @@
 //! Locks: the cache's map lock is held only to read or write an entry. Network I/O happens with no
 //! lock held; callers that need the same domain meanwhile wait on that domain's flight.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -210,7 +211,7 @@ pub struct Outcome {
     /// The policy applied, if any.
     pub policy: Option<Arc<CachedPolicy>>,
     /// A detail line for failures.
-    pub detail: Option<String>,
+    pub detail: Option<Cow<'static, str>>,
 }
 
 impl Outcome {
@@ -645,7 +646,7 @@ impl Engine {
             Tls::Chain(chain) => match mx.map(|mx| self.certs.verify(chain, mx, now)) {
                 Some(Ok(())) => TlsOutcome::Valid,
                 Some(Err(f)) => {
-                    detail = Some(f.detail);
+                    detail = Some(Cow::Owned(f.detail));
                     TlsOutcome::Invalid(f.reason)
                 }
                 None => TlsOutcome::NotChecked,
@@ -653,20 +654,20 @@ impl Engine {
         };
         let Decision { verdict, mut reason } = verdict::decide(mode, mx_matches, tls, dane);
         if reason == Reason::MxMismatch {
-            detail = Some(match &mx_name {
+            detail = Some(Cow::Owned(match &mx_name {
                 Ok(host) => format!("{host} matches no mx pattern of the policy"),
                 Err(not_a_host) => format!("{not_a_host} matches no mx pattern of the policy"),
-            });
+            }));
         }
         if reason == Reason::StarttlsNotSupported {
-            detail = Some("no TLS session: STARTTLS was not offered or the handshake failed".into());
+            detail = Some(Cow::Borrowed("no TLS session: STARTTLS was not offered or the handshake failed"));
         }
         if resolution.policy.is_none() && reason == Reason::None {
             // Say why there is no policy when discovery or the fetch failed (FETCH-11). A cached
             // `none` policy reports nothing (APPLY-10).
             if let Some(e) = &resolution.error {
                 reason = e.reason;
-                detail = Some(e.detail.clone());
+                detail = Some(Cow::Owned(e.detail.clone()));
             }
         }
         Outcome { verdict, reason, policy: resolution.policy, detail }

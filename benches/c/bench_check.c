@@ -26,9 +26,24 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    static unsigned char buf[65536];
+    *len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return buf;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: bench_check CONFIG\n");
+    if (argc != 3) {
+        fprintf(stderr, "usage: bench_check CONFIG CHAIN.der\n");
+        return 2;
+    }
+    size_t chain_len = 0;
+    const unsigned char *chain = read_file(argv[2], &chain_len);
+    if (!chain || chain_len == 0) {
+        fprintf(stderr, "cannot read %s\n", argv[2]);
         return 2;
     }
     setenv("MTASTS_CONFIG", argv[1], 1);
@@ -45,6 +60,17 @@ int main(int argc, char **argv) {
     mtasts_engine_check_mx(engine, "enforce.test", "mx.enforce.test", &r);
 
     double samples[BATCHES];
+    /* mtasts_check: default engine, the MX's valid chain (memoised after the first call). */
+    for (int b = 0; b < BATCHES; b++) {
+        double t0 = now_ns();
+        for (int i = 0; i < CALLS; i++) {
+            if (mtasts_check("enforce.test", "mx.enforce.test", chain, chain_len) != MTASTS_VERDICT_PASS) return 1;
+        }
+        samples[b] = (now_ns() - t0) / CALLS;
+    }
+    qsort(samples, BATCHES, sizeof samples[0], cmp);
+    printf("mtasts_check (cached, valid DER chain: pass): median %.0f ns/call (min %.0f, max %.0f)\n",
+           samples[BATCHES / 2], samples[0], samples[BATCHES - 1]);
     /* mtasts_check: default engine, MX name and no certificate (STARTTLS not negotiated). */
     for (int b = 0; b < BATCHES; b++) {
         double t0 = now_ns();

@@ -11,5 +11,9 @@ fixture=$!
 exec 3> "$tmp/hold"
 trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
 for _ in $(seq 100); do [ -s "$tmp/info" ] && break; sleep 0.1; done
-cc -std=c99 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_check.c -Ltarget/release -lmtasts -o "$tmp/bench_check"
-LD_LIBRARY_PATH=target/release "$tmp/bench_check" "$tmp/fx/mtasts.toml"
+# The library's SONAME is libmtasts.so.0: link against a copy under that name.
+mkdir -p "$tmp/lib"
+cp target/release/libmtasts.so "$tmp/lib/libmtasts.so.0"
+ln -s libmtasts.so.0 "$tmp/lib/libmtasts.so"
+cc -std=c99 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_check.c -L"$tmp/lib" -lmtasts -o "$tmp/bench_check"
+LD_LIBRARY_PATH="$tmp/lib" "$tmp/bench_check" "$tmp/fx/mtasts.toml" "$tmp/fx/mx-enforce.der"

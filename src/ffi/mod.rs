@@ -220,7 +220,40 @@ static DEFAULT_ENGINE: Mutex<Option<(u32, Arc<Engine>)>> = Mutex::new(None);
 /// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and built anew
 /// in a forked child.
 fn default_engine() -> Result<Arc<Engine>, String> {
-    let pid = std::process::id();
+    thread_local! {
+        /// This thread's reference to the default engine, with the fork generation it was taken
+        /// in: the hot path then makes no system call (getpid) and takes no shared lock.
+        static MINE: std::cell::RefCell<Option<(u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
+    }
+    watch_forks();
+    let generation = FORK_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+    let mine =
+        MINE.with(|m| m.borrow().as_ref().filter(|(g, _)| *g == generation).map(|(_, e)| Arc::clone(e)));
+    if let Some(engine) = mine {
+        return Ok(engine);
+    }
+    let engine = shared_default_engine(std::process::id())?;
+    MINE.with(|m| *m.borrow_mut() = Some((generation, Arc::clone(&engine))));
+    Ok(engine)
+}
+
+/// Incremented in every forked child (a `pthread_atfork` handler), so that per-thread references
+/// to the default engine are dropped after `fork()`.
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn watch_forks() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain extern "C" function that only touches an atomic, which is
+        // async-signal-safe as a fork handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
+fn shared_default_engine(pid: u32) -> Result<Arc<Engine>, String> {
     if let Some((built_in, engine)) = DEFAULT_ENGINE.lock().as_ref() {
         if *built_in == pid {
             return Ok(Arc::clone(engine));

@@ -7,7 +7,7 @@
 //! store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -21,22 +21,14 @@ const FLUSH_EVERY: usize = 256;
 /// Seconds after which pending counts are flushed on the next session.
 const FLUSH_AFTER: u64 = 10;
 
-/// The policy a session was counted under, compared by identity.
+/// The policy a session was counted under, compared by identity (the thread's copy of a cached
+/// policy; copies of one policy are merged when counts are flushed).
 #[derive(Clone, Debug)]
-enum PolicyRef {
-    /// No MTA-STS policy applied (`no-policy-found`).
-    None,
-    /// This policy applied.
-    Sts(Arc<CachedPolicy>),
-}
+struct PolicyRef(Arc<CachedPolicy>);
 
 impl PartialEq for PolicyRef {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::None, Self::None) => true,
-            (Self::Sts(a), Self::Sts(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -44,24 +36,58 @@ impl Eq for PolicyRef {}
 
 impl Hash for PolicyRef {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            Self::None => 0usize.hash(state),
-            Self::Sts(p) => Arc::as_ptr(p).hash(state),
-        }
+        Arc::as_ptr(&self.0).hash(state);
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Key {
-    day: Day,
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The counts of one policy on one day.
+#[derive(Debug)]
+struct Slot {
     domain: Domain,
-    policy: PolicyRef,
-    failure: Option<FailureKey>,
+    successes: u64,
+    failures: FxMap<FailureKey, u64>,
+}
+
+/// A fast, non-keyed hasher (FxHash): the counters' keys come from this process, not from an
+/// attacker who could aim at collisions, and hashing dominates the cost of counting a session.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(buf));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    counts: HashMap<Key, u64>,
+    /// Sessions under a policy, by day and policy: a success costs no allocation.
+    counts: FxMap<(Day, PolicyRef), Slot>,
+    /// Failures with no policy (`no-policy-found`), by day, domain and failure.
+    no_policy: FxMap<(Day, Domain, FailureKey), u64>,
     sessions: usize,
     last_flush: u64,
     /// Flushed counts of an engine without a persistent store.
@@ -83,44 +109,52 @@ impl Tally {
         policy: Option<&Arc<CachedPolicy>>,
         failure: Option<FailureKey>,
     ) -> bool {
-        let key = Key {
-            day: Day::from_unix(now),
-            domain: domain.clone(),
-            policy: policy.map_or(PolicyRef::None, |p| PolicyRef::Sts(Arc::clone(p))),
-            failure,
-        };
+        let day = Day::from_unix(now);
         let mut inner = self.inner.lock();
         if inner.last_flush == 0 {
             inner.last_flush = now;
         }
-        *inner.counts.entry(key).or_insert(0) += 1;
+        match (policy, failure) {
+            (Some(p), failure) => {
+                let slot = inner.counts.entry((day, PolicyRef(Arc::clone(p)))).or_insert_with(|| Slot {
+                    domain: domain.clone(),
+                    successes: 0,
+                    failures: FxMap::default(),
+                });
+                match failure {
+                    None => slot.successes += 1,
+                    Some(f) => *slot.failures.entry(f).or_insert(0) += 1,
+                }
+            }
+            (None, Some(f)) => *inner.no_policy.entry((day, domain.clone(), f)).or_insert(0) += 1,
+            (None, None) => return false, // a success without a policy is not reported
+        }
         inner.sessions += 1;
         inner.sessions >= FLUSH_EVERY || now >= inner.last_flush.saturating_add(FLUSH_AFTER)
     }
 
     /// Takes every pending count, as day counts.
     pub fn take(&self, now: u64) -> BTreeMap<Day, DayCounts> {
-        let counts = {
+        let (counts, no_policy) = {
             let mut inner = self.inner.lock();
             inner.sessions = 0;
             inner.last_flush = now;
-            std::mem::take(&mut inner.counts)
+            (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
         };
-        let mut keys: HashMap<PolicyRef, PolicyKey> = HashMap::new();
         let mut days: BTreeMap<Day, DayCounts> = BTreeMap::new();
-        for (key, n) in counts {
-            let policy = keys
-                .entry(key.policy.clone())
-                .or_insert_with(|| match &key.policy {
-                    PolicyRef::None => PolicyKey::no_policy_found(),
-                    PolicyRef::Sts(p) => PolicyKey::sts_from_body(p.text.as_bytes(), &p.policy),
-                })
-                .clone();
-            let day = days.entry(key.day).or_default();
-            match key.failure {
-                None => day.add_success(&key.domain, &policy, n),
-                Some(f) => day.add_failure(&key.domain, &policy, f, n),
+        for ((day, policy), slot) in counts {
+            let key = PolicyKey::sts_from_body(policy.0.text.as_bytes(), &policy.0.policy);
+            let day = days.entry(day).or_default();
+            if slot.successes > 0 {
+                day.add_success(&slot.domain, &key, slot.successes);
             }
+            for (f, n) in slot.failures {
+                day.add_failure(&slot.domain, &key, f, n);
+            }
+        }
+        let none = PolicyKey::no_policy_found();
+        for ((day, domain, f), n) in no_policy {
+            days.entry(day).or_default().add_failure(&domain, &none, f, n);
         }
         days
     }

@@ -91,7 +91,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 verdict: o.verdict.as_str(),
                 reason: (o.reason != Reason::None && o.verdict != Verdict::NoPolicy)
                     .then(|| o.reason.as_str().to_owned()),
-                detail: o.detail.filter(|_| o.verdict != Verdict::NoPolicy),
+                detail: o.detail.filter(|_| o.verdict != Verdict::NoPolicy).map(String::from),
             },
             Err(e) => MxLine {
                 preference,
