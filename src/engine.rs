@@ -21,8 +21,8 @@
 //! * a new TXT id triggers a fetch at once, even under a long-lived policy (CACHE-2, CACHE-14);
 //! * a failed fetch leaves both the old policy and the old id in place (CACHE-9, POL-16), and the
 //!   same id is not fetched again for `fetch_retry_interval` (at least 5 minutes, FETCH-10);
-//! * a policy older than `refresh_interval` (1 day) is fetched again even if the id is unchanged,
-//!   well before it expires (CACHE-5, CACHE-6);
+//! * a policy older than `refresh_interval` (1 day), or than half its `max_age` when that is
+//!   shorter, is fetched again even if the id is unchanged, before it expires (CACHE-5, CACHE-6);
 //! * DNS is asked again at most every `txt_check_interval` while a policy is cached (0 asks on
 //!   every check, CACHE-15), and every `no_policy_interval` for domains without one;
 //! * a fetched policy with `max_age: 0` applies to the check that fetched it and no further
@@ -121,8 +121,8 @@ pub struct Timing {
     pub txt_check_interval: u64,
     /// How long a domain without a policy is not asked again. Default 300.
     pub no_policy_interval: u64,
-    /// Age after which a cached policy is fetched again although its id is unchanged (CACHE-5).
-    /// Default 86400.
+    /// Age after which a cached policy is fetched again although its id is unchanged (CACHE-5);
+    /// half the policy's `max_age` when that is shorter. Default 86400.
     pub refresh_interval: u64,
     /// How long a failed fetch for one id is not retried; never less than 300 (FETCH-10).
     pub fetch_retry_interval: u64,
@@ -770,9 +770,13 @@ impl Engine {
                 let id = r.id;
                 let record = RecordState::Found(id.clone());
                 let unchanged = live.as_ref().is_some_and(|p| p.id == id);
-                let refresh_due = live
-                    .as_ref()
-                    .is_some_and(|p| now.saturating_sub(p.fetched_at) >= self.timing.refresh_interval);
+                // Refresh before expiry (CACHE-5, CACHE-6): after `refresh_interval`, or after half
+                // the policy's life when that comes first, so that a short-lived policy is renewed
+                // while it still applies instead of lapsing between two deliveries.
+                let refresh_due = live.as_ref().is_some_and(|p| {
+                    let half_life = u64::from(p.policy.max_age()) / 2;
+                    now.saturating_sub(p.fetched_at) >= self.timing.refresh_interval.min(half_life)
+                });
                 let recent_failure = entry
                     .failed
                     .as_ref()

@@ -44,7 +44,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let interval = config.timing().refresh_interval;
     let due: Vec<Domain> = entries
         .into_iter()
-        .filter(|(_, e)| e.policy.as_ref().is_some_and(|p| now.saturating_sub(p.fetched_at) >= interval))
+        .filter(|(_, e)| {
+            // Due as the engine counts it: after the interval, or half the policy's life if shorter.
+            e.policy.as_ref().is_some_and(|p| {
+                now.saturating_sub(p.fetched_at) >= interval.min(u64::from(p.policy.max_age()) / 2)
+            })
+        })
         .map(|(d, _)| d)
         .collect();
     if !args.quiet {
