@@ -18,6 +18,7 @@ mod export;
 mod lint;
 mod refresh;
 mod report;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ enum Command {
     Refresh(refresh::Args),
     /// Show or edit the persistent policy store.
     Cache(cache::Args),
+    /// Answer socketmap lookups (Postfix smtp_tls_policy_maps, Sendmail FEATURE(sts)).
+    Serve(serve::Args),
     /// Export stored policies for MTAs that read tables (OpenSMTPD).
     Export(export::Args),
     /// TLSRPT (RFC 8460) daily reports: build, send, list.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Lint { file } => lint::run(file.as_deref()),
         Command::Refresh(args) => refresh::run(&args),
         Command::Cache(args) => cache::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Report(args) => report::run(&args),
     };

@@ -1,0 +1,513 @@
+//! `mtasts serve`: a socketmap server (Postfix `smtp_tls_policy_maps`, Sendmail `FEATURE(sts)`).
+//!
+//! ```text
+//! mtasts serve [--config FILE] [--listen inet:127.0.0.1:8461|unix:/path] [--cache PATH|memory]
+//! ```
+//!
+//! Protocol (socketmap_table(5)): each request is a netstring `LEN:NAME KEY,`, each reply a
+//! netstring; a connection carries any number of them, and pipelined requests are answered in
+//! order, with one write per batch. The replies are those of DESIGN §4.3, see [`reply`].
+//!
+//! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
+//!   from a per-thread copy of its cache, without locks.
+//! * Requests longer than `[serve] max_request_bytes`, and anything that is not a netstring, close
+//!   that connection (and only that one): the client has lost the framing.
+//! * A connection idle (or stalled mid-request) for `[serve] idle_timeout_ms` is closed; at most
+//!   `[serve] max_connections` are served at once, further ones wait in the listen queue.
+//! * One engine for the whole process, with the persistent store of `[cache]`, and a background
+//!   refresher thread ([`refresher`]).
+//! * SIGTERM or SIGINT: stop accepting, let each connection finish the requests it has received,
+//!   close it, remove the unix socket, exit 0. Connections still busy after 5 s are abandoned.
+//!
+//! Standard output gets one line, `listening on inet:127.0.0.1:8461` (the real port when 0 was
+//! asked for); everything else goes to standard error.
+
+mod refresher;
+mod reply;
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mtasts::Engine;
+use mtasts::config::Config;
+use mtasts::engine::RecordState;
+use parking_lot::{Condvar, Mutex};
+
+use refresher::{Known, Stop};
+use reply::{Frame, Options, Request};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where to listen, instead of [serve] listen: `inet:HOST:PORT` or `unix:/path`.
+    #[arg(long, value_name = "inet:HOST:PORT|unix:PATH")]
+    listen: Option<String>,
+    /// Policy store: a SQLite file, or `memory` (default: [cache] path of the configuration).
+    #[arg(long, value_name = "PATH|memory")]
+    cache: Option<String>,
+}
+
+/// How long connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Where to listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Listen {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("listen address `{s}`: empty socket path"));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        let addr = s.strip_prefix("inet:").unwrap_or(s);
+        addr.parse::<SocketAddr>().map(Self::Inet).map_err(|_| {
+            format!(
+                "listen address `{s}`: write inet:IP:PORT (inet:127.0.0.1:8461, inet:[::1]:8461) or unix:/path"
+            )
+        })
+    }
+}
+
+/// A bound listener.
+enum Listener {
+    Inet(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    fn bind(listen: &Listen) -> Result<Self, String> {
+        match listen {
+            Listen::Inet(addr) => TcpListener::bind(addr)
+                .map(Self::Inet)
+                .map_err(|e| format!("cannot listen on inet:{addr}: {e}")),
+            Listen::Unix(path) => {
+                remove_stale_socket(path)?;
+                UnixListener::bind(path)
+                    .map(|l| Self::Unix(l, path.clone()))
+                    .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Inet(l) => l.local_addr().map_or_else(|_| "inet:?".into(), |a| format!("inet:{a}")),
+            Self::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Self::Inet(l) => {
+                let (s, _) = l.accept()?;
+                // Replies are small and answered at once: do not let Nagle hold them back.
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+            Self::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+
+    /// A way to wake a blocked `accept` by connecting to it.
+    fn waker(&self) -> Waker {
+        match self {
+            Self::Inet(l) => Waker::Inet(l.local_addr().ok().map(|mut a| {
+                if a.ip().is_unspecified() {
+                    a.set_ip(match a.ip() {
+                        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    });
+                }
+                a
+            })),
+            Self::Unix(_, path) => Waker::Unix(path.clone()),
+        }
+    }
+}
+
+enum Waker {
+    Inet(Option<SocketAddr>),
+    Unix(PathBuf),
+}
+
+impl Waker {
+    fn wake(&self) {
+        let _ = match self {
+            Self::Inet(Some(addr)) => TcpStream::connect_timeout(addr, Duration::from_secs(1)).map(drop),
+            Self::Inet(None) => Ok(()),
+            Self::Unix(path) => UnixStream::connect(path).map(drop),
+        };
+    }
+}
+
+/// Removes a socket file left by a server that is gone; refuses to touch anything else.
+fn remove_stale_socket(path: &Path) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(format!("cannot listen on unix:{}: the file exists and is not a socket", path.display()));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("cannot listen on unix:{}: another server answers there", path.display()));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))
+}
+
+/// A client connection.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Self> {
+        match self {
+            Self::Tcp(s) => s.try_clone().map(Self::Tcp),
+            Self::Unix(s) => s.try_clone().map(Self::Unix),
+        }
+    }
+
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            Self::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        let _ = match self {
+            Self::Tcp(s) => s.shutdown(how),
+            Self::Unix(s) => s.shutdown(how),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the connection threads share.
+struct Server {
+    engine: Arc<Engine>,
+    options: Options,
+    max_request: u64,
+    idle: Duration,
+    max_connections: usize,
+    known: Arc<Known>,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    /// Open connections (a clone of each stream, to wake its reader at shutdown).
+    connections: Mutex<HashMap<u64, Stream>>,
+    /// Signalled when a connection ends.
+    ended: Condvar,
+}
+
+impl Server {
+    /// Answers one request payload, appending the reply netstring to `out`.
+    fn answer(&self, payload: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+        scratch.clear();
+        match reply::parse_request(payload) {
+            Request::Malformed(why) => {
+                scratch.extend_from_slice(b"PERM ");
+                scratch.extend_from_slice(why.as_bytes());
+            }
+            Request::NoPolicy => scratch.extend_from_slice(b"NOTFOUND "),
+            Request::Domain(key) => match self.engine.policy(key) {
+                Ok(Some(resolution)) => {
+                    if resolution.record != RecordState::NotLooked {
+                        self.slow_path(key, &resolution);
+                    }
+                    let policy = resolution.policy.as_deref();
+                    if self.options.postfix_tlsrpt && policy.is_some() {
+                        let domain =
+                            mtasts::Domain::parse(key).map_or_else(|_| key.to_owned(), |d| d.to_string());
+                        reply::policy_reply(&domain, policy, self.options, scratch);
+                    } else {
+                        reply::policy_reply(key, policy, self.options, scratch);
+                    }
+                }
+                // Address literals and names that are no domain names have no policy.
+                Ok(None) | Err(_) => scratch.extend_from_slice(b"NOTFOUND "),
+            },
+        }
+        reply::put_netstring(out, scratch);
+    }
+
+    /// After a lookup that asked DNS: remember the domain for the refresher, say why a policy
+    /// could not be refreshed.
+    fn slow_path(&self, key: &str, resolution: &mtasts::engine::Resolution) {
+        if resolution.policy.is_some() {
+            self.known.note(key);
+        }
+        if resolution.needs_attention() {
+            if let Some(e) = &resolution.error {
+                eprintln!(
+                    "mtasts serve: warning: {key}: {}: {}; the cached policy stays in force",
+                    e.reason, e.detail
+                );
+            }
+        }
+    }
+
+    /// Serves one connection until EOF, an error, a framing error or the idle timeout.
+    fn serve(&self, mut stream: Stream, id: u64) {
+        let max = self.max_request;
+        // Room for the longest request with its length prefix and comma.
+        let limit = usize::try_from(max).unwrap_or(usize::MAX / 2).saturating_add(24);
+        let mut buf = vec![0u8; limit.min(16 * 1024)];
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut out = Vec::with_capacity(4096);
+        let mut scratch = Vec::with_capacity(512);
+        loop {
+            loop {
+                match reply::parse_frame(&buf[start..end], max) {
+                    Frame::Complete { start: s, end: e, len } => {
+                        self.answer(&buf[start + s..start + e], &mut scratch, &mut out);
+                        start += len;
+                    }
+                    Frame::Partial => break,
+                    Frame::TooLong(n) => {
+                        let _ = stream.write_all(&out);
+                        eprintln!(
+                            "mtasts serve: connection {id}: request of {n}+ bytes is longer than [serve] max_request_bytes = {max}; closing it"
+                        );
+                        return;
+                    }
+                    Frame::Malformed(why) => {
+                        let _ = stream.write_all(&out);
+                        eprintln!("mtasts serve: connection {id}: {why}; closing it");
+                        return;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                if stream.write_all(&out).is_err() {
+                    return;
+                }
+                out.clear();
+            }
+            if start == end {
+                (start, end) = (0, 0);
+            } else if end == buf.len() {
+                if start > 0 {
+                    buf.copy_within(start..end, 0);
+                    (start, end) = (0, end - start);
+                } else {
+                    // A long request: grow up to the limit (parse_frame refuses longer ones).
+                    buf.resize((buf.len() * 2).min(limit).max(buf.len() + 1), 0);
+                }
+            }
+            match stream.read(&mut buf[end..]) {
+                Ok(0) => return,
+                Ok(n) => end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Idle timeout (WouldBlock/TimedOut), reset, or shut down at exit.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let connections = self.connections.lock();
+        // Wakes readers blocked in `read` (it returns 0); replies in progress are still written.
+        for stream in connections.values() {
+            stream.shutdown(Shutdown::Read);
+        }
+        self.ended.notify_all();
+    }
+}
+
+pub fn run(args: &Args) -> Result<ExitCode, String> {
+    let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(cache) = &args.cache {
+        config.cache.path = cache.clone();
+    }
+    if let Some(listen) = &args.listen {
+        config.serve.listen = listen.clone();
+    }
+    let serve = config.serve.clone();
+    let listen = Listen::parse(&serve.listen)?;
+    let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
+    let listener = Listener::bind(&listen)?;
+    let known = Arc::new(Known::default());
+    let server = Arc::new(Server {
+        engine: Arc::clone(&engine),
+        options: Options { strict_testing: serve.strict_testing, postfix_tlsrpt: serve.postfix_tlsrpt },
+        max_request: serve.max_request_bytes,
+        idle: Duration::from_millis(serve.idle_timeout_ms),
+        max_connections: usize::try_from(serve.max_connections).unwrap_or(usize::MAX),
+        known: Arc::clone(&known),
+        stopping: AtomicBool::new(false),
+        next_id: AtomicU64::new(1),
+        connections: Mutex::new(HashMap::new()),
+        ended: Condvar::new(),
+    });
+
+    // SIGTERM / SIGINT: stop, then wake the accept loop by connecting to it.
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let signal_handle = signals.handle();
+    {
+        let server = Arc::clone(&server);
+        let waker = listener.waker();
+        std::thread::Builder::new()
+            .name("mtasts-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    eprintln!("mtasts serve: signal {sig}, shutting down");
+                    server.begin_stop();
+                    waker.wake();
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    }
+
+    let stop_refresh = Arc::new(Stop::default());
+    if serve.refresh_interval_s > 0 {
+        refresher::spawn(
+            Arc::clone(&engine),
+            Arc::clone(&known),
+            Arc::clone(&stop_refresh),
+            Duration::from_secs(serve.refresh_interval_s),
+        )
+        .map_err(|e| format!("cannot start the refresher thread: {e}"))?;
+    }
+
+    let where_ = listener.describe();
+    println!("listening on {where_}");
+    let _ = io::stdout().flush();
+    eprintln!("mtasts serve: listening on {where_}");
+
+    accept_loop(&server, &listener);
+
+    stop_refresh.stop();
+    signal_handle.close();
+    server.begin_stop();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let mut connections = server.connections.lock();
+    while !connections.is_empty() && Instant::now() < deadline {
+        let _ = server.ended.wait_until(&mut connections, deadline);
+    }
+    let left = connections.len();
+    drop(connections);
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+    if left > 0 {
+        eprintln!("mtasts serve: {left} connection(s) still busy after {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    eprintln!("mtasts serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn accept_loop(server: &Arc<Server>, listener: &Listener) {
+    loop {
+        {
+            // At most max_connections at once: the others wait in the kernel's listen queue.
+            let mut connections = server.connections.lock();
+            while connections.len() >= server.max_connections && !server.stopping.load(Ordering::SeqCst) {
+                server.ended.wait(&mut connections);
+            }
+        }
+        if server.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match listener.accept() {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                eprintln!("mtasts serve: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if server.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = start_connection(server, stream) {
+            eprintln!("mtasts serve: cannot serve a connection: {e}");
+        }
+    }
+}
+
+fn start_connection(server: &Arc<Server>, stream: Stream) -> io::Result<()> {
+    stream.set_timeouts(server.idle)?;
+    let id = server.next_id.fetch_add(1, Ordering::Relaxed);
+    server.connections.lock().insert(id, stream.try_clone()?);
+    let worker = Arc::clone(server);
+    let spawned = std::thread::Builder::new().name("mtasts-conn".into()).spawn(move || {
+        /// Unregisters the connection even if serving it panics.
+        struct Done<'a>(&'a Server, u64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.connections.lock().remove(&self.1);
+                self.0.ended.notify_all();
+            }
+        }
+        let _done = Done(&worker, id);
+        worker.serve(stream, id);
+    });
+    if let Err(e) = spawned {
+        server.connections.lock().remove(&id);
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(Listen::parse("inet:127.0.0.1:8461"), Ok(Listen::Inet("127.0.0.1:8461".parse().unwrap())));
+        assert_eq!(Listen::parse("inet:[::1]:25"), Ok(Listen::Inet("[::1]:25".parse().unwrap())));
+        assert_eq!(Listen::parse("127.0.0.1:0"), Ok(Listen::Inet("127.0.0.1:0".parse().unwrap())));
+        assert_eq!(Listen::parse("unix:/run/x.sock"), Ok(Listen::Unix("/run/x.sock".into())));
+        assert!(Listen::parse("unix:").is_err());
+        assert!(Listen::parse("inet:localhost:25").is_err());
+        assert!(Listen::parse("tcp:1.2.3.4").is_err());
+    }
+}

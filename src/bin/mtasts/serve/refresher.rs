@@ -1,0 +1,150 @@
+//! The background refresher of `mtasts serve`: keeps cached policies fresh so that lookups are
+//! answered from memory, and refreshes stored policies before they age out (RFC 8461 §3.3, §10.2).
+//!
+//! Every `[serve] refresh_interval_s` seconds (and once at start) one pass looks at:
+//!
+//! * every domain of the persistent store (if one is configured), refreshed when its policy was
+//!   fetched more than `[engine] refresh_interval` ago, as `mtasts refresh` does;
+//! * every domain for which this server found a policy, also rechecked when its TXT check would
+//!   fall due before the next pass (`[engine] txt_check_interval`), so that no lookup has to wait
+//!   for DNS.
+//!
+//! A refresh is [`Engine::recheck`]: a TXT lookup, and a fetch when the id changed or the refresh
+//! is due; a failure never removes a policy. Domains without a policy are not refreshed here (the
+//! lookup path asks DNS for them every `no_policy_interval`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mtasts::cache::Entry;
+use mtasts::cert::rfc3339;
+use mtasts::{Domain, Engine};
+use parking_lot::{Condvar, Mutex};
+
+/// Most domains remembered as "served with a policy" (beyond that, new ones are not added).
+const MAX_KNOWN: usize = 100_000;
+
+/// Domains for which a lookup of this server found a policy (filled on the slow path only).
+#[derive(Debug, Default)]
+pub struct Known(Mutex<HashSet<Domain>>);
+
+impl Known {
+    /// Remembers `domain` (given as the client wrote it).
+    pub fn note(&self, domain: &str) {
+        let Ok(domain) = Domain::parse(domain) else { return };
+        let mut known = self.0.lock();
+        if known.len() < MAX_KNOWN {
+            known.insert(domain);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Domain> {
+        self.0.lock().iter().cloned().collect()
+    }
+}
+
+/// Tells the refresher to stop.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Stops the refresher (after the refresh in progress, if any).
+    pub fn stop(&self) {
+        *self.stopped.lock() = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits `d`; true when stopped meanwhile.
+    fn wait(&self, d: Duration) -> bool {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            let _ = self.wake.wait_for(&mut stopped, d);
+        }
+        *stopped
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.lock()
+    }
+}
+
+/// Starts the refresher thread.
+pub fn spawn(
+    engine: Arc<Engine>,
+    known: Arc<Known>,
+    stop: Arc<Stop>,
+    every: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("mtasts-refresh".into()).spawn(move || {
+        loop {
+            pass(&engine, &known, &stop, every);
+            if stop.wait(every) {
+                return;
+            }
+        }
+    })
+}
+
+/// Whether `entry` should be rechecked now.
+fn due(engine: &Engine, entry: &Entry, now: u64, every: u64, served: bool) -> bool {
+    let Some(policy) = entry.live(now) else { return false };
+    let timing = engine.timing();
+    if now.saturating_sub(policy.fetched_at) >= timing.refresh_interval {
+        return true;
+    }
+    served && now.saturating_add(every) >= entry.checked_at.saturating_add(timing.txt_check_interval)
+}
+
+/// One pass over the known and stored domains.
+fn pass(engine: &Engine, known: &Known, stop: &Stop, every: Duration) {
+    let now = engine.now();
+    let every = every.as_secs();
+    let mut candidates: Vec<(Domain, bool)> = known.snapshot().into_iter().map(|d| (d, true)).collect();
+    let served: HashSet<Domain> = candidates.iter().map(|(d, _)| d.clone()).collect();
+    if let Some(store) = engine.store() {
+        match store.list() {
+            Ok(entries) => {
+                for (domain, stored) in entries {
+                    if served.contains(&domain) {
+                        continue;
+                    }
+                    // The in-process entry is the newer one when there is one.
+                    let entry = engine.cache().get(&domain).unwrap_or(stored);
+                    if due(engine, &entry, now, every, false) {
+                        candidates.push((domain, false));
+                    }
+                }
+            }
+            Err(e) => engine.report_store_error(&e),
+        }
+    }
+    for (domain, served) in candidates {
+        if stop.is_stopped() {
+            return;
+        }
+        if served {
+            let Some(entry) = engine.cache().get(&domain) else { continue };
+            if !due(engine, &entry, now, every, true) {
+                continue;
+            }
+        }
+        match engine.recheck(domain.as_str()) {
+            Ok(Some(r)) if r.needs_attention() => {
+                let (mode, expires) =
+                    r.policy.as_ref().map_or(("", 0), |p| (p.mode().as_str(), p.expires_at));
+                let why =
+                    r.error.as_ref().map_or_else(String::new, |e| format!("{}: {}", e.reason, e.detail));
+                eprintln!(
+                    "mtasts serve: warning: {domain}: refresh failed ({why}); the cached {mode} policy stays in force until {}",
+                    rfc3339(expires)
+                );
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("mtasts serve: warning: {domain}: {e}"),
+        }
+    }
+}
