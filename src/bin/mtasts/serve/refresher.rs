@@ -82,7 +82,11 @@ pub fn spawn(
     std::thread::Builder::new().name("mtasts-refresh".into()).spawn(move || {
         loop {
             pass(&engine, &known, &stop, every);
+            // The engine counts failed policy fetches for TLSRPT; write them to the store now
+            // rather than waiting for the next session to be counted.
+            engine.flush_reports();
             if stop.wait(every) {
+                engine.flush_reports();
                 return;
             }
         }

@@ -1,0 +1,91 @@
+//! TLSRPT costs: counting a session on the hot path, and building a day's reports for 10,000
+//! domains (JSON and gzip). Prints medians.
+//!
+//! `cargo bench --bench tlsrpt`; figures in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use mtasts::cache::Failure;
+use mtasts::engine::{DnsError, Fetcher, Resolver, SessionDetails};
+use mtasts::tlsrpt::EmailAddress;
+use mtasts::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey, ReportId, ResultType, build_report};
+use mtasts::{Domain, Engine, Policy, Reason, Timing, TrustAnchors};
+
+const POLICY: &str =
+    "version: STSv1\nmode: testing\nmx: mx.example.com\nmx: *.example.net\nmax_age: 604800\n";
+
+struct Dns;
+impl Resolver for Dns {
+    fn txt(&self, _: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        Ok(vec![b"v=STSv1; id=1".to_vec()])
+    }
+}
+
+struct Http;
+impl Fetcher for Http {
+    fn fetch(&self, _: &Domain) -> Result<Vec<u8>, Failure> {
+        Ok(POLICY.as_bytes().to_vec())
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // Counting a session: the engine's cached policy lookup plus one counter increment.
+    let timing = Timing { txt_check_interval: 86_400, ..Timing::default() };
+    let engine = Engine::builder(Dns, Http).trust_anchors(TrustAnchors::webpki()).timing(timing).build();
+    engine.check_mx("example.com", "mx.example.com").expect("warm-up");
+    let details = SessionDetails::default();
+    let mut per_call = Vec::new();
+    for _ in 0..31 {
+        let n = 100_000;
+        let t = Instant::now();
+        for i in 0..n {
+            let result = if i % 4 == 0 { Some(Reason::StarttlsNotSupported) } else { None };
+            engine
+                .record_session(black_box("example.com"), "mx.example.com", result, &details)
+                .expect("record");
+        }
+        per_call.push(t.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    println!("record a session (cached policy, 1 in 4 a failure): median {:.0} ns", median(per_call));
+
+    // Building the reports of one day for 10,000 domains.
+    let policy = Policy::parse(POLICY.as_bytes()).expect("policy");
+    let key = PolicyKey::sts_from_body(POLICY.as_bytes(), &policy);
+    let mut counts = DayCounts::new();
+    let domains: Vec<Domain> =
+        (0..10_000).map(|i| Domain::parse(&format!("d{i}.example")).expect("d")).collect();
+    for d in &domains {
+        counts.add_success(d, &key, 120);
+        let mx = Domain::parse(&format!("mx.{d}")).expect("mx");
+        counts.add_failure(d, &key, FailureKey::new(ResultType::CertificateExpired, Some(mx)), 3);
+    }
+    let contact = EmailAddress::parse("tlsrpt@sender.example").expect("contact");
+    let submitter = Domain::parse("sender.example").expect("submitter");
+    let day = Day::from_unix(1_795_824_000);
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut bytes = 0usize;
+        for (i, d) in domains.iter().enumerate() {
+            let mut only = DayCounts::new();
+            for (p, c) in counts.policies(d) {
+                only.add_success(d, p, c.successes);
+                for (f, &n) in &c.failures {
+                    only.add_failure(d, p, f.clone(), n);
+                }
+            }
+            let id = ReportId::new(day, d, i as u64, &submitter);
+            let report = build_report("Bench", &contact, &submitter, d, day, &only, id).expect("report");
+            bytes += report.to_gzip().len() + report.file_name().len();
+        }
+        black_box(bytes);
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    println!("build 10,000 reports (JSON + gzip + file name): median {:.2} s", median(runs));
+}
