@@ -88,6 +88,21 @@ unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, mtasts_st
     })
 }
 
+/// The engine behind a handle argument.
+///
+/// # Safety
+/// `engine` is NULL or a live engine.
+unsafe fn engine_arg<'a>(engine: *const mtasts_engine) -> Result<&'a Engine, mtasts_status> {
+    // SAFETY: NULL or live by the caller's contract.
+    match unsafe { engine.as_ref() } {
+        Some(e) => Ok(&e.engine),
+        None => {
+            set_last_error("engine is NULL");
+            Err(mtasts_status::MTASTS_STATUS_NULL_ARGUMENT)
+        }
+    }
+}
+
 /// Reads an optional byte buffer: NULL or length 0 is `None`.
 ///
 /// # Safety
@@ -476,12 +491,12 @@ pub unsafe extern "C" fn mtasts_engine_check(
 ) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
         // SAFETY: NULL or a live engine by contract.
-        let Some(engine) = (unsafe { engine.as_ref() }) else {
-            set_last_error("engine is NULL");
-            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        let engine = match unsafe { engine_arg(engine) } {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         // SAFETY: forwarded caller contract.
-        unsafe { check_into(&engine.engine, domain, mx, Some((cert, cert_len)), result) }
+        unsafe { check_into(engine, domain, mx, Some((cert, cert_len)), result) }
     })
 }
 
@@ -502,12 +517,12 @@ pub unsafe extern "C" fn mtasts_engine_check_mx(
 ) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
         // SAFETY: NULL or a live engine by contract.
-        let Some(engine) = (unsafe { engine.as_ref() }) else {
-            set_last_error("engine is NULL");
-            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        let engine = match unsafe { engine_arg(engine) } {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         // SAFETY: forwarded caller contract.
-        unsafe { check_into(&engine.engine, domain, mx, None, result) }
+        unsafe { check_into(engine, domain, mx, None, result) }
     })
 }
 
@@ -613,14 +628,12 @@ pub unsafe extern "C" fn mtasts_engine_record(
 ) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
         // SAFETY: NULL or a live engine by contract.
-        let Some(engine) = (unsafe { engine.as_ref() }) else {
-            set_last_error("engine is NULL");
-            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        let engine = match unsafe { engine_arg(engine) } {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         // SAFETY: forwarded caller contract.
-        unsafe {
-            record_into(&engine.engine, domain, mx, result, sending_ip, receiving_ip, failure_reason_code)
-        }
+        unsafe { record_into(engine, domain, mx, result, sending_ip, receiving_ip, failure_reason_code) }
     })
 }
 
@@ -659,11 +672,11 @@ pub unsafe extern "C" fn mtasts_record(
 pub unsafe extern "C" fn mtasts_engine_flush(engine: *const mtasts_engine) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
         // SAFETY: NULL or a live engine by contract.
-        let Some(engine) = (unsafe { engine.as_ref() }) else {
-            set_last_error("engine is NULL");
-            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        let engine = match unsafe { engine_arg(engine) } {
+            Ok(e) => e,
+            Err(status) => return status,
         };
-        engine.engine.flush_reports();
+        engine.flush_reports();
         mtasts_status::MTASTS_STATUS_OK
     })
 }
@@ -694,9 +707,9 @@ pub unsafe extern "C" fn mtasts_engine_policy(
 ) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
         // SAFETY: NULL or a live engine by contract.
-        let Some(engine) = (unsafe { engine.as_ref() }) else {
-            set_last_error("engine is NULL");
-            return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+        let engine = match unsafe { engine_arg(engine) } {
+            Ok(e) => e,
+            Err(status) => return status,
         };
         if policy_out.is_null() {
             set_last_error("policy_out is NULL");
@@ -707,7 +720,7 @@ pub unsafe extern "C" fn mtasts_engine_policy(
             Ok(d) => d,
             Err(e) => return e,
         };
-        match engine.engine.policy(domain) {
+        match engine.policy(domain) {
             Ok(Some(resolution)) => match resolution.policy {
                 Some(policy) => {
                     let boxed = Box::new(mtasts_policy { policy });
