@@ -30,8 +30,12 @@
 //! | [`mx`] | MX patterns and matching | §4.1 |
 //! | [`cert`] | MX certificate chains, trust anchors | §4.2 |
 //! | [`verdict`] | mode semantics: verdicts and reasons | §5 |
-//! | [`cache`] | what is remembered per domain | §3.3, §10.2 |
+//! | [`cache`] | what is remembered per domain: memory, SQLite, Redis | §3.3, §10.2 |
 //! | [`engine`] | discovery, fetch, cache and apply; the I/O traits | §5.1 |
+//! | [`dns`], [`fetch`] | the real DNS client (hickory) and policy fetch (ureq + rustls) | §3.1, §3.3 |
+//! | [`config`] | the configuration file every front-end reads | — |
+//! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
+//! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
 //!
 //! Grammar and checks are pure functions (time is an argument); DNS, HTTPS and the clock sit
 //! behind the [`Resolver`], [`Fetcher`] and [`Clock`] traits, so every rule is tested without a
