@@ -130,17 +130,27 @@ pub fn is_sts_candidate(record: &[u8]) -> bool {
 /// Applies DISC-3 and DISC-4 to an RRset. Each element is one TXT record with its
 /// character-strings already joined with no separator (DISC-6).
 pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
-    let mut candidates = records.iter().map(AsRef::as_ref).filter(|r| is_sts_candidate(r));
-    let Some(first) = candidates.next() else {
-        return Discovery::NoRecord;
-    };
-    let extra = candidates.count();
-    if extra > 0 {
-        return Discovery::Multiple(extra + 1);
+    match single_candidate(records, is_sts_candidate) {
+        Err(0) => Discovery::NoRecord,
+        Err(n) => Discovery::Multiple(n),
+        Ok(record) => match parse_record(record) {
+            Ok(record) => Discovery::Record(record),
+            Err(e) => Discovery::Invalid(e),
+        },
     }
-    match parse_record(first) {
-        Ok(record) => Discovery::Record(record),
-        Err(e) => Discovery::Invalid(e),
+}
+
+/// The rule RFC 8461 §3.1 and RFC 8460 §3 share: of an RRset, keep the records that begin with
+/// the version field; exactly one may remain. `Err(n)` gives how many remained otherwise.
+pub(crate) fn single_candidate<R: AsRef<[u8]>>(
+    records: &[R],
+    is_candidate: fn(&[u8]) -> bool,
+) -> Result<&[u8], usize> {
+    let mut candidates = records.iter().map(AsRef::as_ref).filter(|r| is_candidate(r));
+    match (candidates.next(), candidates.count()) {
+        (Some(only), 0) => Ok(only),
+        (None, _) => Err(0),
+        (Some(_), extra) => Err(extra + 1),
     }
 }
 

@@ -7,7 +7,6 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use mtasts::cache::{SqliteStore, Store};
 use mtasts::tlsrpt::report::Day;
@@ -271,5 +270,4 @@ fn rpt_counts_from_many_processes_add_up_and_reports_validate() {
     let out = w.mtasts(&["report", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("delivered").count(), 2, "{text}");
-    let _ = Arc::new(());
 }

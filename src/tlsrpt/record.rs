@@ -233,17 +233,13 @@ pub fn discover<R: Resolver + ?Sized>(resolver: &R, domain: &Domain) -> Result<D
 /// Applies RPT-3 to an RRset. Each element is one TXT record with its character-strings joined
 /// with no separator.
 pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
-    let mut candidates = records.iter().map(AsRef::as_ref).filter(|r| is_tlsrpt_candidate(r));
-    let Some(first) = candidates.next() else {
-        return Discovery::NoRecord;
-    };
-    let extra = candidates.count();
-    if extra > 0 {
-        return Discovery::Multiple(extra + 1);
-    }
-    match parse_record(first) {
-        Ok(record) => Discovery::Record(record),
-        Err(e) => Discovery::Invalid(e),
+    match crate::txt::single_candidate(records, is_tlsrpt_candidate) {
+        Err(0) => Discovery::NoRecord,
+        Err(n) => Discovery::Multiple(n),
+        Ok(record) => match parse_record(record) {
+            Ok(record) => Discovery::Record(record),
+            Err(e) => Discovery::Invalid(e),
+        },
     }
 }
 
