@@ -128,6 +128,16 @@ pub struct Timing {
     pub fetch_retry_interval: u64,
 }
 
+impl Timing {
+    /// Whether a cached policy is due for a refresh although its id is unchanged (CACHE-5,
+    /// CACHE-6): after `refresh_interval`, or after half the policy's life when that comes first,
+    /// so that a short-lived policy is renewed while it still applies.
+    pub fn refresh_due(&self, policy: &CachedPolicy, now: u64) -> bool {
+        let half_life = u64::from(policy.policy.max_age()) / 2;
+        now.saturating_sub(policy.fetched_at) >= self.refresh_interval.min(half_life)
+    }
+}
+
 /// The least wait before a failed fetch is retried for the same id (FETCH-10).
 pub const MIN_FETCH_RETRY: u64 = 300;
 
@@ -773,10 +783,7 @@ impl Engine {
                 // Refresh before expiry (CACHE-5, CACHE-6): after `refresh_interval`, or after half
                 // the policy's life when that comes first, so that a short-lived policy is renewed
                 // while it still applies instead of lapsing between two deliveries.
-                let refresh_due = live.as_ref().is_some_and(|p| {
-                    let half_life = u64::from(p.policy.max_age()) / 2;
-                    now.saturating_sub(p.fetched_at) >= self.timing.refresh_interval.min(half_life)
-                });
+                let refresh_due = live.as_ref().is_some_and(|p| self.timing.refresh_due(p, now));
                 let recent_failure = entry
                     .failed
                     .as_ref()

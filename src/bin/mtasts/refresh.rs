@@ -1,7 +1,8 @@
 //! `mtasts refresh`: refreshes every stored policy that is due, for cron or a systemd timer
 //! (RFC 8461 §3.3, §10.2: refresh before expiry, alert when refreshes keep failing).
 //!
-//! A policy is due when it was fetched more than `[engine] refresh_interval` ago (default one
+//! A policy is due (`Timing::refresh_due`) when it was fetched more than `[engine] refresh_interval`
+//! ago, or more than half its `max_age` ago if that is shorter (default interval one
 //! day). Each due domain gets a TXT lookup and, as the engine's rules say, a fetch; a failure
 //! never removes the stored policy. Exit status 0 when every refresh worked, 1 when the refresh of
 //! an `enforce` or `testing` policy failed (a warning is printed for each; `none` policies never
@@ -41,15 +42,11 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         return Err(e);
     }
     let now = engine.now();
-    let interval = config.timing().refresh_interval;
+    let timing = config.timing();
+    let interval = timing.refresh_interval;
     let due: Vec<Domain> = entries
         .into_iter()
-        .filter(|(_, e)| {
-            // Due as the engine counts it: after the interval, or half the policy's life if shorter.
-            e.policy.as_ref().is_some_and(|p| {
-                now.saturating_sub(p.fetched_at) >= interval.min(u64::from(p.policy.max_age()) / 2)
-            })
-        })
+        .filter(|(_, e)| e.policy.as_ref().is_some_and(|p| timing.refresh_due(p, now)))
         .map(|(d, _)| d)
         .collect();
     if !args.quiet {

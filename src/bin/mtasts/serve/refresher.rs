@@ -4,7 +4,8 @@
 //! Every `[serve] refresh_interval_s` seconds (and once at start) one pass looks at:
 //!
 //! * every domain of the persistent store (if one is configured), refreshed when its policy was
-//!   fetched more than `[engine] refresh_interval` ago, as `mtasts refresh` does;
+//!   due for refresh by `Timing::refresh_due` (older than `[engine] refresh_interval`, or half its
+//!   `max_age`), as `mtasts refresh` does;
 //! * every domain for which this server found a policy, also rechecked when its TXT check would
 //!   fall due before the next pass (`[engine] txt_check_interval`), so that no lookup has to wait
 //!   for DNS.
@@ -97,7 +98,7 @@ pub fn spawn(
 fn due(engine: &Engine, entry: &Entry, now: u64, every: u64, served: bool) -> bool {
     let Some(policy) = entry.live(now) else { return false };
     let timing = engine.timing();
-    if now.saturating_sub(policy.fetched_at) >= timing.refresh_interval {
+    if timing.refresh_due(policy, now) {
         return true;
     }
     served && now.saturating_add(every) >= entry.checked_at.saturating_add(timing.txt_check_interval)
