@@ -7,6 +7,20 @@
  * on success; strings come back in caller buffers (buf, len, out_n) or as static strings;
  * handles are released with their _free function, and _free(NULL) does nothing. Thread-safety
  * and fork() behaviour are stated for each function.
+ *
+ * MTAs deliver without MTA-STS on MTASTS_VERDICT_NO_POLICY and usually on MTASTS_VERDICT_ERROR.
+ * Every case where a check returns one of them although a policy may exist:
+ *  - the persistent store cannot be opened or read (mtasts_engine_store_state says
+ *    MTASTS_STORE_UNAVAILABLE) and discovery fails: NO_POLICY, unless the configuration says
+ *    [engine] on_store_error = "tempfail", which answers FAIL_ENFORCE with
+ *    MTASTS_REASON_STORE_UNAVAILABLE instead;
+ *  - [cache] path = "memory" and discovery fails in a process that has not seen the policy;
+ *  - the cached policy has expired (fetched_at + max_age) and discovery fails (RFC 8461 5.1);
+ *  - a read-only store (MTASTS_STORE_READ_ONLY) does not save policies fetched by this process,
+ *    so a later process may see only an older policy, or none;
+ *  - ERROR: the Policy Domain is NULL, not UTF-8 or not a domain name, the configuration file
+ *    cannot be used, or a panic was caught (mtasts_last_error says which);
+ *  - an address-literal Policy Domain has no policy by definition (NO_POLICY).
  */
 
 #ifndef MTASTS_H
@@ -118,6 +132,9 @@ enum mtasts_reason
   MTASTS_REASON_MX_MISMATCH = 9,
   // `tlsa-invalid`: the caller's DANE check failed.
   MTASTS_REASON_TLSA_INVALID = 10,
+  // `store-unavailable`: no policy in memory and the persistent store could not be read; the
+  // mail is held because the configuration says `[engine] on_store_error = "tempfail"`.
+  MTASTS_REASON_STORE_UNAVAILABLE = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -147,6 +164,31 @@ enum mtasts_mode
 typedef enum mtasts_mode mtasts_mode;
 #else
 typedef uint32_t mtasts_mode;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Where an engine's persistent store stands (stable values); see `mtasts_engine_store_state`.
+enum mtasts_store_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // No persistent store is configured (`[cache] path = "memory"`): policies live per process.
+  MTASTS_STORE_NONE = 0,
+  // The store is open for reading and writing.
+  MTASTS_STORE_OK = 1,
+  // This user may read the store but not write it: stored policies are enforced, new ones are
+  // not saved. Make the store and its directory writable by the MTA's user.
+  MTASTS_STORE_READ_ONLY = 2,
+  // The store could not be opened or read: a policy stored there is not seen, so a domain whose
+  // discovery is blocked gets no protection (unless `[engine] on_store_error = "tempfail"`).
+  MTASTS_STORE_UNAVAILABLE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mtasts_store_state mtasts_store_state;
+#else
+typedef uint32_t mtasts_store_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -333,6 +375,34 @@ mtasts_status mtasts_record(const char *domain,
 // # Safety
 // `engine` is NULL or a live engine.
 mtasts_status mtasts_engine_flush(const struct mtasts_engine *engine);
+
+// Where the engine's persistent store stands: `MTASTS_STORE_OK`, `MTASTS_STORE_NONE` (none
+// configured), `MTASTS_STORE_READ_ONLY` (stored policies enforced, new ones not saved) or
+// `MTASTS_STORE_UNAVAILABLE` (protection degraded: a stored policy is not seen). A caller can
+// thus see degraded protection without reading stderr. When `buf` is not NULL, the message that
+// goes with the last two (empty for the others) is copied into it, as for `mtasts_last_error`.
+// The state of an unavailable store returns to `MTASTS_STORE_OK` once it answers again.
+//
+// Writes `*state_out` only on success. Thread-safe.
+//
+// # Safety
+// `engine` is NULL or a live engine; `state_out` is NULL or writable; `buf` is NULL or points to
+// `len` writable bytes; `out_n` is NULL or writable.
+mtasts_status mtasts_engine_store_state(const struct mtasts_engine *engine,
+                                        mtasts_store_state *state_out,
+                                        char *buf,
+                                        size_t len,
+                                        size_t *out_n);
+
+// As `mtasts_engine_store_state`, for the process-wide default engine of `mtasts_check`
+// (built on first use, like `mtasts_check` does).
+//
+// # Safety
+// As for `mtasts_engine_store_state`, without the engine.
+mtasts_status mtasts_default_store_state(mtasts_store_state *state_out,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *out_n);
 
 // Gets the policy that applies to `domain` now (looking up DNS and fetching as the cache rules
 // require). On success `*policy_out` receives a policy to release with `mtasts_policy_free`.

@@ -19,6 +19,7 @@
 //! [cache]
 //! path = "/var/lib/mtasts/policies.sqlite"  # or "memory": policies kept per process only
 //! redis_url = "redis://127.0.0.1:6379/0"    # a store shared by several hosts (feature `redis`)
+//! prune_after_days = 30            # forget domains without a live policy unseen this long
 //!
 //! [report]                         # TLSRPT (RFC 8460): `mtasts report build|send`
 //! organization = "Example Mail"
@@ -32,6 +33,8 @@
 //! no_policy_interval = 300         # seconds between TXT checks for domains without a policy
 //! refresh_interval = 86400         # refetch a policy older than this even if its id is unchanged
 //! fetch_retry_interval = 300       # wait after a failed fetch for the same id (at least 300)
+//! on_store_error = "continue"      # or "tempfail": hold mail for domains without a policy in
+//!                                  # memory while the store cannot be read
 //!
 //! [serve]                          # `mtasts serve`, the socketmap server
 //! listen = "inet:127.0.0.1:8461"   # or "unix:/var/spool/postfix/private/mtasts"
@@ -56,7 +59,7 @@ use serde::Deserialize;
 use crate::cache::{SqliteStore, Store, StoreError};
 use crate::cert::TrustAnchors;
 use crate::dns::{DnsResolver, DnsSettings};
-use crate::engine::{Engine, Timing};
+use crate::engine::{Engine, OnStoreError, Timing};
 use crate::fetch::{FetchSettings, HttpsFetcher};
 
 /// Where the configuration is read from when no path is given.
@@ -143,11 +146,21 @@ pub struct CacheConfig {
     pub path: String,
     /// A Redis store shared by several hosts, instead of `path` (cargo feature `redis`).
     pub redis_url: Option<String>,
+    /// Days after which a domain without a live policy, not looked up meanwhile, is forgotten
+    /// by `mtasts refresh` and the `serve` refresher (a policy expired that long ago too).
+    pub prune_after_days: u64,
+}
+
+impl CacheConfig {
+    /// `prune_after_days` in seconds.
+    pub fn prune_after(&self) -> u64 {
+        self.prune_after_days.saturating_mul(86_400)
+    }
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { path: DEFAULT_STORE.into(), redis_url: None }
+        Self { path: DEFAULT_STORE.into(), redis_url: None, prune_after_days: 30 }
     }
 }
 
@@ -163,6 +176,8 @@ pub struct EngineConfig {
     pub refresh_interval: u64,
     /// See [`Timing::fetch_retry_interval`].
     pub fetch_retry_interval: u64,
+    /// What a check does for a domain without a policy in memory while the store is unavailable.
+    pub on_store_error: OnStoreError,
 }
 
 impl Default for EngineConfig {
@@ -173,6 +188,7 @@ impl Default for EngineConfig {
             no_policy_interval: t.no_policy_interval,
             refresh_interval: t.refresh_interval,
             fetch_retry_interval: t.fetch_retry_interval,
+            on_store_error: OnStoreError::default(),
         }
     }
 }
@@ -287,6 +303,9 @@ impl Config {
         {
             return Err(ConfigError("timeouts must be greater than 0".into()));
         }
+        if config.cache.prune_after_days == 0 {
+            return Err(ConfigError("[cache] prune_after_days must be at least 1".into()));
+        }
         if config.https.max_body_bytes == 0 {
             return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
         }
@@ -347,8 +366,9 @@ impl Config {
     }
 
     /// An engine over the real DNS and HTTPS clients and the configured store. A store that cannot
-    /// be opened is reported (stderr, and [`Engine::store_error`]) and the engine carries on with
-    /// its in-process cache: the MTA keeps delivering.
+    /// be opened is reported (stderr, and [`Engine::store_state`]) and the engine carries on with
+    /// its in-process cache: the MTA keeps delivering, unless `[engine] on_store_error =
+    /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
         let anchors = self.trust_anchors()?;
         let dns = Arc::new(self.dns_resolver()?);
@@ -361,15 +381,15 @@ impl Config {
             ..FetchSettings::new(anchors.clone())
         };
         let fetcher = HttpsFetcher::new(settings, dns.clone());
-        let builder = Engine::builder(dns, fetcher).trust_anchors(anchors).timing(self.timing());
+        let builder = Engine::builder(dns, fetcher)
+            .trust_anchors(anchors)
+            .timing(self.timing())
+            .on_store_error(self.engine.on_store_error)
+            .prune_after(self.cache.prune_after());
         Ok(match self.open_store() {
             Ok(Some(store)) => builder.store_boxed(store).build(),
             Ok(None) => builder.build(),
-            Err(e) => {
-                let engine = builder.build();
-                engine.report_store_error(&e);
-                engine
-            }
+            Err(e) => builder.store_unavailable(&e).build(),
         })
     }
 }
@@ -419,6 +439,15 @@ mod tests {
         );
         assert_eq!(c.https.port, 8443);
         assert_eq!(c.timing().txt_check_interval, 0);
+    }
+
+    #[test]
+    fn on_store_error() {
+        assert_eq!(Config::parse("").unwrap().engine.on_store_error, OnStoreError::Continue);
+        let c = Config::parse("[engine]\non_store_error = \"tempfail\"\n").unwrap();
+        assert_eq!(c.engine.on_store_error, OnStoreError::Tempfail);
+        let e = Config::parse("[engine]\non_store_error = \"hold\"\n").unwrap_err();
+        assert!(e.0.contains("tempfail"), "{e}");
     }
 
     #[test]

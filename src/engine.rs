@@ -39,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache, Store};
+use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache, Store, StoreError};
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::domain::{Domain, DomainError};
 use crate::mx;
@@ -260,6 +260,57 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+/// Where the persistent store stands, as a caller should see it: whether stored policies are being
+/// enforced, and whether new ones are saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreState {
+    /// No persistent store is configured (`[cache] path = "memory"`): policies live per process.
+    None,
+    /// The store is open for reading and writing.
+    Ok,
+    /// This user may read the store but not write it: stored policies are enforced, new ones are
+    /// not saved (the message says which file and what to do).
+    ReadOnly(String),
+    /// The store could not be opened, or its last read or write failed: policies stored there are
+    /// not seen, so protection is degraded (see [`OnStoreError`]).
+    Unavailable(String),
+}
+
+impl StoreState {
+    /// `none`, `ok`, `read-only` or `unavailable`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Ok => "ok",
+            Self::ReadOnly(_) => "read-only",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The message that goes with `read-only` and `unavailable`.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::None | Self::Ok => None,
+            Self::ReadOnly(why) | Self::Unavailable(why) => Some(why),
+        }
+    }
+}
+
+/// What a check does for a domain with no policy while the store is unavailable
+/// (`[engine] on_store_error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Carry on with what DNS and HTTPS say now (the default): a domain whose stored policy cannot
+    /// be read gets no protection if discovery is blocked.
+    #[default]
+    Continue,
+    /// Hold the mail: without a policy in memory, a check answers `fail-enforce` with the reason
+    /// `store-unavailable`, so the MTA retries later instead of sending unprotected.
+    Tempfail,
+}
+
 /// The MTA-STS engine: `Send + Sync`, shared by all threads of a process.
 pub struct Engine {
     resolver: Box<dyn Resolver>,
@@ -268,8 +319,13 @@ pub struct Engine {
     certs: CertVerifier,
     cache: MemoryCache,
     store: Option<Box<dyn Store>>,
+    /// False for a read-only store: nothing is saved to it.
+    store_writable: bool,
     /// The last error of the persistent store, if any (reported once on stderr).
     store_error: Mutex<Option<String>>,
+    on_store_error: OnStoreError,
+    /// Seconds after which [`Engine::prune_store`] forgets a useless row.
+    prune_after: u64,
     timing: Timing,
     flights: Mutex<HashMap<Domain, Arc<Flight>>>,
     /// TLSRPT session counters waiting to be flushed to the store.
@@ -293,7 +349,13 @@ pub struct EngineBuilder {
     anchors: Option<TrustAnchors>,
     timing: Timing,
     store: Option<Box<dyn Store>>,
+    store_error: Option<String>,
+    on_store_error: OnStoreError,
+    prune_after: u64,
 }
+
+/// Default of [`EngineBuilder::prune_after`]: 30 days.
+const DEFAULT_PRUNE_AFTER: u64 = 30 * 86_400;
 
 impl fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -334,9 +396,39 @@ impl EngineBuilder {
         self
     }
 
+    /// Records that the configured store could not be opened: the engine works from its
+    /// in-process cache, says so once on stderr, and reports [`StoreState::Unavailable`].
+    pub fn store_unavailable(mut self, error: &StoreError) -> Self {
+        self.store = None;
+        self.store_error = Some(error.to_string());
+        self
+    }
+
+    /// What a check does for a domain without a policy while the store is unavailable.
+    pub fn on_store_error(mut self, choice: OnStoreError) -> Self {
+        self.on_store_error = choice;
+        self
+    }
+
+    /// Seconds after which [`Engine::prune_store`] forgets a domain without a live policy that
+    /// was not looked up meanwhile (default 30 days; at least one day).
+    pub fn prune_after(mut self, secs: u64) -> Self {
+        self.prune_after = secs.max(86_400);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
+        let read_only = self.store.as_ref().and_then(|s| s.read_only());
+        if let Some(why) = &read_only {
+            crate::cache::warn(format_args!("{why}"));
+        }
+        if let Some(e) = &self.store_error {
+            crate::cache::warn(format_args!(
+                "policy store unavailable, using the in-process cache only: {e}"
+            ));
+        }
         Engine {
             resolver: self.resolver,
             fetcher: self.fetcher,
@@ -344,7 +436,10 @@ impl EngineBuilder {
             certs: CertVerifier::new(anchors),
             cache: MemoryCache::default(),
             store: self.store,
-            store_error: Mutex::new(None),
+            store_writable: read_only.is_none(),
+            store_error: Mutex::new(self.store_error),
+            on_store_error: self.on_store_error,
+            prune_after: self.prune_after,
             timing: self.timing,
             flights: Mutex::new(HashMap::new()),
             tally: Tally::default(),
@@ -401,6 +496,9 @@ impl Engine {
             anchors: None,
             timing: Timing::default(),
             store: None,
+            store_error: None,
+            on_store_error: OnStoreError::default(),
+            prune_after: DEFAULT_PRUNE_AFTER,
         }
     }
 
@@ -430,18 +528,38 @@ impl Engine {
         self.store_error.lock().clone()
     }
 
-    /// Records a store failure: said once on stderr, kept for [`Engine::store_error`].
-    pub fn report_store_error(&self, e: &crate::cache::StoreError) {
+    /// Where the persistent store stands: whether stored policies are seen and new ones saved.
+    pub fn store_state(&self) -> StoreState {
+        if let Some(e) = self.store_error() {
+            return StoreState::Unavailable(e);
+        }
+        match &self.store {
+            None => StoreState::None,
+            Some(store) => store.read_only().map_or(StoreState::Ok, StoreState::ReadOnly),
+        }
+    }
+
+    /// Records a store failure: said once on stderr, kept for [`Engine::store_error`] until the
+    /// store answers again.
+    pub fn report_store_error(&self, e: &StoreError) {
         let mut last = self.store_error.lock();
         if last.is_none() {
-            // Never a panic if stderr is closed (eprintln! would): this runs inside MTAs.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "mtasts: policy store unavailable, using the in-process cache only: {e}"
-            );
+            crate::cache::warn(format_args!(
+                "policy store unavailable, using the in-process cache only: {e}"
+            ));
         }
         *last = Some(e.to_string());
+    }
+
+    /// Forgets a run-time store failure once the store answers again.
+    fn store_answered(&self) {
+        if self.store.is_some() {
+            let mut last = self.store_error.lock();
+            if last.is_some() {
+                crate::cache::warn(format_args!("policy store available again"));
+                *last = None;
+            }
+        }
     }
 
     /// Fills an empty in-process entry from the persistent store (a miss of the memory layer).
@@ -451,12 +569,15 @@ impl Engine {
             return;
         }
         match store.load(domain) {
-            Ok(Some(stored)) => self.cache.update(domain, now, |e| {
-                if *e == Entry::default() {
-                    *e = stored;
-                }
-            }),
-            Ok(None) => {}
+            Ok(Some(stored)) => {
+                self.store_answered();
+                self.cache.update(domain, now, |e| {
+                    if *e == Entry::default() {
+                        *e = stored;
+                    }
+                });
+            }
+            Ok(None) => self.store_answered(),
             Err(e) => self.report_store_error(&e),
         }
     }
@@ -484,6 +605,36 @@ impl Engine {
             }
         }
         entry
+    }
+
+    /// The stored domains whose policy is due for a refresh at `now` ([`Timing::refresh_due`]),
+    /// judged by the newer of the stored entry and the in-process one. The store answers from its
+    /// indexes, so a pass that finds nothing due costs almost nothing however many domains are
+    /// stored. Used by `mtasts refresh` and the refresher of `mtasts serve`.
+    pub fn due_for_refresh(&self, now: u64) -> Result<Vec<Domain>, StoreError> {
+        let Some(store) = &self.store else { return Ok(Vec::new()) };
+        let candidates = store.due_for_refresh(now, self.timing.refresh_interval)?;
+        Ok(candidates
+            .into_iter()
+            .filter(|(domain, stored)| {
+                let entry = self.cache.get(domain).filter(|e| {
+                    e.policy.as_ref().map(|p| p.fetched_at) >= stored.policy.as_ref().map(|p| p.fetched_at)
+                });
+                let entry = entry.as_ref().unwrap_or(stored);
+                entry.live(now).is_some_and(|p| self.timing.refresh_due(p, now))
+            })
+            .map(|(domain, _)| domain)
+            .collect())
+    }
+
+    /// Prunes the store (see [`Store::prune`]): rows useless for the engine's `prune_after`
+    /// (`[cache] prune_after_days`, 30 days by default), and TLSRPT counts older than the
+    /// reporting window. Nothing for a read-only store. Returns the rows removed or cleared.
+    pub fn prune_store(&self) -> Result<u64, StoreError> {
+        let Some(store) = self.store.as_ref().filter(|_| self.store_writable) else { return Ok(0) };
+        let now = self.clock.now();
+        let oldest = Day::from_unix(now.saturating_sub(crate::tlsrpt::report::REPORT_WINDOW_DAYS * 86_400));
+        store.prune(now, self.prune_after, oldest)
     }
 
     /// Now, by the engine's clock.
@@ -522,7 +673,21 @@ impl Engine {
         let mx = Domain::parse(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
-        let outcome = self.apply(resolution, &mx, tls, dane, now);
+        let mut outcome = self.apply(resolution, &mx, tls, dane, now);
+        if outcome.policy.is_none() && self.on_store_error == OnStoreError::Tempfail {
+            if let StoreState::Unavailable(why) = self.store_state() {
+                // The operator chose to hold mail rather than send it unprotected.
+                outcome = Outcome {
+                    verdict: Verdict::FailEnforce,
+                    reason: Reason::StoreUnavailable,
+                    policy: None,
+                    detail: Some(Cow::Owned(format!(
+                        "the policy store is unavailable, so a stored policy may be missed; mail is held \
+                         ([engine] on_store_error = \"tempfail\"): {why}"
+                    ))),
+                };
+            }
+        }
         if !matches!(tls, Tls::NotChecked) && dane == Dane::NotApplicable {
             // A session's outcome (after the handshake, or without TLS) counts for TLSRPT.
             let host = mx.ok();
@@ -591,7 +756,7 @@ impl Engine {
         if days.is_empty() {
             return;
         }
-        match &self.store {
+        match self.store.as_ref().filter(|_| self.store_writable) {
             Some(store) => {
                 for (day, counts) in days {
                     if let Err(e) = store.add_report_counts(day, &counts) {
@@ -879,7 +1044,7 @@ impl Engine {
             }
             e.clone()
         });
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.as_ref().filter(|_| self.store_writable) {
             if let Err(e) = store.save(domain, &saved) {
                 self.report_store_error(&e);
             }

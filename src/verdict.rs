@@ -87,6 +87,9 @@ pub enum Reason {
     MxMismatch = 9,
     /// `tlsa-invalid`: the caller's DANE validation failed (DANE-1).
     TlsaInvalid = 10,
+    /// `store-unavailable`: no policy is in memory and the persistent store could not be read, so
+    /// the mail is held (`[engine] on_store_error = "tempfail"`). Not reported to TLSRPT.
+    StoreUnavailable = 11,
 }
 
 impl Reason {
@@ -104,11 +107,12 @@ impl Reason {
             Self::StsWebpkiInvalid => "sts-webpki-invalid",
             Self::MxMismatch => "mx-mismatch",
             Self::TlsaInvalid => "tlsa-invalid",
+            Self::StoreUnavailable => "store-unavailable",
         }
     }
 
     /// Every reason, in the order of their numeric values.
-    pub(crate) const ALL: [Reason; 11] = [
+    pub(crate) const ALL: [Reason; 12] = [
         Reason::None,
         Reason::StarttlsNotSupported,
         Reason::CertificateHostMismatch,
@@ -120,6 +124,7 @@ impl Reason {
         Reason::StsWebpkiInvalid,
         Reason::MxMismatch,
         Reason::TlsaInvalid,
+        Reason::StoreUnavailable,
     ];
 
     /// The reason with this name (the inverse of [`Reason::as_str`]).
@@ -130,7 +135,7 @@ impl Reason {
     /// The RFC 8460 result type to put in a TLSRPT report, if the reason is reportable.
     pub fn tlsrpt_result_type(self) -> Option<&'static str> {
         match self {
-            Self::None => None,
+            Self::None | Self::StoreUnavailable => None,
             Self::MxMismatch => Some("validation-failure"),
             other => Some(other.as_str()),
         }

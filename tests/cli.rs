@@ -106,6 +106,7 @@ fn check_json_enforce_policy() {
     assert!(v["policy"]["fetched_at"].as_str().is_some_and(|s| s.ends_with('Z')));
     assert!(v["policy"]["expires_at"].as_str().is_some_and(|s| s.ends_with('Z')));
     assert_eq!(v["error"], Value::Null);
+    assert_eq!(v["store"], serde_json::json!({"state": "none", "detail": null}));
     let mx = v["mx"].as_array().expect("mx array");
     assert_eq!(mx.len(), 3);
     assert_eq!(
@@ -479,4 +480,29 @@ fn export_opensmtpd_table() {
     let out =
         w.mtasts(&["export", "opensmtpd-table", "--cache", &store, "--output", "/nonexistent/dir/table"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_says_when_the_store_is_unavailable() {
+    let w = World::new("store-state");
+    w.publish("example.test", "20260101", ENFORCE);
+    let corrupt = w.dir.join("corrupt.sqlite");
+    std::fs::write(&corrupt, b"not a database, only text that happens to be here").expect("write");
+    let ca = w.ca();
+    let args = ["check", "example.test", "--mx", "mx.example.test", "--ca-file", path_str(&ca), "--cache"];
+    let mut json_args = args.to_vec();
+    json_args.extend([path_str(&corrupt), "--json"]);
+    let out = w.mtasts(&json_args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["store"]["state"], "unavailable");
+    assert!(v["store"]["detail"].as_str().is_some_and(|d| d.contains("corrupt.sqlite")), "{v}");
+    let mut text_args = args.to_vec();
+    text_args.push(path_str(&corrupt));
+    let out = w.mtasts(&text_args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("Store:   unavailable: ") && l.contains("corrupt.sqlite")),
+        "{text}"
+    );
 }

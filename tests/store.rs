@@ -273,6 +273,7 @@ fn store_worker() {
             }
         }
         "checker" => checker(&path),
+        "readonly-check" => readonly_checker(),
         other => panic!("worker mode {other}"),
     }
 }
@@ -440,5 +441,342 @@ fn the_store_is_safe_across_fork() {
     let stored = engine.store().expect("store").load(&domain("child.test")).expect("load");
     assert!(stored.is_some_and(|e| e.policy.is_some()));
     assert!(engine.store_error().is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed at the edges of the store (README, "Where policies are kept").
+
+/// Seconds since the epoch (the engines built from a configuration use the system clock).
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A configuration whose DNS server never answers (discovery fails) over the store at `path`.
+fn blocked_discovery_config(dir: &Path, path: &Path, extra: &str) -> PathBuf {
+    let config = dir.join("mtasts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[cache]\npath = \"{}\"\n{extra}",
+            path.display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// Stores a live `enforce` policy for `example.test` (listing only `mx.example.test`).
+fn store_enforce_policy(path: &Path) {
+    let store = SqliteStore::open(path, 300).expect("open");
+    let entry =
+        Entry { policy: Some(policy(ENFORCE, "a1", now() - 60)), checked_at: now() - 60, failed: None };
+    store.save(&domain("example.test"), &entry).expect("save");
+}
+
+/// Runs the `readonly-check` worker, as `nobody` when we are root (from a copy of this test binary
+/// that `nobody` may execute), as ourselves otherwise; returns its stdout.
+fn run_check_worker(dir: &Path, config: &Path) -> String {
+    let exe = dir.join("store-test-worker");
+    std::fs::copy(std::env::current_exe().expect("test binary"), &exe).expect("copy test binary");
+    let args = ["--exact", "store_worker", "--ignored", "--nocapture", "--test-threads=1"];
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).arg(&exe).args(args);
+        c
+    } else {
+        let mut c = Command::new(&exe);
+        c.args(args);
+        c
+    };
+    let out = cmd
+        .env(WORKER_ENV, "readonly-check")
+        .env("MTASTS_STORE_PATH", dir.join("unused"))
+        .env("MTASTS_CONFIG", config)
+        .output()
+        .expect("run the worker");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "worker failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// The `readonly-check` worker: an engine from the configuration checks an unlisted MX.
+fn readonly_checker() {
+    let config_path = std::env::var("MTASTS_CONFIG").expect("config");
+    let config = mtasts::config::Config::from_file(Path::new(&config_path)).expect("config");
+    let engine = config.build_engine().expect("engine");
+    let o = engine.check_mx("example.test", "evil.example.test").expect("check");
+    let state = engine.store_state();
+    println!("verdict={} reason={} state={}", o.verdict, o.reason, state.as_str());
+    // Nothing the read-only engine does may write: a second check is still answered.
+    let o = engine.check_mx("example.test", "mx.example.test").expect("check");
+    println!("listed={}", o.verdict);
+}
+
+/// Makes the store unwritable for the worker: root's files are already so for `nobody`; when not
+/// root, the files and the directory lose their write bits.
+fn make_unwritable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if is_root() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        return;
+    }
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+}
+
+fn make_writable_again(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+}
+
+#[test]
+fn cache_4_a_store_the_mta_user_cannot_write_is_read_only_and_still_enforced() {
+    // WAL side files absent: the last writer closed the store cleanly.
+    let dir = temp_dir("readonly-closed");
+    let path = dir.join("p.sqlite");
+    store_enforce_policy(&path);
+    assert!(!dir.join("p.sqlite-wal").exists() && !dir.join("p.sqlite-shm").exists());
+    let config = blocked_discovery_config(&dir, &path, "");
+    make_unwritable(&dir);
+    let out = run_check_worker(&dir, &config);
+    make_writable_again(&dir);
+    assert!(out.contains("verdict=fail-enforce reason=mx-mismatch state=read-only"), "{out}");
+    assert!(out.contains("listed=pass"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // WAL side files present: another process (the operator's, root's) has the store open.
+    let dir = temp_dir("readonly-open");
+    let path = dir.join("p.sqlite");
+    store_enforce_policy(&path);
+    let holder = SqliteStore::open(&path, 300).expect("open");
+    holder.load(&domain("example.test")).expect("load");
+    assert!(dir.join("p.sqlite-wal").exists() && dir.join("p.sqlite-shm").exists());
+    let config = blocked_discovery_config(&dir, &path, "");
+    make_unwritable(&dir);
+    let out = run_check_worker(&dir, &config);
+    make_writable_again(&dir);
+    assert!(out.contains("verdict=fail-enforce reason=mx-mismatch state=read-only"), "{out}");
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn files_created_by_root_belong_to_the_owner_of_the_directory() {
+    use std::os::unix::fs::MetadataExt as _;
+    assert!(is_root(), "this test gives files to another user and needs root (CI runs as root)");
+    let dir = temp_dir("owner");
+    let (uid, gid) = (65_534, 65_534); // nobody:nogroup
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown dir");
+    let path = dir.join("policies.sqlite");
+    // The operator, as root, runs a command that creates the store in the MTA's directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+        .args(["cache", "list", "--cache"])
+        .arg(&path)
+        .env("MTASTS_CONFIG", "/nonexistent/not-used.toml")
+        .env_remove("MTASTS_CONFIG")
+        .output()
+        .expect("mtasts cache list");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let owner = |p: &Path| std::fs::metadata(p).map(|m| (m.uid(), m.gid())).expect("metadata");
+    assert_eq!(owner(&path), (uid, gid), "the database belongs to the directory's owner");
+    // While root holds it open, its WAL side files belong to the same user.
+    let store = SqliteStore::open(&path, 300).expect("open as root");
+    store_enforce_policy(&path);
+    for side in ["policies.sqlite-wal", "policies.sqlite-shm"] {
+        assert_eq!(owner(&dir.join(side)), (uid, gid), "{side}");
+    }
+    // And the MTA's user can write the store.
+    let config = blocked_discovery_config(&dir, &path, "");
+    let out = run_check_worker(&dir, &config);
+    assert!(out.contains("state=ok"), "{out}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_bad_row_spoils_nothing_else() {
+    let dir = temp_dir("badrow");
+    let path = dir.join("p.sqlite");
+    let store = SqliteStore::open(&path, 300).expect("open");
+    let good =
+        Entry { policy: Some(policy(ENFORCE, "a1", now() - 60)), checked_at: now() - 60, failed: None };
+    for d in ["a.test", "b.test", "c.test", "d.test"] {
+        store.save(&domain(d), &good).expect("save");
+    }
+    let failed = Entry {
+        failed: Some(FailedFetch {
+            id: PolicyId::parse("b2").expect("id"),
+            at: now() - 30,
+            failure: Failure { reason: Reason::StsPolicyFetchError, detail: "HTTP 500".into() },
+        }),
+        ..good.clone()
+    };
+    store.save(&domain("b.test"), &failed).expect("save");
+    {
+        let c = rusqlite::Connection::open(&path).expect("sqlite");
+        // b.test: failed-fetch metadata written by a newer mtasts (a reason this one does not know).
+        c.execute("UPDATE policies SET failed_reason = 'from-the-future' WHERE domain = 'b.test'", [])
+            .expect("update");
+        // c.test: a policy that no longer parses; d.test: a column of the wrong type.
+        c.execute("UPDATE policies SET policy_text = 'garbage' WHERE domain = 'c.test'", []).expect("update");
+        c.execute("UPDATE policies SET checked_at = NULL WHERE domain = 'd.test'", [])
+            .expect_err("NOT NULL holds");
+        c.execute("UPDATE policies SET fetched_at = 'yesterday' WHERE domain = 'd.test'", [])
+            .expect("update");
+        c.execute("INSERT INTO policies (domain, checked_at) VALUES ('not a domain!', 0)", [])
+            .expect("insert");
+    }
+    // The valid policy of b.test survives its unreadable metadata.
+    let b = store.load(&domain("b.test")).expect("load").expect("entry");
+    assert_eq!(b.policy.expect("the policy is kept").id.as_str(), "a1");
+    assert_eq!(b.failed, None, "the unreadable failed-fetch record is dropped");
+    // Unreadable rows are skipped; the others are listed.
+    let listed: Vec<String> = store.list().expect("list").into_iter().map(|(d, _)| d.to_string()).collect();
+    assert_eq!(listed, ["a.test", "b.test"]);
+    // The commands that read every row keep going.
+    for args in [&["cache", "list"][..], &["export", "opensmtpd-table"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+            .args(args)
+            .arg("--cache")
+            .arg(&path)
+            .env_remove("MTASTS_CONFIG")
+            .output()
+            .expect("mtasts");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains("a.test") && stdout.contains("b.test"), "{args:?}: {stdout}");
+        assert!(stderr.contains("c.test") && stderr.contains("unreadable row skipped"), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn on_store_error_tempfail_holds_mail_while_the_store_is_unavailable() {
+    let dir = temp_dir("tempfail");
+    let path = dir.join("corrupt.sqlite");
+    std::fs::write(&path, b"this is not a database, it is a text file that happens to be here")
+        .expect("write");
+    for (extra, want) in [
+        ("", (Verdict::NoPolicy, Reason::StsPolicyFetchError)),
+        ("[engine]\non_store_error = \"continue\"\n", (Verdict::NoPolicy, Reason::StsPolicyFetchError)),
+        ("[engine]\non_store_error = \"tempfail\"\n", (Verdict::FailEnforce, Reason::StoreUnavailable)),
+    ] {
+        let config = blocked_discovery_config(&dir, &path, extra);
+        let config = mtasts::config::Config::from_file(&config).expect("config");
+        let engine = config.build_engine().expect("an engine, without its store");
+        let state = engine.store_state();
+        assert_eq!(state.as_str(), "unavailable");
+        assert!(state.detail().is_some_and(|d| d.contains("corrupt.sqlite")), "{state:?}");
+        let o = engine.check_mx("example.test", "mx.example.test").expect("check");
+        assert_eq!((o.verdict, o.reason), want, "{extra}: {o:?}");
+        if want.0 == Verdict::FailEnforce {
+            assert!(o.detail.as_deref().is_some_and(|d| d.contains("store is unavailable")), "{o:?}");
+        }
+    }
+    // A store that works: the same setting changes nothing.
+    let good = dir.join("good.sqlite");
+    let config = blocked_discovery_config(&dir, &good, "[engine]\non_store_error = \"tempfail\"\n");
+    let engine = mtasts::config::Config::from_file(&config).expect("config").build_engine().expect("engine");
+    assert_eq!(engine.store_state(), mtasts::engine::StoreState::Ok);
+    assert_eq!(engine.check_mx("example.test", "mx.example.test").expect("check").verdict, Verdict::NoPolicy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing grows without bound (README, "Where policies are kept").
+
+#[test]
+fn due_for_refresh_finds_exactly_the_due_policies() {
+    let dir = temp_dir("due");
+    let store = SqliteStore::open(&dir.join("p.sqlite"), 300).expect("open");
+    let now = 1_800_000_000u64;
+    let body =
+        |max_age: u64| format!("version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: {max_age}\n");
+    // (domain, max_age, age of the policy): refresh_interval is one day.
+    let cases = [
+        ("fresh.test", 604_800, 3600, false),
+        ("day-old.test", 604_800, 86_400, true),
+        ("half-life.test", 7200, 3600, true),
+        ("short-young.test", 7200, 3000, false),
+        ("expired.test", 3600, 7200, false),
+    ];
+    for (d, max_age, age, _) in cases {
+        let entry = Entry {
+            policy: Some(policy(&body(max_age), "a1", now - age)),
+            checked_at: now - age,
+            failed: None,
+        };
+        store.save(&domain(d), &entry).expect("save");
+    }
+    store.save(&domain("nopolicy.test"), &Entry { checked_at: now, ..Entry::default() }).expect("save");
+    let due: Vec<String> =
+        store.due_for_refresh(now, 86_400).expect("due").into_iter().map(|(d, _)| d.to_string()).collect();
+    let want: Vec<&str> = cases.iter().filter(|c| c.3).map(|c| c.0).collect();
+    assert_eq!(due, ["day-old.test", "half-life.test"]);
+    assert_eq!(due, want);
+    // The engine applies the same rule (Timing::refresh_due) on top.
+    let (dns, http, clock) =
+        (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()), Arc::new(FakeClock::default()));
+    clock.0.store(now, std::sync::atomic::Ordering::SeqCst);
+    let engine = engine_over(store, &dns, &http, &clock);
+    let due: Vec<String> =
+        engine.due_for_refresh(now).expect("due").iter().map(ToString::to_string).collect();
+    assert_eq!(due, want);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_store_forgets_what_has_been_useless_for_the_prune_age() {
+    use mtasts::tlsrpt::report::{Day, DayCounts, PolicyKey};
+    let dir = temp_dir("prune");
+    let path = dir.join("p.sqlite");
+    let store = SqliteStore::open(&path, 300).expect("open");
+    let now = 1_800_000_000u64;
+    let day = 86_400u64;
+    let short = "version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 86400\n";
+    let save = |d: &str, policy_age: Option<u64>, checked_age: u64| {
+        let entry = Entry {
+            policy: policy_age.map(|age| policy(short, "a1", now - age)),
+            checked_at: now - checked_age,
+            failed: None,
+        };
+        store.save(&domain(d), &entry).expect("save");
+    };
+    save("old-nopolicy.test", None, 40 * day);
+    save("recent-nopolicy.test", None, day);
+    save("old-expired.test", Some(41 * day), 40 * day);
+    save("expired-but-looked-up.test", Some(41 * day), day);
+    save("live.test", Some(3600), 3600);
+    // TLSRPT counts of 20 days ago and of yesterday.
+    let mut counts = DayCounts::new();
+    counts.add_success(&domain("live.test"), &PolicyKey::no_policy_found(), 3);
+    store.add_report_counts(Day::from_unix(now - 20 * day), &counts).expect("counts");
+    store.add_report_counts(Day::from_unix(now - day), &counts).expect("counts");
+
+    let removed = store
+        .prune(now, 30 * day, Day::from_unix(now - mtasts::tlsrpt::report::REPORT_WINDOW_DAYS * day))
+        .expect("prune");
+    assert_eq!(removed, 4, "two rows deleted, one policy cleared, one day of counts deleted");
+    let left: Vec<(String, bool)> =
+        store.list().expect("list").into_iter().map(|(d, e)| (d.to_string(), e.policy.is_some())).collect();
+    assert_eq!(
+        left,
+        [
+            ("expired-but-looked-up.test".to_owned(), false),
+            ("live.test".to_owned(), true),
+            ("recent-nopolicy.test".to_owned(), false)
+        ]
+    );
+    assert!(store.report_counts(Day::from_unix(now - 20 * day)).expect("counts").is_empty());
+    assert!(!store.report_counts(Day::from_unix(now - day)).expect("counts").is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }

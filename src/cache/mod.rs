@@ -47,6 +47,39 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Where the store lives, for messages (`/var/lib/mtasts/policies.sqlite`, `redis://...`).
     fn location(&self) -> String;
 
+    /// The stored domains whose live policy may be due for a refresh at `now`: fetched at least
+    /// `refresh_interval` seconds ago, or at least half its `max_age` ago. A superset of what
+    /// [`crate::engine::Timing::refresh_due`] selects (the caller applies the exact rule), read
+    /// without visiting every row where the backend can (SQLite uses its indexes).
+    fn due_for_refresh(&self, now: u64, refresh_interval: u64) -> Result<Vec<(Domain, Entry)>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|(_, e)| {
+                e.live(now).is_some_and(|p| {
+                    let age = now.saturating_sub(p.fetched_at);
+                    age >= refresh_interval || age >= u64::from(p.policy.max_age()) / 2
+                })
+            })
+            .collect())
+    }
+
+    /// Forgets what has been useless for `keep` seconds: domains without a policy not looked up
+    /// since `now - keep`, policies that expired before then (with their rows when the domain was
+    /// not looked up since either), and TLSRPT counts of days before `oldest_report_day`. Returns
+    /// the number of rows removed or cleared. A store that expires its data by itself (Redis)
+    /// does nothing.
+    fn prune(&self, now: u64, keep: u64, oldest_report_day: Day) -> Result<u64, StoreError> {
+        let _ = (now, keep, oldest_report_day);
+        Ok(0)
+    }
+
+    /// Why nothing is saved, when this user may read the store but not write it. A read-only
+    /// store still serves every policy it holds; writes fail with this message.
+    fn read_only(&self) -> Option<String> {
+        None
+    }
+
     /// Adds TLSRPT session counts for one UTC day (RFC 8460). Counts from many processes add up
     /// exactly: each call is one atomic increment per counter.
     fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
@@ -184,6 +217,44 @@ pub struct Entry {
     pub checked_at: u64,
     /// The last failed fetch, cleared by a successful one.
     pub failed: Option<FailedFetch>,
+}
+
+/// Says something an operator should know on standard error (never a panic if stderr is closed:
+/// this runs inside MTAs).
+pub(crate) fn warn(message: fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "mtasts: {message}");
+}
+
+/// Rebuilds a stored policy from its columns. The text is parsed again, so a stored policy obeys
+/// exactly the rules of a fetched one.
+pub(crate) fn stored_policy(text: String, id: &str, fetched_at: u64) -> Result<Arc<CachedPolicy>, String> {
+    let parsed = Policy::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+    let id = PolicyId::parse(id).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CachedPolicy::new(parsed, id, text, fetched_at)))
+}
+
+/// Rebuilds a stored failed fetch. Unreadable metadata (an unknown reason, a bad id) is dropped
+/// with a warning: it only delays a retry, and must never cost the valid policy stored beside it.
+pub(crate) fn stored_failure(
+    location: &str,
+    domain: &Domain,
+    id: &str,
+    at: u64,
+    reason: &str,
+    detail: String,
+) -> Option<FailedFetch> {
+    let parsed = PolicyId::parse(id).map_err(|e| format!("id `{id}`: {e}")).and_then(|id| {
+        let reason = Reason::parse(reason).ok_or_else(|| format!("unknown reason `{reason}`"))?;
+        Ok(FailedFetch { id, at, failure: Failure { reason, detail } })
+    });
+    match parsed {
+        Ok(failed) => Some(failed),
+        Err(why) => {
+            warn(format_args!("{location}: entry for {domain}: failed-fetch record ignored ({why})"));
+            None
+        }
+    }
 }
 
 impl Entry {

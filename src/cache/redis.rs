@@ -7,18 +7,14 @@
 //! the last lookup when it holds no policy), so Redis forgets domains nobody mails any more.
 //! Connections are per process (a forked child opens its own) with short timeouts.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{CachedPolicy, Entry, FailedFetch, Failure, Store, StoreError};
+use super::{Entry, Store, StoreError};
 use crate::domain::Domain;
-use crate::policy::Policy;
 use crate::tlsrpt::report::{Day, DayCounts};
-use crate::txt::PolicyId;
-use crate::verdict::Reason;
 
 const PREFIX: &str = "mtasts:policy:";
 /// One hash per UTC day of TLSRPT counters.
@@ -126,25 +122,11 @@ impl RedisStore {
         let bad = |what: String| StoreError(format!("{}: entry for {domain}: {what}", self.url));
         let s: Stored = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         let policy = match s.policy {
-            Some(p) => {
-                let parsed = Policy::parse(p.text.as_bytes()).map_err(|e| bad(e.to_string()))?;
-                let id = PolicyId::parse(&p.id).map_err(|e| bad(e.to_string()))?;
-                Some(Arc::new(CachedPolicy::new(parsed, id, p.text, p.fetched_at)))
-            }
+            Some(p) => Some(super::stored_policy(p.text, &p.id, p.fetched_at).map_err(bad)?),
             None => None,
         };
-        let failed = match s.failed {
-            Some(f) => Some(FailedFetch {
-                id: PolicyId::parse(&f.id).map_err(|e| bad(e.to_string()))?,
-                at: f.at,
-                failure: Failure {
-                    reason: Reason::parse(&f.reason)
-                        .ok_or_else(|| bad(format!("unknown reason `{}`", f.reason)))?,
-                    detail: f.detail,
-                },
-            }),
-            None => None,
-        };
+        let failed =
+            s.failed.and_then(|f| super::stored_failure(&self.url, domain, &f.id, f.at, &f.reason, f.detail));
         Ok(Entry { policy, checked_at: s.checked_at, failed })
     }
 }
@@ -209,10 +191,18 @@ impl Store for RedisStore {
         let mut out = Vec::new();
         for key in keys {
             let Some(name) = key.strip_prefix(PREFIX) else { continue };
-            let domain =
-                Domain::parse(name).map_err(|e| StoreError(format!("{}: key {key}: {e}", self.url)))?;
-            if let Some(entry) = self.load(&domain)? {
-                out.push((domain, entry));
+            // One unreadable key is skipped with a warning; the others are listed.
+            let domain = match Domain::parse(name) {
+                Ok(d) => d,
+                Err(e) => {
+                    super::warn(format_args!("unreadable key skipped: {}: key {key}: {e}", self.url));
+                    continue;
+                }
+            };
+            match self.load(&domain) {
+                Ok(Some(entry)) => out.push((domain, entry)),
+                Ok(None) => {}
+                Err(e) => super::warn(format_args!("unreadable key skipped: {e}")),
             }
         }
         Ok(out)

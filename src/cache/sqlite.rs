@@ -13,18 +13,14 @@
 //!   an application id, and a schema version with a migration step per version.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{CachedPolicy, Entry, FailedFetch, Failure, OutboxItem, Store, StoreError};
+use super::{Entry, OutboxItem, Store, StoreError};
 use crate::domain::Domain;
-use crate::policy::Policy;
 use crate::tlsrpt::DeliveryState;
 use crate::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey};
-use crate::txt::PolicyId;
-use crate::verdict::Reason;
 
 /// `PRAGMA application_id` of an mtasts store ("MTST").
 const APPLICATION_ID: i64 = 0x4D54_5354;
@@ -66,11 +62,21 @@ const MIGRATIONS: &[&str] = &[
         state     TEXT NOT NULL,
         UNIQUE (day, domain)
     );",
+    // 3 -> 4: the refresher finds due policies without reading every row: fetched long ago
+    // (policies_fetched_at), or past half their life (this index on an expression).
+    "CREATE INDEX policies_half_life ON policies (fetched_at + max_age / 2);",
 ];
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a writer waits for another process's write.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The stored policies due for refresh (`?1` now, `?2` the refresh interval). Both terms of the
+/// OR are indexed (`policies_fetched_at`, `policies_half_life`), so rows with nothing due are never
+/// visited: a refresher pass over 100,000 domains that finds nothing due reads nothing.
+const DUE_FOR_REFRESH: &str = "SELECT domain, policy_text, policy_id, fetched_at, checked_at, failed_id, failed_at, failed_reason, failed_detail
+     FROM policies
+     WHERE (fetched_at <= ?1 - ?2 OR fetched_at + max_age / 2 <= ?1) AND expires_at > ?1";
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -80,14 +86,37 @@ pub struct SqliteStore {
     conn: Mutex<Option<(u32, Connection)>>,
     /// Seconds a failed fetch is not retried (to record the next retry time).
     retry_interval: u64,
+    /// How the store was opened; a child after `fork()` reopens it the same way.
+    access: Access,
+}
+
+/// How a store is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Access {
+    /// Read and write (the normal case).
+    ReadWrite,
+    /// Read-only: this user may read the files but not write them. Stored policies are still
+    /// applied; nothing new is saved. `immutable` when SQLite's WAL side files could be neither
+    /// opened nor created, so the database file is read as it stands.
+    ReadOnly { why: String, immutable: bool },
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, checking that it is an mtasts store and
     /// bringing its schema up to date. `retry_interval` is the engine's fetch retry interval.
+    ///
+    /// A store this user can read but not write (created by root for the MTA's user, say) is
+    /// opened read-only: its policies are still enforced ([`Store::read_only`] says why nothing
+    /// new is saved). Files this call creates get the owner and group of their directory, so that
+    /// an operator running `mtasts` as root never leaves a store the MTA's user cannot write.
     pub fn open(path: &Path, retry_interval: u64) -> Result<Self, StoreError> {
-        let conn = connect(path)?;
-        Ok(Self { path: path.to_owned(), conn: Mutex::new(Some((std::process::id(), conn))), retry_interval })
+        let (conn, access) = connect_any(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(Some((std::process::id(), conn))),
+            retry_interval,
+            access,
+        })
     }
 
     /// Runs `f` with this process's connection, opening one after `fork()`.
@@ -99,20 +128,173 @@ impl SqliteStore {
                 // The parent's connection: never used or closed here (SQLite forbids both).
                 std::mem::forget(inherited);
             }
-            *slot = Some((pid, connect(&self.path)?));
+            let conn = match &self.access {
+                Access::ReadWrite => connect(&self.path).map_err(|(e, _)| e)?,
+                Access::ReadOnly { immutable, .. } => connect_read_only(&self.path, *immutable)?,
+            };
+            *slot = Some((pid, conn));
         }
         let (_, conn) = slot.as_mut().ok_or_else(|| StoreError("no connection".into()))?;
         f(conn).map_err(|e| describe(&self.path, &e))
     }
+
+    /// Refuses a write to a read-only store.
+    fn writable(&self) -> Result<(), StoreError> {
+        match &self.access {
+            Access::ReadWrite => Ok(()),
+            Access::ReadOnly { why, .. } => Err(StoreError(why.clone())),
+        }
+    }
 }
 
-/// Opens and checks the database at `path`.
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+/// The side files SQLite keeps next to a WAL-mode database.
+fn side_files(path: &Path) -> [PathBuf; 2] {
+    let with = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [with("-wal"), with("-shm")]
+}
+
+impl SqliteStore {
+    /// The entries a query selects (its columns as in [`SqliteStore::list`]). Each row is read on
+    /// its own: one that cannot be read is skipped with a warning naming the domain, not fatal.
+    fn entries(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(Domain, Entry)>, StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(args, |r| {
+                let name = match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                Ok((name, Row::read_from(r, 1)))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let location = self.location();
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, row)| {
+                let entry = Domain::parse(&name)
+                    .map_err(|e| StoreError(format!("{location}: stored domain `{name}`: {e}")))
+                    .and_then(|domain| {
+                        let row = row.map_err(|e| describe(&self.path, &e))?;
+                        Ok((domain.clone(), row.into_entry(&self.path, &domain)?))
+                    });
+                entry.map_err(|e| super::warn(format_args!("unreadable row skipped: {e}"))).ok()
+            })
+            .collect())
+    }
+}
+
+/// Opens the store read-write, or read-only when this user may read it but not write it.
+fn connect_any(path: &Path) -> Result<(Connection, Access), StoreError> {
+    let [wal, shm] = side_files(path);
+    let existed = [path.exists(), wal.exists(), shm.exists()];
+    let read_write = connect(path);
+    adopt_directory_owner([path, &wal, &shm], existed);
+    let error = match read_write {
+        Ok(conn) => return Ok((conn, Access::ReadWrite)),
+        Err(e) => e,
+    };
+    // Only a store that exists and can be read is worth a read-only try: anything else (a
+    // missing directory, a foreign or corrupt file) is reported as it is.
+    if !existed[0] || std::fs::File::open(path).is_err() || !error.1 {
+        return Err(error.0);
+    }
+    let why = format!(
+        "{} is read-only for this user: stored policies are applied, but new policies and TLSRPT \
+         counts are not saved (make the store, its -wal/-shm files and its directory writable by \
+         the user the MTA runs as)",
+        path.display()
+    );
+    if let Ok(conn) = connect_read_only(path, false) {
+        return Ok((conn, Access::ReadOnly { why, immutable: false }));
+    }
+    // SQLite could neither open nor create the WAL side files. With no write-ahead log holding
+    // changes, the database file alone is the whole store and may be read as immutable.
+    if std::fs::metadata(&wal).map_or(true, |m| m.len() == 0) {
+        if let Ok(conn) = connect_read_only(path, true) {
+            return Ok((conn, Access::ReadOnly { why, immutable: true }));
+        }
+    }
+    Err(error.0)
+}
+
+/// Opens and checks the database at `path` for reading and writing. The flag of the error says
+/// whether the cause is a permission (so that a read-only open may succeed).
+fn connect(path: &Path) -> Result<Connection, (StoreError, bool)> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| describe(path, &e))?;
+    let fail = |e: rusqlite::Error| {
+        let permission = matches!(
+            e.sqlite_error_code(),
+            Some(
+                rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::PermissionDenied
+                    | rusqlite::ErrorCode::CannotOpen
+            )
+        );
+        (describe(path, &e), permission)
+    };
+    let mut conn = Connection::open_with_flags(path, flags).map_err(fail)?;
+    // SQLite opens a file it may not write read-only without saying so.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        return Err((
+            StoreError(format!(
+                "{} is not writable by this user (the MTA's user must own the store and its directory)",
+                path.display()
+            )),
+            true,
+        ));
+    }
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    prepare(&mut conn).map_err(fail)?;
+    check_application_id(path, &conn).map_err(|e| (e, false))?;
+    Ok(conn)
+}
+
+/// Opens the database at `path` for reading only; `immutable` reads the file as it stands,
+/// without the WAL side files (SQLite's `immutable` URI parameter).
+fn connect_read_only(path: &Path, immutable: bool) -> Result<Connection, StoreError> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = if immutable {
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        Connection::open_with_flags(uri, flags)
+    } else {
+        Connection::open_with_flags(path, flags - OpenFlags::SQLITE_OPEN_URI)
+    }
+    .map_err(|e| describe(path, &e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(path, &e))?;
-    prepare(&mut conn).map_err(|e| describe(path, &e))?;
+    check_application_id(path, &conn)?;
+    let version: i64 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| describe(path, &e))?;
+    if !(1..=SCHEMA_VERSION).contains(&version) {
+        return Err(StoreError(format!(
+            "{} has schema version {version}, which this mtasts cannot read without writing it",
+            path.display()
+        )));
+    }
+    Ok(conn)
+}
+
+/// A path as the path part of a `file:` URI (`%`, `?` and `#` escaped).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn check_application_id(path: &Path, conn: &Connection) -> Result<(), StoreError> {
     let app: i64 =
         conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| describe(path, &e))?;
     if app != APPLICATION_ID {
@@ -122,7 +304,35 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
             path.display()
         )));
     }
-    Ok(conn)
+    Ok(())
+}
+
+/// Gives the files this process created the owner an operator expects: a new database the owner
+/// and group of its directory, new WAL side files those of the database (as SQLite itself does for
+/// root). So `mtasts` run as root in the MTA's directory never leaves a store the MTA's user
+/// cannot write. Changing an owner needs root; for other users the files are already theirs, and
+/// a failed change is ignored (the store works for the user who made it).
+fn adopt_directory_owner(files: [&Path; 3], existed: [bool; 3]) {
+    use std::os::unix::fs::MetadataExt as _;
+    let [db, wal, shm] = files;
+    let owner_of = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.uid(), m.gid()));
+    let give = |file: &Path, owner: Option<(u32, u32)>| {
+        if let (Some(want), Some(has)) = (owner, owner_of(file)) {
+            if want != has {
+                let _ = std::os::unix::fs::chown(file, Some(want.0), Some(want.1));
+            }
+        }
+    };
+    if !existed[0] {
+        let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        give(db, owner_of(dir));
+    }
+    let db_owner = owner_of(db);
+    for (file, existed) in [(wal, existed[1]), (shm, existed[2])] {
+        if !existed {
+            give(file, db_owner);
+        }
+    }
 }
 
 /// Sets the pragmas, claims a new database and runs pending migrations.
@@ -203,6 +413,7 @@ impl Store for SqliteStore {
     }
 
     fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError> {
+        self.writable()?;
         let failed = entry.failed.as_ref();
         let retry_interval = self.retry_interval;
         self.with(|c| {
@@ -247,26 +458,44 @@ impl Store for SqliteStore {
     }
 
     fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError> {
-        let rows = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT domain, policy_text, policy_id, fetched_at, checked_at, failed_id, failed_at, failed_reason, failed_detail
-                 FROM policies ORDER BY domain",
+        self.entries("SELECT domain, policy_text, policy_id, fetched_at, checked_at, failed_id, failed_at, failed_reason, failed_detail
+             FROM policies ORDER BY domain", [])
+    }
+
+    fn due_for_refresh(&self, now: u64, refresh_interval: u64) -> Result<Vec<(Domain, Entry)>, StoreError> {
+        let mut due = self.entries(DUE_FOR_REFRESH, params![to_sql(now), to_sql(refresh_interval)])?;
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(due)
+    }
+
+    fn prune(&self, now: u64, keep: u64, oldest_report_day: Day) -> Result<u64, StoreError> {
+        self.writable()?;
+        let before = to_sql(now.saturating_sub(keep));
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Rows with nothing worth keeping: no live policy for `keep`, not looked up for `keep`.
+            let mut n = tx.execute(
+                "DELETE FROM policies WHERE checked_at < ?1 AND (policy_text IS NULL OR expires_at < ?1)",
+                params![before],
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Row::read_from(r, 1)?)))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        rows.into_iter()
-            .map(|(name, row)| {
-                let domain = Domain::parse(&name).map_err(|e| {
-                    StoreError(format!("{}: stored domain `{name}`: {e}", self.path.display()))
-                })?;
-                let entry = row.into_entry(&self.path, &domain)?;
-                Ok((domain, entry))
-            })
-            .collect()
+            // A domain still looked up keeps its row, without a policy long expired.
+            n += tx.execute(
+                "UPDATE policies SET policy_text = NULL, policy_id = NULL, mode = NULL, max_age = NULL,
+                   fetched_at = NULL, expires_at = NULL
+                 WHERE expires_at < ?1",
+                params![before],
+            )?;
+            n += tx.execute(
+                "DELETE FROM tlsrpt_counts WHERE day < ?1",
+                params![to_sql(oldest_report_day.days())],
+            )?;
+            tx.commit()?;
+            Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        })
     }
 
     fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+        self.writable()?;
         self.with(|c| {
             c.execute("DELETE FROM policies WHERE domain = ?1", params![domain.as_str()]).map(|n| n > 0)
         })
@@ -276,7 +505,15 @@ impl Store for SqliteStore {
         self.path.display().to_string()
     }
 
+    fn read_only(&self) -> Option<String> {
+        match &self.access {
+            Access::ReadWrite => None,
+            Access::ReadOnly { why, .. } => Some(why.clone()),
+        }
+    }
+
     fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
+        self.writable()?;
         let rows = count_rows(counts)?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -312,6 +549,7 @@ impl Store for SqliteStore {
     }
 
     fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        self.writable()?;
         let counts = serde_json::to_string(&item.counts).map_err(|e| StoreError(e.to_string()))?;
         let state = serde_json::to_string(&item.state).map_err(|e| StoreError(e.to_string()))?;
         self.with(|c| {
@@ -363,6 +601,7 @@ impl Store for SqliteStore {
     }
 
     fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError> {
+        self.writable()?;
         let state = serde_json::to_string(state).map_err(|e| StoreError(e.to_string()))?;
         self.with(|c| {
             c.execute("UPDATE tlsrpt_outbox SET state = ?2 WHERE report_id = ?1", params![report_id, state])
@@ -452,31 +691,51 @@ impl Row {
         })
     }
 
-    /// Rebuilds the entry; the policy text is parsed again, so a stored policy obeys exactly the
-    /// rules of a fetched one.
+    /// Rebuilds the entry. An unreadable policy makes the row unreadable; unreadable failed-fetch
+    /// metadata is dropped with a warning and the policy kept.
     fn into_entry(self, path: &Path, domain: &Domain) -> Result<Entry, StoreError> {
         let bad = |what: String| StoreError(format!("{}: entry for {domain}: {what}", path.display()));
         let policy = match (self.policy_text, self.policy_id, from_sql(self.fetched_at)) {
             (Some(text), Some(id), Some(fetched_at)) => {
-                let parsed = Policy::parse(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
-                let id = PolicyId::parse(&id).map_err(|e| bad(e.to_string()))?;
-                Some(Arc::new(CachedPolicy::new(parsed, id, text, fetched_at)))
+                Some(super::stored_policy(text, &id, fetched_at).map_err(bad)?)
             }
             (None, _, _) => None,
             _ => return Err(bad("incomplete policy columns".into())),
         };
         let failed = match (self.failed_id, from_sql(self.failed_at), self.failed_reason) {
-            (Some(id), Some(at), Some(reason)) => Some(FailedFetch {
-                id: PolicyId::parse(&id).map_err(|e| bad(e.to_string()))?,
+            (Some(id), Some(at), Some(reason)) => super::stored_failure(
+                &path.display().to_string(),
+                domain,
+                &id,
                 at,
-                failure: Failure {
-                    reason: Reason::parse(&reason)
-                        .ok_or_else(|| bad(format!("unknown reason `{reason}`")))?,
-                    detail: self.failed_detail.unwrap_or_default(),
-                },
-            }),
+                &reason,
+                self.failed_detail.unwrap_or_default(),
+            ),
             _ => None,
         };
         Ok(Entry { policy, checked_at: from_sql(Some(self.checked_at)).unwrap_or(0), failed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_query_reads_through_indexes_only() {
+        let dir = std::env::temp_dir().join(format!("mtasts-sqlite-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = SqliteStore::open(&dir.join("p.sqlite"), 300).expect("open");
+        let plan: Vec<String> = store
+            .with(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {DUE_FOR_REFRESH}"))?;
+                let rows = stmt.query_map(params![1_800_000_000i64, 86_400i64], |r| r.get::<_, String>(3))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .expect("plan");
+        let text = plan.join("\n");
+        assert!(!text.contains("SCAN policies"), "a full scan:\n{text}");
+        assert!(text.contains("policies_fetched_at") && text.contains("policies_half_life"), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -681,6 +681,90 @@ pub unsafe extern "C" fn mtasts_engine_flush(engine: *const mtasts_engine) -> mt
     })
 }
 
+/// Copies the engine's store state out (see `mtasts_engine_store_state`).
+///
+/// # Safety
+/// As for `mtasts_engine_store_state`, without the engine.
+unsafe fn store_state_into(
+    engine: &Engine,
+    state_out: *mut mtasts_store_state,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    if state_out.is_null() {
+        set_last_error("state_out is NULL");
+        return mtasts_status::MTASTS_STATUS_NULL_ARGUMENT;
+    }
+    let state = engine.store_state();
+    if !buf.is_null() {
+        // SAFETY: `buf` has `len` writable bytes and `out_n` is NULL or writable, by contract.
+        let status = unsafe { copy_out(state.detail().unwrap_or(""), buf, len, out_n) };
+        if status != mtasts_status::MTASTS_STATUS_OK {
+            return status;
+        }
+    }
+    // SAFETY: non-NULL and writable by contract.
+    unsafe { *state_out = mtasts_store_state::from(&state) };
+    mtasts_status::MTASTS_STATUS_OK
+}
+
+/// Where the engine's persistent store stands: `MTASTS_STORE_OK`, `MTASTS_STORE_NONE` (none
+/// configured), `MTASTS_STORE_READ_ONLY` (stored policies enforced, new ones not saved) or
+/// `MTASTS_STORE_UNAVAILABLE` (protection degraded: a stored policy is not seen). A caller can
+/// thus see degraded protection without reading stderr. When `buf` is not NULL, the message that
+/// goes with the last two (empty for the others) is copied into it, as for `mtasts_last_error`.
+/// The state of an unavailable store returns to `MTASTS_STORE_OK` once it answers again.
+///
+/// Writes `*state_out` only on success. Thread-safe.
+///
+/// # Safety
+/// `engine` is NULL or a live engine; `state_out` is NULL or writable; `buf` is NULL or points to
+/// `len` writable bytes; `out_n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_store_state(
+    engine: *const mtasts_engine,
+    state_out: *mut mtasts_store_state,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        // SAFETY: NULL or a live engine by contract.
+        let engine = match unsafe { engine_arg(engine) } {
+            Ok(e) => e,
+            Err(status) => return status,
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { store_state_into(engine, state_out, buf, len, out_n) }
+    })
+}
+
+/// As `mtasts_engine_store_state`, for the process-wide default engine of `mtasts_check`
+/// (built on first use, like `mtasts_check` does).
+///
+/// # Safety
+/// As for `mtasts_engine_store_state`, without the engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_default_store_state(
+    state_out: *mut mtasts_store_state,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    guard(mtasts_status::MTASTS_STATUS_PANIC, || {
+        let engine = match default_engine() {
+            Ok(e) => e,
+            Err(message) => {
+                set_last_error(message);
+                return mtasts_status::MTASTS_STATUS_CONFIG;
+            }
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { store_state_into(&engine, state_out, buf, len, out_n) }
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Policies
 

@@ -79,6 +79,37 @@ pub enum mtasts_reason {
     MTASTS_REASON_MX_MISMATCH = 9,
     /// `tlsa-invalid`: the caller's DANE check failed.
     MTASTS_REASON_TLSA_INVALID = 10,
+    /// `store-unavailable`: no policy in memory and the persistent store could not be read; the
+    /// mail is held because the configuration says `[engine] on_store_error = "tempfail"`.
+    MTASTS_REASON_STORE_UNAVAILABLE = 11,
+}
+
+/// Where an engine's persistent store stands (stable values); see `mtasts_engine_store_state`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtasts_store_state {
+    /// No persistent store is configured (`[cache] path = "memory"`): policies live per process.
+    MTASTS_STORE_NONE = 0,
+    /// The store is open for reading and writing.
+    MTASTS_STORE_OK = 1,
+    /// This user may read the store but not write it: stored policies are enforced, new ones are
+    /// not saved. Make the store and its directory writable by the MTA's user.
+    MTASTS_STORE_READ_ONLY = 2,
+    /// The store could not be opened or read: a policy stored there is not seen, so a domain whose
+    /// discovery is blocked gets no protection (unless `[engine] on_store_error = "tempfail"`).
+    MTASTS_STORE_UNAVAILABLE = 3,
+}
+
+impl From<&crate::engine::StoreState> for mtasts_store_state {
+    fn from(s: &crate::engine::StoreState) -> Self {
+        use crate::engine::StoreState as S;
+        match s {
+            S::None => Self::MTASTS_STORE_NONE,
+            S::Ok => Self::MTASTS_STORE_OK,
+            S::ReadOnly(_) => Self::MTASTS_STORE_READ_ONLY,
+            S::Unavailable(_) => Self::MTASTS_STORE_UNAVAILABLE,
+        }
+    }
 }
 
 /// The mode of the policy that applied (stable values).
@@ -151,6 +182,7 @@ impl From<Reason> for mtasts_reason {
             Reason::StsWebpkiInvalid => Self::MTASTS_REASON_STS_WEBPKI_INVALID,
             Reason::MxMismatch => Self::MTASTS_REASON_MX_MISMATCH,
             Reason::TlsaInvalid => Self::MTASTS_REASON_TLSA_INVALID,
+            Reason::StoreUnavailable => Self::MTASTS_REASON_STORE_UNAVAILABLE,
         }
     }
 }
@@ -193,7 +225,7 @@ pub(crate) fn status_name(status: u32) -> &'static CStr {
 }
 
 pub(crate) fn reason_name(reason: u32) -> &'static CStr {
-    const NAMES: [&CStr; 11] = [
+    const NAMES: [&CStr; 12] = [
         c"none",
         c"starttls-not-supported",
         c"certificate-host-mismatch",
@@ -205,6 +237,7 @@ pub(crate) fn reason_name(reason: u32) -> &'static CStr {
         c"sts-webpki-invalid",
         c"mx-mismatch",
         c"tlsa-invalid",
+        c"store-unavailable",
     ];
     NAMES.get(reason as usize).copied().unwrap_or(UNKNOWN)
 }

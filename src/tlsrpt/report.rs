@@ -365,6 +365,10 @@ impl PolicyCounts {
     }
 }
 
+/// Days of TLSRPT counts kept: a report can be built (`mtasts report build --date`) up to this
+/// many days late; older counts are pruned from the store.
+pub const REPORT_WINDOW_DAYS: u64 = 14;
+
 /// One UTC day's session counts, per policy domain and per policy. Serialisable (JSON), for the
 /// caller's store; counts saturate rather than wrap.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,6 +414,11 @@ impl DayCounts {
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.domains.is_empty()
+    }
+
+    /// The number of counters held: one per (domain, policy) for successes, one per failure kind.
+    pub fn counters(&self) -> usize {
+        self.domains.values().flat_map(|p| p.values()).map(|c| 1 + c.failures.len()).sum()
     }
 
     /// The policy domains with counts, in order.

@@ -18,6 +18,10 @@ use crate::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey};
 
 /// Sessions counted before a flush is due.
 const FLUSH_EVERY: usize = 256;
+/// Most counters kept in memory for an engine whose store cannot take them (none configured, or
+/// read-only): beyond this, new counters are dropped (and counted as dropped), so that a stream of
+/// distinct failures cannot grow the process without bound.
+const KEPT_COUNTERS: usize = 10_000;
 /// Seconds after which pending counts are flushed on the next session.
 const FLUSH_AFTER: u64 = 10;
 
@@ -92,6 +96,8 @@ struct Inner {
     last_flush: u64,
     /// Flushed counts of an engine without a persistent store.
     kept: BTreeMap<Day, DayCounts>,
+    /// Counters refused because `kept` was full.
+    dropped: u64,
 }
 
 /// The counters of one engine.
@@ -159,16 +165,107 @@ impl Tally {
         days
     }
 
-    /// Keeps flushed counts in memory (an engine without a persistent store).
+    /// Keeps flushed counts in memory (an engine without a persistent store). Only the days of
+    /// the reporting window are kept, and at most `KEPT_COUNTERS` counters: counts for a counter
+    /// already held are always added; new counters beyond the cap are dropped.
     pub fn keep(&self, counts: BTreeMap<Day, DayCounts>) {
         let mut inner = self.inner.lock();
         for (day, c) in counts {
-            inner.kept.entry(day).or_default().merge(&c);
+            inner.kept.entry(day).or_default();
+            let held: usize = inner.kept.values().map(DayCounts::counters).sum();
+            let kept = inner.kept.entry(day).or_default();
+            let mut merged = kept.clone();
+            merged.merge(&c);
+            let grows = merged.counters() - kept.counters();
+            if held + grows <= KEPT_COUNTERS {
+                *kept = merged;
+                continue;
+            }
+            // Over the cap: add to counters already held, drop the new ones.
+            let mut dropped = 0u64;
+            for domain in c.domains() {
+                for (policy, pc) in c.policies(domain) {
+                    let known = kept.policies(domain).any(|(p, _)| p == policy);
+                    if !known {
+                        dropped += 1 + pc.failures.len() as u64;
+                        continue;
+                    }
+                    kept.add_success(domain, policy, pc.successes);
+                    for (failure, &n) in &pc.failures {
+                        let has = kept
+                            .policies(domain)
+                            .any(|(p, k)| p == policy && k.failures.contains_key(failure));
+                        if has {
+                            kept.add_failure(domain, policy, failure.clone(), n);
+                        } else {
+                            dropped += 1;
+                        }
+                    }
+                }
+            }
+            inner.dropped = inner.dropped.saturating_add(dropped);
         }
+        // Only the reporting window is worth keeping.
+        while inner.kept.len() as u64 > crate::tlsrpt::report::REPORT_WINDOW_DAYS {
+            inner.kept.pop_first();
+        }
+    }
+
+    /// Counters dropped because the in-memory cap was reached.
+    pub fn dropped(&self) -> u64 {
+        self.inner.lock().dropped
+    }
+
+    /// Counters held in memory for lack of a store.
+    pub fn kept_counters(&self) -> usize {
+        self.inner.lock().kept.values().map(DayCounts::counters).sum()
     }
 
     /// The counts kept in memory for `day`.
     pub fn kept(&self, day: Day) -> DayCounts {
         self.inner.lock().kept.get(&day).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlsrpt::report::{REPORT_WINDOW_DAYS, ResultType};
+
+    fn failure(i: usize) -> FailureKey {
+        let mut key = FailureKey::new(ResultType::StsPolicyFetchError, None);
+        key.failure_reason_code = Some(format!("timed out after {i} ms"));
+        key
+    }
+
+    #[test]
+    fn counts_kept_in_memory_are_bounded() {
+        let tally = Tally::default();
+        let domain = Domain::parse("example.test").expect("domain");
+        let none = PolicyKey::no_policy_found();
+        let day = Day::from_unix(1_800_000_000);
+        // A stream of distinct failures (each detail differs), as a hostile DNS server could cause.
+        for batch in 0..4 {
+            let mut counts = DayCounts::new();
+            for i in 0..KEPT_COUNTERS / 2 {
+                counts.add_failure(&domain, &none, failure(batch * KEPT_COUNTERS + i), 1);
+            }
+            tally.keep([(day, counts)].into());
+        }
+        assert!(tally.kept_counters() <= KEPT_COUNTERS, "{}", tally.kept_counters());
+        assert!(tally.dropped() >= (KEPT_COUNTERS as u64), "{}", tally.dropped());
+        // A counter already held still counts.
+        let mut again = DayCounts::new();
+        again.add_failure(&domain, &none, failure(0), 5);
+        tally.keep([(day, again)].into());
+        let n = tally.kept(day).policies(&domain).map(|(_, c)| c.failures.get(&failure(0)).copied()).next();
+        assert_eq!(n, Some(Some(6)));
+        // Only the reporting window is kept.
+        for d in 0..REPORT_WINDOW_DAYS + 5 {
+            let mut counts = DayCounts::new();
+            counts.add_success(&domain, &none, 1);
+            tally.keep([(Day::from_days(day.days() + 1 + d), counts)].into());
+        }
+        assert!(tally.kept(day).is_empty(), "the oldest day is gone");
     }
 }

@@ -418,6 +418,12 @@ static void test_enums(void) {
     CHECK_EQ(MTASTS_REASON_STS_WEBPKI_INVALID, 8);
     CHECK_EQ(MTASTS_REASON_MX_MISMATCH, 9);
     CHECK_EQ(MTASTS_REASON_TLSA_INVALID, 10);
+    CHECK_EQ(MTASTS_REASON_STORE_UNAVAILABLE, 11);
+
+    CHECK_EQ(MTASTS_STORE_NONE, 0);
+    CHECK_EQ(MTASTS_STORE_OK, 1);
+    CHECK_EQ(MTASTS_STORE_READ_ONLY, 2);
+    CHECK_EQ(MTASTS_STORE_UNAVAILABLE, 3);
 
     CHECK_EQ(MTASTS_MODE_NO_POLICY, 0);
     CHECK_EQ(MTASTS_MODE_ENFORCE, 1);
@@ -457,6 +463,7 @@ static void test_enums(void) {
         "sts-webpki-invalid",
         "mx-mismatch",
         "tlsa-invalid",
+        "store-unavailable",
     };
     for (uint32_t i = 0; i < sizeof reason_names / sizeof reason_names[0]; i++) {
         CHECK_STR(mtasts_reason_str(i), reason_names[i]);
@@ -464,7 +471,7 @@ static void test_enums(void) {
     /* Values this version does not know get "unknown", never NULL or a crash. */
     CHECK_STR(mtasts_status_str(MTASTS_STATUS_INVALID_ARGUMENT + 1), "unknown");
     CHECK_STR(mtasts_verdict_str(MTASTS_VERDICT_ERROR + 1), "unknown");
-    CHECK_STR(mtasts_reason_str(MTASTS_REASON_TLSA_INVALID + 1), "unknown");
+    CHECK_STR(mtasts_reason_str(MTASTS_REASON_STORE_UNAVAILABLE + 1), "unknown");
     const uint32_t unknown[] = {100, 0x7fffffffu, 0x80000000u, UINT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         CHECK_STR(mtasts_status_str(unknown[i]), "unknown");
@@ -872,6 +879,68 @@ static void test_config_errors(void) {
     CHECK(e == (mtasts_engine *)&e);
 }
 
+/* A store that cannot be opened is visible to the caller, and on_store_error = "tempfail" holds
+ * mail for a domain without a policy (README: "When a check can say no-policy or error"). */
+static void test_store_state(const mtasts_engine *fixture_engine) {
+    section("store state and on_store_error");
+    mtasts_store_state state = (mtasts_store_state)99;
+    char detail[512];
+    size_t n = 0;
+    /* The fixture's engine keeps policies in memory only. */
+    CHECK_STATUS(mtasts_engine_store_state(fixture_engine, &state, detail, sizeof detail, &n),
+                 MTASTS_STATUS_OK);
+    CHECK_EQ(state, MTASTS_STORE_NONE);
+    CHECK_EQ(n, 0);
+    CHECK_STATUS(mtasts_engine_store_state(fixture_engine, &state, NULL, 0, NULL), MTASTS_STATUS_OK);
+    CHECK_STATUS(mtasts_default_store_state(&state, NULL, 0, NULL), MTASTS_STATUS_OK);
+    CHECK_EQ(state, MTASTS_STORE_NONE);
+    CHECK_STATUS(mtasts_engine_store_state(NULL, &state, NULL, 0, NULL), MTASTS_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_store_state(fixture_engine, NULL, NULL, 0, NULL),
+                 MTASTS_STATUS_NULL_ARGUMENT);
+
+    char dir[] = "/tmp/mtasts-test-store-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char store[256], config[256], text[1024];
+    snprintf(store, sizeof store, "%s/corrupt.sqlite", dir);
+    snprintf(config, sizeof config, "%s/mtasts.toml", dir);
+    FILE *f = fopen(store, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    for (int i = 0; i < 40; i++) fputs("not a database, just text ", f);
+    fclose(f);
+    snprintf(text, sizeof text,
+             "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[cache]\npath = \"%s\"\n"
+             "[engine]\non_store_error = \"tempfail\"\n",
+             store);
+    f = fopen(config, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+
+    mtasts_engine *e = NULL;
+    CHECK_STATUS(mtasts_engine_new(config, &e), MTASTS_STATUS_OK);
+    if (e) {
+        /* Too small a buffer: the needed size, and nothing else written. */
+        state = (mtasts_store_state)99;
+        CHECK_STATUS(mtasts_engine_store_state(e, &state, detail, 4, &n), MTASTS_STATUS_BUFFER_TOO_SMALL);
+        CHECK_EQ(state, 99);
+        CHECK(n > 4);
+        CHECK_STATUS(mtasts_engine_store_state(e, &state, detail, sizeof detail, &n), MTASTS_STATUS_OK);
+        CHECK_EQ(state, MTASTS_STORE_UNAVAILABLE);
+        CHECK(strstr(detail, "corrupt.sqlite") != NULL);
+        mtasts_result r;
+        CHECK_STATUS(mtasts_engine_check_mx(e, "nopolicy.test", "mx.nopolicy.test", &r), MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_EQ(r.reason, MTASTS_REASON_STORE_UNAVAILABLE);
+        CHECK(strstr(r.detail, "store is unavailable") != NULL);
+        mtasts_engine_free(e);
+    }
+    unlink(config);
+    unlink(store);
+    rmdir(dir);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The fixture: handle API                                                                    */
 
@@ -1266,6 +1335,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     test_engine_checks(engine);
+    test_store_state(engine);
 
     mtasts_policy *policy = NULL;
     CHECK_STATUS(mtasts_engine_policy(engine, "enforce.test", &policy), MTASTS_STATUS_OK);

@@ -78,8 +78,11 @@ __all__ = [
     "ClosedError",
     "Result",
     "Policy",
+    "StoreState",
+    "StoreStatus",
     "Engine",
     "check",
+    "store_status",
     "CertificateChain",
 ]
 
@@ -141,12 +144,53 @@ class Reason(enum.IntEnum):
     MX_MISMATCH = 9
     #: ``tlsa-invalid``: the caller's DANE check failed.
     TLSA_INVALID = 10
+    #: ``store-unavailable``: no policy in memory and the store could not be read; the mail is
+    #: held because the configuration says ``[engine] on_store_error = "tempfail"``.
+    STORE_UNAVAILABLE = 11
 
     @property
     def rfc_name(self) -> str:
         """The RFC 8460 result type (``mtasts_reason_str``): ``"certificate-expired"``, ...,
         ``"mx-mismatch"``, or ``"none"``."""
         return _static_str(_lib.lib.mtasts_reason_str(self.value))
+
+
+class StoreState(enum.IntEnum):
+    """``enum mtasts_store_state``: where an engine's persistent store stands (stable values)."""
+
+    #: No persistent store is configured (``[cache] path = "memory"``).
+    NONE = 0
+    #: The store is open for reading and writing.
+    OK = 1
+    #: This user may read the store but not write it: stored policies are enforced, new ones are
+    #: not saved.
+    READ_ONLY = 2
+    #: The store could not be opened or read: protection is degraded (a stored policy is not seen).
+    UNAVAILABLE = 3
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """The state of a store and, for ``READ_ONLY`` and ``UNAVAILABLE``, the library's message."""
+
+    state: StoreState
+    detail: str
+
+    @property
+    def degraded(self) -> bool:
+        """True when a stored policy may be missed or a new one not saved."""
+        return self.state in (StoreState.READ_ONLY, StoreState.UNAVAILABLE)
+
+
+def _store_status(call: object) -> StoreStatus:
+    state = ctypes.c_uint32(0)
+    status, text, _ = read_string(
+        lambda buf, size, out_n: call(ctypes.byref(state), buf, size, out_n),  # type: ignore[operator]
+        512,
+    )
+    if status != Status.OK:
+        raise error_from_status(status)
+    return StoreStatus(StoreState(state.value), text)
 
 
 # The C ABI has no mtasts_mode_str; these are the RFC 8461 policy modes.
@@ -410,6 +454,20 @@ class Engine(Managed):
         finally:
             self._release()
 
+    def store_status(self) -> StoreStatus:
+        """Where the engine's persistent store stands (``mtasts_engine_store_state``): a caller
+        sees degraded protection (a read-only or unavailable store) without reading stderr.
+        Thread-safe."""
+        ptr = self._acquire()
+        try:
+            return _store_status(
+                lambda state, buf, size, out_n: _lib.lib.mtasts_engine_store_state(
+                    ptr, state, buf, size, out_n
+                )
+            )
+        finally:
+            self._release()
+
     def policy(self, domain: str) -> Optional[Policy]:
         """The policy that applies to ``domain`` now, or ``None`` when none applies.
 
@@ -480,3 +538,8 @@ def check(domain: str, mx: str, cert: Optional[CertificateChain] = None) -> Verd
     if verdict == Verdict.ERROR:
         raise MtastsError(last_error() or "mtasts_check failed")
     return Verdict(verdict)
+
+
+def store_status() -> StoreStatus:
+    """As :meth:`Engine.store_status`, for the process-wide default engine of :func:`check`."""
+    return _store_status(_lib.lib.mtasts_default_store_state)

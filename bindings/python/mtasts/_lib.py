@@ -69,6 +69,14 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     ),
     "mtasts_record": (c_uint32, [c_char_p, c_char_p, c_uint32, c_char_p, c_char_p, c_char_p]),
     "mtasts_engine_flush": (c_uint32, [c_void_p]),
+    "mtasts_engine_store_state": (
+        c_uint32,
+        [c_void_p, POINTER(c_uint32), POINTER(c_char), c_size_t, POINTER(c_size_t)],
+    ),
+    "mtasts_default_store_state": (
+        c_uint32,
+        [POINTER(c_uint32), POINTER(c_char), c_size_t, POINTER(c_size_t)],
+    ),
     "mtasts_policy_free": (None, [c_void_p]),
     "mtasts_policy_mode": (c_uint32, [c_void_p]),
     "mtasts_policy_max_age": (c_uint32, [c_void_p]),

@@ -18,6 +18,7 @@ ENUMS: Dict[str, Type[enum.IntEnum]] = {
     "MTASTS_VERDICT_": Verdict,
     "MTASTS_REASON_": Reason,
     "MTASTS_MODE_": Mode,
+    "MTASTS_STORE_": mtasts.StoreState,
 }
 
 
@@ -68,6 +69,7 @@ def expected_ctype(c_type: str) -> Any:
         "const char *": ctypes.c_char_p,
         "char *": ctypes.POINTER(ctypes.c_char),
         "size_t *": ctypes.POINTER(ctypes.c_size_t),
+        "mtasts_store_state *": ctypes.POINTER(ctypes.c_uint32),
         "const uint8_t *": ctypes.POINTER(ctypes.c_uint8),
         "struct mtasts_result *": ctypes.POINTER(_lib.Result),
         "struct mtasts_engine *": ctypes.c_void_p,
@@ -81,7 +83,7 @@ def expected_ctype(c_type: str) -> Any:
 
 def test_every_header_enum_value_matches() -> None:
     values = header_enum_values()
-    assert len(values) == 11 + 5 + 11 + 4, values
+    assert len(values) == 11 + 5 + 12 + 4 + 4, values
     for name, value in values.items():
         prefix = next(p for p in ENUMS if name.startswith(p))
         member = ENUMS[prefix][name[len(prefix) :]]
@@ -122,7 +124,7 @@ def test_unknown_values_have_the_name_unknown() -> None:
 
 def test_every_header_function_is_declared() -> None:
     functions = header_functions()
-    assert len(functions) == 22, sorted(functions)
+    assert len(functions) == 24, sorted(functions)
     assert set(functions) == set(_lib.SIGNATURES)
     for name, (returns, params) in functions.items():
         restype, argtypes = _lib.SIGNATURES[name]

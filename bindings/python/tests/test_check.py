@@ -6,6 +6,7 @@ import ctypes
 import dataclasses
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Optional
 
 import pytest
@@ -270,3 +271,31 @@ def test_record_sessions_for_tlsrpt(engine: mtasts.Engine) -> None:
         engine.record("enforce.test", "mx.enforce.test", sending_ip="not an address")
     with pytest.raises(mtasts.InvalidDomainError):
         engine.record("bad domain", "mx.enforce.test")
+
+
+def test_store_status_shows_degraded_protection(fixture: Fixture, tmp_path: Path) -> None:
+    """A store that cannot be opened is visible to the caller, and ``on_store_error = "tempfail"``
+    holds mail for a domain without a policy instead of sending it unprotected."""
+    base = fixture.config.read_text()
+    assert 'path = "memory"' in base
+    with mtasts.Engine(fixture.config) as e:
+        assert e.store_status() == mtasts.StoreStatus(mtasts.StoreState.NONE, "")
+        assert not e.store_status().degraded
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"not a database, just text " * 20)
+    text = base.replace('path = "memory"', f'path = "{corrupt}"')
+    for extra, verdict, reason in [
+        ("", Verdict.NO_POLICY, None),
+        ('[engine]\non_store_error = "tempfail"\n', Verdict.FAIL_ENFORCE, Reason.STORE_UNAVAILABLE),
+    ]:
+        config = tmp_path / "mtasts.toml"
+        config.write_text(text + extra)
+        with mtasts.Engine(config) as e:
+            status = e.store_status()
+            assert status.state == mtasts.StoreState.UNAVAILABLE
+            assert status.degraded and "corrupt.sqlite" in status.detail
+            result = e.check_mx("nopolicy.test", "mx.nopolicy.test")
+            assert result.verdict == verdict, result
+            if reason is not None:
+                assert result.reason == reason
+                assert result.detail and "store is unavailable" in result.detail

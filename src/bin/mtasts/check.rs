@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use mtasts::cache::CachedPolicy;
 use mtasts::cert::rfc3339;
 use mtasts::config::Config;
-use mtasts::engine::{DnsError, RecordState, Resolution};
+use mtasts::engine::{DnsError, RecordState, Resolution, StoreState};
 use mtasts::{Domain, Mode, Reason, Verdict};
 use serde_json::{Value, json};
 
@@ -55,6 +55,7 @@ struct Report {
     resolution: Option<Resolution>,
     mx: Vec<MxLine>,
     mx_note: Option<String>,
+    store: StoreState,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
@@ -104,7 +105,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         };
         mx.push(line);
     }
-    let report = Report { domain: domain_name, resolution, mx, mx_note };
+    let report = Report { domain: domain_name, resolution, mx, mx_note, store: engine.store_state() };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&report)).map_err(|e| e.to_string())?);
     } else {
@@ -161,7 +162,8 @@ fn to_json(r: &Report) -> Value {
         .iter()
         .map(|m| json!({ "host": m.host, "matches": m.matches, "verdict": m.verdict, "reason": m.reason }))
         .collect();
-    json!({ "domain": r.domain, "record": record, "policy": policy, "error": error, "mx": mx })
+    let store = json!({ "state": r.store.as_str(), "detail": r.store.detail() });
+    json!({ "domain": r.domain, "record": record, "policy": policy, "error": error, "mx": mx, "store": store })
 }
 
 fn to_text(r: &Report) -> String {
@@ -172,6 +174,10 @@ fn to_text(r: &Report) -> String {
         out.push('\n');
     };
     push(&mut out, format!("Domain:  {}", r.domain));
+    if let Some(detail) = r.store.detail() {
+        // Degraded protection is said first: it changes how every line below may be read.
+        push(&mut out, format!("Store:   {}: {detail}", r.store.as_str()));
+    }
     let Some(res) = &r.resolution else {
         push(&mut out, "Policy:  none (an address literal has no MTA-STS policy)".into());
         return out;

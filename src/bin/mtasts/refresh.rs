@@ -6,14 +6,14 @@
 //! day). Each due domain gets a TXT lookup and, as the engine's rules say, a fetch; a failure
 //! never removes the stored policy. Exit status 0 when every refresh worked, 1 when the refresh of
 //! an `enforce` or `testing` policy failed (a warning is printed for each; `none` policies never
-//! warn), 2 on usage or internal errors.
+//! warn), 2 on usage or internal errors. Due policies are found through the store's indexes, and
+//! the store is pruned of domains without a live policy unseen for `[cache] prune_after_days`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mtasts::Domain;
 use mtasts::cert::rfc3339;
 use parking_lot::Mutex;
 
@@ -35,20 +35,19 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
     let (config, store) = crate::cache::open_store(args.config.as_deref(), args.cache.as_deref())?;
-    let entries = store.list().map_err(|e| e.to_string())?;
     drop(store);
     let engine = config.build_engine().map_err(|e| e.to_string())?;
     if let Some(e) = engine.store_error() {
         return Err(e);
     }
     let now = engine.now();
-    let timing = config.timing();
-    let interval = timing.refresh_interval;
-    let due: Vec<Domain> = entries
-        .into_iter()
-        .filter(|(_, e)| e.policy.as_ref().is_some_and(|p| timing.refresh_due(p, now)))
-        .map(|(d, _)| d)
-        .collect();
+    let interval = config.timing().refresh_interval;
+    let due = engine.due_for_refresh(now).map_err(|e| e.to_string())?;
+    match engine.prune_store() {
+        Ok(n) if n > 0 && !args.quiet => println!("pruned {n} stale row(s) from the store"),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: the store could not be pruned: {e}"),
+    }
     if !args.quiet {
         println!("{} polic(ies) due for refresh (fetched more than {interval} s ago)", due.len());
     }

@@ -3,9 +3,9 @@
 //!
 //! Every `[serve] refresh_interval_s` seconds (and once at start) one pass looks at:
 //!
-//! * every domain of the persistent store (if one is configured), refreshed when its policy was
-//!   due for refresh by `Timing::refresh_due` (older than `[engine] refresh_interval`, or half its
-//!   `max_age`), as `mtasts refresh` does;
+//! * the domains of the persistent store (if one is configured) whose policy is due for refresh by
+//!   `Timing::refresh_due` (older than `[engine] refresh_interval`, or half its `max_age`), as
+//!   `mtasts refresh` does, found through the store's indexes ([`Engine::due_for_refresh`]);
 //! * every domain for which this server found a policy, also rechecked when its TXT check would
 //!   fall due before the next pass (`[engine] txt_check_interval`), so that no lookup has to wait
 //!   for DNS.
@@ -13,6 +13,8 @@
 //! A refresh is [`Engine::recheck`]: a TXT lookup, and a fetch when the id changed or the refresh
 //! is due; a failure never removes a policy. Domains without a policy are not refreshed here (the
 //! lookup path asks DNS for them every `no_policy_interval`).
+//!
+//! Once a day the store is pruned ([`Engine::prune_store`], `[cache] prune_after_days`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use parking_lot::{Condvar, Mutex};
 
 /// Most domains remembered as "served with a policy" (beyond that, new ones are not added).
 const MAX_KNOWN: usize = 100_000;
+/// Seconds between two prunes of the store.
+const PRUNE_EVERY: u64 = 86_400;
 
 /// Domains for which a lookup of this server found a policy (filled on the slow path only).
 #[derive(Debug, Default)]
@@ -81,8 +85,19 @@ pub fn spawn(
     every: Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("mtasts-refresh".into()).spawn(move || {
+        let mut last_prune: Option<u64> = None;
         loop {
             pass(&engine, &known, &stop, every);
+            // Once a day (and at start): forget what has been useless for `prune_after_days`.
+            let now = engine.now();
+            if last_prune.is_none_or(|t| now.saturating_sub(t) >= PRUNE_EVERY) {
+                last_prune = Some(now);
+                match engine.prune_store() {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("mtasts serve: pruned {n} stale row(s) from the policy store"),
+                    Err(e) => engine.report_store_error(&e),
+                }
+            }
             // The engine counts failed policy fetches for TLSRPT; write them to the store now
             // rather than waiting for the next session to be counted.
             engine.flush_reports();
@@ -110,22 +125,11 @@ fn pass(engine: &Engine, known: &Known, stop: &Stop, every: Duration) {
     let every = every.as_secs();
     let mut candidates: Vec<(Domain, bool)> = known.snapshot().into_iter().map(|d| (d, true)).collect();
     let served: HashSet<Domain> = candidates.iter().map(|(d, _)| d.clone()).collect();
-    if let Some(store) = engine.store() {
-        match store.list() {
-            Ok(entries) => {
-                for (domain, stored) in entries {
-                    if served.contains(&domain) {
-                        continue;
-                    }
-                    // The in-process entry is the newer one when there is one.
-                    let entry = engine.cache().get(&domain).unwrap_or(stored);
-                    if due(engine, &entry, now, every, false) {
-                        candidates.push((domain, false));
-                    }
-                }
-            }
-            Err(e) => engine.report_store_error(&e),
-        }
+    // The stored domains due for refresh, from the store's indexes: a pass that finds nothing
+    // due reads nothing else, however many domains are stored.
+    match engine.due_for_refresh(now) {
+        Ok(due) => candidates.extend(due.into_iter().filter(|d| !served.contains(d)).map(|d| (d, false))),
+        Err(e) => engine.report_store_error(&e),
     }
     for (domain, served) in candidates {
         if stop.is_stopped() {
