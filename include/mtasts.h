@@ -54,7 +54,7 @@ enum mtasts_status
   // No policy applies to the domain.
   MTASTS_STATUS_NO_POLICY = 9,
   // An argument has a value the call does not accept (an unknown reason, a malformed IP
-  // address).
+  // address, a buffer length above `PTRDIFF_MAX`).
   MTASTS_STATUS_INVALID_ARGUMENT = 10,
 };
 #ifndef __cplusplus
@@ -262,9 +262,10 @@ void mtasts_engine_free(struct mtasts_engine *engine);
 // On success `*result` is filled in.
 //
 // Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-// (not a domain name; an address literal is not an error: it has no policy). An `mx` that is not
-// a host name is not an error either: it matches no pattern, so a policy in force fails it
-// (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
+// (not a domain name; an address literal is not an error: it has no policy),
+// `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer can hold).
+// An `mx` that is not a host name is not an error either: it matches no pattern, so a policy in
+// force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
 //
 // # Safety
 // `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to

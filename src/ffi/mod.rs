@@ -50,12 +50,20 @@ thread_local! {
     static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// Sets this thread's last error. `try_with`: a call made from another thread-local's destructor,
+/// after this one is gone, loses its message instead of panicking outside [`guard`] (which would
+/// abort the process).
 fn set_last_error(message: impl Into<String>) {
     let message = message.into();
-    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut e) = e.try_borrow_mut() {
+            *e = message;
+        }
+    });
 }
 
-/// Runs `f`, turning a panic into `on_panic`.
+/// Runs `f`, turning a panic into `on_panic`. Safe to use from thread-local destructors: it
+/// touches its own thread-local only through `try_with`.
 fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
@@ -103,16 +111,22 @@ unsafe fn engine_arg<'a>(engine: *const mtasts_engine) -> Result<&'a Engine, mta
     }
 }
 
-/// Reads an optional byte buffer: NULL or length 0 is `None`.
+/// Reads an optional byte buffer: NULL or length 0 is `None`. A length above `isize::MAX` is
+/// refused (no object is that large, so it is a caller's bug, e.g. a negative `ssize_t` cast to
+/// `size_t`; `slice::from_raw_parts` would be undefined behaviour).
 ///
 /// # Safety
 /// `p` is NULL or points to `len` readable bytes.
-unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+unsafe fn bytes_arg<'a>(p: *const u8, len: usize, what: &str) -> Result<Option<&'a [u8]>, mtasts_status> {
+    if isize::try_from(len).is_err() {
+        set_last_error(format!("{what} length {len} is larger than any buffer can be (above PTRDIFF_MAX)"));
+        return Err(mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT);
+    }
     if p.is_null() || len == 0 {
-        None
+        Ok(None)
     } else {
-        // SAFETY: non-NULL, `len` readable bytes by the caller's contract.
-        Some(unsafe { std::slice::from_raw_parts(p, len) })
+        // SAFETY: non-NULL, `len <= isize::MAX` readable bytes by the caller's contract.
+        Ok(Some(unsafe { std::slice::from_raw_parts(p, len) }))
     }
 }
 
@@ -218,7 +232,7 @@ pub extern "C" fn mtasts_verdict_str(verdict: u32) -> *const c_char {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mtasts_last_error(buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
-        let message = LAST_ERROR.with(|e| e.borrow().clone());
+        let message = LAST_ERROR.try_with(|e| e.borrow().clone()).unwrap_or_default();
         // SAFETY: forwarded caller contract. Quietly: a too-small buffer must not replace the
         // message the caller is about to retry for.
         unsafe { copy_out_quietly(&message, buf, len, out_n) }
@@ -386,7 +400,10 @@ unsafe fn check_into(
     let tls = match cert {
         None => Tls::NotChecked,
         // SAFETY: forwarded caller contract.
-        Some((p, len)) => unsafe { bytes_arg(p, len) }.map_or(Tls::NotNegotiated, Tls::Chain),
+        Some((p, len)) => match unsafe { bytes_arg(p, len, "cert") } {
+            Ok(chain) => chain.map_or(Tls::NotNegotiated, Tls::Chain),
+            Err(e) => return e,
+        },
     };
     match engine.check_with(domain, mx, tls, Dane::NotApplicable) {
         Ok(outcome) => {
@@ -473,9 +490,10 @@ pub unsafe extern "C" fn mtasts_engine_free(engine: *mut mtasts_engine) {
 /// On success `*result` is filled in.
 ///
 /// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-/// (not a domain name; an address literal is not an error: it has no policy). An `mx` that is not
-/// a host name is not an error either: it matches no pattern, so a policy in force fails it
-/// (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
+/// (not a domain name; an address literal is not an error: it has no policy),
+/// `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer can hold).
+/// An `mx` that is not a host name is not an error either: it matches no pattern, so a policy in
+/// force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
 ///
 /// # Safety
 /// `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to
@@ -896,5 +914,56 @@ fn fill(buf: &mut [c_char], s: &str) {
     }
     if let Some(end) = buf.get_mut(n) {
         *end = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_arg_refuses_lengths_above_isize_max() {
+        let byte = 0u8;
+        for len in [isize::MAX as usize + 1, usize::MAX] {
+            // SAFETY: the length is refused before the pointer is read.
+            let got = unsafe { bytes_arg(&byte, len, "cert") };
+            assert_eq!(got, Err(mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT));
+            let message = LAST_ERROR.with(|e| e.borrow().clone());
+            assert!(message.contains("cert length") && message.contains("PTRDIFF_MAX"), "{message}");
+        }
+        // SAFETY: one readable byte.
+        assert_eq!(unsafe { bytes_arg(&byte, 1, "cert") }, Ok(Some(&[0u8][..])));
+        // SAFETY: NULL and 0 are never read.
+        assert_eq!(unsafe { bytes_arg(std::ptr::null(), 0, "cert") }, Ok(None));
+    }
+
+    #[test]
+    fn guard_works_in_a_thread_local_destructor() {
+        /// Runs a panicking call through `guard` (and a failing C call) when the thread ends,
+        /// after `LAST_ERROR` is destroyed: its destructor was registered after this one's, and
+        /// thread-local destructors run in reverse order.
+        struct AtThreadExit;
+        impl Drop for AtThreadExit {
+            fn drop(&mut self) {
+                assert_eq!(guard(1, || panic!("in a thread-local destructor")), 1);
+                // SAFETY: a NULL engine is what is tested.
+                let status = unsafe { mtasts_engine_flush(std::ptr::null()) };
+                assert_eq!(status, mtasts_status::MTASTS_STATUS_NULL_ARGUMENT);
+                let mut buf = [0 as c_char; 8];
+                // SAFETY: `buf` has 8 writable bytes.
+                let status = unsafe { mtasts_last_error(buf.as_mut_ptr(), buf.len(), std::ptr::null_mut()) };
+                assert_eq!(status, mtasts_status::MTASTS_STATUS_OK);
+            }
+        }
+        thread_local! {
+            static EXIT: AtThreadExit = const { AtThreadExit };
+        }
+        let thread = std::thread::spawn(|| {
+            EXIT.with(|_| {});
+            set_last_error("registers LAST_ERROR's destructor after EXIT's");
+        });
+        // Before `try_with`, the panic escaped `guard` inside a destructor and aborted the
+        // process (this test binary with it).
+        assert!(thread.join().is_ok());
     }
 }

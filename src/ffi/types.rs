@@ -33,7 +33,7 @@ pub enum mtasts_status {
     /// No policy applies to the domain.
     MTASTS_STATUS_NO_POLICY = 9,
     /// An argument has a value the call does not accept (an unknown reason, a malformed IP
-    /// address).
+    /// address, a buffer length above `PTRDIFF_MAX`).
     MTASTS_STATUS_INVALID_ARGUMENT = 10,
 }
 

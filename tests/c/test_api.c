@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -833,6 +834,20 @@ static void test_bad_strings(const mtasts_engine *engine) {
         CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
         CHECK_EQ(mtasts_check("enforce.test", "mx.enforce.test", (const uint8_t *)huge, big),
                  MTASTS_VERDICT_FAIL_ENFORCE);
+        /* A length no buffer can have (a negative ssize_t cast to size_t): refused, nothing
+         * read, nothing written. */
+        memset(&r, SENTINEL, sizeof r);
+        CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", "mx.enforce.test", good->data,
+                                         (size_t)PTRDIFF_MAX + 1, &r),
+                     MTASTS_STATUS_INVALID_ARGUMENT);
+        CHECK(all_bytes(&r, sizeof r, SENTINEL));
+        CHECK_LAST_ERROR_HAS("PTRDIFF_MAX");
+        CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", "mx.enforce.test", good->data,
+                                         SIZE_MAX, &r),
+                     MTASTS_STATUS_INVALID_ARGUMENT);
+        CHECK_EQ(mtasts_check("enforce.test", "mx.enforce.test", good->data, SIZE_MAX),
+                 MTASTS_VERDICT_ERROR);
+        CHECK_LAST_ERROR_HAS("PTRDIFF_MAX");
         /* A chain cut short by one byte. */
         CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", "mx.enforce.test", good->data,
                                          good->len - 1, &r),
