@@ -4,8 +4,9 @@
 //!
 //! * Every exported function is a boundary: a panic becomes [`mtasts_status::MTASTS_STATUS_PANIC`]
 //!   (or [`mtasts_verdict::MTASTS_VERDICT_ERROR`]), never an unwind into the MTA; every pointer is
-//!   checked for NULL; every string is checked for UTF-8; out-parameters are written only on
-//!   success.
+//!   checked for NULL; every string is checked for UTF-8 but the MX host name, whose bytes are
+//!   judged (anything but an ASCII host name matches no pattern); out-parameters are written only
+//!   on success.
 //! * Numeric codes are stable: a value is never renumbered, retired values stay reserved.
 //! * Strings come back through caller buffers (`buf`, `len`, `out_n`) or as static strings.
 //! * Opaque handles are created by `_new` and released by `_free`; `_free(NULL)` does nothing.
@@ -94,6 +95,23 @@ unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, mtasts_st
         set_last_error(format!("{what} is not valid UTF-8"));
         mtasts_status::MTASTS_STATUS_INVALID_UTF8
     })
+}
+
+/// Reads a NUL-terminated MX host name argument. Its bytes are judged, never refused: bytes that
+/// are not UTF-8 become U+FFFD, and a name with any non-ASCII character is not a host name, so it
+/// matches no `mx` pattern (src/mx.rs). Refusing it with `MTASTS_STATUS_INVALID_UTF8` would let a
+/// garbled MX record turn an enforce failure into an error, which callers treat as "deliver
+/// without MTA-STS".
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives for `'a`.
+unsafe fn mx_arg<'a>(p: *const c_char) -> Result<std::borrow::Cow<'a, str>, mtasts_status> {
+    if p.is_null() {
+        set_last_error("mx is NULL");
+        return Err(mtasts_status::MTASTS_STATUS_NULL_ARGUMENT);
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    Ok(String::from_utf8_lossy(unsafe { CStr::from_ptr(p) }.to_bytes()))
 }
 
 /// The engine behind a handle argument.
@@ -328,13 +346,18 @@ fn flush_at_exit() {
 /// Checks a delivery to `mx` for the Policy Domain `domain` with the process-wide default engine.
 ///
 /// - `domain`: the Policy Domain (normally the recipient domain; the smart host's domain when
-///   relaying through one). `mx`: the MX host name being tried, as in the MX record.
+///   relaying through one), UTF-8; U-labels are converted to A-labels. `mx`: the MX host name
+///   being tried, as in the MX record: ASCII letters, digits and hyphens, an IDN in A-labels, any
+///   case, an optional trailing dot. Any other bytes (U-labels, full-width letters or dots,
+///   `U+3002`, bytes that are not UTF-8) are not a host name and match no pattern: a policy in
+///   force fails them (`mx-mismatch`); they are not an error.
 /// - `cert`, `cert_len`: the certificate chain the MX presented, leaf first, as PEM text or as
 ///   concatenated DER certificates. NULL/0 means no TLS was negotiated (no STARTTLS, or it failed).
 ///   To judge the MX name before connecting, use `mtasts_engine_check_mx`.
 ///
-/// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad or the configuration
-/// cannot be used (`mtasts_last_error` says why).
+/// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad (NULL, a `domain` that is
+/// not UTF-8 or not a domain name, `cert_len` above `PTRDIFF_MAX`) or the configuration cannot be
+/// used (`mtasts_last_error` says why).
 ///
 /// The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
 /// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process. Thread-safe.
@@ -393,7 +416,7 @@ unsafe fn check_into(
         Err(e) => return e,
     };
     // SAFETY: forwarded caller contract.
-    let mx = match unsafe { str_arg(mx, "mx") } {
+    let mx = match unsafe { mx_arg(mx) } {
         Ok(m) => m,
         Err(e) => return e,
     };
@@ -405,7 +428,7 @@ unsafe fn check_into(
             Err(e) => return e,
         },
     };
-    match engine.check_with(domain, mx, tls, Dane::NotApplicable) {
+    match engine.check_with(domain, &mx, tls, Dane::NotApplicable) {
         Ok(outcome) => {
             // SAFETY: `out` is non-NULL and writable by contract.
             unsafe { *out = mtasts_result::from_outcome(&outcome) };
@@ -489,11 +512,14 @@ pub unsafe extern "C" fn mtasts_engine_free(engine: *mut mtasts_engine) {
 /// the MX presented (leaf first, PEM or concatenated DER), NULL/0 when no TLS was negotiated.
 /// On success `*result` is filled in.
 ///
-/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-/// (not a domain name; an address literal is not an error: it has no policy),
-/// `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer can hold).
-/// An `mx` that is not a host name is not an error either: it matches no pattern, so a policy in
-/// force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (`domain` only),
+/// `MTASTS_STATUS_INVALID_DOMAIN` (not a domain name; an address literal is not an error: it has
+/// no policy), `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer
+/// can hold). An `mx` that is not an ASCII host name (letters, digits, hyphens, A-labels; any case,
+/// an optional trailing dot) is not an error, whatever its bytes (U-labels, full-width letters or
+/// dots, `U+3002`, invalid UTF-8): nothing is mapped onto a listed name, it matches no pattern, so
+/// a policy in force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS
+/// inside the call.
 ///
 /// # Safety
 /// `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to
@@ -584,7 +610,7 @@ unsafe fn record_into(
         (|| {
             Ok::<_, mtasts_status>((
                 str_arg(domain, "domain")?,
-                str_arg(mx, "mx")?,
+                mx_arg(mx)?,
                 ip_arg(sending_ip, "sending_ip")?,
                 ip_arg(receiving_ip, "receiving_ip")?,
                 if failure_reason_code.is_null() {
@@ -609,7 +635,7 @@ unsafe fn record_into(
         receiving_ip,
         failure_reason_code: code.filter(|c| !c.is_empty()).map(str::to_owned),
     };
-    match engine.record_session(domain, mx, result, &details) {
+    match engine.record_session(domain, &mx, result, &details) {
         Ok(()) => mtasts_status::MTASTS_STATUS_OK,
         Err(e) => input_status(&e),
     }
@@ -627,9 +653,10 @@ unsafe fn record_into(
 /// counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
 /// the engine is freed, and (for the default engine) at `exit()`.
 ///
-/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`,
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (any string but `mx`),
 /// `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
-/// IP address). Thread-safe.
+/// IP address). An `mx` that is not an ASCII host name is not an error: the session is counted
+/// without a receiving MX name. Thread-safe.
 ///
 /// # Safety
 /// `engine` is a live engine; `domain` and `mx` are NUL-terminated strings; the other strings are

@@ -16,7 +16,8 @@ pub enum mtasts_status {
     MTASTS_STATUS_OK = 0,
     /// A required pointer argument was NULL.
     MTASTS_STATUS_NULL_ARGUMENT = 1,
-    /// A string argument was not valid UTF-8.
+    /// A string argument was not valid UTF-8 (never returned for an MX host name: one that is not
+    /// an ASCII host name matches no pattern instead).
     MTASTS_STATUS_INVALID_UTF8 = 2,
     /// The domain is not a domain name.
     MTASTS_STATUS_INVALID_DOMAIN = 3,
