@@ -155,7 +155,9 @@ typedef uint32_t mtasts_mode;
 //
 // Shared and immutable from the caller's side: one engine may be used by many threads at once.
 // After `fork()`, a child may keep using an engine only if no other thread was inside a call on
-// it at the time of the fork; the safe course is a new engine in the child.
+// it at the time of the fork; the safe course is a new engine in the child. TLSRPT counts pending
+// at the fork are the parent's: in the child, `mtasts_engine_flush` and `mtasts_engine_free`
+// write only the sessions the child counted.
 typedef struct mtasts_engine mtasts_engine;
 
 // A copy of the policy that applies to a domain: immutable, independent of the engine it came
@@ -233,9 +235,12 @@ mtasts_status mtasts_last_error(char *buf, size_t len, size_t *out_n);
 // used (`mtasts_last_error` says why).
 //
 // The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
-// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process. Thread-safe.
-// Fork-safe: a forked child builds its own engine on its first call (cached policies of the parent
-// are not carried over). DNS and HTTPS happen inside the call when the policy is not cached; no
+// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process; its pending
+// TLSRPT counts are written at `exit()`. Thread-safe. Fork-safe: a forked child builds its own
+// engine on its first call (cached policies of the parent are not carried over), also when
+// another thread was inside a call at the fork. The child never locks, drops or flushes the
+// parent's engine: the parent writes the counts of the sessions it judged, the child (at its
+// `exit()`) those it judged, and they add up to the sessions judged. DNS and HTTPS happen inside the call when the policy is not cached; no
 // thread or socket outlives the call.
 //
 // # Safety

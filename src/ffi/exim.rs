@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{default_engine, guard};
+use super::{PerProcess, default_engine, guard};
 use crate::config::Config;
 use crate::engine::{Engine, InputError, Tls};
 use crate::policy::Mode;
@@ -107,13 +107,14 @@ thread_local! {
     static LAST_ANSWER: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
 
-/// Failure messages made at run time, leaked once each so that Exim may keep the pointer.
-static KEPT_MESSAGES: Mutex<Vec<&'static CStr>> = Mutex::new(Vec::new());
+/// Failure messages made at run time, leaked once each so that Exim may keep the pointer. Per
+/// process, like every registry here: a forked child never locks what its parent held.
+static KEPT_MESSAGES: PerProcess<Vec<&'static CStr>> = PerProcess::new();
 
 /// `message` on one line, as a string that lives for the rest of the process: interned, or
 /// `fallback` when the text cannot be a C string or the table is full.
 fn lasting(message: String, fallback: &'static CStr) -> &'static CStr {
-    kept_in(&KEPT_MESSAGES, message, fallback)
+    kept_in(KEPT_MESSAGES.get(), message, fallback)
 }
 
 fn kept_in(table: &Mutex<Vec<&'static CStr>>, message: String, fallback: &'static CStr) -> &'static CStr {
@@ -221,9 +222,10 @@ fn mx_text<'a>(args: &Args<'a>, index: usize) -> Cow<'a, str> {
     String::from_utf8_lossy(args.values.get(index).copied().unwrap_or_default())
 }
 
-/// Engines built from explicit `config=` paths, with the pid they were built in: a forked child
-/// builds its own, as for the default engine.
-static CONFIGURED: Mutex<Option<(u32, EnginesByPath)>> = Mutex::new(None);
+/// Engines built from explicit `config=` paths. Per process (src/ffi/mod.rs `PerProcess`): a
+/// forked child builds its own, as for the default engine, and never locks, drops or flushes its
+/// parent's.
+pub(super) static CONFIGURED: PerProcess<EnginesByPath> = PerProcess::new();
 
 type EnginesByPath = HashMap<PathBuf, Arc<Engine>>;
 
@@ -232,25 +234,15 @@ fn engine(config: Option<&Path>) -> Result<Arc<Engine>, Failure> {
     let Some(path) = config else {
         return default_engine().map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)));
     };
-    let pid = std::process::id();
-    {
-        let mut slot = CONFIGURED.lock();
-        match slot.as_ref() {
-            Some((built_in, engines)) if *built_in == pid => {
-                if let Some(engine) = engines.get(path) {
-                    return Ok(Arc::clone(engine));
-                }
-            }
-            _ => *slot = Some((pid, HashMap::new())),
-        }
+    let engines = CONFIGURED.get();
+    if let Some(engine) = engines.lock().get(path) {
+        return Ok(Arc::clone(engine));
     }
     // Built without the lock held (reading roots and opening the store take a while).
     let built = Config::from_file(path)
         .and_then(|c| c.build_engine())
         .map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)))?;
-    let mut slot = CONFIGURED.lock();
-    let engines = &mut slot.get_or_insert_with(|| (pid, HashMap::new())).1;
-    Ok(Arc::clone(engines.entry(path.to_path_buf()).or_insert_with(|| Arc::new(built))))
+    Ok(Arc::clone(engines.lock().entry(path.to_path_buf()).or_insert_with(|| Arc::new(built))))
 }
 
 fn input_failure(e: &InputError) -> Failure {
@@ -471,7 +463,7 @@ struct PendingChain {
     above_leaf: BTreeMap<u32, Vec<u8>>,
 }
 
-static PENDING_CHAIN: Mutex<Option<PendingChain>> = Mutex::new(None);
+static PENDING_CHAIN: PerProcess<Option<PendingChain>> = PerProcess::new();
 
 const TLS_CERT_USAGE: &CStr = c"usage: ${dlfunc{/path/libmtasts.so}{mtasts_exim_tls_cert}{DOMAIN}{MX}{DEPTH}{CERTIFICATE}} \
 with DEPTH $event_data and CERTIFICATE ${base64:$tls_out_peercert} (optionally followed by {config=/path/to/mtasts.toml})";
@@ -509,7 +501,7 @@ pub unsafe extern "C" fn mtasts_exim_tls_cert(
                 text(&args, 2, BAD_DEPTH)?.trim().parse().map_err(|_| Failure::error(BAD_DEPTH))?;
             let cert = certificate(args.values[3])?;
             let pid = std::process::id();
-            let mut pending = PENDING_CHAIN.lock();
+            let mut pending = PENDING_CHAIN.get().lock();
             // A chain from another process, another MX, or one that repeats a depth is stale.
             let stale = pending.as_ref().is_none_or(|p| {
                 p.pid != pid || p.mx != mx || (depth > 0 && p.above_leaf.contains_key(&depth))

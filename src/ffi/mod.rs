@@ -23,6 +23,7 @@ use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -260,8 +261,70 @@ pub unsafe extern "C" fn mtasts_last_error(buf: *mut c_char, len: usize, out_n: 
 // ---------------------------------------------------------------------------------------------
 // The headline call and its default engine
 
-/// The process-wide default engine, with the pid it was built in.
-static DEFAULT_ENGINE: Mutex<Option<(u32, Arc<Engine>)>> = Mutex::new(None);
+/// A value of which each process has its own, reached without touching anything a parent process
+/// left behind at `fork()`.
+///
+/// After `fork()` a child must neither lock a mutex inherited from the parent (another thread of
+/// the parent may have held it at the fork: it stays locked forever in the child) nor drop or
+/// flush the parent's engines (their pending TLSRPT counts are the parent's, which writes them
+/// itself). So the value lives behind a pointer tagged with the pid that made it: a process that
+/// finds another pid's value installs a fresh one with a compare-and-swap and leaves the inherited
+/// one as it is, never locked, never dropped (its memory goes with the child's exit). The fresh
+/// value points to the inherited one, which so stays reachable (leak checkers such as valgrind
+/// count it as reachable memory, not as a leak).
+pub(crate) struct PerProcess<T> {
+    current: AtomicPtr<Owned<T>>,
+    _value: std::marker::PhantomData<Mutex<T>>,
+}
+
+struct Owned<T> {
+    pid: u32,
+    value: Mutex<T>,
+    /// The value this one replaced: the parent process's (NULL in the first process).
+    _inherited: *const Owned<T>,
+}
+
+impl<T: Default> PerProcess<T> {
+    pub(crate) const fn new() -> Self {
+        Self { current: AtomicPtr::new(std::ptr::null_mut()), _value: std::marker::PhantomData }
+    }
+
+    /// This process's value, made (empty) on first use in each process.
+    pub(crate) fn get(&self) -> &Mutex<T> {
+        let pid = std::process::id();
+        let seen = self.current.load(Ordering::Acquire);
+        // SAFETY: a non-NULL pointer comes from `Box::into_raw` below and is never freed.
+        if let Some(owned) = unsafe { seen.as_ref() } {
+            if owned.pid == pid {
+                return &owned.value;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Owned { pid, value: Mutex::new(T::default()), _inherited: seen }));
+        match self.current.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just made, and now never freed. `seen` (NULL or a parent's) is left alone.
+            Ok(_) => unsafe { &(*fresh).value },
+            Err(installed) => {
+                // Another thread of this process installed one first (only this process writes
+                // the pointer after the fork, always with its own pid).
+                // SAFETY: `fresh` was never shared; `installed` is non-NULL and never freed.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    &(*installed).value
+                }
+            }
+        }
+    }
+
+    /// This process's value if it made one; never makes one (for exit handlers).
+    pub(crate) fn get_if_made(&self) -> Option<&Mutex<T>> {
+        // SAFETY: as in `get`.
+        let owned = unsafe { self.current.load(Ordering::Acquire).as_ref() }?;
+        (owned.pid == std::process::id()).then_some(&owned.value)
+    }
+}
+
+/// The process-wide default engine.
+static DEFAULT_ENGINE: PerProcess<Option<Arc<Engine>>> = PerProcess::new();
 
 /// The default engine of this process, built on first use from the configuration file
 /// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and built anew
@@ -273,25 +336,28 @@ fn default_engine() -> Result<Arc<Engine>, String> {
         static MINE: std::cell::RefCell<Option<(u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
     }
     watch_forks();
-    let generation = FORK_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+    let generation = FORK_GENERATION.load(Ordering::Acquire);
     let mine =
         MINE.with(|m| m.borrow().as_ref().filter(|(g, _)| *g == generation).map(|(_, e)| Arc::clone(e)));
     if let Some(engine) = mine {
         return Ok(engine);
     }
-    let engine = shared_default_engine(std::process::id())?;
-    MINE.with(|m| *m.borrow_mut() = Some((generation, Arc::clone(&engine))));
+    let engine = shared_default_engine()?;
+    let inherited = MINE.with(|m| m.replace(Some((generation, Arc::clone(&engine)))));
+    // A reference taken before a fork is to the parent's engine: forgotten, never dropped (the
+    // last reference dropped would flush the parent's pending counts from the child).
+    std::mem::forget(inherited);
     Ok(engine)
 }
 
 /// Incremented in every forked child (a `pthread_atfork` handler), so that per-thread references
 /// to the default engine are dropped after `fork()`.
-static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 fn watch_forks() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     extern "C" fn in_child() {
-        FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
     }
     REGISTERED.call_once(|| {
         // SAFETY: registers a plain extern "C" function that only touches an atomic, which is
@@ -300,40 +366,29 @@ fn watch_forks() {
     });
 }
 
-fn shared_default_engine(pid: u32) -> Result<Arc<Engine>, String> {
-    if let Some((built_in, engine)) = DEFAULT_ENGINE.lock().as_ref() {
-        if *built_in == pid {
-            return Ok(Arc::clone(engine));
-        }
+fn shared_default_engine() -> Result<Arc<Engine>, String> {
+    let slot = DEFAULT_ENGINE.get();
+    if let Some(engine) = slot.lock().as_ref() {
+        return Ok(Arc::clone(engine));
     }
     // Built without the lock held; a racing thread may build one too, and the first stored wins.
     let engine = Arc::new(Config::load(None).and_then(|c| c.build_engine()).map_err(|e| e.to_string())?);
     flush_at_exit();
-    let mut slot = DEFAULT_ENGINE.lock();
-    match slot.as_ref() {
-        Some((built_in, existing)) if *built_in == pid => Ok(Arc::clone(existing)),
-        _ => {
-            *slot = Some((pid, Arc::clone(&engine)));
-            Ok(engine)
-        }
-    }
+    Ok(Arc::clone(slot.lock().get_or_insert(engine)))
 }
 
 /// Registers, once per process, an exit handler that writes the default engine's pending TLSRPT
 /// counts to the store: MTAs such as Exim run one short process per delivery and leave with
-/// `exit()`, never dropping the engine.
+/// `exit()`, never dropping the engine. A forked child that exits writes only its own engine's
+/// counts (the handler is inherited; the parent's engine is not this process's).
 fn flush_at_exit() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     extern "C" fn flush() {
         let _ = catch_unwind(|| {
             // try_lock: never wait at exit (a thread may have held the lock when exit() began).
-            let engine = DEFAULT_ENGINE
-                .try_lock()
-                .and_then(|slot| slot.as_ref().map(|(pid, e)| (*pid, Arc::clone(e))));
-            if let Some((pid, engine)) = engine {
-                if pid == std::process::id() {
-                    engine.flush_reports();
-                }
+            let engine = DEFAULT_ENGINE.get_if_made().and_then(|slot| slot.try_lock()?.clone());
+            if let Some(engine) = engine {
+                engine.flush_reports();
             }
         });
     }
@@ -360,9 +415,12 @@ fn flush_at_exit() {
 /// used (`mtasts_last_error` says why).
 ///
 /// The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
-/// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process. Thread-safe.
-/// Fork-safe: a forked child builds its own engine on its first call (cached policies of the parent
-/// are not carried over). DNS and HTTPS happen inside the call when the policy is not cached; no
+/// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process; its pending
+/// TLSRPT counts are written at `exit()`. Thread-safe. Fork-safe: a forked child builds its own
+/// engine on its first call (cached policies of the parent are not carried over), also when
+/// another thread was inside a call at the fork. The child never locks, drops or flushes the
+/// parent's engine: the parent writes the counts of the sessions it judged, the child (at its
+/// `exit()`) those it judged, and they add up to the sessions judged. DNS and HTTPS happen inside the call when the policy is not cached; no
 /// thread or socket outlives the call.
 ///
 /// # Safety
@@ -445,7 +503,9 @@ unsafe fn check_into(
 ///
 /// Shared and immutable from the caller's side: one engine may be used by many threads at once.
 /// After `fork()`, a child may keep using an engine only if no other thread was inside a call on
-/// it at the time of the fork; the safe course is a new engine in the child.
+/// it at the time of the fork; the safe course is a new engine in the child. TLSRPT counts pending
+/// at the fork are the parent's: in the child, `mtasts_engine_flush` and `mtasts_engine_free`
+/// write only the sessions the child counted.
 #[derive(Debug)]
 pub struct mtasts_engine {
     engine: Engine,
@@ -962,6 +1022,72 @@ mod tests {
         assert_eq!(unsafe { bytes_arg(&byte, 1, "cert") }, Ok(Some(&[0u8][..])));
         // SAFETY: NULL and 0 are never read.
         assert_eq!(unsafe { bytes_arg(std::ptr::null(), 0, "cert") }, Ok(None));
+    }
+
+    /// Forks, runs `child` in the child (exit status 0 when it returns true), and waits for it
+    /// with a generous deadline that only detects a hang (a hung child is killed, and fails).
+    fn in_child(child: impl FnOnce() -> bool) -> Option<i32> {
+        // SAFETY: the child runs `child` and leaves with `_exit`, never returning into the test
+        // harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = catch_unwind(AssertUnwindSafe(child)).unwrap_or(false);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child, hung: killed and reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_child_never_locks_what_a_parent_thread_held_at_fork() {
+        let registry: &'static PerProcess<Option<u32>> = Box::leak(Box::new(PerProcess::new()));
+        *registry.get().lock() = Some(std::process::id());
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        // Another thread holds the locks at the moment of the fork, as a thread inside a check or
+        // building an engine would.
+        let holder = std::thread::spawn(move || {
+            let _default = DEFAULT_ENGINE.get().lock();
+            let _configured = exim::CONFIGURED.get().lock();
+            let _mine = registry.get().lock();
+            locked_tx.send(()).expect("send");
+            release_rx.recv().expect("release");
+        });
+        locked_rx.recv().expect("locked");
+        let parent_slot: *const Mutex<Option<u32>> = registry.get();
+        let status = in_child(move || {
+            // A fresh, empty value of the child's own; the parent's is neither locked nor dropped.
+            let mine = registry.get();
+            let fresh = !std::ptr::eq(mine, parent_slot) && mine.lock().is_none();
+            *mine.lock() = Some(std::process::id());
+            let default = DEFAULT_ENGINE.get().lock().is_none();
+            let configured = exim::CONFIGURED.get().lock().is_empty();
+            fresh && default && configured && std::ptr::eq(registry.get(), mine)
+        });
+        release_tx.send(()).expect("send");
+        holder.join().expect("holder");
+        assert_eq!(status, Some(0), "the child hung (None) or saw the parent's state");
+        // The parent's value is untouched.
+        assert_eq!(*registry.get().lock(), Some(std::process::id()));
+        assert!(std::ptr::eq(registry.get(), parent_slot));
     }
 
     #[test]

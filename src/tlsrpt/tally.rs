@@ -92,6 +92,25 @@ struct Inner {
     last_flush: u64,
     /// Flushed counts of an engine without a persistent store.
     kept: BTreeMap<Day, DayCounts>,
+    /// The process the pending counts were made in (0 before the first count).
+    pid: u32,
+}
+
+impl Inner {
+    /// Leaves out counts inherited through `fork()`: they are the parent's, which writes them
+    /// itself, so a child that used or dropped the engine would count them twice.
+    fn own(&mut self) -> &mut Self {
+        let pid = std::process::id();
+        if self.pid != pid {
+            if self.pid != 0 {
+                self.counts.clear();
+                self.no_policy.clear();
+                self.sessions = 0;
+            }
+            self.pid = pid;
+        }
+        self
+    }
 }
 
 /// The counters of one engine.
@@ -110,7 +129,8 @@ impl Tally {
         failure: Option<FailureKey>,
     ) -> bool {
         let day = Day::from_unix(now);
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let inner = guard.own();
         if inner.last_flush == 0 {
             inner.last_flush = now;
         }
@@ -136,7 +156,8 @@ impl Tally {
     /// Takes every pending count, as day counts.
     pub fn take(&self, now: u64) -> BTreeMap<Day, DayCounts> {
         let (counts, no_policy) = {
-            let mut inner = self.inner.lock();
+            let mut guard = self.inner.lock();
+            let inner = guard.own();
             inner.sessions = 0;
             inner.last_flush = now;
             (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
@@ -170,5 +191,33 @@ impl Tally {
     /// The counts kept in memory for `day`.
     pub fn kept(&self, day: Day) -> DayCounts {
         self.inner.lock().kept.get(&day).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlsrpt::report::ResultType;
+
+    #[test]
+    fn counts_inherited_through_fork_are_left_to_the_parent() {
+        let tally = Tally::default();
+        let domain = Domain::parse("example.test").expect("domain");
+        let failure = || Some(FailureKey::new(ResultType::StsPolicyFetchError, None));
+        tally.add(1_800_000_000, &domain, None, failure());
+        assert_eq!(tally.take(1_800_000_000).len(), 1, "a count of this process is taken");
+        tally.add(1_800_000_000, &domain, None, failure());
+        // What a forked child sees: counts made under another pid (the parent's).
+        tally.inner.lock().pid = std::process::id().wrapping_add(1);
+        assert!(tally.take(1_800_000_000).is_empty(), "the parent's counts are not the child's");
+        tally.inner.lock().pid = std::process::id().wrapping_add(1);
+        tally.add(1_800_000_000, &domain, None, failure());
+        let days = tally.take(1_800_000_000);
+        assert_eq!(days.len(), 1);
+        let total: u64 = days
+            .values()
+            .flat_map(|c| c.domains().flat_map(|d| c.policies(d).map(|(_, p)| p.total_failures())))
+            .sum();
+        assert_eq!(total, 1, "only the child's own session");
     }
 }
