@@ -51,7 +51,8 @@ enum mtasts_status
   MTASTS_STATUS_OK = 0,
   // A required pointer argument was NULL.
   MTASTS_STATUS_NULL_ARGUMENT = 1,
-  // A string argument was not valid UTF-8.
+  // A string argument was not valid UTF-8 (never returned for an MX host name: one that is not
+  // an ASCII host name matches no pattern instead).
   MTASTS_STATUS_INVALID_UTF8 = 2,
   // The domain is not a domain name.
   MTASTS_STATUS_INVALID_DOMAIN = 3,
@@ -68,7 +69,7 @@ enum mtasts_status
   // No policy applies to the domain.
   MTASTS_STATUS_NO_POLICY = 9,
   // An argument has a value the call does not accept (an unknown reason, a malformed IP
-  // address).
+  // address, a buffer length above `PTRDIFF_MAX`).
   MTASTS_STATUS_INVALID_ARGUMENT = 10,
 };
 #ifndef __cplusplus
@@ -196,7 +197,9 @@ typedef uint32_t mtasts_store_state;
 //
 // Shared and immutable from the caller's side: one engine may be used by many threads at once.
 // After `fork()`, a child may keep using an engine only if no other thread was inside a call on
-// it at the time of the fork; the safe course is a new engine in the child.
+// it at the time of the fork; the safe course is a new engine in the child. TLSRPT counts pending
+// at the fork are the parent's: in the child, `mtasts_engine_flush` and `mtasts_engine_free`
+// write only the sessions the child counted.
 typedef struct mtasts_engine mtasts_engine;
 
 // A copy of the policy that applies to a domain: immutable, independent of the engine it came
@@ -260,18 +263,26 @@ mtasts_status mtasts_last_error(char *buf, size_t len, size_t *out_n);
 // Checks a delivery to `mx` for the Policy Domain `domain` with the process-wide default engine.
 //
 // - `domain`: the Policy Domain (normally the recipient domain; the smart host's domain when
-//   relaying through one). `mx`: the MX host name being tried, as in the MX record.
+//   relaying through one), UTF-8; U-labels are converted to A-labels. `mx`: the MX host name
+//   being tried, as in the MX record: ASCII letters, digits and hyphens, an IDN in A-labels, any
+//   case, an optional trailing dot. Any other bytes (U-labels, full-width letters or dots,
+//   `U+3002`, bytes that are not UTF-8) are not a host name and match no pattern: a policy in
+//   force fails them (`mx-mismatch`); they are not an error.
 // - `cert`, `cert_len`: the certificate chain the MX presented, leaf first, as PEM text or as
 //   concatenated DER certificates. NULL/0 means no TLS was negotiated (no STARTTLS, or it failed).
 //   To judge the MX name before connecting, use `mtasts_engine_check_mx`.
 //
-// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad or the configuration
-// cannot be used (`mtasts_last_error` says why).
+// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad (NULL, a `domain` that is
+// not UTF-8 or not a domain name, `cert_len` above `PTRDIFF_MAX`) or the configuration cannot be
+// used (`mtasts_last_error` says why).
 //
 // The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
-// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process. Thread-safe.
-// Fork-safe: a forked child builds its own engine on its first call (cached policies of the parent
-// are not carried over). DNS and HTTPS happen inside the call when the policy is not cached; no
+// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process; its pending
+// TLSRPT counts are written at `exit()`. Thread-safe. Fork-safe: a forked child builds its own
+// engine on its first call (cached policies of the parent are not carried over), also when
+// another thread was inside a call at the fork. The child never locks, drops or flushes the
+// parent's engine: the parent writes the counts of the sessions it judged, the child (at its
+// `exit()`) those it judged, and they add up to the sessions judged. DNS and HTTPS happen inside the call when the policy is not cached; no
 // thread or socket outlives the call.
 //
 // # Safety
@@ -303,10 +314,14 @@ void mtasts_engine_free(struct mtasts_engine *engine);
 // the MX presented (leaf first, PEM or concatenated DER), NULL/0 when no TLS was negotiated.
 // On success `*result` is filled in.
 //
-// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-// (not a domain name; an address literal is not an error: it has no policy). An `mx` that is not
-// a host name is not an error either: it matches no pattern, so a policy in force fails it
-// (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
+// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (`domain` only),
+// `MTASTS_STATUS_INVALID_DOMAIN` (not a domain name; an address literal is not an error: it has
+// no policy), `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer
+// can hold). An `mx` that is not an ASCII host name (letters, digits, hyphens, A-labels; any case,
+// an optional trailing dot) is not an error, whatever its bytes (U-labels, full-width letters or
+// dots, `U+3002`, invalid UTF-8): nothing is mapped onto a listed name, it matches no pattern, so
+// a policy in force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS
+// inside the call.
 //
 // # Safety
 // `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to
@@ -343,9 +358,10 @@ mtasts_status mtasts_engine_check_mx(const struct mtasts_engine *engine,
 // counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
 // the engine is freed, and (for the default engine) at `exit()`.
 //
-// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`,
+// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (any string but `mx`),
 // `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
-// IP address). Thread-safe.
+// IP address). An `mx` that is not an ASCII host name is not an error: the session is counted
+// without a receiving MX name. Thread-safe.
 //
 // # Safety
 // `engine` is a live engine; `domain` and `mx` are NUL-terminated strings; the other strings are

@@ -666,11 +666,12 @@ impl Engine {
             let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
             return Ok(Outcome { verdict, reason, policy: None, detail: None });
         };
-        // An MX that is not a host name (an address literal, `mx_1.evil.test`, ...) matches no
-        // pattern: under a policy it fails like any unlisted MX. Refusing it as bad input instead
-        // would let a forged MX record turn an enforce failure into an error, which callers treat
-        // as "deliver without MTA-STS".
-        let mx = Domain::parse(mx).map_err(|e| (mx, e));
+        // An MX that is not a host name (an address literal, `mx_1.evil.test`, full-width or
+        // U-label spellings, ...) matches no pattern: under a policy it fails like any unlisted
+        // MX. Refusing it as bad input instead would let a forged MX record turn an enforce
+        // failure into an error, which callers treat as "deliver without MTA-STS"; mapping it
+        // (UTS #46) would let `ｍｘ．example．com` pass as `mx.example.com` (src/mx.rs).
+        let mx = mx::parse_host(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
         let mut outcome = self.apply(resolution, &mx, tls, dane, now);
@@ -742,7 +743,7 @@ impl Engine {
         let Some(domain) = parse_policy_domain(domain)? else { return Ok(()) };
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
-        let mx = Domain::parse(mx).ok();
+        let mx = mx::parse_host(mx).ok();
         let reason = result.unwrap_or(Reason::None);
         let outcome = Outcome { verdict: Verdict::Pass, reason, policy: resolution.policy, detail: None };
         self.count_session(now, &domain, &outcome, mx.as_ref(), details);

@@ -48,7 +48,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -419,31 +419,29 @@ pub(crate) fn seconds(d: Duration) -> String {
 }
 
 /// SEC-10: addresses a policy host taken from an attacker-chosen domain should not lead to.
-/// Everything that is not a global unicast address: loopback, RFC 1918, shared (100.64/10),
-/// link-local, unspecified, "this network", broadcast, multicast, reserved (240/4), documentation;
-/// for IPv6 also unique-local, site-local, and IPv4-mapped/compatible forms of the above.
+/// Everything the IANA special-purpose address registries do not list as globally reachable
+/// (RFC 6890 and its updates), plus multicast and deprecated ranges:
+///
+/// * IPv4: "this network" 0/8, RFC 1918, shared 100.64/10, loopback, link-local, IETF protocol
+///   assignments 192.0.0/24, documentation, the deprecated 6to4 relay anycast 192.88.99/24,
+///   benchmarking 198.18/15, multicast, reserved 240/4, broadcast.
+/// * IPv6: unspecified, loopback, discard-only 100::/64, dummy prefix 100:0:0:1::/64, IETF
+///   protocol assignments 2001::/23 (but for its globally reachable anycast, AMT, AS112, ORCHIDv2
+///   and drone-ID blocks), the local-use translation prefix 64:ff9b:1::/48, 6to4 2002::/16
+///   (deprecated, RFC 7526), documentation 2001:db8::/32 and 3fff::/20, SRv6 SIDs 5f00::/16,
+///   unique-local, link-local, site-local, multicast.
+/// * IPv6 forms that carry an IPv4 address: IPv4-mapped `::ffff:a.b.c.d` and the well-known NAT64
+///   prefix `64:ff9b::/96` are refused when the IPv4 address inside is (a NAT64 gateway would
+///   take us there); the deprecated IPv4-compatible `::a.b.c.d` always.
 fn is_non_global(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_non_global_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_non_global_v4(v4);
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
-                || (s[..6] == [0; 6]) // IPv4-compatible ::a.b.c.d (deprecated)
-        }
+        IpAddr::V6(v6) => is_non_global_v6(v6),
     }
 }
 
 fn is_non_global_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, _, _] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -453,7 +451,43 @@ fn is_non_global_v4(ip: Ipv4Addr) -> bool {
         || ip.is_documentation()
         || a == 0 // "this network" 0/8
         || (a == 100 && (b & 0xc0) == 64) // shared address space 100.64/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0/24
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast 192.88.99/24 (deprecated)
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking 198.18/15
         || a >= 240 // reserved 240/4
+}
+
+fn is_non_global_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_non_global_v4(v4);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): the IPv4 address in the last 32 bits.
+        let [.., hi, lo] = s;
+        return is_non_global_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    }
+    let ietf_global = |s: [u16; 8]| {
+        (s[1] == 1 && s[2..7] == [0; 5] && matches!(s[7], 1..=3)) // PCP, TURN, DNS-SD anycast
+            || s[1] == 3 // AMT 2001:3::/32
+            || (s[1] == 4 && s[2] == 0x112) // AS112-v6 2001:4:112::/48
+            || (0x20..=0x3f).contains(&s[1]) // ORCHIDv2 2001:20::/28, DETs 2001:30::/28
+    };
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || s[..6] == [0; 6] // IPv4-compatible ::a.b.c.d (deprecated)
+        || s[..3] == [0x64, 0xff9b, 1] // local-use IPv4/IPv6 translation 64:ff9b:1::/48
+        || s[..4] == [0x100, 0, 0, 0] // discard-only 100::/64
+        || s[..4] == [0x100, 0, 0, 1] // dummy prefix 100:0:0:1::/64
+        || (s[0] == 0x2001 && s[1] < 0x200 && !ietf_global(s)) // IETF protocol assignments 2001::/23
+        || s[0] == 0x2002 // 6to4 2002::/16 (deprecated)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+        || (s[0] & 0xfff0) == 0x3ff0 // documentation 3fff::/20
+        || s[0] == 0x5f00 // SRv6 SIDs 5f00::/16
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
 }
 
 /// Why the policy host could not be resolved to an address we may use.
@@ -736,6 +770,75 @@ mod tests {
             assert!(is_non_global(ip.parse().expect("ip")), "{ip}");
         }
         for ip in ["93.184.215.14", "8.8.8.8", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(!is_non_global(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[test]
+    fn sec_10_special_purpose_registries() {
+        // One address per range of the IANA special-purpose registries that is not globally
+        // reachable, and the IPv6 forms that carry a refused IPv4 address.
+        for ip in [
+            "100.64.0.0",
+            "100.127.255.255",
+            "192.0.0.1",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.0.0.255",
+            "192.88.99.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b::c0a8:101",
+            "64:ff9b::6440:1",
+            "64:ff9b:1::1",
+            "64:ff9b:1:ffff::808:808",
+            "2002::1",
+            "2002:7f00:1::1",
+            "2002:808:808::1",
+            "::ffff:100.64.0.1",
+            "::ffff:198.18.0.1",
+            "::ffff:192.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "100::1",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:1::4",
+            "2001:1ff::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
+            "fec0::1",
+            "ff0e::1",
+        ] {
+            assert!(is_non_global(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in [
+            "64:ff9b::808:808",
+            "64:ff9b::5db8:d70e",
+            "2001:1::1",
+            "2001:1::2",
+            "2001:1::3",
+            "2001:3::1",
+            "2001:4:112::1",
+            "2001:20::1",
+            "2001:3f::1",
+            "2001:200::1",
+            "2a00:1450::1",
+            "100.128.0.0",
+            "100.63.255.255",
+            "198.20.0.1",
+            "198.17.255.255",
+            "192.0.1.1",
+            "192.88.98.1",
+            "::ffff:100.128.0.1",
+        ] {
             assert!(!is_non_global(ip.parse().expect("ip")), "{ip}");
         }
     }

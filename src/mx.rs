@@ -4,8 +4,13 @@
 //! record's exchange name as published (MX-2), never against a certificate, the recipient domain or
 //! a PTR name. `*.` stands for exactly one whole leftmost label (MX-3): `*.example.com` matches
 //! `mail.example.com`, not `example.com` nor `a.b.example.com`. Both sides are [`Domain`]s, so
-//! case and a trailing dot never matter (MX-4, MX-5), and an MX given in U-labels has already been
-//! converted to A-labels (MX-6).
+//! case and a trailing dot never matter (MX-4, MX-5).
+//!
+//! The MX host name is read by [`parse_host`] as DNS publishes it: ASCII letters, digits and
+//! hyphens, an IDN in A-labels (MX-6). Nothing is mapped: unlike the Policy Domain, an MX given in
+//! U-labels, with full-width letters or with ideographic dots (`。`, `．`) is not a host name and so
+//! matches no pattern. UTS #46 would map `ｍｘ．example．com` onto `mx.example.com`; a forged or
+//! garbled MX record must not pass as a listed MX that way.
 
 use std::fmt;
 
@@ -92,6 +97,18 @@ impl MxPattern {
     }
 }
 
+/// Reads an MX host name (the exchange of an MX record, or the domain itself for the implicit MX)
+/// as published in DNS: ASCII letters, digits and hyphens in labels of 1 to 63 octets, any case,
+/// one optional trailing root dot (MX-4, MX-5), an IDN only in A-labels (MX-6). No UTS #46
+/// mapping is applied: anything that is not such a name is an error, which callers treat as "this
+/// MX matches no pattern".
+pub fn parse_host(name: &str) -> Result<Domain, DomainError> {
+    if let Some(c) = name.chars().find(|c| !c.is_ascii()) {
+        return Err(DomainError::InvalidChar(c));
+    }
+    Domain::parse_ascii(name)
+}
+
 /// True when `host` matches at least one pattern (MX-1).
 pub fn any_matches(patterns: &[MxPattern], host: &Domain) -> bool {
     patterns.iter().any(|p| p.matches(host))
@@ -117,7 +134,7 @@ mod tests {
     use super::*;
 
     fn m(pattern: &str, host: &str) -> bool {
-        MxPattern::parse(pattern).unwrap().matches(&Domain::parse(host).unwrap())
+        MxPattern::parse(pattern).unwrap().matches(&parse_host(host).unwrap())
     }
 
     #[test]
@@ -138,5 +155,49 @@ mod tests {
         assert_eq!(MxPattern::parse("192.0.2.1"), Err(MxPatternError::AddressLiteral));
         assert_eq!(MxPattern::parse("a.example,b.example"), Err(MxPatternError::List));
         assert!(MxPattern::parse("bücher.example").is_err());
+    }
+
+    #[test]
+    fn hosts_are_ascii_ldh_names() {
+        // MX-4, MX-5: case folded, one trailing dot dropped.
+        assert_eq!(parse_host("MX1.Example.COM.").unwrap().as_str(), "mx1.example.com");
+        // MX-6: A-labels are names like any other.
+        assert_eq!(parse_host("xn--bcher-kva.example").unwrap().as_str(), "xn--bcher-kva.example");
+        assert_eq!(parse_host("XN--BCHER-KVA.example.").unwrap().as_str(), "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn nothing_is_mapped_onto_an_ascii_name() {
+        // UTS #46 maps each of these onto `mx.example.com` (or an A-label); an MX name is not
+        // mapped, so none of them is a host name.
+        for host in [
+            "bücher.example",
+            "\u{ff4d}\u{ff58}.example.com", // full-width letters
+            "mx\u{ff0e}example\u{ff0e}com", // full-width full stops
+            "mx\u{3002}example\u{3002}com", // ideographic full stops
+            "mx\u{ff61}example.com",        // half-width ideographic full stop
+            "MX.EXAMPLE.COM\u{3002}",       // an ideographic trailing dot
+            "mx.exa\u{00ad}mple.com",       // a soft hyphen (UTS #46 drops it)
+            "mx.example.com\u{200b}",       // a zero-width space (likewise)
+            "\u{212a}.example.com",         // the Kelvin sign (folds to `k`)
+            "mx.example.com\u{fffd}",       // what non-UTF-8 bytes become
+        ] {
+            assert!(matches!(parse_host(host), Err(DomainError::InvalidChar(_))), "{host:?}");
+            assert!(Domain::parse(host).is_ok() || host.contains('\u{fffd}'), "UTS #46 accepts {host:?}");
+        }
+        let pattern = MxPattern::parse("mx.example.com").unwrap();
+        let full_width = "\u{ff4d}\u{ff58}\u{ff0e}example\u{3002}com";
+        assert!(pattern.matches(&Domain::parse(full_width).unwrap()), "the mapping this prevents");
+        assert!(parse_host(full_width).is_err());
+    }
+
+    #[test]
+    fn other_non_hosts() {
+        assert_eq!(parse_host(""), Err(DomainError::Empty));
+        assert_eq!(parse_host("."), Err(DomainError::Empty));
+        assert_eq!(parse_host("mx.example.com.."), Err(DomainError::EmptyLabel));
+        assert_eq!(parse_host("mx_1.example.com"), Err(DomainError::InvalidChar('_')));
+        assert_eq!(parse_host("[192.0.2.1]"), Err(DomainError::AddressLiteral));
+        assert_eq!(parse_host("192.0.2.1"), Err(DomainError::AddressLiteral));
     }
 }

@@ -261,7 +261,7 @@ fn mx_vectors() {
         }
         let patterns: Vec<MxPattern> = parsed.into_iter().map(|p| p.expect("valid pattern")).collect();
         let host = c.host.as_deref().expect("host");
-        let matched = match Domain::parse(host) {
+        let matched = match mtasts::mx::parse_host(host) {
             Ok(h) => mtasts::mx::any_matches(&patterns, &h),
             Err(_) => false,
         };

@@ -20,11 +20,13 @@
 //!   next call from the same thread (Exim copies it at once).
 //! * `FAIL` (2): the policy domain is not a domain name (an address literal is *not* an error: it
 //!   has no policy). The expansion fails; in a router's `address_data` Exim then defers the
-//!   address, in a transport option it defers the delivery. An MX that is not a host name is not
-//!   an error either: it matches no `mx` pattern, so a policy in force fails it.
-//! * `ERROR` (3): a usage error (wrong number of arguments, NULL or non-UTF-8 argument, a
-//!   certificate given as the text `<cert>`), a configuration that cannot be used, or an internal
-//!   error (a panic caught at this boundary).
+//!   address, in a transport option it defers the delivery. An MX that is not an ASCII host name
+//!   (letters, digits, hyphens, A-labels; any case, an optional trailing dot) is not an error
+//!   either, whatever its bytes (U-labels, full-width letters or dots, `U+3002`, invalid UTF-8):
+//!   it matches no `mx` pattern, so a policy in force fails it.
+//! * `ERROR` (3): a usage error (wrong number of arguments, NULL argument, an argument other
+//!   than the MX that is not UTF-8, a certificate given as the text `<cert>`), a configuration that
+//!   cannot be used, or an internal error (a panic caught at this boundary).
 //! * `DEFER` (1) is never returned: a policy that cannot be discovered or fetched means "no policy"
 //!   (RFC 8461 §5: deliver), unless an unexpired cached policy still applies.
 //! * `FAIL_FORCED` (4) is never returned.
@@ -42,6 +44,7 @@
 //!
 //! Nothing here links against Exim: the library loads in any process (Python's ctypes too).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString, OsStr, c_char, c_int, c_uchar};
@@ -51,7 +54,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{default_engine, guard};
+use super::{PerProcess, default_engine, guard};
 use crate::config::Config;
 use crate::engine::{Engine, InputError, Tls};
 use crate::policy::Mode;
@@ -104,13 +107,14 @@ thread_local! {
     static LAST_ANSWER: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
 
-/// Failure messages made at run time, leaked once each so that Exim may keep the pointer.
-static KEPT_MESSAGES: Mutex<Vec<&'static CStr>> = Mutex::new(Vec::new());
+/// Failure messages made at run time, leaked once each so that Exim may keep the pointer. Per
+/// process, like every registry here: a forked child never locks what its parent held.
+static KEPT_MESSAGES: PerProcess<Vec<&'static CStr>> = PerProcess::new();
 
 /// `message` on one line, as a string that lives for the rest of the process: interned, or
 /// `fallback` when the text cannot be a C string or the table is full.
 fn lasting(message: String, fallback: &'static CStr) -> &'static CStr {
-    kept_in(&KEPT_MESSAGES, message, fallback)
+    kept_in(KEPT_MESSAGES.get(), message, fallback)
 }
 
 fn kept_in(table: &Mutex<Vec<&'static CStr>>, message: String, fallback: &'static CStr) -> &'static CStr {
@@ -211,9 +215,17 @@ fn text<'a>(args: &Args<'a>, index: usize, not_utf8: &'static CStr) -> Result<&'
     std::str::from_utf8(bytes).map_err(|_| Failure::error(not_utf8))
 }
 
-/// Engines built from explicit `config=` paths, with the pid they were built in: a forked child
-/// builds its own, as for the default engine.
-static CONFIGURED: Mutex<Option<(u32, EnginesByPath)>> = Mutex::new(None);
+/// The MX argument, whatever its bytes: bytes that are not UTF-8 become U+FFFD, and anything that
+/// is not an ASCII host name matches no `mx` pattern (src/mx.rs), as in the C API. A usage error
+/// here would defer the address or skip the check, which a garbled MX record must not achieve.
+fn mx_text<'a>(args: &Args<'a>, index: usize) -> Cow<'a, str> {
+    String::from_utf8_lossy(args.values.get(index).copied().unwrap_or_default())
+}
+
+/// Engines built from explicit `config=` paths. Per process (src/ffi/mod.rs `PerProcess`): a
+/// forked child builds its own, as for the default engine, and never locks, drops or flushes its
+/// parent's.
+pub(super) static CONFIGURED: PerProcess<EnginesByPath> = PerProcess::new();
 
 type EnginesByPath = HashMap<PathBuf, Arc<Engine>>;
 
@@ -222,25 +234,15 @@ fn engine(config: Option<&Path>) -> Result<Arc<Engine>, Failure> {
     let Some(path) = config else {
         return default_engine().map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)));
     };
-    let pid = std::process::id();
-    {
-        let mut slot = CONFIGURED.lock();
-        match slot.as_ref() {
-            Some((built_in, engines)) if *built_in == pid => {
-                if let Some(engine) = engines.get(path) {
-                    return Ok(Arc::clone(engine));
-                }
-            }
-            _ => *slot = Some((pid, HashMap::new())),
-        }
+    let engines = CONFIGURED.get();
+    if let Some(engine) = engines.lock().get(path) {
+        return Ok(Arc::clone(engine));
     }
     // Built without the lock held (reading roots and opening the store take a while).
     let built = Config::from_file(path)
         .and_then(|c| c.build_engine())
         .map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)))?;
-    let mut slot = CONFIGURED.lock();
-    let engines = &mut slot.get_or_insert_with(|| (pid, HashMap::new())).1;
-    Ok(Arc::clone(engines.entry(path.to_path_buf()).or_insert_with(|| Arc::new(built))))
+    Ok(Arc::clone(engines.lock().entry(path.to_path_buf()).or_insert_with(|| Arc::new(built))))
 }
 
 fn input_failure(e: &InputError) -> Failure {
@@ -334,7 +336,8 @@ const MX_OK_USAGE: &CStr = c"usage: ${dlfunc{/path/libmtasts.so}{mtasts_exim_mx_
 
 /// `${dlfunc{LIB}{mtasts_exim_mx_ok}{DOMAIN}{MX}}` (optionally `{config=/path}` last): `yes` when
 /// the MX host may be used for `DOMAIN` (no policy, `mode: none`, or `MX` matches an `mx` pattern
-/// of the policy), `no` when an `enforce` or `testing` policy does not list it. For the
+/// of the policy), `no` when an `enforce` or `testing` policy does not list it (also when `MX` is
+/// not an ASCII host name, whatever its bytes: nothing is mapped onto a listed name). For the
 /// `tcp:connect` event (a non-empty result there skips the host); act on `no` only for `enforce`.
 ///
 /// Returns `OK`; `FAIL` when `DOMAIN` is not a domain name; `ERROR` for usage,
@@ -353,7 +356,7 @@ pub unsafe extern "C" fn mtasts_exim_mx_ok(
         boundary(yield_, || {
             let args = read_args(argc, argv, 2, MX_OK_USAGE)?;
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
-            let mx = text(&args, 1, c"mtasts: the MX argument is not valid UTF-8")?;
+            let mx = &*mx_text(&args, 1);
             let outcome = engine(args.config)?.check_mx(domain, mx).map_err(|e| input_failure(&e))?;
             Ok(Answer::Static(match outcome.verdict {
                 Verdict::FailEnforce | Verdict::FailTesting => c"no",
@@ -392,7 +395,7 @@ pub unsafe extern "C" fn mtasts_exim_record(
         boundary(yield_, || {
             let args = read_args(argc, argv, 3, RECORD_USAGE)?;
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
-            let mx = text(&args, 1, c"mtasts: the MX argument is not valid UTF-8")?;
+            let mx = &*mx_text(&args, 1);
             let result = match text(&args, 2, BAD_RESULT)?.trim() {
                 "success" => None,
                 name => match Reason::parse(name) {
@@ -441,7 +444,7 @@ pub unsafe extern "C" fn mtasts_exim_check(
         boundary(yield_, || {
             let args = read_args(argc, argv, 3, CHECK_USAGE)?;
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
-            let mx = text(&args, 1, c"mtasts: the MX argument is not valid UTF-8")?;
+            let mx = &*mx_text(&args, 1);
             let chain = certificate(args.values[2])?;
             let tls = chain.as_deref().map_or(Tls::NotNegotiated, Tls::Chain);
             let outcome = engine(args.config)?
@@ -460,7 +463,7 @@ struct PendingChain {
     above_leaf: BTreeMap<u32, Vec<u8>>,
 }
 
-static PENDING_CHAIN: Mutex<Option<PendingChain>> = Mutex::new(None);
+static PENDING_CHAIN: PerProcess<Option<PendingChain>> = PerProcess::new();
 
 const TLS_CERT_USAGE: &CStr = c"usage: ${dlfunc{/path/libmtasts.so}{mtasts_exim_tls_cert}{DOMAIN}{MX}{DEPTH}{CERTIFICATE}} \
 with DEPTH $event_data and CERTIFICATE ${base64:$tls_out_peercert} (optionally followed by {config=/path/to/mtasts.toml})";
@@ -493,12 +496,12 @@ pub unsafe extern "C" fn mtasts_exim_tls_cert(
         boundary(yield_, || {
             let args = read_args(argc, argv, 4, TLS_CERT_USAGE)?;
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
-            let mx = text(&args, 1, c"mtasts: the MX argument is not valid UTF-8")?;
+            let mx = &*mx_text(&args, 1);
             let depth: u32 =
                 text(&args, 2, BAD_DEPTH)?.trim().parse().map_err(|_| Failure::error(BAD_DEPTH))?;
             let cert = certificate(args.values[3])?;
             let pid = std::process::id();
-            let mut pending = PENDING_CHAIN.lock();
+            let mut pending = PENDING_CHAIN.get().lock();
             // A chain from another process, another MX, or one that repeats a depth is stale.
             let stale = pending.as_ref().is_none_or(|p| {
                 p.pid != pid || p.mx != mx || (depth > 0 && p.above_leaf.contains_key(&depth))
@@ -541,6 +544,9 @@ pub unsafe extern "C" fn mtasts_exim_tls_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mtasts_fixtures::dns::DnsServer;
+    use mtasts_fixtures::https::{HttpsServer, Response};
+    use mtasts_fixtures::pki::pki;
     use std::ptr::null_mut;
 
     type DlFunc = unsafe extern "C" fn(*mut *mut c_uchar, c_int, *mut *mut c_uchar) -> c_int;
@@ -630,6 +636,59 @@ mod tests {
         assert!(text.starts_with("mtasts: policy domain:"), "{text}");
         let (code, text) = call(mtasts_exim_check, &[b"a.test", b"mx.a.test", b"<cert>", &config]);
         assert_eq!((code, text.as_str()), (ERROR, CERT_PLACEHOLDER.to_str().expect("ASCII")));
+    }
+
+    /// Local DNS and HTTPS fixtures serving an `enforce` policy for `enforce.test` (`mx:
+    /// mx.enforce.test`), and the `{config=...}` argument pointing at them.
+    fn enforce_world(tag: &str) -> (DnsServer, HttpsServer, Vec<u8>) {
+        let dns = DnsServer::start().expect("dns fixture");
+        let https = HttpsServer::start().expect("https fixture");
+        let host = "mta-sts.enforce.test";
+        dns.set_txt1("_mta-sts.enforce.test", &["v=STSv1; id=e1"]);
+        dns.set_a(host, std::net::Ipv4Addr::LOCALHOST);
+        https.set_cert(host, &pki().leaf(&[host]));
+        https.set_response(
+            host,
+            Response::policy("version: STSv1\nmode: enforce\nmx: mx.enforce.test\nmax_age: 86400\n"),
+        );
+        let dir = std::env::temp_dir().join(format!("mtasts-exim-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        pki().write_root(&dir.join("ca.pem")).expect("root");
+        let path = dir.join("mtasts.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[dns]\nnameservers = [\"{}\"]\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"memory\"\n",
+                dns.addr(),
+                dir.join("ca.pem").display(),
+                https.addr().port()
+            ),
+        )
+        .expect("write config");
+        let arg = [b"config=".as_slice(), path.as_os_str().as_bytes()].concat();
+        (dns, https, arg)
+    }
+
+    #[test]
+    fn an_mx_that_is_not_an_ascii_host_name_is_refused_not_an_error() {
+        let (_dns, _https, config) = enforce_world("mx");
+        let mx_ok = |mx: &[u8]| call(mtasts_exim_mx_ok, &[b"enforce.test", mx, &config]);
+        assert_eq!(mx_ok(b"mx.enforce.test"), (OK, "yes".into()));
+        assert_eq!(mx_ok(b"MX.Enforce.TEST."), (OK, "yes".into()));
+        assert_eq!(mx_ok(b"mx.other.test"), (OK, "no".into()));
+        for mx in [
+            b"mx.enforce.test\xff".as_slice(),          // not UTF-8
+            b"\xc0\xaemx.enforce.test",                 // an overlong '.'
+            "\u{ff4d}\u{ff58}.enforce.test".as_bytes(), // full-width letters
+            "mx\u{ff0e}enforce\u{ff0e}test".as_bytes(), // full-width dots
+            "mx\u{3002}enforce\u{3002}test".as_bytes(), // ideographic dots
+        ] {
+            assert_eq!(mx_ok(mx), (OK, "no".into()), "{}", String::from_utf8_lossy(mx));
+            let check = call(mtasts_exim_check, &[b"enforce.test", mx, b"", &config]);
+            assert_eq!(check, (OK, "fail-enforce".into()), "{}", String::from_utf8_lossy(mx));
+        }
+        // The domain argument is still refused when it is not UTF-8.
+        assert_eq!(call(mtasts_exim_mx_ok, &[b"enforce.test\xff", b"mx.enforce.test", &config]).0, ERROR);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! * Every exported function is a boundary: a panic becomes [`mtasts_status::MTASTS_STATUS_PANIC`]
 //!   (or [`mtasts_verdict::MTASTS_VERDICT_ERROR`]), never an unwind into the MTA; every pointer is
-//!   checked for NULL; every string is checked for UTF-8; out-parameters are written only on
-//!   success.
+//!   checked for NULL; every string is checked for UTF-8 but the MX host name, whose bytes are
+//!   judged (anything but an ASCII host name matches no pattern); out-parameters are written only
+//!   on success.
 //! * Numeric codes are stable: a value is never renumbered, retired values stay reserved.
 //! * Strings come back through caller buffers (`buf`, `len`, `out_n`) or as static strings.
 //! * Opaque handles are created by `_new` and released by `_free`; `_free(NULL)` does nothing.
@@ -22,6 +23,7 @@ use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -50,12 +52,20 @@ thread_local! {
     static LAST_ERROR: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// Sets this thread's last error. `try_with`: a call made from another thread-local's destructor,
+/// after this one is gone, loses its message instead of panicking outside [`guard`] (which would
+/// abort the process).
 fn set_last_error(message: impl Into<String>) {
     let message = message.into();
-    LAST_ERROR.with(|e| *e.borrow_mut() = message);
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut e) = e.try_borrow_mut() {
+            *e = message;
+        }
+    });
 }
 
-/// Runs `f`, turning a panic into `on_panic`.
+/// Runs `f`, turning a panic into `on_panic`. Safe to use from thread-local destructors: it
+/// touches its own thread-local only through `try_with`.
 fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
@@ -88,6 +98,23 @@ unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, mtasts_st
     })
 }
 
+/// Reads a NUL-terminated MX host name argument. Its bytes are judged, never refused: bytes that
+/// are not UTF-8 become U+FFFD, and a name with any non-ASCII character is not a host name, so it
+/// matches no `mx` pattern (src/mx.rs). Refusing it with `MTASTS_STATUS_INVALID_UTF8` would let a
+/// garbled MX record turn an enforce failure into an error, which callers treat as "deliver
+/// without MTA-STS".
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives for `'a`.
+unsafe fn mx_arg<'a>(p: *const c_char) -> Result<std::borrow::Cow<'a, str>, mtasts_status> {
+    if p.is_null() {
+        set_last_error("mx is NULL");
+        return Err(mtasts_status::MTASTS_STATUS_NULL_ARGUMENT);
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    Ok(String::from_utf8_lossy(unsafe { CStr::from_ptr(p) }.to_bytes()))
+}
+
 /// The engine behind a handle argument.
 ///
 /// # Safety
@@ -103,16 +130,22 @@ unsafe fn engine_arg<'a>(engine: *const mtasts_engine) -> Result<&'a Engine, mta
     }
 }
 
-/// Reads an optional byte buffer: NULL or length 0 is `None`.
+/// Reads an optional byte buffer: NULL or length 0 is `None`. A length above `isize::MAX` is
+/// refused (no object is that large, so it is a caller's bug, e.g. a negative `ssize_t` cast to
+/// `size_t`; `slice::from_raw_parts` would be undefined behaviour).
 ///
 /// # Safety
 /// `p` is NULL or points to `len` readable bytes.
-unsafe fn bytes_arg<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+unsafe fn bytes_arg<'a>(p: *const u8, len: usize, what: &str) -> Result<Option<&'a [u8]>, mtasts_status> {
+    if isize::try_from(len).is_err() {
+        set_last_error(format!("{what} length {len} is larger than any buffer can be (above PTRDIFF_MAX)"));
+        return Err(mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT);
+    }
     if p.is_null() || len == 0 {
-        None
+        Ok(None)
     } else {
-        // SAFETY: non-NULL, `len` readable bytes by the caller's contract.
-        Some(unsafe { std::slice::from_raw_parts(p, len) })
+        // SAFETY: non-NULL, `len <= isize::MAX` readable bytes by the caller's contract.
+        Ok(Some(unsafe { std::slice::from_raw_parts(p, len) }))
     }
 }
 
@@ -218,7 +251,7 @@ pub extern "C" fn mtasts_verdict_str(verdict: u32) -> *const c_char {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mtasts_last_error(buf: *mut c_char, len: usize, out_n: *mut usize) -> mtasts_status {
     guard(mtasts_status::MTASTS_STATUS_PANIC, || {
-        let message = LAST_ERROR.with(|e| e.borrow().clone());
+        let message = LAST_ERROR.try_with(|e| e.borrow().clone()).unwrap_or_default();
         // SAFETY: forwarded caller contract. Quietly: a too-small buffer must not replace the
         // message the caller is about to retry for.
         unsafe { copy_out_quietly(&message, buf, len, out_n) }
@@ -228,8 +261,70 @@ pub unsafe extern "C" fn mtasts_last_error(buf: *mut c_char, len: usize, out_n: 
 // ---------------------------------------------------------------------------------------------
 // The headline call and its default engine
 
-/// The process-wide default engine, with the pid it was built in.
-static DEFAULT_ENGINE: Mutex<Option<(u32, Arc<Engine>)>> = Mutex::new(None);
+/// A value of which each process has its own, reached without touching anything a parent process
+/// left behind at `fork()`.
+///
+/// After `fork()` a child must neither lock a mutex inherited from the parent (another thread of
+/// the parent may have held it at the fork: it stays locked forever in the child) nor drop or
+/// flush the parent's engines (their pending TLSRPT counts are the parent's, which writes them
+/// itself). So the value lives behind a pointer tagged with the pid that made it: a process that
+/// finds another pid's value installs a fresh one with a compare-and-swap and leaves the inherited
+/// one as it is, never locked, never dropped (its memory goes with the child's exit). The fresh
+/// value points to the inherited one, which so stays reachable (leak checkers such as valgrind
+/// count it as reachable memory, not as a leak).
+pub(crate) struct PerProcess<T> {
+    current: AtomicPtr<Owned<T>>,
+    _value: std::marker::PhantomData<Mutex<T>>,
+}
+
+struct Owned<T> {
+    pid: u32,
+    value: Mutex<T>,
+    /// The value this one replaced: the parent process's (NULL in the first process).
+    _inherited: *const Owned<T>,
+}
+
+impl<T: Default> PerProcess<T> {
+    pub(crate) const fn new() -> Self {
+        Self { current: AtomicPtr::new(std::ptr::null_mut()), _value: std::marker::PhantomData }
+    }
+
+    /// This process's value, made (empty) on first use in each process.
+    pub(crate) fn get(&self) -> &Mutex<T> {
+        let pid = std::process::id();
+        let seen = self.current.load(Ordering::Acquire);
+        // SAFETY: a non-NULL pointer comes from `Box::into_raw` below and is never freed.
+        if let Some(owned) = unsafe { seen.as_ref() } {
+            if owned.pid == pid {
+                return &owned.value;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Owned { pid, value: Mutex::new(T::default()), _inherited: seen }));
+        match self.current.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just made, and now never freed. `seen` (NULL or a parent's) is left alone.
+            Ok(_) => unsafe { &(*fresh).value },
+            Err(installed) => {
+                // Another thread of this process installed one first (only this process writes
+                // the pointer after the fork, always with its own pid).
+                // SAFETY: `fresh` was never shared; `installed` is non-NULL and never freed.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    &(*installed).value
+                }
+            }
+        }
+    }
+
+    /// This process's value if it made one; never makes one (for exit handlers).
+    pub(crate) fn get_if_made(&self) -> Option<&Mutex<T>> {
+        // SAFETY: as in `get`.
+        let owned = unsafe { self.current.load(Ordering::Acquire).as_ref() }?;
+        (owned.pid == std::process::id()).then_some(&owned.value)
+    }
+}
+
+/// The process-wide default engine.
+static DEFAULT_ENGINE: PerProcess<Option<Arc<Engine>>> = PerProcess::new();
 
 /// The default engine of this process, built on first use from the configuration file
 /// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and built anew
@@ -241,25 +336,28 @@ fn default_engine() -> Result<Arc<Engine>, String> {
         static MINE: std::cell::RefCell<Option<(u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
     }
     watch_forks();
-    let generation = FORK_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+    let generation = FORK_GENERATION.load(Ordering::Acquire);
     let mine =
         MINE.with(|m| m.borrow().as_ref().filter(|(g, _)| *g == generation).map(|(_, e)| Arc::clone(e)));
     if let Some(engine) = mine {
         return Ok(engine);
     }
-    let engine = shared_default_engine(std::process::id())?;
-    MINE.with(|m| *m.borrow_mut() = Some((generation, Arc::clone(&engine))));
+    let engine = shared_default_engine()?;
+    let inherited = MINE.with(|m| m.replace(Some((generation, Arc::clone(&engine)))));
+    // A reference taken before a fork is to the parent's engine: forgotten, never dropped (the
+    // last reference dropped would flush the parent's pending counts from the child).
+    std::mem::forget(inherited);
     Ok(engine)
 }
 
 /// Incremented in every forked child (a `pthread_atfork` handler), so that per-thread references
 /// to the default engine are dropped after `fork()`.
-static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 fn watch_forks() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     extern "C" fn in_child() {
-        FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
     }
     REGISTERED.call_once(|| {
         // SAFETY: registers a plain extern "C" function that only touches an atomic, which is
@@ -268,40 +366,29 @@ fn watch_forks() {
     });
 }
 
-fn shared_default_engine(pid: u32) -> Result<Arc<Engine>, String> {
-    if let Some((built_in, engine)) = DEFAULT_ENGINE.lock().as_ref() {
-        if *built_in == pid {
-            return Ok(Arc::clone(engine));
-        }
+fn shared_default_engine() -> Result<Arc<Engine>, String> {
+    let slot = DEFAULT_ENGINE.get();
+    if let Some(engine) = slot.lock().as_ref() {
+        return Ok(Arc::clone(engine));
     }
     // Built without the lock held; a racing thread may build one too, and the first stored wins.
     let engine = Arc::new(Config::load(None).and_then(|c| c.build_engine()).map_err(|e| e.to_string())?);
     flush_at_exit();
-    let mut slot = DEFAULT_ENGINE.lock();
-    match slot.as_ref() {
-        Some((built_in, existing)) if *built_in == pid => Ok(Arc::clone(existing)),
-        _ => {
-            *slot = Some((pid, Arc::clone(&engine)));
-            Ok(engine)
-        }
-    }
+    Ok(Arc::clone(slot.lock().get_or_insert(engine)))
 }
 
 /// Registers, once per process, an exit handler that writes the default engine's pending TLSRPT
 /// counts to the store: MTAs such as Exim run one short process per delivery and leave with
-/// `exit()`, never dropping the engine.
+/// `exit()`, never dropping the engine. A forked child that exits writes only its own engine's
+/// counts (the handler is inherited; the parent's engine is not this process's).
 fn flush_at_exit() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     extern "C" fn flush() {
         let _ = catch_unwind(|| {
             // try_lock: never wait at exit (a thread may have held the lock when exit() began).
-            let engine = DEFAULT_ENGINE
-                .try_lock()
-                .and_then(|slot| slot.as_ref().map(|(pid, e)| (*pid, Arc::clone(e))));
-            if let Some((pid, engine)) = engine {
-                if pid == std::process::id() {
-                    engine.flush_reports();
-                }
+            let engine = DEFAULT_ENGINE.get_if_made().and_then(|slot| slot.try_lock()?.clone());
+            if let Some(engine) = engine {
+                engine.flush_reports();
             }
         });
     }
@@ -314,18 +401,26 @@ fn flush_at_exit() {
 /// Checks a delivery to `mx` for the Policy Domain `domain` with the process-wide default engine.
 ///
 /// - `domain`: the Policy Domain (normally the recipient domain; the smart host's domain when
-///   relaying through one). `mx`: the MX host name being tried, as in the MX record.
+///   relaying through one), UTF-8; U-labels are converted to A-labels. `mx`: the MX host name
+///   being tried, as in the MX record: ASCII letters, digits and hyphens, an IDN in A-labels, any
+///   case, an optional trailing dot. Any other bytes (U-labels, full-width letters or dots,
+///   `U+3002`, bytes that are not UTF-8) are not a host name and match no pattern: a policy in
+///   force fails them (`mx-mismatch`); they are not an error.
 /// - `cert`, `cert_len`: the certificate chain the MX presented, leaf first, as PEM text or as
 ///   concatenated DER certificates. NULL/0 means no TLS was negotiated (no STARTTLS, or it failed).
 ///   To judge the MX name before connecting, use `mtasts_engine_check_mx`.
 ///
-/// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad or the configuration
-/// cannot be used (`mtasts_last_error` says why).
+/// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad (NULL, a `domain` that is
+/// not UTF-8 or not a domain name, `cert_len` above `PTRDIFF_MAX`) or the configuration cannot be
+/// used (`mtasts_last_error` says why).
 ///
 /// The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
-/// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process. Thread-safe.
-/// Fork-safe: a forked child builds its own engine on its first call (cached policies of the parent
-/// are not carried over). DNS and HTTPS happen inside the call when the policy is not cached; no
+/// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process; its pending
+/// TLSRPT counts are written at `exit()`. Thread-safe. Fork-safe: a forked child builds its own
+/// engine on its first call (cached policies of the parent are not carried over), also when
+/// another thread was inside a call at the fork. The child never locks, drops or flushes the
+/// parent's engine: the parent writes the counts of the sessions it judged, the child (at its
+/// `exit()`) those it judged, and they add up to the sessions judged. DNS and HTTPS happen inside the call when the policy is not cached; no
 /// thread or socket outlives the call.
 ///
 /// # Safety
@@ -379,16 +474,19 @@ unsafe fn check_into(
         Err(e) => return e,
     };
     // SAFETY: forwarded caller contract.
-    let mx = match unsafe { str_arg(mx, "mx") } {
+    let mx = match unsafe { mx_arg(mx) } {
         Ok(m) => m,
         Err(e) => return e,
     };
     let tls = match cert {
         None => Tls::NotChecked,
         // SAFETY: forwarded caller contract.
-        Some((p, len)) => unsafe { bytes_arg(p, len) }.map_or(Tls::NotNegotiated, Tls::Chain),
+        Some((p, len)) => match unsafe { bytes_arg(p, len, "cert") } {
+            Ok(chain) => chain.map_or(Tls::NotNegotiated, Tls::Chain),
+            Err(e) => return e,
+        },
     };
-    match engine.check_with(domain, mx, tls, Dane::NotApplicable) {
+    match engine.check_with(domain, &mx, tls, Dane::NotApplicable) {
         Ok(outcome) => {
             // SAFETY: `out` is non-NULL and writable by contract.
             unsafe { *out = mtasts_result::from_outcome(&outcome) };
@@ -405,7 +503,9 @@ unsafe fn check_into(
 ///
 /// Shared and immutable from the caller's side: one engine may be used by many threads at once.
 /// After `fork()`, a child may keep using an engine only if no other thread was inside a call on
-/// it at the time of the fork; the safe course is a new engine in the child.
+/// it at the time of the fork; the safe course is a new engine in the child. TLSRPT counts pending
+/// at the fork are the parent's: in the child, `mtasts_engine_flush` and `mtasts_engine_free`
+/// write only the sessions the child counted.
 #[derive(Debug)]
 pub struct mtasts_engine {
     engine: Engine,
@@ -472,10 +572,14 @@ pub unsafe extern "C" fn mtasts_engine_free(engine: *mut mtasts_engine) {
 /// the MX presented (leaf first, PEM or concatenated DER), NULL/0 when no TLS was negotiated.
 /// On success `*result` is filled in.
 ///
-/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`, `MTASTS_STATUS_INVALID_DOMAIN`
-/// (not a domain name; an address literal is not an error: it has no policy). An `mx` that is not
-/// a host name is not an error either: it matches no pattern, so a policy in force fails it
-/// (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS inside the call.
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (`domain` only),
+/// `MTASTS_STATUS_INVALID_DOMAIN` (not a domain name; an address literal is not an error: it has
+/// no policy), `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer
+/// can hold). An `mx` that is not an ASCII host name (letters, digits, hyphens, A-labels; any case,
+/// an optional trailing dot) is not an error, whatever its bytes (U-labels, full-width letters or
+/// dots, `U+3002`, invalid UTF-8): nothing is mapped onto a listed name, it matches no pattern, so
+/// a policy in force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS
+/// inside the call.
 ///
 /// # Safety
 /// `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to
@@ -566,7 +670,7 @@ unsafe fn record_into(
         (|| {
             Ok::<_, mtasts_status>((
                 str_arg(domain, "domain")?,
-                str_arg(mx, "mx")?,
+                mx_arg(mx)?,
                 ip_arg(sending_ip, "sending_ip")?,
                 ip_arg(receiving_ip, "receiving_ip")?,
                 if failure_reason_code.is_null() {
@@ -591,7 +695,7 @@ unsafe fn record_into(
         receiving_ip,
         failure_reason_code: code.filter(|c| !c.is_empty()).map(str::to_owned),
     };
-    match engine.record_session(domain, mx, result, &details) {
+    match engine.record_session(domain, &mx, result, &details) {
         Ok(()) => mtasts_status::MTASTS_STATUS_OK,
         Err(e) => input_status(&e),
     }
@@ -609,9 +713,10 @@ unsafe fn record_into(
 /// counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
 /// the engine is freed, and (for the default engine) at `exit()`.
 ///
-/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8`,
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (any string but `mx`),
 /// `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
-/// IP address). Thread-safe.
+/// IP address). An `mx` that is not an ASCII host name is not an error: the session is counted
+/// without a receiving MX name. Thread-safe.
 ///
 /// # Safety
 /// `engine` is a live engine; `domain` and `mx` are NUL-terminated strings; the other strings are
@@ -980,5 +1085,122 @@ fn fill(buf: &mut [c_char], s: &str) {
     }
     if let Some(end) = buf.get_mut(n) {
         *end = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_arg_refuses_lengths_above_isize_max() {
+        let byte = 0u8;
+        for len in [isize::MAX as usize + 1, usize::MAX] {
+            // SAFETY: the length is refused before the pointer is read.
+            let got = unsafe { bytes_arg(&byte, len, "cert") };
+            assert_eq!(got, Err(mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT));
+            let message = LAST_ERROR.with(|e| e.borrow().clone());
+            assert!(message.contains("cert length") && message.contains("PTRDIFF_MAX"), "{message}");
+        }
+        // SAFETY: one readable byte.
+        assert_eq!(unsafe { bytes_arg(&byte, 1, "cert") }, Ok(Some(&[0u8][..])));
+        // SAFETY: NULL and 0 are never read.
+        assert_eq!(unsafe { bytes_arg(std::ptr::null(), 0, "cert") }, Ok(None));
+    }
+
+    /// Forks, runs `child` in the child (exit status 0 when it returns true), and waits for it
+    /// with a generous deadline that only detects a hang (a hung child is killed, and fails).
+    fn in_child(child: impl FnOnce() -> bool) -> Option<i32> {
+        // SAFETY: the child runs `child` and leaves with `_exit`, never returning into the test
+        // harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = catch_unwind(AssertUnwindSafe(child)).unwrap_or(false);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child, hung: killed and reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_child_never_locks_what_a_parent_thread_held_at_fork() {
+        let registry: &'static PerProcess<Option<u32>> = Box::leak(Box::new(PerProcess::new()));
+        *registry.get().lock() = Some(std::process::id());
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        // Another thread holds the locks at the moment of the fork, as a thread inside a check or
+        // building an engine would.
+        let holder = std::thread::spawn(move || {
+            let _default = DEFAULT_ENGINE.get().lock();
+            let _configured = exim::CONFIGURED.get().lock();
+            let _mine = registry.get().lock();
+            locked_tx.send(()).expect("send");
+            release_rx.recv().expect("release");
+        });
+        locked_rx.recv().expect("locked");
+        let parent_slot: *const Mutex<Option<u32>> = registry.get();
+        let status = in_child(move || {
+            // A fresh, empty value of the child's own; the parent's is neither locked nor dropped.
+            let mine = registry.get();
+            let fresh = !std::ptr::eq(mine, parent_slot) && mine.lock().is_none();
+            *mine.lock() = Some(std::process::id());
+            let default = DEFAULT_ENGINE.get().lock().is_none();
+            let configured = exim::CONFIGURED.get().lock().is_empty();
+            fresh && default && configured && std::ptr::eq(registry.get(), mine)
+        });
+        release_tx.send(()).expect("send");
+        holder.join().expect("holder");
+        assert_eq!(status, Some(0), "the child hung (None) or saw the parent's state");
+        // The parent's value is untouched.
+        assert_eq!(*registry.get().lock(), Some(std::process::id()));
+        assert!(std::ptr::eq(registry.get(), parent_slot));
+    }
+
+    #[test]
+    fn guard_works_in_a_thread_local_destructor() {
+        /// Runs a panicking call through `guard` (and a failing C call) when the thread ends,
+        /// after `LAST_ERROR` is destroyed: its destructor was registered after this one's, and
+        /// thread-local destructors run in reverse order.
+        struct AtThreadExit;
+        impl Drop for AtThreadExit {
+            fn drop(&mut self) {
+                assert_eq!(guard(1, || panic!("in a thread-local destructor")), 1);
+                // SAFETY: a NULL engine is what is tested.
+                let status = unsafe { mtasts_engine_flush(std::ptr::null()) };
+                assert_eq!(status, mtasts_status::MTASTS_STATUS_NULL_ARGUMENT);
+                let mut buf = [0 as c_char; 8];
+                // SAFETY: `buf` has 8 writable bytes.
+                let status = unsafe { mtasts_last_error(buf.as_mut_ptr(), buf.len(), std::ptr::null_mut()) };
+                assert_eq!(status, mtasts_status::MTASTS_STATUS_OK);
+            }
+        }
+        thread_local! {
+            static EXIT: AtThreadExit = const { AtThreadExit };
+        }
+        let thread = std::thread::spawn(|| {
+            EXIT.with(|_| {});
+            set_last_error("registers LAST_ERROR's destructor after EXIT's");
+        });
+        // Before `try_with`, the panic escaped `guard` inside a destructor and aborted the
+        // process (this test binary with it).
+        assert!(thread.join().is_ok());
     }
 }

@@ -16,7 +16,8 @@ pub enum mtasts_status {
     MTASTS_STATUS_OK = 0,
     /// A required pointer argument was NULL.
     MTASTS_STATUS_NULL_ARGUMENT = 1,
-    /// A string argument was not valid UTF-8.
+    /// A string argument was not valid UTF-8 (never returned for an MX host name: one that is not
+    /// an ASCII host name matches no pattern instead).
     MTASTS_STATUS_INVALID_UTF8 = 2,
     /// The domain is not a domain name.
     MTASTS_STATUS_INVALID_DOMAIN = 3,
@@ -33,7 +34,7 @@ pub enum mtasts_status {
     /// No policy applies to the domain.
     MTASTS_STATUS_NO_POLICY = 9,
     /// An argument has a value the call does not accept (an unknown reason, a malformed IP
-    /// address).
+    /// address, a buffer length above `PTRDIFF_MAX`).
     MTASTS_STATUS_INVALID_ARGUMENT = 10,
 }
 

@@ -98,6 +98,25 @@ struct Inner {
     kept: BTreeMap<Day, DayCounts>,
     /// Counters refused because `kept` was full.
     dropped: u64,
+    /// The process the pending counts were made in (0 before the first count).
+    pid: u32,
+}
+
+impl Inner {
+    /// Leaves out counts inherited through `fork()`: they are the parent's, which writes them
+    /// itself, so a child that used or dropped the engine would count them twice.
+    fn own(&mut self) -> &mut Self {
+        let pid = std::process::id();
+        if self.pid != pid {
+            if self.pid != 0 {
+                self.counts.clear();
+                self.no_policy.clear();
+                self.sessions = 0;
+            }
+            self.pid = pid;
+        }
+        self
+    }
 }
 
 /// The counters of one engine.
@@ -116,7 +135,8 @@ impl Tally {
         failure: Option<FailureKey>,
     ) -> bool {
         let day = Day::from_unix(now);
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let inner = guard.own();
         if inner.last_flush == 0 {
             inner.last_flush = now;
         }
@@ -142,7 +162,8 @@ impl Tally {
     /// Takes every pending count, as day counts.
     pub fn take(&self, now: u64) -> BTreeMap<Day, DayCounts> {
         let (counts, no_policy) = {
-            let mut inner = self.inner.lock();
+            let mut guard = self.inner.lock();
+            let inner = guard.own();
             inner.sessions = 0;
             inner.last_flush = now;
             (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
@@ -267,5 +288,27 @@ mod tests {
             tally.keep([(Day::from_days(day.days() + 1 + d), counts)].into());
         }
         assert!(tally.kept(day).is_empty(), "the oldest day is gone");
+    }
+
+    #[test]
+    fn counts_inherited_through_fork_are_left_to_the_parent() {
+        let tally = Tally::default();
+        let domain = Domain::parse("example.test").expect("domain");
+        let failure = || Some(FailureKey::new(ResultType::StsPolicyFetchError, None));
+        tally.add(1_800_000_000, &domain, None, failure());
+        assert_eq!(tally.take(1_800_000_000).len(), 1, "a count of this process is taken");
+        tally.add(1_800_000_000, &domain, None, failure());
+        // What a forked child sees: counts made under another pid (the parent's).
+        tally.inner.lock().pid = std::process::id().wrapping_add(1);
+        assert!(tally.take(1_800_000_000).is_empty(), "the parent's counts are not the child's");
+        tally.inner.lock().pid = std::process::id().wrapping_add(1);
+        tally.add(1_800_000_000, &domain, None, failure());
+        let days = tally.take(1_800_000_000);
+        assert_eq!(days.len(), 1);
+        let total: u64 = days
+            .values()
+            .flat_map(|c| c.domains().flat_map(|d| c.policies(d).map(|(_, p)| p.total_failures())))
+            .sum();
+        assert_eq!(total, 1, "only the child's own session");
     }
 }

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -725,20 +726,32 @@ static void test_bad_strings(const mtasts_engine *engine) {
                      MTASTS_STATUS_INVALID_UTF8);
         CHECK(all_bytes(&r, sizeof r, SENTINEL));
         CHECK_LAST_ERROR_HAS("UTF-8");
+        /* An MX that is not UTF-8 is not a host name: it matches no pattern, so an enforce
+         * policy fails it. An error would let a garbled MX record skip enforcement. */
         CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", s, good->data, good->len, &r),
-                     MTASTS_STATUS_INVALID_UTF8);
-        CHECK(all_bytes(&r, sizeof r, SENTINEL));
+                     MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_EQ(r.reason, MTASTS_REASON_MX_MISMATCH);
         CHECK_STATUS(mtasts_engine_check_mx(engine, s, "mx.enforce.test", &r),
                      MTASTS_STATUS_INVALID_UTF8);
-        CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", s, &r),
-                     MTASTS_STATUS_INVALID_UTF8);
-        CHECK(all_bytes(&r, sizeof r, SENTINEL));
+        memset(&r, SENTINEL, sizeof r);
+        CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", s, &r), MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_EQ(r.reason, MTASTS_REASON_MX_MISMATCH);
+        CHECK_EQ(r.mode, MTASTS_MODE_ENFORCE);
+        CHECK_STATUS(mtasts_engine_check_mx(engine, "testing.test", s, &r), MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_TESTING);
+        CHECK_EQ(r.reason, MTASTS_REASON_MX_MISMATCH);
         p = (mtasts_policy *)sentinel_policy;
         CHECK_STATUS(mtasts_engine_policy(engine, s, &p), MTASTS_STATUS_INVALID_UTF8);
         CHECK(p == sentinel_policy);
         CHECK_EQ(mtasts_check(s, "mx.enforce.test", good->data, good->len), MTASTS_VERDICT_ERROR);
         CHECK_LAST_ERROR_HAS("UTF-8");
-        CHECK_EQ(mtasts_check("enforce.test", s, good->data, good->len), MTASTS_VERDICT_ERROR);
+        CHECK_EQ(mtasts_check("enforce.test", s, good->data, good->len),
+                 MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_STATUS(mtasts_engine_record(engine, "enforce.test", s, MTASTS_REASON_NONE, NULL,
+                                          NULL, NULL),
+                     MTASTS_STATUS_OK);
         mtasts_engine *e = (mtasts_engine *)&r;
         CHECK_STATUS(mtasts_engine_new(s, &e), MTASTS_STATUS_INVALID_UTF8);
         CHECK(e == (mtasts_engine *)&r);
@@ -769,6 +782,32 @@ static void test_bad_strings(const mtasts_engine *engine) {
     mtasts_engine *e = (mtasts_engine *)&r;
     CHECK_STATUS(mtasts_engine_new("", &e), MTASTS_STATUS_CONFIG);
     CHECK(e == (mtasts_engine *)&r);
+
+    /* MX names are ASCII host names only: UTS #46 would map each of these onto the listed
+     * mx.enforce.test; none of them may pass. */
+    static const char *const not_ascii_mx[] = {
+        "\xef\xbd\x8d\xef\xbd\x98.enforce.test",   /* full-width "mx" */
+        "mx\xef\xbc\x8e" "enforce\xef\xbc\x8e" "test", /* full-width full stops */
+        "mx\xe3\x80\x82" "enforce\xe3\x80\x82" "test", /* U+3002 ideographic full stops */
+        "MX.ENFORCE.TEST\xe3\x80\x82",                 /* U+3002 as the trailing dot */
+    };
+    for (size_t i = 0; i < sizeof not_ascii_mx / sizeof not_ascii_mx[0]; i++) {
+        const char *mx = not_ascii_mx[i];
+        CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", mx, good->data, good->len, &r),
+                     MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_EQ(r.reason, MTASTS_REASON_MX_MISMATCH);
+        CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", mx, &r), MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_EQ(r.reason, MTASTS_REASON_MX_MISMATCH);
+        CHECK_EQ(mtasts_check("enforce.test", mx, good->data, good->len),
+                 MTASTS_VERDICT_FAIL_ENFORCE);
+    }
+    /* The Policy Domain still accepts U-labels (here a full-width spelling of enforce.test). */
+    CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce\xef\xbc\x8e\xef\xbd\x94\xef\xbd\x85\xef\xbd\x93\xef\xbd\x94",
+                                        "mx.enforce.test", &r),
+                 MTASTS_STATUS_OK);
+    CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
 
     /* Other malformed names. */
     CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce..test", "mx.enforce.test", &r),
@@ -840,6 +879,20 @@ static void test_bad_strings(const mtasts_engine *engine) {
         CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
         CHECK_EQ(mtasts_check("enforce.test", "mx.enforce.test", (const uint8_t *)huge, big),
                  MTASTS_VERDICT_FAIL_ENFORCE);
+        /* A length no buffer can have (a negative ssize_t cast to size_t): refused, nothing
+         * read, nothing written. */
+        memset(&r, SENTINEL, sizeof r);
+        CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", "mx.enforce.test", good->data,
+                                         (size_t)PTRDIFF_MAX + 1, &r),
+                     MTASTS_STATUS_INVALID_ARGUMENT);
+        CHECK(all_bytes(&r, sizeof r, SENTINEL));
+        CHECK_LAST_ERROR_HAS("PTRDIFF_MAX");
+        CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", "mx.enforce.test", good->data,
+                                         SIZE_MAX, &r),
+                     MTASTS_STATUS_INVALID_ARGUMENT);
+        CHECK_EQ(mtasts_check("enforce.test", "mx.enforce.test", good->data, SIZE_MAX),
+                 MTASTS_VERDICT_ERROR);
+        CHECK_LAST_ERROR_HAS("PTRDIFF_MAX");
         /* A chain cut short by one byte. */
         CHECK_STATUS(mtasts_engine_check(engine, "enforce.test", "mx.enforce.test", good->data,
                                          good->len - 1, &r),

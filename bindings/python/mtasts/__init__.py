@@ -84,6 +84,7 @@ __all__ = [
     "check",
     "store_status",
     "CertificateChain",
+    "MxName",
 ]
 
 #: Where the C library was loaded from (the place that worked, as tried by ``mtasts._lib``).
@@ -93,6 +94,10 @@ library_version: str = _lib.library_version
 
 #: A certificate chain as the MX presented it, leaf first: PEM text or concatenated DER.
 CertificateChain = Union[bytes, bytearray, memoryview]
+
+#: An MX host name as the MX record gave it: ``str``, or the raw bytes (any bytes: a name that is
+#: not an ASCII host name matches no pattern).
+MxName = Union[str, bytes, bytearray, memoryview]
 
 
 def _static_str(value: Optional[bytes]) -> str:
@@ -282,6 +287,22 @@ def _str_arg(value: object, what: str) -> bytes:
         ) from None
 
 
+def _mx_arg(value: object) -> bytes:
+    """Encodes an MX host name. Its bytes are judged by the library, never refused: anything that
+    is not an ASCII host name (U-labels, full-width letters or dots, bytes that are not UTF-8, a
+    ``str`` with lone surrogates) matches no pattern. Only what C cannot take raises: a NUL, or
+    a type that is neither ``str`` nor bytes-like."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+    else:
+        raise InvalidArgumentError(f"mx must be a str or bytes, not {type(value).__name__}")
+    if b"\0" in raw:
+        raise InvalidArgumentError(f"mx contains a NUL character: {value!r}")
+    return raw
+
+
 def _path_arg(value: object) -> bytes:
     """Encodes a configuration path (str or os.PathLike) as the bytes the OS would see."""
     try:
@@ -360,22 +381,26 @@ class Engine(Managed):
         state = "closed" if self.closed else "open"
         return f"<mtasts.Engine config_path={self.config_path!r} {state}>"
 
-    def check(self, domain: str, mx: str, cert: Optional[CertificateChain] = None) -> Result:
+    def check(self, domain: str, mx: MxName, cert: Optional[CertificateChain] = None) -> Result:
         """Checks a delivery to ``mx`` for the Policy Domain ``domain`` after the TLS handshake.
 
         ``domain`` is the Policy Domain (normally the recipient domain; the smart host's domain
-        when relaying through one); ``mx`` is the MX host name being tried, as in the MX record.
+        when relaying through one; U-labels are converted); ``mx`` is the MX host name being
+        tried, as in the MX record (``str`` or ``bytes``).
         ``cert`` is the chain the MX presented, leaf first, as PEM text or concatenated DER
         certificates (bytes, bytearray or memoryview); ``None`` means no TLS was negotiated (no
         STARTTLS, or it failed). An empty ``cert`` raises :class:`InvalidArgumentError` rather
         than being taken for "no TLS" as the C function would.
 
         May look up DNS and fetch the policy over HTTPS inside the call (the GIL is released).
-        An MX that is not a host name is not an error: it matches no pattern.
+        An MX that is not an ASCII host name (letters, digits, hyphens, A-labels; any case, an
+        optional trailing dot) is not an error, whatever its characters or bytes (U-labels,
+        full-width letters or dots, ``U+3002``, bytes that are not UTF-8): nothing is mapped onto
+        a listed name, it matches no pattern, so a policy fails it (:attr:`Reason.MX_MISMATCH`).
         Raises :class:`InvalidDomainError`,
         :class:`InvalidArgumentError`, :class:`ClosedError`. Thread-safe.
         """
-        d, m = _str_arg(domain, "domain"), _str_arg(mx, "mx")
+        d, m = _str_arg(domain, "domain"), _mx_arg(mx)
         buf, n = _cert_arg(cert)
         out = _lib.Result()
         ptr = self._acquire()
@@ -387,7 +412,7 @@ class Engine(Managed):
             self._release()
         return Result._from_c(out)
 
-    def check_mx(self, domain: str, mx: str) -> Result:
+    def check_mx(self, domain: str, mx: MxName) -> Result:
         """Judges only the MX name, before connecting.
 
         :attr:`Verdict.FAIL_ENFORCE` means do not connect to this MX (try the next one);
@@ -395,7 +420,7 @@ class Engine(Managed):
         checked after the handshake with :meth:`check`. Errors and thread-safety as for
         :meth:`check`.
         """
-        d, m = _str_arg(domain, "domain"), _str_arg(mx, "mx")
+        d, m = _str_arg(domain, "domain"), _mx_arg(mx)
         out = _lib.Result()
         ptr = self._acquire()
         try:
@@ -409,7 +434,7 @@ class Engine(Managed):
     def record(
         self,
         domain: str,
-        mx: str,
+        mx: MxName,
         result: Optional[Reason] = None,
         *,
         sending_ip: Optional[str] = None,
@@ -425,7 +450,7 @@ class Engine(Managed):
         :class:`InvalidDomainError`, :class:`InvalidArgumentError` (e.g. a malformed IP address),
         :class:`ClosedError`. Thread-safe.
         """
-        d, m = _str_arg(domain, "domain"), _str_arg(mx, "mx")
+        d, m = _str_arg(domain, "domain"), _mx_arg(mx)
         optional = [
             None if v is None else _str_arg(v, name)
             for v, name in (
@@ -517,7 +542,7 @@ def _read_policy(p: Optional[int]) -> Policy:
     )
 
 
-def check(domain: str, mx: str, cert: Optional[CertificateChain] = None) -> Verdict:
+def check(domain: str, mx: MxName, cert: Optional[CertificateChain] = None) -> Verdict:
     """Checks a delivery with the library's process-wide default engine; returns the verdict.
 
     Arguments as for :meth:`Engine.check`. The default engine is built on the first call in each
@@ -532,7 +557,7 @@ def check(domain: str, mx: str, cert: Optional[CertificateChain] = None) -> Verd
     Thread-safe; releases the GIL. fork(): the library builds a new default engine in a forked
     child on its first call there, with nothing to do on the Python side.
     """
-    d, m = _str_arg(domain, "domain"), _str_arg(mx, "mx")
+    d, m = _str_arg(domain, "domain"), _mx_arg(mx)
     buf, n = _cert_arg(cert)
     verdict = _lib.lib.mtasts_check(d, m, buf, n)
     if verdict == Verdict.ERROR:

@@ -18,6 +18,7 @@ from mtasts import (
     ConfigError,
     InvalidArgumentError,
     InvalidDomainError,
+    Mode,
     MtastsError,
     Status,
 )
@@ -39,12 +40,58 @@ def test_bad_domain(engine: mtasts.Engine, domain: str) -> None:
         assert isinstance(info.value, ValueError) and isinstance(info.value, MtastsError)
 
 
-@pytest.mark.parametrize("mx", ["mx example.test", "mx..example.test", "", "mx_1.evil.test"])
-def test_mx_that_is_not_a_host_name_matches_nothing(engine: mtasts.Engine, mx: str) -> None:
-    # A forged MX record must not turn an enforce failure into an error.
+@pytest.mark.parametrize(
+    "mx",
+    [
+        "mx example.test",
+        "mx..example.test",
+        "",
+        "mx_1.evil.test",
+        # Spellings UTS #46 would map onto the listed mx.enforce.test: not host names.
+        "\uff4d\uff58.enforce.test",  # full-width letters
+        "mx\uff0eenforce\uff0etest",  # full-width full stops
+        "mx\u3002enforce\u3002test",  # ideographic full stops
+        "MX.ENFORCE.TEST\u3002",  # an ideographic trailing dot
+        "mx.\udce9.test",  # a lone surrogate (no UTF-8 for it)
+        b"mx.enforce.test\xff",  # bytes that are not UTF-8
+        bytearray(b"\xc0\xaemx.enforce.test"),  # an overlong '.'
+        memoryview("mx\u3002enforce.test".encode()),
+    ],
+    ids=[
+        "space",
+        "empty-label",
+        "empty",
+        "underscore",
+        "full-width-letters",
+        "full-width-dots",
+        "ideographic-dots",
+        "ideographic-root-dot",
+        "surrogate",
+        "bytes-not-utf8",
+        "bytearray-overlong",
+        "memoryview-ideographic-dot",
+    ],
+)
+def test_mx_that_is_not_a_host_name_matches_nothing(engine: mtasts.Engine, mx: Any) -> None:
+    # A forged MX record must not turn an enforce failure into an error, nor pass by mapping.
     result = engine.check("enforce.test", mx)
     assert (result.verdict, result.reason) == (Verdict.FAIL_ENFORCE, Reason.MX_MISMATCH)
-    assert engine.check_mx("enforce.test", mx).verdict == Verdict.FAIL_ENFORCE
+    result = engine.check_mx("enforce.test", mx)
+    assert (result.verdict, result.reason) == (Verdict.FAIL_ENFORCE, Reason.MX_MISMATCH)
+    result = engine.check_mx("testing.test", mx)
+    assert (result.verdict, result.reason) == (Verdict.FAIL_TESTING, Reason.MX_MISMATCH)
+    engine.record("enforce.test", mx, Reason.STARTTLS_NOT_SUPPORTED)
+
+
+@pytest.mark.parametrize("mx", [b"mx.enforce.test", bytearray(b"MX.Enforce.Test."), "mx.enforce.test"])
+def test_mx_as_bytes(engine: mtasts.Engine, mx: Any) -> None:
+    assert engine.check_mx("enforce.test", mx).verdict == Verdict.PASS
+
+
+def test_policy_domain_keeps_accepting_u_labels(engine: mtasts.Engine) -> None:
+    # A full-width spelling of enforce.test is the Policy Domain enforce.test (UTS #46).
+    result = engine.check_mx("\uff45nforce\uff0etest", "mx.enforce.test")
+    assert (result.verdict, result.mode) == (Verdict.PASS, Mode.ENFORCE)
 
 
 @pytest.mark.parametrize(
@@ -55,9 +102,20 @@ def test_mx_that_is_not_a_host_name_matches_nothing(engine: mtasts.Engine, mx: s
         (b"enforce.test", "mx.enforce.test"),
         ("enforce.test", None),
         (42, "mx.enforce.test"),
-        ("enforce.test", "mx.\udce9.test"),  # a lone surrogate: not encodable as UTF-8
+        ("enforce.test", b"mx.enforce.test\0"),
+        ("enforce.test", 42),
+        ("enforce\udce9.test", "mx.enforce.test"),  # a lone surrogate: not encodable as UTF-8
     ],
-    ids=["nul-in-domain", "nul-in-mx", "bytes-domain", "none-mx", "int-domain", "surrogate-in-mx"],
+    ids=[
+        "nul-in-domain",
+        "nul-in-mx",
+        "bytes-domain",
+        "none-mx",
+        "int-domain",
+        "nul-in-bytes-mx",
+        "int-mx",
+        "surrogate-in-domain",
+    ],
 )
 def test_invalid_arguments_raise_before_c(engine: mtasts.Engine, domain: Any, mx: Any) -> None:
     for call in (engine.check, engine.check_mx, mtasts.check):

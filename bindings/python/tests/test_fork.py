@@ -5,17 +5,19 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Callable, List, Tuple
 
 import pytest
 
 import mtasts
 from mtasts import Verdict
-from conftest import Fixture
+from conftest import Fixture, run_python
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -121,3 +123,84 @@ def test_multiprocessing_fork_pool(fixture: Fixture) -> None:
             jobs = [(str(fixture.config), str(fixture.dir), n) for n in range(6)]
             results = pool.map(_pool_job, jobs, chunksize=1)
     assert results == [(n, "PASS", "PASS") for n in range(6)]
+
+
+def _store_config(fixture: Fixture, directory: Path) -> Tuple[str, str]:
+    """The fixture's configuration with a SQLite store (policies and TLSRPT counts)."""
+    store = os.path.join(directory, "store.sqlite")
+    text = fixture.config.read_text()
+    assert 'path = "memory"' in text
+    config = os.path.join(directory, "mtasts.toml")
+    with open(config, "w") as f:
+        f.write(text.replace('path = "memory"', f'path = "{store}"'))
+    return config, store
+
+
+def test_tlsrpt_counts_add_up_across_fork(fixture: Fixture, tmp_path: Path) -> None:
+    # Parent and child each judge one session with the default engine and leave with exit(),
+    # whose handler writes the process's pending counts. The child must neither drop nor flush
+    # the parent's engine (it used to, on its first call: 3 sessions stored for 2 judged).
+    config, store = _store_config(fixture, tmp_path)
+    cert = str(fixture.dir / "mx-enforce.pem")
+    code = f"""
+import os, sys
+import mtasts
+cert = open({cert!r}, "rb").read()
+assert mtasts.check("enforce.test", "mx.enforce.test", cert) == mtasts.Verdict.PASS
+pid = os.fork()
+if pid == 0:
+    ok = mtasts.check("enforce.test", "mx.enforce.test", cert) == mtasts.Verdict.PASS
+    sys.exit(0 if ok else 3)  # exit(), not _exit(): the child writes its own counts
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+"""
+    proc = run_python(code, env={"MTASTS_CONFIG": config})
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(store) as db:
+        rows = db.execute("SELECT domain, failure, sessions FROM tlsrpt_counts").fetchall()
+    assert sum(n for _, _, n in rows) == 2, rows
+
+
+def test_fork_while_a_thread_is_inside_a_default_engine_check(fixture: Fixture) -> None:
+    # Another thread is inside a check (the 1 s fetch of slow.test, holding the default engine's
+    # locks for that domain) when the process forks: the child builds its own engine and finishes.
+    # The deadline only detects a hang; the child is killed then.
+    cert = str(fixture.dir / "mx-enforce.pem")
+    code = f"""
+import os, signal, sys, threading, time
+import mtasts
+cert = open({cert!r}, "rb").read()
+assert mtasts.check("enforce.test", "mx.enforce.test", cert) == mtasts.Verdict.PASS
+verdicts = []
+thread = threading.Thread(
+    target=lambda: verdicts.append(mtasts.check("slow.test", "mx.enforce.test", cert))
+)
+thread.start()
+time.sleep(0.3)  # the thread is inside the fetch
+pid = os.fork()
+if pid == 0:
+    ok = (
+        mtasts.check("slow.test", "mx.enforce.test", cert) == mtasts.Verdict.PASS
+        and mtasts.check("enforce.test", "mx.enforce.test", cert) == mtasts.Verdict.PASS
+    )
+    os._exit(0 if ok else 3)
+deadline = time.monotonic() + 120
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        sys.exit("the child hung")
+    time.sleep(0.01)
+assert os.waitstatus_to_exitcode(status) == 0, status
+thread.join()
+assert verdicts == [mtasts.Verdict.PASS], verdicts
+"""
+    proc = run_python(
+        "import warnings; warnings.simplefilter('ignore', DeprecationWarning)\n" + code,
+        env={"MTASTS_CONFIG": str(fixture.config)},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr

@@ -85,9 +85,9 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         let line = match engine.check_mx(&args.domain, &host) {
             Ok(o) => MxLine {
                 preference,
-                host: Domain::parse(&host).map_or(host.clone(), |d| d.to_string()),
+                host: mtasts::mx::parse_host(&host).map_or(host.clone(), |d| d.to_string()),
                 matches: o.policy.as_ref().is_some_and(|p| {
-                    Domain::parse(&host).is_ok_and(|h| mtasts::mx::any_matches(p.policy.mx(), &h))
+                    mtasts::mx::parse_host(&host).is_ok_and(|h| mtasts::mx::any_matches(p.policy.mx(), &h))
                 }),
                 verdict: o.verdict.as_str(),
                 reason: (o.reason != Reason::None && o.verdict != Verdict::NoPolicy)
