@@ -405,6 +405,35 @@ fn request_size_is_bounded() {
 }
 
 #[test]
+fn netstring_lengths_are_canonical() {
+    let world = World::new("lengths");
+    let server = world.serve("");
+    // `0:` is the one length that starts with a zero: an empty request, answered PERM.
+    let mut c = server.connect();
+    c.send(b"0:,");
+    assert!(c.reply().expect("reply").starts_with("PERM "));
+    assert_eq!(c.lookup("enforce.test"), ENFORCE_OK);
+    // Any other leading zero closes the connection once its second digit is read: these bytes and
+    // no more are sent (a run of zeros used to be a length prefix that never ended).
+    for bad in [&b"00"[..], b"01", b"00:,", b"020:postfix enforce.test,"] {
+        let mut c = server.connect();
+        c.send(bad);
+        assert!(c.closed_within(Duration::from_secs(5)), "{bad:?} did not close the connection");
+    }
+    // 200 KB of zeros, then the client hangs up: closed at the second byte, not read to the end.
+    let mut c = server.connect();
+    let _ = c.stream.write_all(&[b'0'; 200_000]);
+    assert!(c.closed_within(Duration::from_secs(5)), "200 KB of zeros did not close the connection");
+    drop(c);
+    // No more digits than max_request_bytes needs: 4096 has four, a fifth closes the connection.
+    let mut c = server.connect();
+    c.send(b"40960");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(server.lookup("enforce.test"), ENFORCE_OK);
+    assert!(server.stderr().contains("leading zero"), "{}", server.stderr());
+}
+
+#[test]
 fn idle_connections_are_closed() {
     let world = World::new("idle");
     let server = world.serve("[serve]\nidle_timeout_ms = 300\n");

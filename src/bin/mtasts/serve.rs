@@ -11,7 +11,8 @@
 //! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
 //!   from a per-thread copy of its cache, without locks.
 //! * Requests longer than `[serve] max_request_bytes`, and anything that is not a netstring, close
-//!   that connection (and only that one): the client has lost the framing.
+//!   that connection (and only that one): the client has lost the framing. A length has no
+//!   leading zero (`0:` aside), so no more digits than `max_request_bytes` has.
 //! * A connection idle (or stalled mid-request) for `[serve] idle_timeout_ms` is closed; at most
 //!   `[serve] max_connections` are served at once, further ones wait in the listen queue.
 //! * One engine for the whole process, with the persistent store of `[cache]`, and a background
@@ -291,8 +292,7 @@ impl Server {
     /// Serves one connection until EOF, an error, a framing error or the idle timeout.
     fn serve(&self, mut stream: Stream, id: u64) {
         let max = self.max_request;
-        // Room for the longest request with its length prefix and comma.
-        let limit = usize::try_from(max).unwrap_or(usize::MAX / 2).saturating_add(24);
+        let limit = reply::max_frame_len(max);
         let mut buf = vec![0u8; limit.min(16 * 1024)];
         let (mut start, mut end) = (0usize, 0usize);
         let mut out = Vec::with_capacity(4096);
@@ -331,9 +331,13 @@ impl Server {
                 if start > 0 {
                     buf.copy_within(start..end, 0);
                     (start, end) = (0, end - start);
+                } else if buf.len() < limit {
+                    // A long request: grow up to the longest frame.
+                    buf.resize((buf.len() * 2).min(limit), 0);
                 } else {
-                    // A long request: grow up to the limit (parse_frame refuses longer ones).
-                    buf.resize((buf.len() * 2).min(limit).max(buf.len() + 1), 0);
+                    // parse_frame decides on any buffer of `limit` bytes; never read into nothing.
+                    eprintln!("mtasts serve: connection {id}: a full buffer holds no request; closing it");
+                    return;
                 }
             }
             match stream.read(&mut buf[end..]) {
