@@ -58,6 +58,20 @@ impl World {
         world
     }
 
+    /// Publishes a policy of about 64 KiB for `big.test`, whose lines all go into each
+    /// `postfix_tlsrpt` reply (a reply of about 66 KB).
+    fn publish_big(&self) {
+        let mut body = policy("enforce", &["mx.big.test"]);
+        for i in 0.. {
+            let line = format!("ext{i:02}: {}\n", "x".repeat(1000));
+            if body.len() + line.len() > 65_000 {
+                break;
+            }
+            body.push_str(&line);
+        }
+        self.publish("big.test", "g1", &body);
+    }
+
     fn publish(&self, domain: &str, id: &str, body: &str) {
         let host = format!("mta-sts.{domain}");
         self.dns.set_txt1(&format!("_mta-sts.{domain}"), &[&format!("v=STSv1; id={id}")]);
@@ -164,6 +178,15 @@ impl Server {
 
     fn stderr(&self) -> String {
         self.stderr.lock().clone()
+    }
+
+    /// Waits (30 s at most) until the server has written `needle` to standard error.
+    fn wait_for_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.stderr().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -430,7 +453,7 @@ fn netstring_lengths_are_canonical() {
     c.send(b"40960");
     assert!(c.closed_within(Duration::from_secs(5)));
     assert_eq!(server.lookup("enforce.test"), ENFORCE_OK);
-    assert!(server.stderr().contains("leading zero"), "{}", server.stderr());
+    server.wait_for_stderr("netstring length has a leading zero");
 }
 
 #[test]
@@ -466,6 +489,77 @@ fn connection_limit_queues_further_clients() {
     // The second connection waits in the listen queue until the first one ends.
     drop(first);
     assert_eq!(second.reply().as_deref(), Some(ENFORCE_OK));
+}
+
+/// A client that sends `4000:` and then one byte at a time, well within the idle timeout, until the
+/// server closes the connection (true) or 30 s have passed (false).
+fn trickle(mut stream: TcpStream) -> bool {
+    stream.write_all(b"4000:").expect("send");
+    stream.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let mut chunk = [0u8; 64];
+    for _ in 0..600 {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+        if stream.write_all(b"x").is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_clients_cannot_hold_the_connection_slots() {
+    let world = World::new("slow");
+    // The idle timeout (60 s) is far longer than the whole test; the request deadline is short.
+    let server = world.serve("[serve]\nmax_connections = 4\nrequest_timeout_ms = 500\n");
+    let mut early = server.connect();
+    assert_eq!(early.lookup("enforce.test"), ENFORCE_OK);
+    // Three tricklers take the other three slots (they connect, and so are accepted, first).
+    let tricklers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+            std::thread::spawn(move || trickle(s))
+        })
+        .collect();
+    // A connection already served keeps being served meanwhile.
+    assert_eq!(early.lookup("testing.test"), "NOTFOUND ");
+    // A new client, queued behind the tricklers, gets its answer once their requests are closed
+    // for taking too long (before, each byte restarted the idle timeout and they kept the slots).
+    let mut late = server.connect();
+    late.send(&netstring("postfix enforce.test"));
+    assert_eq!(late.reply().as_deref(), Some(ENFORCE_OK));
+    assert_eq!(early.lookup("enforce.test"), ENFORCE_OK);
+    for t in tricklers {
+        assert!(t.join().expect("trickler"), "a trickling client was never closed");
+    }
+    server.wait_for_stderr("request not complete within [serve] request_timeout_ms");
+    assert_eq!(server.lookup("none.test"), "NOTFOUND ");
+}
+
+#[test]
+fn clients_that_do_not_take_their_replies_are_closed() {
+    let world = World::new("noread");
+    world.publish_big();
+    let server = world.serve("[serve]\npostfix_tlsrpt = true\nrequest_timeout_ms = 500\n");
+    assert!(server.lookup("big.test").len() > 60_000);
+    // About 13 MiB of replies, far more than the sockets buffer, and the client does not read.
+    let request = netstring("postfix big.test");
+    let n = 4096 / request.len();
+    let mut c = server.connect();
+    c.send(&request.repeat(n));
+    server.wait_for_stderr("replies not read within [serve] request_timeout_ms");
+    // The connection ends before the last replies (before, each write waited for the idle timeout,
+    // restarted by every bit of progress).
+    let mut got = 0;
+    while c.reply().is_some() {
+        got += 1;
+    }
+    assert!(got < n, "all {n} replies were written");
+    assert_eq!(server.lookup("none.test"), "NOTFOUND ");
 }
 
 #[test]
