@@ -188,6 +188,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// The most memory the server has held so far (`VmHWM`, its peak resident set), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB")
+    }
 }
 
 impl Drop for Server {
@@ -560,6 +567,37 @@ fn clients_that_do_not_take_their_replies_are_closed() {
     }
     assert!(got < n, "all {n} replies were written");
     assert_eq!(server.lookup("none.test"), "NOTFOUND ");
+}
+
+#[test]
+fn pipelining_clients_that_never_read_cost_bounded_memory() {
+    let world = World::new("unread");
+    world.publish_big();
+    let server = world.serve("[serve]\npostfix_tlsrpt = true\n");
+    let reply = server.lookup("big.test");
+    assert!(reply.len() > 60_000 && reply.contains("{ policy_string = ext63: x"), "{}", reply.len());
+    let before = server.peak_rss_kib();
+    // 20 connections each pipeline 4 KiB of requests (about 13 MiB of replies) and never read.
+    let request = netstring("postfix big.test");
+    let batch = request.repeat(4096 / request.len());
+    let clients: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+            s.write_all(&batch).expect("send");
+            s
+        })
+        .collect();
+    // Wait until the server has written to each of them (peek leaves the bytes unread).
+    for s in &clients {
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        assert_eq!(s.peek(&mut [0u8; 1]).expect("the replies begin"), 1);
+    }
+    // Others are still served, and the server holds little for the clients that do not read
+    // (about 280 MiB before replies waiting to be written were capped per connection).
+    assert_eq!(server.lookup("testing.test"), "NOTFOUND ");
+    let peak = server.peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB (before the 20 clients: {before} KiB)");
+    drop(clients);
 }
 
 #[test]

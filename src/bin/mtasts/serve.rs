@@ -6,7 +6,8 @@
 //!
 //! Protocol (socketmap_table(5)): each request is a netstring `LEN:NAME KEY,`, each reply a
 //! netstring; a connection carries any number of them, and pipelined requests are answered in
-//! order, with one write per batch. The replies are those of DESIGN §4.3, see [`reply`].
+//! order, with one write per batch (or per [`MAX_PENDING_OUTPUT`] bytes of replies). The replies
+//! are those of DESIGN §4.3, see [`reply`].
 //!
 //! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
 //!   from a per-thread copy of its cache, without locks.
@@ -19,6 +20,9 @@
 //!   replies within `request_timeout_ms`. At most `[serve] max_connections` are served at once,
 //!   further ones wait in the listen queue: slow clients hold a slot for `request_timeout_ms`
 //!   (or `idle_timeout_ms` when idle), not for as long as they like.
+//! * One connection holds at most one request and [`MAX_PENDING_OUTPUT`] bytes of replies plus
+//!   one: a client that pipelines requests without reading its replies is not read any further
+//!   until it takes them.
 //! * One engine for the whole process, with the persistent store of `[cache]`, and a background
 //!   refresher thread ([`refresher`]).
 //! * SIGTERM or SIGINT: stop accepting, let each connection finish the requests it has received,
@@ -64,6 +68,11 @@ pub struct Args {
 
 /// How long connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Replies of one connection waiting to be written: once this many bytes are, the connection
+/// answers (and reads) nothing more until they are written, so a client that pipelines requests
+/// and never reads its replies holds at most this plus one reply (`reply::MAX_REPLY`).
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 
 /// Where to listen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,8 +310,11 @@ impl Server {
 
     /// Serves one connection until EOF, an error, a framing error or a timeout.
     ///
-    /// A request must arrive whole within `request_timeout` of its first byte, and each write of
-    /// replies must be taken by the client within `request_timeout` too.
+    /// What one connection can cost is bounded: its input buffer holds at most one request
+    /// ([`reply::max_frame_len`]), at most [`MAX_PENDING_OUTPUT`] bytes of replies (plus the one
+    /// being added) wait to be written before it stops answering (and so reading), a request must
+    /// arrive whole within `request_timeout` of its first byte, and each write of replies must be
+    /// taken by the client within `request_timeout` too.
     fn serve(&self, mut stream: Stream, id: u64) {
         let max = self.max_request;
         let limit = reply::max_frame_len(max);
@@ -318,6 +330,9 @@ impl Server {
             loop {
                 match reply::parse_frame(&buf[start..end], max) {
                     Frame::Complete { start: s, end: e, len } => {
+                        if out.len() >= MAX_PENDING_OUTPUT && !self.flush(&mut stream, &mut out, id) {
+                            return;
+                        }
                         self.answer(&buf[start + s..start + e], &mut scratch, &mut out);
                         start += len;
                         request_began = None;
