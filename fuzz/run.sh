@@ -7,7 +7,7 @@
 #   fuzz/run.sh policy_body 300 -s none # extra cargo-fuzz options after the duration
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${1:?usage: fuzz/run.sh <txt_record|policy_body> [seconds] [cargo-fuzz options...]}"
+target="${1:?usage: fuzz/run.sh <txt_record|policy_body|socketmap_request> [seconds] [cargo-fuzz options...]}"
 secs="${2:-300}"
 shift $(( $# < 2 ? $# : 2 ))
 mkdir -p "fuzz/corpus/$target"

@@ -42,6 +42,7 @@
 //! postfix_tlsrpt = false           # add the TLSRPT attributes of Postfix 3.10+ to `OK` replies
 //! max_request_bytes = 4096         # longest request netstring; longer ones close the connection
 //! idle_timeout_ms = 60000          # close a connection idle (or stalled mid-request) this long
+//! request_timeout_ms = 10000       # close a connection whose request (or reply write) takes longer
 //! max_connections = 1024           # connections served at once; more wait in the listen queue
 //! refresh_interval_s = 60          # seconds between passes of the background refresher (0: off)
 //! ```
@@ -208,6 +209,10 @@ pub struct ServeConfig {
     pub max_request_bytes: u64,
     /// A connection idle (or stalled mid-request) this long is closed, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// A request must arrive whole within this long of its first byte, and the client must take a
+    /// write of replies within this long of its start, in milliseconds; else the connection is
+    /// closed (a slow client cannot hold a connection slot for longer).
+    pub request_timeout_ms: u64,
     /// Connections served at once; further ones wait in the listen queue.
     pub max_connections: u64,
     /// Seconds between two passes of the background refresher; 0 turns it off.
@@ -225,6 +230,7 @@ impl Default for ServeConfig {
             postfix_tlsrpt: false,
             max_request_bytes: 4096,
             idle_timeout_ms: 60_000,
+            request_timeout_ms: 10_000,
             max_connections: 1024,
             refresh_interval_s: 60,
         }
@@ -310,9 +316,13 @@ impl Config {
             return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
         }
         let serve = &config.serve;
-        if serve.max_request_bytes == 0 || serve.idle_timeout_ms == 0 || serve.max_connections == 0 {
+        if serve.max_request_bytes == 0
+            || serve.idle_timeout_ms == 0
+            || serve.request_timeout_ms == 0
+            || serve.max_connections == 0
+        {
             return Err(ConfigError(
-                "[serve] max_request_bytes, idle_timeout_ms and max_connections must be greater than 0"
+                "[serve] max_request_bytes, idle_timeout_ms, request_timeout_ms and max_connections must be greater than 0"
                     .into(),
             ));
         }
@@ -483,6 +493,12 @@ mod tests {
             (10, 5, 0)
         );
         assert!(Config::parse("[serve]\nidle_timeout_ms = 0\n").is_err());
+        assert_eq!(Config::parse("").unwrap().serve.request_timeout_ms, 10_000);
+        assert_eq!(
+            Config::parse("[serve]\nrequest_timeout_ms = 250\n").unwrap().serve.request_timeout_ms,
+            250
+        );
+        assert!(Config::parse("[serve]\nrequest_timeout_ms = 0\n").is_err());
         assert!(Config::parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().0.contains("listen_on"));
     }
 

@@ -58,6 +58,20 @@ impl World {
         world
     }
 
+    /// Publishes a policy of about 64 KiB for `big.test`, whose lines all go into each
+    /// `postfix_tlsrpt` reply (a reply of about 66 KB).
+    fn publish_big(&self) {
+        let mut body = policy("enforce", &["mx.big.test"]);
+        for i in 0.. {
+            let line = format!("ext{i:02}: {}\n", "x".repeat(1000));
+            if body.len() + line.len() > 65_000 {
+                break;
+            }
+            body.push_str(&line);
+        }
+        self.publish("big.test", "g1", &body);
+    }
+
     fn publish(&self, domain: &str, id: &str, body: &str) {
         let host = format!("mta-sts.{domain}");
         self.dns.set_txt1(&format!("_mta-sts.{domain}"), &[&format!("v=STSv1; id={id}")]);
@@ -164,6 +178,22 @@ impl Server {
 
     fn stderr(&self) -> String {
         self.stderr.lock().clone()
+    }
+
+    /// Waits (30 s at most) until the server has written `needle` to standard error.
+    fn wait_for_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.stderr().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in {}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The most memory the server has held so far (`VmHWM`, its peak resident set), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+        line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB")
     }
 }
 
@@ -405,6 +435,35 @@ fn request_size_is_bounded() {
 }
 
 #[test]
+fn netstring_lengths_are_canonical() {
+    let world = World::new("lengths");
+    let server = world.serve("");
+    // `0:` is the one length that starts with a zero: an empty request, answered PERM.
+    let mut c = server.connect();
+    c.send(b"0:,");
+    assert!(c.reply().expect("reply").starts_with("PERM "));
+    assert_eq!(c.lookup("enforce.test"), ENFORCE_OK);
+    // Any other leading zero closes the connection once its second digit is read: these bytes and
+    // no more are sent (a run of zeros used to be a length prefix that never ended).
+    for bad in [&b"00"[..], b"01", b"00:,", b"020:postfix enforce.test,"] {
+        let mut c = server.connect();
+        c.send(bad);
+        assert!(c.closed_within(Duration::from_secs(5)), "{bad:?} did not close the connection");
+    }
+    // 200 KB of zeros, then the client hangs up: closed at the second byte, not read to the end.
+    let mut c = server.connect();
+    let _ = c.stream.write_all(&[b'0'; 200_000]);
+    assert!(c.closed_within(Duration::from_secs(5)), "200 KB of zeros did not close the connection");
+    drop(c);
+    // No more digits than max_request_bytes needs: 4096 has four, a fifth closes the connection.
+    let mut c = server.connect();
+    c.send(b"40960");
+    assert!(c.closed_within(Duration::from_secs(5)));
+    assert_eq!(server.lookup("enforce.test"), ENFORCE_OK);
+    server.wait_for_stderr("netstring length has a leading zero");
+}
+
+#[test]
 fn idle_connections_are_closed() {
     let world = World::new("idle");
     let server = world.serve("[serve]\nidle_timeout_ms = 300\n");
@@ -437,6 +496,108 @@ fn connection_limit_queues_further_clients() {
     // The second connection waits in the listen queue until the first one ends.
     drop(first);
     assert_eq!(second.reply().as_deref(), Some(ENFORCE_OK));
+}
+
+/// A client that sends `4000:` and then one byte at a time, well within the idle timeout, until the
+/// server closes the connection (true) or 30 s have passed (false).
+fn trickle(mut stream: TcpStream) -> bool {
+    stream.write_all(b"4000:").expect("send");
+    stream.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let mut chunk = [0u8; 64];
+    for _ in 0..600 {
+        match stream.read(&mut chunk) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+        if stream.write_all(b"x").is_err() {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_clients_cannot_hold_the_connection_slots() {
+    let world = World::new("slow");
+    // The idle timeout (60 s) is far longer than the whole test; the request deadline is short.
+    let server = world.serve("[serve]\nmax_connections = 4\nrequest_timeout_ms = 500\n");
+    let mut early = server.connect();
+    assert_eq!(early.lookup("enforce.test"), ENFORCE_OK);
+    // Three tricklers take the other three slots (they connect, and so are accepted, first).
+    let tricklers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+            std::thread::spawn(move || trickle(s))
+        })
+        .collect();
+    // A connection already served keeps being served meanwhile.
+    assert_eq!(early.lookup("testing.test"), "NOTFOUND ");
+    // A new client, queued behind the tricklers, gets its answer once their requests are closed
+    // for taking too long (before, each byte restarted the idle timeout and they kept the slots).
+    let mut late = server.connect();
+    late.send(&netstring("postfix enforce.test"));
+    assert_eq!(late.reply().as_deref(), Some(ENFORCE_OK));
+    assert_eq!(early.lookup("enforce.test"), ENFORCE_OK);
+    for t in tricklers {
+        assert!(t.join().expect("trickler"), "a trickling client was never closed");
+    }
+    server.wait_for_stderr("request not complete within [serve] request_timeout_ms");
+    assert_eq!(server.lookup("none.test"), "NOTFOUND ");
+}
+
+#[test]
+fn clients_that_do_not_take_their_replies_are_closed() {
+    let world = World::new("noread");
+    world.publish_big();
+    let server = world.serve("[serve]\npostfix_tlsrpt = true\nrequest_timeout_ms = 500\n");
+    assert!(server.lookup("big.test").len() > 60_000);
+    // About 13 MiB of replies, far more than the sockets buffer, and the client does not read.
+    let request = netstring("postfix big.test");
+    let n = 4096 / request.len();
+    let mut c = server.connect();
+    c.send(&request.repeat(n));
+    server.wait_for_stderr("replies not read within [serve] request_timeout_ms");
+    // The connection ends before the last replies (before, each write waited for the idle timeout,
+    // restarted by every bit of progress).
+    let mut got = 0;
+    while c.reply().is_some() {
+        got += 1;
+    }
+    assert!(got < n, "all {n} replies were written");
+    assert_eq!(server.lookup("none.test"), "NOTFOUND ");
+}
+
+#[test]
+fn pipelining_clients_that_never_read_cost_bounded_memory() {
+    let world = World::new("unread");
+    world.publish_big();
+    let server = world.serve("[serve]\npostfix_tlsrpt = true\n");
+    let reply = server.lookup("big.test");
+    assert!(reply.len() > 60_000 && reply.contains("{ policy_string = ext63: x"), "{}", reply.len());
+    let before = server.peak_rss_kib();
+    // 20 connections each pipeline 4 KiB of requests (about 13 MiB of replies) and never read.
+    let request = netstring("postfix big.test");
+    let batch = request.repeat(4096 / request.len());
+    let clients: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+            s.write_all(&batch).expect("send");
+            s
+        })
+        .collect();
+    // Wait until the server has written to each of them (peek leaves the bytes unread).
+    for s in &clients {
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        assert_eq!(s.peek(&mut [0u8; 1]).expect("the replies begin"), 1);
+    }
+    // Others are still served, and the server holds little for the clients that do not read
+    // (about 280 MiB before replies waiting to be written were capped per connection).
+    assert_eq!(server.lookup("testing.test"), "NOTFOUND ");
+    let peak = server.peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB (before the 20 clients: {before} KiB)");
+    drop(clients);
 }
 
 #[test]

@@ -6,14 +6,23 @@
 //!
 //! Protocol (socketmap_table(5)): each request is a netstring `LEN:NAME KEY,`, each reply a
 //! netstring; a connection carries any number of them, and pipelined requests are answered in
-//! order, with one write per batch. The replies are those of DESIGN §4.3, see [`reply`].
+//! order, with one write per batch (or per [`MAX_PENDING_OUTPUT`] bytes of replies). The replies
+//! are those of DESIGN §4.3, see [`reply`].
 //!
 //! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
 //!   from a per-thread copy of its cache, without locks.
 //! * Requests longer than `[serve] max_request_bytes`, and anything that is not a netstring, close
-//!   that connection (and only that one): the client has lost the framing.
-//! * A connection idle (or stalled mid-request) for `[serve] idle_timeout_ms` is closed; at most
-//!   `[serve] max_connections` are served at once, further ones wait in the listen queue.
+//!   that connection (and only that one): the client has lost the framing. A length has no
+//!   leading zero (`0:` aside), so no more digits than `max_request_bytes` has.
+//! * A connection is closed when it is idle between requests (or stalled mid-request) for
+//!   `[serve] idle_timeout_ms`, when a request is not whole `[serve] request_timeout_ms` after
+//!   its first byte however the bytes trickle in, or when the client does not take a write of
+//!   replies within `request_timeout_ms`. At most `[serve] max_connections` are served at once,
+//!   further ones wait in the listen queue: slow clients hold a slot for `request_timeout_ms`
+//!   (or `idle_timeout_ms` when idle), not for as long as they like.
+//! * One connection holds at most one request and [`MAX_PENDING_OUTPUT`] bytes of replies plus
+//!   one: a client that pipelines requests without reading its replies is not read any further
+//!   until it takes them.
 //! * One engine for the whole process, with the persistent store of `[cache]`, and a background
 //!   refresher thread ([`refresher`]).
 //! * SIGTERM or SIGINT: stop accepting, let each connection finish the requests it has received,
@@ -59,6 +68,11 @@ pub struct Args {
 
 /// How long connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Replies of one connection waiting to be written: once this many bytes are, the connection
+/// answers (and reads) nothing more until they are written, so a client that pipelines requests
+/// and never reads its replies holds at most this plus one reply (`reply::MAX_REPLY`).
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 
 /// Where to listen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,16 +196,19 @@ impl Stream {
         }
     }
 
-    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+    /// Sets the read timeout; `t` is never zero.
+    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {
-            Self::Tcp(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
-            Self::Unix(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
+            Self::Tcp(s) => s.set_read_timeout(Some(t)),
+            Self::Unix(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+
+    /// Sets the write timeout; `t` is never zero.
+    fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_write_timeout(Some(t)),
+            Self::Unix(s) => s.set_write_timeout(Some(t)),
         }
     }
 
@@ -231,6 +248,9 @@ struct Server {
     options: Options,
     max_request: u64,
     idle: Duration,
+    /// The most a request may take to arrive from its first byte, and a write of replies to be
+    /// taken by the client.
+    request_timeout: Duration,
     max_connections: usize,
     known: Arc<Known>,
     stopping: AtomicBool,
@@ -288,42 +308,52 @@ impl Server {
         }
     }
 
-    /// Serves one connection until EOF, an error, a framing error or the idle timeout.
+    /// Serves one connection until EOF, an error, a framing error or a timeout.
+    ///
+    /// What one connection can cost is bounded: its input buffer holds at most one request
+    /// ([`reply::max_frame_len`]), at most [`MAX_PENDING_OUTPUT`] bytes of replies (plus the one
+    /// being added) wait to be written before it stops answering (and so reading), a request must
+    /// arrive whole within `request_timeout` of its first byte, and each write of replies must be
+    /// taken by the client within `request_timeout` too.
     fn serve(&self, mut stream: Stream, id: u64) {
         let max = self.max_request;
-        // Room for the longest request with its length prefix and comma.
-        let limit = usize::try_from(max).unwrap_or(usize::MAX / 2).saturating_add(24);
+        let limit = reply::max_frame_len(max);
         let mut buf = vec![0u8; limit.min(16 * 1024)];
         let (mut start, mut end) = (0usize, 0usize);
         let mut out = Vec::with_capacity(4096);
         let mut scratch = Vec::with_capacity(512);
+        // When the server first saw bytes of the partial request in `buf[start..end]`.
+        let mut request_began: Option<Instant> = None;
+        // The read timeout the socket has now (set in `start_connection`).
+        let mut read_timeout = self.idle;
         loop {
             loop {
                 match reply::parse_frame(&buf[start..end], max) {
                     Frame::Complete { start: s, end: e, len } => {
+                        if out.len() >= MAX_PENDING_OUTPUT && !self.flush(&mut stream, &mut out, id) {
+                            return;
+                        }
                         self.answer(&buf[start + s..start + e], &mut scratch, &mut out);
                         start += len;
+                        request_began = None;
                     }
                     Frame::Partial => break,
                     Frame::TooLong(n) => {
-                        let _ = stream.write_all(&out);
+                        self.flush(&mut stream, &mut out, id);
                         eprintln!(
                             "mtasts serve: connection {id}: request of {n}+ bytes is longer than [serve] max_request_bytes = {max}; closing it"
                         );
                         return;
                     }
                     Frame::Malformed(why) => {
-                        let _ = stream.write_all(&out);
+                        self.flush(&mut stream, &mut out, id);
                         eprintln!("mtasts serve: connection {id}: {why}; closing it");
                         return;
                     }
                 }
             }
-            if !out.is_empty() {
-                if stream.write_all(&out).is_err() {
-                    return;
-                }
-                out.clear();
+            if !out.is_empty() && !self.flush(&mut stream, &mut out, id) {
+                return;
             }
             if start == end {
                 (start, end) = (0, 0);
@@ -331,19 +361,96 @@ impl Server {
                 if start > 0 {
                     buf.copy_within(start..end, 0);
                     (start, end) = (0, end - start);
+                } else if buf.len() < limit {
+                    // A long request: grow up to the longest frame.
+                    buf.resize((buf.len() * 2).min(limit), 0);
                 } else {
-                    // A long request: grow up to the limit (parse_frame refuses longer ones).
-                    buf.resize((buf.len() * 2).min(limit).max(buf.len() + 1), 0);
+                    // parse_frame decides on any buffer of `limit` bytes; never read into nothing.
+                    eprintln!("mtasts serve: connection {id}: a full buffer holds no request; closing it");
+                    return;
                 }
+            }
+            // Between requests, the idle timeout; within one, what is left of its deadline (and
+            // never more than the idle timeout), however often bytes trickle in.
+            let (timeout, deadline) = if start == end {
+                (self.idle, false)
+            } else {
+                let began = *request_began.get_or_insert_with(Instant::now);
+                let left = self.request_timeout.saturating_sub(began.elapsed());
+                if left.is_zero() {
+                    self.too_slow(id, "request not complete");
+                    return;
+                }
+                (left.min(self.idle), left <= self.idle)
+            };
+            if timeout != read_timeout {
+                if stream.set_read_timeout(timeout).is_err() {
+                    return;
+                }
+                read_timeout = timeout;
             }
             match stream.read(&mut buf[end..]) {
                 Ok(0) => return,
                 Ok(n) => end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Idle timeout (WouldBlock/TimedOut), reset, or shut down at exit.
+                Err(e) if deadline && is_timeout(&e) => {
+                    self.too_slow(id, "request not complete");
+                    return;
+                }
+                // Idle timeout, reset, or shut down at exit.
                 Err(_) => return,
             }
         }
+    }
+
+    /// Says why the connection of a client too slow for `request_timeout` is closed.
+    fn too_slow(&self, id: u64, what: &str) {
+        eprintln!(
+            "mtasts serve: connection {id}: {what} within [serve] request_timeout_ms = {}; closing it",
+            self.request_timeout.as_millis()
+        );
+    }
+
+    /// Writes and clears `out`; false when the connection is to be closed (an error, or the
+    /// client did not take the replies within `request_timeout`).
+    fn flush(&self, stream: &mut Stream, out: &mut Vec<u8>, id: u64) -> bool {
+        let began = Instant::now();
+        let mut written = 0;
+        // The socket's write timeout is `request_timeout` except during a slow flush.
+        let mut shortened = false;
+        let ok = loop {
+            if written == out.len() {
+                break true;
+            }
+            match stream.write(&out[written..]) {
+                Ok(0) => break false,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if is_timeout(&e) {
+                        self.too_slow(id, "replies not read");
+                    }
+                    break false;
+                }
+            }
+            if written < out.len() {
+                // A client taking its replies a little at a time: what is left of the deadline.
+                let left = self.request_timeout.saturating_sub(began.elapsed());
+                if left.is_zero() {
+                    self.too_slow(id, "replies not read");
+                    break false;
+                }
+                if stream.set_write_timeout(left).is_err() {
+                    break false;
+                }
+                shortened = true;
+            }
+        };
+        out.clear();
+        if ok && shortened && stream.set_write_timeout(self.request_timeout).is_err() {
+            return false;
+        }
+        ok
     }
 
     fn begin_stop(&self) {
@@ -355,6 +462,11 @@ impl Server {
         }
         self.ended.notify_all();
     }
+}
+
+/// A socket timeout (`WouldBlock` or `TimedOut`, depending on the platform).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
@@ -375,6 +487,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         options: Options { strict_testing: serve.strict_testing, postfix_tlsrpt: serve.postfix_tlsrpt },
         max_request: serve.max_request_bytes,
         idle: Duration::from_millis(serve.idle_timeout_ms),
+        request_timeout: Duration::from_millis(serve.request_timeout_ms),
         max_connections: usize::try_from(serve.max_connections).unwrap_or(usize::MAX),
         known: Arc::clone(&known),
         stopping: AtomicBool::new(false),
@@ -473,7 +586,8 @@ fn accept_loop(server: &Arc<Server>, listener: &Listener) {
 }
 
 fn start_connection(server: &Arc<Server>, stream: Stream) -> io::Result<()> {
-    stream.set_timeouts(server.idle)?;
+    stream.set_read_timeout(server.idle)?;
+    stream.set_write_timeout(server.request_timeout)?;
     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
     server.connections.lock().insert(id, stream.try_clone()?);
     let worker = Arc::clone(server);

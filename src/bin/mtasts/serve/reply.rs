@@ -45,7 +45,7 @@ pub struct Options {
 pub enum Frame {
     /// A whole netstring: its payload is `buf[start..end]`, and it takes `len` bytes of the buffer.
     Complete { start: usize, end: usize, len: usize },
-    /// More bytes are needed.
+    /// More bytes are needed; the buffer is shorter than [`max_frame_len`].
     Partial,
     /// The length prefix is longer than allowed.
     TooLong(u64),
@@ -53,21 +53,34 @@ pub enum Frame {
     Malformed(&'static str),
 }
 
+/// The longest netstring whose payload has at most `max` bytes: its length digits, `:`, the
+/// payload and `,`. A buffer this long always holds a decision of [`parse_frame`].
+pub fn max_frame_len(max: u64) -> usize {
+    let digits = max.checked_ilog10().map_or(1, |d| d as usize + 1);
+    usize::try_from(max).unwrap_or(usize::MAX).saturating_add(digits + 2)
+}
+
 /// Reads the netstring at the start of `buf`; payloads longer than `max` are refused as soon as
 /// the length prefix shows it.
+///
+/// The length is canonical: no leading zero (but `0:` for the empty payload), so it has at most
+/// as many digits as `max`, and a `Partial` answer is only ever given for a buffer shorter than
+/// [`max_frame_len`]`(max)`. Without that rule, a stream of `0`s would be a length prefix that
+/// never ends.
 pub fn parse_frame(buf: &[u8], max: u64) -> Frame {
     let mut len: u64 = 0;
-    let mut digits = 0;
     for (i, &b) in buf.iter().enumerate() {
         match b {
+            b'0'..=b'9' if i > 0 && len == 0 => {
+                return Frame::Malformed("netstring length has a leading zero");
+            }
             b'0'..=b'9' => {
-                digits += 1;
                 len = len.saturating_mul(10).saturating_add(u64::from(b - b'0'));
                 if len > max {
                     return Frame::TooLong(len);
                 }
             }
-            b':' if digits == 0 => return Frame::Malformed("netstring without a length"),
+            b':' if i == 0 => return Frame::Malformed("netstring without a length"),
             b':' => {
                 let start = i + 1;
                 // `len <= max`, which fits in memory by configuration.
@@ -224,6 +237,31 @@ mod tests {
         assert!(matches!(parse_frame(b":abc,", 10), Frame::Malformed(_)));
         assert!(matches!(parse_frame(b"x:abc,", 10), Frame::Malformed(_)));
         assert!(matches!(parse_frame(b"3 :abc,", 10), Frame::Malformed(_)));
+        // Leading zeros: a stream of `0`s is no length that could go on for ever.
+        for bad in [&b"00"[..], b"00:,", b"03:abc,", b"0000000000000000"] {
+            assert_eq!(
+                parse_frame(bad, 4096),
+                Frame::Malformed("netstring length has a leading zero"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_frame(b"0", 4096), Frame::Partial);
+        assert_eq!(parse_frame(b"10:0123456789,", 10), Frame::Complete { start: 3, end: 13, len: 14 });
+        // At most as many digits as the limit has.
+        assert_eq!(parse_frame(b"4096", 4096), Frame::Partial);
+        assert_eq!(parse_frame(b"40960", 4096), Frame::TooLong(40960));
+        assert_eq!(parse_frame(b"4097", 4096), Frame::TooLong(4097));
+        assert_eq!(max_frame_len(4096), 4 + 1 + 4096 + 1);
+        assert_eq!(max_frame_len(9), 1 + 1 + 9 + 1);
+        assert_eq!(max_frame_len(10), 2 + 1 + 10 + 1);
+        assert_eq!(max_frame_len(0), 1 + 1 + 1);
+        // The longest frame is a decision; every shorter buffer of it is `Partial`.
+        let mut longest = b"4096:".to_vec();
+        longest.extend_from_slice(&[b'x'; 4096]);
+        longest.push(b',');
+        assert_eq!(longest.len(), max_frame_len(4096));
+        assert!(matches!(parse_frame(&longest, 4096), Frame::Complete { .. }));
+        assert_eq!(parse_frame(&longest[..longest.len() - 1], 4096), Frame::Partial);
         let mut out = Vec::new();
         put_netstring(&mut out, b"NOTFOUND ");
         assert_eq!(out, b"9:NOTFOUND ,");
