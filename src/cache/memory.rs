@@ -31,6 +31,9 @@ pub struct MemoryCache {
     generation: AtomicU64,
     map: RwLock<HashMap<Domain, Entry>>,
     capacity: usize,
+    /// The size at which the next trim runs: `capacity`, or more while live policies alone fill
+    /// it (so that a full cache does not scan every entry on every new domain).
+    trim_at: std::sync::atomic::AtomicUsize,
 }
 
 /// A thread's copies of entries of one cache at one generation.
@@ -60,6 +63,7 @@ impl MemoryCache {
             generation: AtomicU64::new(0),
             map: RwLock::new(HashMap::new()),
             capacity,
+            trim_at: std::sync::atomic::AtomicUsize::new(capacity),
         }
     }
 
@@ -96,8 +100,13 @@ impl MemoryCache {
     /// Runs `f` on the entry for `domain` (created empty if absent), under the write lock.
     pub fn update<T>(&self, domain: &Domain, now: u64, f: impl FnOnce(&mut Entry) -> T) -> T {
         let mut map = self.map.write();
-        if map.len() >= self.capacity && !map.contains_key(domain) {
+        if map.len() >= self.trim_at.load(Ordering::Relaxed) && !map.contains_key(domain) {
             map.retain(|_, e| e.live(now).is_some());
+            // Entries without a live policy may again take up to a tenth of the capacity (at
+            // least one) beyond the live ones before the next trim: the cost of a trim is spread
+            // over that many new domains, and their number stays bounded.
+            let slack = (self.capacity / 10).max(1);
+            self.trim_at.store(map.len().max(self.capacity.saturating_sub(slack)) + slack, Ordering::Relaxed);
         }
         let result = f(map.entry(domain.clone()).or_default());
         self.generation.fetch_add(1, Ordering::Release);
@@ -126,4 +135,50 @@ impl MemoryCache {
 /// A copy whose policy has a reference count of its own, so that threads never share one.
 fn private_copy(entry: &Entry) -> Entry {
     Entry { policy: entry.policy.as_ref().map(|p| Arc::new((**p).clone())), ..entry.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CachedPolicy;
+    use crate::policy::Policy;
+    use crate::txt::PolicyId;
+
+    fn live_entry(now: u64) -> Entry {
+        let policy = Policy::parse(b"version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 86400\n")
+            .expect("policy");
+        let id = PolicyId::parse("a1").expect("id");
+        Entry {
+            policy: Some(Arc::new(CachedPolicy::new(policy, id, String::new(), now))),
+            checked_at: now,
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn entries_without_a_live_policy_are_bounded_and_live_ones_never_evicted() {
+        let now = 1_800_000_000;
+        let cache = MemoryCache::with_capacity(100);
+        for i in 0..100 {
+            let d = Domain::parse(&format!("live{i}.test")).expect("domain");
+            cache.update(&d, now, |e| *e = live_entry(now));
+        }
+        // A stream of domains without a policy (say, a client asking for random names).
+        let mut trims = 0;
+        for i in 0..10_000 {
+            let d = Domain::parse(&format!("none{i}.test")).expect("domain");
+            let before = cache.len();
+            cache.update(&d, now, |e| e.checked_at = now);
+            if cache.len() < before {
+                trims += 1;
+            }
+            assert!(cache.len() <= 100 + 10, "{} entries", cache.len());
+        }
+        for i in 0..100 {
+            let d = Domain::parse(&format!("live{i}.test")).expect("domain");
+            assert!(cache.get(&d).is_some_and(|e| e.live(now).is_some()), "live{i} kept");
+        }
+        // One trim per ten new domains at most, not one per domain.
+        assert!(trims <= 10_000 / 10 + 1, "{trims} trims");
+    }
 }
