@@ -539,6 +539,23 @@ impl Engine {
         }
     }
 
+    /// Why mail for a domain without a policy must be held now, if it must: the store is
+    /// unavailable and `[engine] on_store_error = "tempfail"` chose to hold mail rather than send
+    /// it unprotected. Every front-end asks this when it has no policy (a check answers
+    /// `fail-enforce` / `store-unavailable`, `mtasts serve` a `TEMP` reply).
+    pub fn holds_mail_without_policy(&self) -> Option<String> {
+        if self.on_store_error != OnStoreError::Tempfail {
+            return None;
+        }
+        match self.store_state() {
+            StoreState::Unavailable(why) => Some(format!(
+                "the policy store is unavailable, so a stored policy may be missed; mail is held \
+                 ([engine] on_store_error = \"tempfail\"): {why}"
+            )),
+            _ => None,
+        }
+    }
+
     /// Records a store failure: said once on stderr, kept for [`Engine::store_error`] until the
     /// store answers again.
     pub fn report_store_error(&self, e: &StoreError) {
@@ -675,17 +692,13 @@ impl Engine {
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
         let mut outcome = self.apply(resolution, &mx, tls, dane, now);
-        if outcome.policy.is_none() && self.on_store_error == OnStoreError::Tempfail {
-            if let StoreState::Unavailable(why) = self.store_state() {
-                // The operator chose to hold mail rather than send it unprotected.
+        if outcome.policy.is_none() {
+            if let Some(why) = self.holds_mail_without_policy() {
                 outcome = Outcome {
                     verdict: Verdict::FailEnforce,
                     reason: Reason::StoreUnavailable,
                     policy: None,
-                    detail: Some(Cow::Owned(format!(
-                        "the policy store is unavailable, so a stored policy may be missed; mail is held \
-                         ([engine] on_store_error = \"tempfail\"): {why}"
-                    ))),
+                    detail: Some(Cow::Owned(why)),
                 };
             }
         }

@@ -647,6 +647,24 @@ fn persistent_store_survives_a_restart() {
 }
 
 #[test]
+fn an_unavailable_store_with_on_store_error_tempfail_defers_instead_of_notfound() {
+    let world = World::new("tempfail");
+    let corrupt = world.dir.join("corrupt.sqlite");
+    std::fs::write(&corrupt, b"not a database, only text that happens to be here").expect("write");
+    let cache = format!("[cache]\npath = \"{}\"\n", corrupt.display());
+    // Default (`continue`): a domain without a policy is NOTFOUND, a policy fetched now applies.
+    let server = world.serve(&cache);
+    assert_eq!(server.lookup("nopolicy.test"), "NOTFOUND ");
+    assert_eq!(server.lookup("enforce.test"), ENFORCE_OK);
+    drop(server);
+    // `tempfail`: without a policy, Postfix is told to defer; a policy fetched now still applies.
+    let server = world.serve(&format!("{cache}[engine]\non_store_error = \"tempfail\"\n"));
+    let reply = server.lookup("nopolicy.test");
+    assert!(reply.starts_with("TEMP ") && reply.contains("store is unavailable"), "{reply}");
+    assert_eq!(server.lookup("enforce.test"), ENFORCE_OK);
+}
+
+#[test]
 fn background_refresher_keeps_policies_fresh() {
     let world = World::new("refresh");
     // DNS is asked again every 2 s while a policy is cached; the refresher runs every second.

@@ -277,6 +277,16 @@ impl Server {
                         self.slow_path(key, &resolution);
                     }
                     let policy = resolution.policy.as_deref();
+                    if policy.is_none() {
+                        if let Some(why) = self.engine.holds_mail_without_policy() {
+                            // `[engine] on_store_error = "tempfail"`: defer rather than send
+                            // unprotected while a stored policy cannot be read.
+                            scratch.extend_from_slice(b"TEMP ");
+                            scratch.extend_from_slice(why.as_bytes());
+                            reply::put_netstring(out, scratch);
+                            return;
+                        }
+                    }
                     if self.options.postfix_tlsrpt && policy.is_some() {
                         let domain =
                             mtasts::Domain::parse(key).map_or_else(|_| key.to_owned(), |d| d.to_string());
