@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent checks for tests/tlsrpt.rs: a JSON Schema validator and a MIME parser that are not
+"""Independent checks for tests/it/tlsrpt.rs: a JSON Schema validator and a MIME parser that are not
 mtasts's own code. Uses the standard library and the `jsonschema` package (in the machine image).
 
     check.py schema SCHEMA FILE...   validate each report (.json, or .json.gz); on failure print

@@ -13,7 +13,7 @@
 #
 # 1. `postmap -q` against `mtasts serve` (socketmap), with examples/postfix/main.cf, for the
 #    fixture domains and the keys Postfix itself sends (.parent, [host]:port, [ip]).
-# 2. A full delivery by the Postfix master and smtp(8) (tests/serve.rs, postfix_full_delivery).
+# 2. A full delivery by the Postfix master and smtp(8) (tests/it/serve.rs, postfix_full_delivery).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT_DIR=$PWD
@@ -100,5 +100,5 @@ fi
 echo "postmap: $pass passed, $fail failed"
 
 # Full delivery through the Postfix master and smtp(8).
-MTASTS_E2E_POSTFIX_ROOT=$R cargo test --test serve -- --ignored --exact postfix_full_delivery
+MTASTS_E2E_POSTFIX_ROOT=$R cargo test --test it -- --ignored --exact serve::postfix_full_delivery
 [ "$fail" = 0 ]

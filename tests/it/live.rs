@@ -8,7 +8,7 @@
 use std::process::Command;
 
 #[test]
-#[ignore = "needs Internet access: cargo test --test live -- --ignored"]
+#[ignore = "needs Internet access: cargo test --test it live:: -- --ignored"]
 fn gmail_publishes_an_enforce_policy() {
     let out = Command::new(env!("CARGO_BIN_EXE_mtasts"))
         .args(["check", "gmail.com", "--json"])

@@ -1,12 +1,10 @@
 //! Engine behaviour that data vectors cannot express: concurrency (single-flight, threads) and
 //! robustness of the flight mechanism.
 
-mod common;
-
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::Harness;
+use crate::common::Harness;
 use mtasts::engine::{DnsError, Resolver};
 use mtasts::{Engine, Timing, Verdict};
 
@@ -80,7 +78,7 @@ impl Resolver for PanickingDns {
 /// A panic during discovery releases the callers waiting on that flight.
 #[test]
 fn a_panicking_leader_does_not_strand_its_followers() {
-    let http = Arc::new(common::FakeHttp::default());
+    let http = Arc::new(crate::common::FakeHttp::default());
     let engine = Arc::new(Engine::builder(PanickingDns, http).build());
     let handles: Vec<_> = (0..4)
         .map(|_| {

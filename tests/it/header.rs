@@ -29,7 +29,7 @@ fn header_matches_the_source() {
     assert!(
         committed == generated,
         "include/mtasts.h differs from what cbindgen generates from src/ffi/; \
-         run `MTASTS_BLESS=1 cargo test --test header` and commit the result"
+         run `MTASTS_BLESS=1 cargo test --test it header::` and commit the result"
     );
 }
 

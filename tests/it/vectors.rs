@@ -2,12 +2,10 @@
 //! `tests/vectors/README.md`) and checks every case against the library. Each case names the
 //! checklist id it exercises; a failure message starts with that id and the case name.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{Harness, START, pki};
+use crate::common::{Harness, START, pki};
 use mtasts::cert::CertVerifier;
 use mtasts::engine::{DnsError, RecordState, Tls};
 use mtasts::mx::MxPattern;

@@ -135,7 +135,7 @@ fn run_workers(w: &World, processes: usize, sessions: usize) {
     let children: Vec<_> = (0..processes)
         .map(|_| {
             Command::new(std::env::current_exe().expect("exe"))
-                .args(["--exact", "report_worker", "--ignored", "--test-threads=1"])
+                .args(["--exact", "report_flow::report_worker", "--ignored", "--test-threads=1"])
                 .env(WORKER_ENV, sessions.to_string())
                 .env("MTASTS_CONFIG", w.config())
                 .output()

@@ -1,15 +1,12 @@
 //! The Redis store against a real `redis-server` started by the test on a loopback port
 //! (Debian package `redis-server`; `.ci/run` installs it). Built only with `--features redis`.
-#![cfg(feature = "redis")]
-
-mod common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeClock, FakeDns, FakeHttp};
+use crate::common::{FakeClock, FakeDns, FakeHttp};
 use mtasts::cache::{CachedPolicy, Entry, RedisStore, Store};
 use mtasts::engine::DnsError;
 use mtasts::policy::Policy;

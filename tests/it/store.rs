@@ -2,15 +2,13 @@
 //! files, schema migration, downgrade resistance across restarts (CACHE-4, CACHE-12), many
 //! processes at once, and SIGKILL in the middle of writes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeClock, FakeDns, FakeHttp};
+use crate::common::{FakeClock, FakeDns, FakeHttp};
 use mtasts::cache::{CachedPolicy, Entry, FailedFetch, Failure, SqliteStore, Store};
 use mtasts::engine::DnsError;
 use mtasts::policy::Policy;
@@ -240,7 +238,7 @@ const WORKER_ENV: &str = "MTASTS_STORE_WORKER";
 
 fn spawn_worker(mode: &str, path: &Path, extra: &[(&str, String)]) -> std::process::Child {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args(["--exact", "store_worker", "--ignored", "--nocapture", "--test-threads=1"])
+    cmd.args(["--exact", "store::store_worker", "--ignored", "--nocapture", "--test-threads=1"])
         .env(WORKER_ENV, mode)
         .env("MTASTS_STORE_PATH", path)
         .stdout(Stdio::piped())
@@ -484,7 +482,7 @@ fn store_enforce_policy(path: &Path) {
 fn run_check_worker(dir: &Path, config: &Path) -> String {
     let exe = dir.join("store-test-worker");
     std::fs::copy(std::env::current_exe().expect("test binary"), &exe).expect("copy test binary");
-    let args = ["--exact", "store_worker", "--ignored", "--nocapture", "--test-threads=1"];
+    let args = ["--exact", "store::store_worker", "--ignored", "--nocapture", "--test-threads=1"];
     let mut cmd = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "nobody", "--"]).arg(&exe).args(args);
