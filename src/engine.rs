@@ -35,83 +35,19 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache, Store, StoreError};
+use crate::cache::{CachedPolicy, Entry, FailedFetch, MemoryCache, Store, StoreError};
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::domain::{Domain, DomainError};
 use crate::mx;
 use crate::policy::{Mode, Policy};
+pub use crate::ports::{AddressResolver, Clock, DnsError, Failure, Fetcher, Resolver, SystemClock};
 use crate::tlsrpt::report::{Day, DayCounts, FailureKey, ResultType};
 use crate::tlsrpt::tally::Tally;
 use crate::txt::{self, Discovery, PolicyId};
 use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
-
-/// Looks up TXT records. Implementations: [`crate::dns`] (hickory) and test fakes.
-pub trait Resolver: Send + Sync {
-    /// The TXT records at `name`, each with its character-strings joined with no separator
-    /// (DISC-6), CNAMEs followed (DISC-13).
-    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError>;
-}
-
-/// A failed DNS lookup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DnsError {
-    /// NXDOMAIN, or the name exists with no TXT records.
-    NotFound,
-    /// SERVFAIL, timeout, or anything else that may pass.
-    Temporary(String),
-}
-
-/// Resolves a host name to addresses (A and AAAA), for the policy fetch: the policy host is
-/// resolved through the same resolver as the TXT record.
-pub trait AddressResolver: Send + Sync {
-    /// The addresses of `host`.
-    fn addresses(&self, host: &str) -> Result<Vec<std::net::IpAddr>, DnsError>;
-}
-
-/// Fetches the policy body of a domain from `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
-pub trait Fetcher: Send + Sync {
-    /// The body of a `200 text/plain` answer, or why there is none. The failure's reason is
-    /// `sts-policy-fetch-error` or `sts-webpki-invalid`.
-    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure>;
-}
-
-/// The source of time, in seconds since the Unix epoch.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> u64;
-}
-
-impl<T: Resolver + ?Sized> Resolver for Arc<T> {
-    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
-        (**self).txt(name)
-    }
-}
-
-impl<T: Fetcher + ?Sized> Fetcher for Arc<T> {
-    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure> {
-        (**self).fetch(domain)
-    }
-}
-
-impl<T: Clock + ?Sized> Clock for Arc<T> {
-    fn now(&self) -> u64 {
-        (**self).now()
-    }
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-    }
-}
 
 /// The engine's timing knobs (seconds). The defaults follow the RFC's suggestions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -152,6 +152,7 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 use crate::policy::{Mode, Policy};
+pub use crate::ports::Failure;
 use crate::txt::PolicyId;
 use crate::verdict::Reason;
 
@@ -186,15 +187,6 @@ impl CachedPolicy {
     pub fn mode(&self) -> Mode {
         self.policy.mode()
     }
-}
-
-/// Why discovery or the last fetch failed, as an RFC 8460 result type and a detail line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// `sts-policy-fetch-error`, `sts-webpki-invalid` or `sts-policy-invalid`.
-    pub reason: Reason,
-    /// What exactly went wrong.
-    pub detail: String,
 }
 
 /// A failed fetch for one TXT id, remembered so that it is not retried too soon (FETCH-10).

@@ -46,8 +46,8 @@ use ureq::Agent;
 use ureq::unversioned::transport::{Connector, TcpConnector};
 
 use crate::cert::TrustAnchors;
-use crate::engine::{AddressResolver, DnsError};
 use crate::fetch::{PolicyResolver, PolicyTls, client_config, printable, rustls_error, seconds, tls_failure};
+use crate::ports::{AddressResolver, DnsError};
 use crate::tlsrpt::mail::{self, EmailAddress};
 use crate::tlsrpt::media_type_gzip;
 use crate::tlsrpt::record::{HttpsUri, ReportUri};
