@@ -41,7 +41,7 @@ use std::net::IpAddr;
 
 use crate::domain::Domain;
 use crate::ports::{DnsError, Resolver};
-use crate::tlsrpt::mail::EmailAddress;
+use crate::tlsrpt::address::EmailAddress;
 
 /// The owner name of the reporting policy: `_smtp._tls.<domain>` (RPT-1).
 pub fn record_name(domain: &Domain) -> String {

@@ -61,7 +61,7 @@ use crate::cert::rfc3339;
 use crate::domain::Domain;
 use crate::mx::MxPattern;
 use crate::policy::Policy;
-use crate::tlsrpt::mail::EmailAddress;
+use crate::tlsrpt::address::{EmailAddress, is_dot_atom};
 use crate::verdict::Reason;
 
 /// Largest integer I-JSON guarantees to carry exactly (RFC 7493 §2.2).
@@ -593,12 +593,6 @@ impl fmt::Debug for ReportId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReportId({})", self.0)
     }
-}
-
-/// RFC 5322 `dot-atom-text`: atext runs separated by single dots.
-pub(crate) fn is_dot_atom(s: &str) -> bool {
-    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
-    !s.is_empty() && s.split('.').all(|part| !part.is_empty() && part.bytes().all(atext))
 }
 
 /// Why no report could be built.
