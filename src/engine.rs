@@ -40,11 +40,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::cache::{CachedPolicy, Entry, FailedFetch, MemoryCache, Store, StoreError};
 use crate::cert::{CertVerifier, TrustAnchors};
+use crate::counts::{Day, DayCounts, FailureKey, ResultType};
 use crate::domain::{Domain, DomainError};
 use crate::mx;
 use crate::policy::{Mode, Policy};
 pub use crate::ports::{AddressResolver, Clock, DnsError, Failure, Fetcher, Resolver, SystemClock};
-use crate::tlsrpt::report::{Day, DayCounts, FailureKey, ResultType};
 use crate::tlsrpt::tally::Tally;
 use crate::txt::{self, Discovery, PolicyId};
 use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
@@ -569,7 +569,7 @@ impl Engine {
     pub fn prune_store(&self) -> Result<u64, StoreError> {
         let Some(store) = self.store.as_ref().filter(|_| self.store_writable) else { return Ok(0) };
         let now = self.clock.now();
-        let oldest = Day::from_unix(now.saturating_sub(crate::tlsrpt::report::REPORT_WINDOW_DAYS * 86_400));
+        let oldest = Day::from_unix(now.saturating_sub(crate::counts::REPORT_WINDOW_DAYS * 86_400));
         store.prune(now, self.prune_after, oldest)
     }
 

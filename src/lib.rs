@@ -32,6 +32,7 @@
 //! | [`verdict`] | mode semantics: verdicts and reasons | §5 |
 //! | [`ports`] | the traits the engine needs from outside (DNS, HTTPS, clock) and their errors | — |
 //! | [`dns`], [`fetch`] | the real DNS client (hickory) and policy fetch (ureq + rustls) | §3.1, §3.3 |
+//! | [`counts`] | TLSRPT's counted data: day counts and report delivery state | RFC 8460 §4 |
 //! | [`cache`] | what is remembered per domain: memory, SQLite, Redis | §3.3, §10.2 |
 //! | [`engine`] | discovery, fetch, cache and apply | §5.1 |
 //! | [`config`] | the configuration file every front-end reads | — |
@@ -48,6 +49,7 @@
 pub mod cache;
 pub mod cert;
 pub mod config;
+pub mod counts;
 pub mod dns;
 pub mod domain;
 pub mod engine;

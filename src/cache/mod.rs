@@ -23,9 +23,8 @@ pub use memory::MemoryCache;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
+use crate::counts::{Day, DayCounts, DeliveryState};
 use crate::domain::Domain;
-use crate::tlsrpt::DeliveryState;
-use crate::tlsrpt::report::{Day, DayCounts};
 
 /// The schema version of the SQLite store this build writes.
 pub fn sqlite_schema_version() -> i64 {

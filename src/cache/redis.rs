@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, Store, StoreError};
+use crate::counts::{Day, DayCounts};
 use crate::domain::Domain;
-use crate::tlsrpt::report::{Day, DayCounts};
 
 const PREFIX: &str = "mtasts:policy:";
 /// One hash per UTC day of TLSRPT counters.

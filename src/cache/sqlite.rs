@@ -18,9 +18,8 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Entry, OutboxItem, Store, StoreError};
+use crate::counts::{Day, DayCounts, DeliveryState, FailureKey, PolicyKey};
 use crate::domain::Domain;
-use crate::tlsrpt::DeliveryState;
-use crate::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey};
 
 /// `PRAGMA application_id` of an mtasts store ("MTST").
 const APPLICATION_ID: i64 = 0x4D54_5354;

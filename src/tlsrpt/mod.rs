@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`address`] | email addresses (`contact-info`, `From`, `mailto:` recipients) | §3, §4.1, §5.3 |
 //! | [`record`] | the `_smtp._tls` TXT record: grammar and discovery (RPT-1..6) | §3 |
-//! | [`report`] | the day's counts, the report JSON, gzip and the file name (RPT-7, RPT-8) | §4, §5.1, §5.2 |
+//! | [`report`] | the report JSON, gzip and the file name (RPT-7, RPT-8); the day's counts are [`crate::counts`] | §4, §5.1, §5.2 |
 //! | [`mail`] | the report as a `multipart/report` email (RPT-10, RPT-11) | §5.3 |
 //! | [`deliver`](mod@deliver) | HTTPS POST and sendmail delivery, and the retry schedule (RPT-6, RPT-9, RPT-14) | §5.4, §5.5 |
 //!
