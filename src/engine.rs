@@ -38,7 +38,9 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::cache::{CachedPolicy, Entry, FailedFetch, MemoryCache, Store, StoreError};
+use crate::cache::{
+    CachedPolicy, CountStore, Entry, FailedFetch, MemoryCache, PolicyStore, StoreError, Stores,
+};
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::counts::{Day, DayCounts, FailureKey, ResultType};
 use crate::domain::{Domain, DomainError};
@@ -254,7 +256,9 @@ pub struct Engine {
     clock: Box<dyn Clock>,
     certs: CertVerifier,
     cache: MemoryCache,
-    store: Option<Box<dyn Store>>,
+    store: Option<Arc<dyn PolicyStore>>,
+    /// Where TLSRPT counts are flushed, if the store keeps them.
+    counts: Option<Arc<dyn CountStore>>,
     /// False for a read-only store: nothing is saved to it.
     store_writable: bool,
     /// The last error of the persistent store, if any (reported once on stderr).
@@ -284,7 +288,7 @@ pub struct EngineBuilder {
     clock: Box<dyn Clock>,
     anchors: Option<TrustAnchors>,
     timing: Timing,
-    store: Option<Box<dyn Store>>,
+    stores: Option<Stores>,
     store_error: Option<String>,
     on_store_error: OnStoreError,
     prune_after: u64,
@@ -321,21 +325,19 @@ impl EngineBuilder {
     }
 
     /// Keeps policies in this persistent store too (read on a miss of the in-process cache,
-    /// written after every discovery).
-    pub fn store(self, store: impl Store + 'static) -> Self {
-        self.store_boxed(Box::new(store))
-    }
-
-    /// As [`EngineBuilder::store`], for a store already boxed.
-    pub fn store_boxed(mut self, store: Box<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// written after every discovery), and TLSRPT counts if it keeps them: a [`SqliteStore`],
+    /// a `RedisStore`, or any [`Stores`].
+    ///
+    /// [`SqliteStore`]: crate::cache::SqliteStore
+    pub fn store(mut self, stores: impl Into<Stores>) -> Self {
+        self.stores = Some(stores.into());
         self
     }
 
     /// Records that the configured store could not be opened: the engine works from its
     /// in-process cache, says so once on stderr, and reports [`StoreState::Unavailable`].
     pub fn store_unavailable(mut self, error: &StoreError) -> Self {
-        self.store = None;
+        self.stores = None;
         self.store_error = Some(error.to_string());
         self
     }
@@ -356,7 +358,8 @@ impl EngineBuilder {
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
-        let read_only = self.store.as_ref().and_then(|s| s.read_only());
+        let (store, counts) = self.stores.map_or((None, None), |s| (Some(s.policies), s.counts));
+        let read_only = store.as_ref().and_then(|s| s.read_only());
         if let Some(why) = &read_only {
             crate::cache::warn(format_args!("{why}"));
         }
@@ -371,7 +374,8 @@ impl EngineBuilder {
             clock: self.clock,
             certs: CertVerifier::new(anchors),
             cache: MemoryCache::default(),
-            store: self.store,
+            store,
+            counts,
             store_writable: read_only.is_none(),
             store_error: Mutex::new(self.store_error),
             on_store_error: self.on_store_error,
@@ -431,7 +435,7 @@ impl Engine {
             clock: Box::new(SystemClock),
             anchors: None,
             timing: Timing::default(),
-            store: None,
+            stores: None,
             store_error: None,
             on_store_error: OnStoreError::default(),
             prune_after: DEFAULT_PRUNE_AFTER,
@@ -454,7 +458,7 @@ impl Engine {
     }
 
     /// The persistent store, if one is configured.
-    pub fn store(&self) -> Option<&dyn Store> {
+    pub fn store(&self) -> Option<&dyn PolicyStore> {
         self.store.as_deref()
     }
 
@@ -563,14 +567,19 @@ impl Engine {
             .collect())
     }
 
-    /// Prunes the store (see [`Store::prune`]): rows useless for the engine's `prune_after`
-    /// (`[cache] prune_after_days`, 30 days by default), and TLSRPT counts older than the
-    /// reporting window. Nothing for a read-only store. Returns the rows removed or cleared.
+    /// Prunes the store (see [`PolicyStore::prune`]): rows useless for the engine's
+    /// `prune_after` (`[cache] prune_after_days`, 30 days by default), and TLSRPT counts older
+    /// than the reporting window ([`CountStore::prune_report_counts`]). Nothing for a read-only
+    /// store. Returns the rows removed or cleared.
     pub fn prune_store(&self) -> Result<u64, StoreError> {
         let Some(store) = self.store.as_ref().filter(|_| self.store_writable) else { return Ok(0) };
         let now = self.clock.now();
-        let oldest = Day::from_unix(now.saturating_sub(crate::counts::REPORT_WINDOW_DAYS * 86_400));
-        store.prune(now, self.prune_after, oldest)
+        let mut removed = store.prune(now, self.prune_after)?;
+        if let Some(counts) = &self.counts {
+            let oldest = Day::from_unix(now.saturating_sub(crate::counts::REPORT_WINDOW_DAYS * 86_400));
+            removed = removed.saturating_add(counts.prune_report_counts(oldest)?);
+        }
+        Ok(removed)
     }
 
     /// Now, by the engine's clock.
@@ -693,7 +702,7 @@ impl Engine {
         if days.is_empty() {
             return;
         }
-        match self.store.as_ref().filter(|_| self.store_writable) {
+        match self.counts.as_ref().filter(|_| self.store_writable) {
             Some(store) => {
                 for (day, counts) in days {
                     if let Err(e) = store.add_report_counts(day, &counts) {
@@ -710,7 +719,7 @@ impl Engine {
     pub fn report_counts(&self, day: Day) -> DayCounts {
         self.flush_reports();
         let mut counts = self.tally.kept(day);
-        if let Some(store) = &self.store {
+        if let Some(store) = &self.counts {
             match store.report_counts(day) {
                 Ok(stored) => counts.merge(&stored),
                 Err(e) => self.report_store_error(&e),

@@ -33,7 +33,7 @@
 //! | [`ports`] | the traits the engine needs from outside (DNS, HTTPS, clock) and their errors | — |
 //! | [`dns`], [`fetch`] | the real DNS client (hickory) and policy fetch (ureq + rustls) | §3.1, §3.3 |
 //! | [`counts`] | TLSRPT's counted data: day counts and report delivery state | RFC 8460 §4 |
-//! | [`cache`] | what is remembered per domain: memory, SQLite, Redis | §3.3, §10.2 |
+//! | [`cache`] | what is remembered: policies per domain (memory, SQLite, Redis), TLSRPT counts, the report outbox | §3.3, §10.2 |
 //! | [`engine`] | discovery, fetch, cache and apply | §5.1 |
 //! | [`config`] | the configuration file every front-end reads | — |
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
