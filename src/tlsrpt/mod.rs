@@ -32,7 +32,6 @@ pub mod deliver;
 pub mod mail;
 pub mod record;
 pub mod report;
-pub mod tally;
 
 pub use address::EmailAddress;
 pub use deliver::{DeliveryOutcome, DeliverySettings, DeliveryState, RetrySchedule, deliver};
