@@ -1,10 +1,10 @@
 //! What TLSRPT counts and keeps (RFC 8460 §4): the day's session counts per policy domain and
 //! per policy, the keys they are counted under, and where the delivery of a built report stands.
 //!
-//! Plain values, below the store that keeps them ([`crate::cache::ReportStore`]), the engine that
-//! counts sessions into them and the report pipeline ([`crate::tlsrpt`]) that builds reports from
-//! them. `crate::tlsrpt::report` and `crate::tlsrpt::deliver` re-export them under their old
-//! paths.
+//! Plain values, below the stores that keep them ([`crate::cache::CountStore`],
+//! [`crate::cache::OutboxStore`]), the engine that counts sessions into them and the report
+//! pipeline ([`crate::tlsrpt`]) that builds reports from them. `crate::tlsrpt::report` and
+//! `crate::tlsrpt::deliver` re-export them under their old paths.
 
 use std::collections::BTreeMap;
 use std::fmt;
