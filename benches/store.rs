@@ -1,7 +1,7 @@
-//! The SQLite store: a lookup on a miss of the memory layer (`Store::load`, which also parses the
+//! The SQLite store: a lookup on a miss of the memory layer (`PolicyStore::load`, which also parses the
 //! stored policy), with 100 and with 100,000 stored domains; and with 100,000 stored domains, one
-//! refresher pass that finds nothing due (`Store::due_for_refresh`, through the indexes) against
-//! the way it was done before (`Store::list` and a filter), and the CPU `mtasts serve` uses while
+//! refresher pass that finds nothing due (`PolicyStore::due_for_refresh`, through the indexes) against
+//! the way it was done before (`PolicyStore::list` and a filter), and the CPU `mtasts serve` uses while
 //! idle with its refresher running every second.
 //!
 //! `cargo bench --bench store`; figures in BENCHMARKS.md.
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use criterion::Criterion;
 use mtasts::Domain;
-use mtasts::cache::{CachedPolicy, Entry, SqliteStore, Store};
+use mtasts::cache::{CachedPolicy, Entry, PolicyStore, SqliteStore};
 use mtasts::policy::Policy;
 use mtasts::txt::PolicyId;
 

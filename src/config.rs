@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cache::{SqliteStore, Store, StoreError};
+use crate::cache::{ReportStores, SqliteStore, StoreError, Stores};
 use crate::cert::TrustAnchors;
 use crate::dns::{DnsResolver, DnsSettings};
 use crate::engine::{Engine, OnStoreError, Timing};
@@ -364,7 +364,7 @@ impl Config {
 
     /// Opens the persistent store this configuration names: Redis when `redis_url` is set, else
     /// the SQLite file at `path`; `None` for `memory`.
-    pub fn open_store(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+    pub fn open_store(&self) -> Result<Option<Stores>, StoreError> {
         let retry = self.timing().fetch_retry_interval.max(crate::engine::MIN_FETCH_RETRY);
         if let Some(url) = &self.cache.redis_url {
             return open_redis(url, retry);
@@ -372,7 +372,20 @@ impl Config {
         if self.cache.path == "memory" {
             return Ok(None);
         }
-        Ok(Some(Box::new(SqliteStore::open(Path::new(&self.cache.path), retry)?)))
+        Ok(Some(SqliteStore::open(Path::new(&self.cache.path), retry)?.into()))
+    }
+
+    /// Opens what TLSRPT reports are built from and queued in: the TLSRPT counts and the report
+    /// outbox of the configured store; `None` for `memory`. A backend that keeps no outbox (Redis)
+    /// is refused here, before anything is opened or built.
+    pub fn open_report_stores(&self) -> Result<Option<ReportStores>, StoreError> {
+        if let Some(url) = &self.cache.redis_url {
+            return Err(StoreError(format!(
+                "[cache] redis_url = {url:?}: the Redis store keeps no TLSRPT report outbox; \
+                 building and sending reports needs the SQLite store ([cache] path)"
+            )));
+        }
+        self.open_store()?.map(|stores| stores.reports()).transpose()
     }
 
     /// An engine over the real DNS and HTTPS clients and the configured store. A store that cannot
@@ -397,7 +410,7 @@ impl Config {
             .on_store_error(self.engine.on_store_error)
             .prune_after(self.cache.prune_after());
         Ok(match self.open_store() {
-            Ok(Some(store)) => builder.store_boxed(store).build(),
+            Ok(Some(stores)) => builder.store(stores).build(),
             Ok(None) => builder.build(),
             Err(e) => builder.store_unavailable(&e).build(),
         })
@@ -405,12 +418,12 @@ impl Config {
 }
 
 #[cfg(feature = "redis")]
-fn open_redis(url: &str, retry: u64) -> Result<Option<Box<dyn Store>>, StoreError> {
-    Ok(Some(Box::new(crate::cache::RedisStore::open(url, retry)?)))
+fn open_redis(url: &str, retry: u64) -> Result<Option<Stores>, StoreError> {
+    Ok(Some(crate::cache::RedisStore::open(url, retry)?.into()))
 }
 
 #[cfg(not(feature = "redis"))]
-fn open_redis(url: &str, _retry: u64) -> Result<Option<Box<dyn Store>>, StoreError> {
+fn open_redis(url: &str, _retry: u64) -> Result<Option<Stores>, StoreError> {
     Err(StoreError(format!(
         "[cache] redis_url = {url:?}: this build of mtasts has no Redis support (build with `--features redis`)"
     )))

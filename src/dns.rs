@@ -1,6 +1,6 @@
 //! The DNS client: TXT, MX and address lookups with hickory-resolver (RFC 8461 §3.1).
 //!
-//! [`DnsResolver`] implements the engine's [`Resolver`] and [`AddressResolver`] traits, and
+//! [`DnsResolver`] implements the [`Resolver`] and [`AddressResolver`] ports, and
 //! looks up MX records for the CLI. The rules of RFC 8461 §3.1 (and the checklist items derived
 //! from it) that live here:
 //!
@@ -68,7 +68,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::domain::Domain;
-use crate::engine::{AddressResolver, DnsError, Resolver};
+use crate::ports::{AddressResolver, DnsError, Resolver};
 
 /// The default per-call deadline. (Not `pub`: cbindgen would put it in the C header.)
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

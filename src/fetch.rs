@@ -64,10 +64,9 @@ use ureq::unversioned::transport::{
 };
 use ureq::{Agent, Timeout};
 
-use crate::cache::Failure;
 use crate::cert::{TrustAnchors, rfc3339};
 use crate::domain::Domain;
-use crate::engine::{AddressResolver, DnsError, Fetcher};
+use crate::ports::{AddressResolver, DnsError, Failure, Fetcher};
 use crate::verdict::Reason;
 
 /// The `User-Agent` of policy fetches.

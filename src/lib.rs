@@ -30,9 +30,11 @@
 //! | [`mx`] | MX patterns and matching | §4.1 |
 //! | [`cert`] | MX certificate chains, trust anchors | §4.2 |
 //! | [`verdict`] | mode semantics: verdicts and reasons | §5 |
-//! | [`cache`] | what is remembered per domain: memory, SQLite, Redis | §3.3, §10.2 |
-//! | [`engine`] | discovery, fetch, cache and apply; the I/O traits | §5.1 |
+//! | [`ports`] | the traits the engine needs from outside (DNS, HTTPS, clock) and their errors | — |
 //! | [`dns`], [`fetch`] | the real DNS client (hickory) and policy fetch (ureq + rustls) | §3.1, §3.3 |
+//! | [`counts`] | TLSRPT's counted data: day counts and report delivery state | RFC 8460 §4 |
+//! | [`cache`] | what is remembered: policies per domain (memory, SQLite, Redis), TLSRPT counts, the report outbox | §3.3, §10.2 |
+//! | [`engine`] | discovery, fetch, cache and apply | §5.1 |
 //! | [`config`] | the configuration file every front-end reads | — |
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
@@ -47,6 +49,7 @@
 pub mod cache;
 pub mod cert;
 pub mod config;
+pub mod counts;
 pub mod dns;
 pub mod domain;
 pub mod engine;
@@ -54,12 +57,14 @@ pub mod fetch;
 pub mod ffi;
 pub mod mx;
 pub mod policy;
+pub mod ports;
 pub mod tlsrpt;
 pub mod txt;
 pub mod verdict;
 
 pub use cert::TrustAnchors;
 pub use domain::Domain;
-pub use engine::{Clock, DnsError, Engine, Fetcher, InputError, Outcome, Resolver, Timing, Tls};
+pub use engine::{Engine, InputError, Outcome, Timing, Tls};
 pub use policy::{Mode, Policy};
+pub use ports::{Clock, DnsError, Fetcher, Resolver};
 pub use verdict::{Dane, Reason, Verdict};

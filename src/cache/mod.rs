@@ -5,7 +5,7 @@
 //! write entries live in [`crate::engine`]; the stores here only keep them.
 //!
 //! Two layers: the in-process [`MemoryCache`], which every check reads first, and an optional
-//! persistent [`Store`] shared by processes ([`SqliteStore`] by default; Redis for fleets), which
+//! persistent [`PolicyStore`] shared by processes ([`SqliteStore`] by default; Redis for fleets), which
 //! makes policies survive process exits and restarts (RFC 8461 §10.2, CACHE-12): without it an
 //! attacker who blocks discovery would defeat MTA-STS after a restart, and an MTA that starts a
 //! process per delivery would fetch every policy for every message.
@@ -23,9 +23,8 @@ pub use memory::MemoryCache;
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
+use crate::counts::{Day, DayCounts, DeliveryState};
 use crate::domain::Domain;
-use crate::tlsrpt::DeliveryState;
-use crate::tlsrpt::report::{Day, DayCounts};
 
 /// The schema version of the SQLite store this build writes.
 pub fn sqlite_schema_version() -> i64 {
@@ -35,7 +34,7 @@ pub fn sqlite_schema_version() -> i64 {
 /// A persistent store of [`Entry`]s, shared by processes. Implementations are `Send + Sync`,
 /// safe across `fork()` (a child opens its own connection), and keep the newest policy when two
 /// processes write the same domain.
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait PolicyStore: Send + Sync + fmt::Debug {
     /// The entry of `domain`, if stored.
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError>;
     /// Stores the entry of `domain`. A stored policy fetched later than `entry`'s is kept.
@@ -65,12 +64,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 
     /// Forgets what has been useless for `keep` seconds: domains without a policy not looked up
-    /// since `now - keep`, policies that expired before then (with their rows when the domain was
-    /// not looked up since either), and TLSRPT counts of days before `oldest_report_day`. Returns
-    /// the number of rows removed or cleared. A store that expires its data by itself (Redis)
-    /// does nothing.
-    fn prune(&self, now: u64, keep: u64, oldest_report_day: Day) -> Result<u64, StoreError> {
-        let _ = (now, keep, oldest_report_day);
+    /// since `now - keep`, and policies that expired before then (with their rows when the domain
+    /// was not looked up since either). Returns the number of rows removed or cleared. A store
+    /// that expires its data by itself (Redis) does nothing.
+    fn prune(&self, now: u64, keep: u64) -> Result<u64, StoreError> {
+        let _ = (now, keep);
         Ok(0)
     }
 
@@ -79,45 +77,91 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn read_only(&self) -> Option<String> {
         None
     }
+}
 
-    /// Adds TLSRPT session counts for one UTC day (RFC 8460). Counts from many processes add up
-    /// exactly: each call is one atomic increment per counter.
-    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
-        let _ = (day, counts);
-        Err(StoreError(format!("{}: this store keeps no TLSRPT counts", self.location())))
-    }
+/// A persistent store of TLSRPT session counts (RFC 8460), shared by processes and hosts: the
+/// engine adds what it counted, the report pipeline reads a day back. SQLite and Redis keep them.
+pub trait CountStore: Send + Sync + fmt::Debug {
+    /// Adds TLSRPT session counts for one UTC day. Counts from many processes add up exactly:
+    /// each call is one atomic increment per counter.
+    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError>;
 
     /// The TLSRPT counts of one UTC day.
-    fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError> {
-        let _ = day;
-        Err(StoreError(format!("{}: this store keeps no TLSRPT counts", self.location())))
-    }
+    fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError>;
 
+    /// Forgets the counts of days before `oldest_report_day`; returns the number of counters removed.
+    /// A store that expires its counts by itself (Redis) does nothing.
+    fn prune_report_counts(&self, oldest_report_day: Day) -> Result<u64, StoreError>;
+}
+
+/// A persistent queue of built TLSRPT reports and where their delivery stands, so that a restart
+/// neither forgets a report nor sends it twice. Only the SQLite store keeps one.
+pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Queues a built report for delivery; false (and nothing changed) if a report for the same
     /// day and domain is already queued, so that building twice never sends twice.
-    fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError> {
-        let _ = item;
-        Err(StoreError(format!(
-            "{}: this store keeps no TLSRPT outbox (use the SQLite store)",
-            self.location()
-        )))
-    }
+    fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError>;
 
     /// Every queued report, delivered or not.
-    fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
-        Err(StoreError(format!(
-            "{}: this store keeps no TLSRPT outbox (use the SQLite store)",
-            self.location()
-        )))
-    }
+    fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError>;
 
     /// Records where the delivery of a queued report stands.
-    fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError> {
-        let _ = (report_id, state);
-        Err(StoreError(format!(
-            "{}: this store keeps no TLSRPT outbox (use the SQLite store)",
-            self.location()
-        )))
+    fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError>;
+}
+
+/// The persistent stores of one backend: policies always; TLSRPT counts and the report outbox
+/// where the backend keeps them (SQLite keeps all three, Redis policies and counts). Several may
+/// be the same object.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// The policies.
+    pub policies: Arc<dyn PolicyStore>,
+    /// The TLSRPT counts, if this backend keeps them.
+    pub counts: Option<Arc<dyn CountStore>>,
+    /// The TLSRPT report outbox, if this backend keeps one.
+    pub outbox: Option<Arc<dyn OutboxStore>>,
+}
+
+impl Stores {
+    /// A backend that keeps policies only.
+    pub fn policies_only(policies: Arc<dyn PolicyStore>) -> Self {
+        Self { policies, counts: None, outbox: None }
+    }
+
+    /// The counts and the outbox, which `mtasts report` needs, or why this backend has none.
+    pub fn reports(&self) -> Result<ReportStores, StoreError> {
+        match (&self.counts, &self.outbox) {
+            (Some(counts), Some(outbox)) => {
+                Ok(ReportStores { counts: Arc::clone(counts), outbox: Arc::clone(outbox) })
+            }
+            _ => Err(StoreError(format!(
+                "{}: this store keeps no TLSRPT report outbox; reports need the SQLite store ([cache] path)",
+                self.policies.location()
+            ))),
+        }
+    }
+}
+
+/// What TLSRPT reports are built from and queued in (see [`Stores::reports`]).
+#[derive(Clone, Debug)]
+pub struct ReportStores {
+    /// The day counts a report is built from.
+    pub counts: Arc<dyn CountStore>,
+    /// The queue of built reports.
+    pub outbox: Arc<dyn OutboxStore>,
+}
+
+impl From<SqliteStore> for Stores {
+    fn from(store: SqliteStore) -> Self {
+        let store = Arc::new(store);
+        Self { policies: store.clone(), counts: Some(store.clone()), outbox: Some(store) }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<RedisStore> for Stores {
+    fn from(store: RedisStore) -> Self {
+        let store = Arc::new(store);
+        Self { policies: store.clone(), counts: Some(store), outbox: None }
     }
 }
 
@@ -152,6 +196,7 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 use crate::policy::{Mode, Policy};
+pub use crate::ports::Failure;
 use crate::txt::PolicyId;
 use crate::verdict::Reason;
 
@@ -186,15 +231,6 @@ impl CachedPolicy {
     pub fn mode(&self) -> Mode {
         self.policy.mode()
     }
-}
-
-/// Why discovery or the last fetch failed, as an RFC 8460 result type and a detail line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    /// `sts-policy-fetch-error`, `sts-webpki-invalid` or `sts-policy-invalid`.
-    pub reason: Reason,
-    /// What exactly went wrong.
-    pub detail: String,
 }
 
 /// A failed fetch for one TXT id, remembered so that it is not retried too soon (FETCH-10).

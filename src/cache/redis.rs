@@ -12,9 +12,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, Store, StoreError};
+use super::{CountStore, Entry, PolicyStore, StoreError};
+use crate::counts::{Day, DayCounts};
 use crate::domain::Domain;
-use crate::tlsrpt::report::{Day, DayCounts};
 
 const PREFIX: &str = "mtasts:policy:";
 /// One hash per UTC day of TLSRPT counters.
@@ -135,7 +135,7 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-impl Store for RedisStore {
+impl PolicyStore for RedisStore {
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
         let key = format!("{PREFIX}{domain}");
         let json: Option<String> = self.with(|c| redis::cmd("GET").arg(&key).query(c))?;
@@ -216,6 +216,13 @@ impl Store for RedisStore {
 
     fn location(&self) -> String {
         self.url.clone()
+    }
+}
+
+impl CountStore for RedisStore {
+    /// Nothing: each day's counters expire a week after they were last written.
+    fn prune_report_counts(&self, _oldest_report_day: Day) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
     fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {

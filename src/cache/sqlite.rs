@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Entry, OutboxItem, Store, StoreError};
+use super::{CountStore, Entry, OutboxItem, OutboxStore, PolicyStore, StoreError};
+use crate::counts::{Day, DayCounts, DeliveryState, FailureKey, PolicyKey};
 use crate::domain::Domain;
-use crate::tlsrpt::DeliveryState;
-use crate::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey};
 
 /// `PRAGMA application_id` of an mtasts store ("MTST").
 const APPLICATION_ID: i64 = 0x4D54_5354;
@@ -106,7 +105,7 @@ impl SqliteStore {
     /// bringing its schema up to date. `retry_interval` is the engine's fetch retry interval.
     ///
     /// A store this user can read but not write (created by root for the MTA's user, say) is
-    /// opened read-only: its policies are still enforced ([`Store::read_only`] says why nothing
+    /// opened read-only: its policies are still enforced ([`PolicyStore::read_only`] says why nothing
     /// new is saved). Files this call creates get the owner and group of their directory, so that
     /// an operator running `mtasts` as root never leaves a store the MTA's user cannot write.
     pub fn open(path: &Path, retry_interval: u64) -> Result<Self, StoreError> {
@@ -399,7 +398,7 @@ fn describe(path: &Path, e: &rusqlite::Error) -> StoreError {
     StoreError(msg)
 }
 
-impl Store for SqliteStore {
+impl PolicyStore for SqliteStore {
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
         let row = self.with(|c| {
             c.prepare_cached(
@@ -468,7 +467,7 @@ impl Store for SqliteStore {
         Ok(due)
     }
 
-    fn prune(&self, now: u64, keep: u64, oldest_report_day: Day) -> Result<u64, StoreError> {
+    fn prune(&self, now: u64, keep: u64) -> Result<u64, StoreError> {
         self.writable()?;
         let before = to_sql(now.saturating_sub(keep));
         self.with(|c| {
@@ -484,10 +483,6 @@ impl Store for SqliteStore {
                    fetched_at = NULL, expires_at = NULL
                  WHERE expires_at < ?1",
                 params![before],
-            )?;
-            n += tx.execute(
-                "DELETE FROM tlsrpt_counts WHERE day < ?1",
-                params![to_sql(oldest_report_day.days())],
             )?;
             tx.commit()?;
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
@@ -510,6 +505,16 @@ impl Store for SqliteStore {
             Access::ReadWrite => None,
             Access::ReadOnly { why, .. } => Some(why.clone()),
         }
+    }
+}
+
+impl CountStore for SqliteStore {
+    fn prune_report_counts(&self, oldest_report_day: Day) -> Result<u64, StoreError> {
+        self.writable()?;
+        self.with(|c| {
+            c.execute("DELETE FROM tlsrpt_counts WHERE day < ?1", params![to_sql(oldest_report_day.days())])
+                .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+        })
     }
 
     fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
@@ -547,7 +552,9 @@ impl Store for SqliteStore {
         })?;
         counts_from_rows(&self.location(), rows)
     }
+}
 
+impl OutboxStore for SqliteStore {
     fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError> {
         self.writable()?;
         let counts = serde_json::to_string(&item.counts).map_err(|e| StoreError(e.to_string()))?;

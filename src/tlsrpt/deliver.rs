@@ -29,7 +29,6 @@
 //! it is done. (A crash between a successful delivery and that write sends the report once more;
 //! the report-id and Message-ID stay the same, so a receiver can tell.) Time is always an argument.
 
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
@@ -41,14 +40,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use ureq::Agent;
 use ureq::unversioned::transport::{Connector, TcpConnector};
 
 use crate::cert::TrustAnchors;
-use crate::engine::{AddressResolver, DnsError};
+pub use crate::counts::{DeliveryState, RetrySchedule};
 use crate::fetch::{PolicyResolver, PolicyTls, client_config, printable, rustls_error, seconds, tls_failure};
-use crate::tlsrpt::mail::{self, EmailAddress};
+use crate::ports::{AddressResolver, DnsError};
+use crate::tlsrpt::address::EmailAddress;
+use crate::tlsrpt::mail;
 use crate::tlsrpt::media_type_gzip;
 use crate::tlsrpt::record::{HttpsUri, ReportUri};
 use crate::tlsrpt::report::Report;
@@ -317,68 +317,7 @@ fn spool_file(dir: &Path) -> std::io::Result<File> {
     }
 }
 
-/// When to try again after a failure (RPT-14): `first_delay`, doubling with each failure, at most
-/// `max_delay`; no attempt later than `give_up_after` seconds after the first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetrySchedule {
-    /// Delay after the first failure, in seconds. Default 300 (5 min).
-    pub first_delay: u64,
-    /// Longest delay between attempts, in seconds. Default 14400 (4 h).
-    pub max_delay: u64,
-    /// Seconds after the first attempt at which the last one is made. Default 86400 (24 h).
-    pub give_up_after: u64,
-}
-
-impl Default for RetrySchedule {
-    fn default() -> Self {
-        Self { first_delay: 300, max_delay: 4 * 3600, give_up_after: 24 * 3600 }
-    }
-}
-
-impl RetrySchedule {
-    /// The delay after the `failures`-th failed attempt (1-based).
-    pub fn delay(&self, failures: u32) -> u64 {
-        let doublings = failures.saturating_sub(1).min(63);
-        self.first_delay.saturating_mul(1u64 << doublings).min(self.max_delay)
-    }
-}
-
-/// Where the delivery of one report stands. Plain data: keep it with the pending report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryState {
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// When the first attempt was made (Unix seconds).
-    pub first_attempt_at: Option<u64>,
-    /// When the next attempt is due (Unix seconds); meaningless once `done`.
-    pub next_attempt_at: u64,
-    /// No more attempts: delivered, or given up.
-    pub done: bool,
-    /// Delivered to at least one destination.
-    #[serde(default)]
-    pub delivered: bool,
-    /// Why the last attempt failed; `None` after a success.
-    pub last_error: Option<String>,
-}
-
 impl DeliveryState {
-    /// A report to send from `not_before` on (e.g. the end of the day plus a random delay).
-    pub fn new(not_before: u64) -> Self {
-        Self {
-            attempts: 0,
-            first_attempt_at: None,
-            next_attempt_at: not_before,
-            done: false,
-            delivered: false,
-            last_error: None,
-        }
-    }
-
-    /// True when an attempt should be made now.
-    pub fn is_due(&self, now: u64) -> bool {
-        !self.done && now >= self.next_attempt_at
-    }
-
     /// Records an attempt made at `now`.
     pub fn record(&mut self, now: u64, outcome: &DeliveryOutcome, schedule: &RetrySchedule) {
         let result = if outcome.delivered() {
@@ -387,70 +326,5 @@ impl DeliveryState {
             Err(outcome.errors().unwrap_or_else(|| "no destination".to_owned()))
         };
         self.record_result(now, result, schedule);
-    }
-
-    /// Records an attempt made at `now` that succeeded (`Ok`) or failed with this error.
-    pub fn record_result(&mut self, now: u64, result: Result<(), String>, schedule: &RetrySchedule) {
-        self.attempts = self.attempts.saturating_add(1);
-        let first = *self.first_attempt_at.get_or_insert(now);
-        match result {
-            Ok(()) => {
-                self.done = true;
-                self.delivered = true;
-                self.last_error = None;
-            }
-            Err(e) => {
-                self.last_error = Some(e);
-                let deadline = first.saturating_add(schedule.give_up_after);
-                if now >= deadline {
-                    self.done = true;
-                } else {
-                    self.next_attempt_at = now.saturating_add(schedule.delay(self.attempts)).min(deadline);
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.done, self.delivered, &self.last_error) {
-            (true, true, _) => write!(f, "delivered after {} attempt(s)", self.attempts),
-            (true, false, e) => write!(
-                f,
-                "given up after {} attempt(s): {}",
-                self.attempts,
-                e.as_deref().unwrap_or("no destination accepted the report")
-            ),
-            (false, _, None) => write!(f, "due at {}", self.next_attempt_at),
-            (false, _, Some(e)) => {
-                write!(f, "{} failed attempt(s), next at {}: {e}", self.attempts, self.next_attempt_at)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff() {
-        let s = RetrySchedule::default();
-        let delays: Vec<u64> = (1..=8).map(|n| s.delay(n)).collect();
-        assert_eq!(delays, [300, 600, 1200, 2400, 4800, 9600, 14400, 14400]);
-        assert_eq!(s.delay(200), 14400);
-    }
-
-    #[test]
-    fn success_ends_it() {
-        let mut st = DeliveryState::new(100);
-        assert!(!st.is_due(99) && st.is_due(100));
-        st.record_result(100, Err("HTTP 503".into()), &RetrySchedule::default());
-        assert_eq!((st.attempts, st.next_attempt_at, st.done), (1, 400, false));
-        st.record_result(400, Ok(()), &RetrySchedule::default());
-        assert!(st.done && st.delivered && st.last_error.is_none() && !st.is_due(10_000));
-        let json = serde_json::to_string(&st).unwrap();
-        assert_eq!(serde_json::from_str::<DeliveryState>(&json).unwrap(), st);
     }
 }

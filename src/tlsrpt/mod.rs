@@ -3,8 +3,9 @@
 //!
 //! | module | what | RFC 8460 |
 //! |---|---|---|
+//! | [`address`] | email addresses (`contact-info`, `From`, `mailto:` recipients) | §3, §4.1, §5.3 |
 //! | [`record`] | the `_smtp._tls` TXT record: grammar and discovery (RPT-1..6) | §3 |
-//! | [`report`] | the day's counts, the report JSON, gzip and the file name (RPT-7, RPT-8) | §4, §5.1, §5.2 |
+//! | [`report`] | the report JSON, gzip and the file name (RPT-7, RPT-8); the day's counts are [`crate::counts`] | §4, §5.1, §5.2 |
 //! | [`mail`] | the report as a `multipart/report` email (RPT-10, RPT-11) | §5.3 |
 //! | [`deliver`](mod@deliver) | HTTPS POST and sendmail delivery, and the retry schedule (RPT-6, RPT-9, RPT-14) | §5.4, §5.5 |
 //!
@@ -26,14 +27,14 @@
 //! [`deliver::deliver`] does I/O (HTTPS through the same rustls and resolver pieces as the policy
 //! fetch, and a local mail command).
 
+pub mod address;
 pub mod deliver;
 pub mod mail;
 pub mod record;
 pub mod report;
-pub mod tally;
 
+pub use address::EmailAddress;
 pub use deliver::{DeliveryOutcome, DeliverySettings, DeliveryState, RetrySchedule, deliver};
-pub use mail::EmailAddress;
 pub use record::{Discovery, RecordError, ReportUri, TlsRptRecord, discover};
 pub use report::{
     Day, DayCounts, FailureKey, PolicyKey, PolicyType, Report, ReportError, ReportId, ResultType,

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The record lives at `_smtp._tls.<Policy Domain>` (RPT-1, [`record_name`]); [`discover`] looks
-//! it up through the engine's [`Resolver`] and [`select`] applies RPT-3 to the RRset: records
+//! it up through the [`Resolver`] port and [`select`] applies RPT-3 to the RRset: records
 //! that do not begin with the version field are dropped, and anything but exactly one survivor
 //! means the domain does not want reports. The character-strings of a record arrive joined with
 //! no separator ([`Resolver::txt`]).
@@ -40,8 +40,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::domain::Domain;
-use crate::engine::{DnsError, Resolver};
-use crate::tlsrpt::mail::EmailAddress;
+use crate::ports::{DnsError, Resolver};
+use crate::tlsrpt::address::EmailAddress;
 
 /// The owner name of the reporting policy: `_smtp._tls.<domain>` (RPT-1).
 pub fn record_name(domain: &Domain) -> String {

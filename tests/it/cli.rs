@@ -506,3 +506,24 @@ fn check_says_when_the_store_is_unavailable() {
         "{text}"
     );
 }
+
+#[test]
+fn report_refuses_a_store_without_an_outbox_before_it_starts() {
+    // Redis keeps policies and TLSRPT counts but no report outbox: `mtasts report` says so at
+    // once, before it connects, looks up a record or builds anything.
+    let dir = std::env::temp_dir().join(format!("mtasts-cli-redis-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("mtasts.toml");
+    std::fs::write(&config, "[cache]\nredis_url = \"redis://127.0.0.1:1/0\"\n").expect("config");
+    for action in ["build", "send", "list"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+            .args(["report", action, "--config", path_str(&config)])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mtasts");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && out.stdout.is_empty(), "{action}: {stderr}");
+        assert!(stderr.contains("keeps no TLSRPT report outbox"), "{action}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{FakeClock, FakeDns, FakeHttp};
-use mtasts::cache::{CachedPolicy, Entry, RedisStore, Store};
+use mtasts::cache::{CachedPolicy, Entry, PolicyStore, RedisStore};
 use mtasts::engine::DnsError;
 use mtasts::policy::Policy;
 use mtasts::txt::PolicyId;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mtasts::cache::{SqliteStore, Store};
+use mtasts::cache::{CountStore, SqliteStore};
 use mtasts::tlsrpt::report::Day;
 use mtasts_fixtures::dns::DnsServer;
 use mtasts_fixtures::https::{HttpsServer, Response};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{FakeClock, FakeDns, FakeHttp};
-use mtasts::cache::{CachedPolicy, Entry, FailedFetch, Failure, SqliteStore, Store};
+use mtasts::cache::{CachedPolicy, CountStore, Entry, FailedFetch, Failure, PolicyStore, SqliteStore};
 use mtasts::engine::DnsError;
 use mtasts::policy::Policy;
 use mtasts::txt::PolicyId;
@@ -760,9 +760,10 @@ fn the_store_forgets_what_has_been_useless_for_the_prune_age() {
     store.add_report_counts(Day::from_unix(now - 20 * day), &counts).expect("counts");
     store.add_report_counts(Day::from_unix(now - day), &counts).expect("counts");
 
-    let removed = store
-        .prune(now, 30 * day, Day::from_unix(now - mtasts::tlsrpt::report::REPORT_WINDOW_DAYS * day))
-        .expect("prune");
+    let removed = store.prune(now, 30 * day).expect("prune")
+        + store
+            .prune_report_counts(Day::from_unix(now - mtasts::tlsrpt::report::REPORT_WINDOW_DAYS * day))
+            .expect("prune counts");
     assert_eq!(removed, 4, "two rows deleted, one policy cleared, one day of counts deleted");
     let left: Vec<(String, bool)> =
         store.list().expect("list").into_iter().map(|(d, e)| (d.to_string(), e.policy.is_some())).collect();

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mtasts::Domain;
-use mtasts::cache::{Entry, Store};
+use std::sync::Arc;
+
+use mtasts::cache::{Entry, PolicyStore, ReportStores};
 use mtasts::cert::rfc3339;
 use mtasts::config::Config;
 use serde_json::{Value, json};
@@ -38,15 +40,35 @@ enum Action {
 pub fn open_store(
     config: Option<&std::path::Path>,
     cache: Option<&str>,
-) -> Result<(Config, Box<dyn Store>), String> {
+) -> Result<(Config, Arc<dyn PolicyStore>), String> {
+    let config = load(config, cache)?;
+    match config.open_store().map_err(|e| e.to_string())? {
+        Some(stores) => Ok((config, stores.policies)),
+        None => Err(NO_STORE.into()),
+    }
+}
+
+/// Opens the TLSRPT counts and report outbox of the store named by the configuration (and
+/// `--cache`); refused at once for a store that keeps none.
+pub fn open_report_stores(
+    config: Option<&std::path::Path>,
+    cache: Option<&str>,
+) -> Result<(Config, ReportStores), String> {
+    let config = load(config, cache)?;
+    match config.open_report_stores().map_err(|e| e.to_string())? {
+        Some(stores) => Ok((config, stores)),
+        None => Err(NO_STORE.into()),
+    }
+}
+
+const NO_STORE: &str = "[cache] path is \"memory\": there is no persistent store to read";
+
+fn load(config: Option<&std::path::Path>, cache: Option<&str>) -> Result<Config, String> {
     let mut config = Config::load(config).map_err(|e| e.to_string())?;
     if let Some(cache) = cache {
         config.cache.path = cache.to_owned();
     }
-    match config.open_store().map_err(|e| e.to_string())? {
-        Some(store) => Ok((config, store)),
-        None => Err("[cache] path is \"memory\": there is no persistent store to read".into()),
-    }
+    Ok(config)
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {

@@ -106,7 +106,7 @@ fn sender(config: &Config) -> Result<Sender, String> {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let (config, store) = crate::cache::open_store(args.config.as_deref(), args.cache.as_deref())?;
+    let (config, stores) = crate::cache::open_report_stores(args.config.as_deref(), args.cache.as_deref())?;
     match &args.action {
         Action::Build { date, out } => {
             let sender = sender(&config)?;
@@ -114,7 +114,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 Some(d) => parse_date(d)?,
                 None => Day::from_unix(now()).previous(),
             };
-            let counts = store.report_counts(day).map_err(|e| e.to_string())?;
+            let counts = stores.counts.report_counts(day).map_err(|e| e.to_string())?;
             let dns = config.dns_resolver().map_err(|e| e.to_string())?;
             if let Some(dir) = out {
                 std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -159,7 +159,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                     record: format!("v=TLSRPTv1; rua={}", rua.join(",")),
                     state: DeliveryState::new(now()),
                 };
-                let queued = store.outbox_put(&item).map_err(|e| e.to_string())?;
+                let queued = stores.outbox.outbox_put(&item).map_err(|e| e.to_string())?;
                 if let Some(dir) = out {
                     let path = dir.join(report.file_name());
                     std::fs::write(&path, report.to_gzip())
@@ -189,7 +189,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             let schedule = RetrySchedule::default();
             let now = now();
             let mut failed = 0;
-            for mut item in store.outbox().map_err(|e| e.to_string())? {
+            for mut item in stores.outbox.outbox().map_err(|e| e.to_string())? {
                 if item.state.done || !(*force || item.state.is_due(now)) {
                     continue;
                 }
@@ -208,7 +208,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 .map_err(|e| format!("{}: {e}", item.domain))?;
                 let outcome = deliver(&settings, Arc::clone(&resolver), &report, &record.rua, now);
                 item.state.record(now, &outcome, &schedule);
-                store.outbox_update(&item.report_id, &item.state).map_err(|e| e.to_string())?;
+                stores.outbox.outbox_update(&item.report_id, &item.state).map_err(|e| e.to_string())?;
                 if outcome.delivered() {
                     println!("{}: report {} delivered", item.domain, item.report_id);
                 } else {
@@ -229,7 +229,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Action::List => {
-            for item in store.outbox().map_err(|e| e.to_string())? {
+            for item in stores.outbox.outbox().map_err(|e| e.to_string())? {
                 let s = &item.state;
                 let status = if s.delivered {
                     "delivered".to_owned()

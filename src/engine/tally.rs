@@ -13,8 +13,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::cache::CachedPolicy;
+use crate::counts::{Day, DayCounts, FailureKey, PolicyKey};
 use crate::domain::Domain;
-use crate::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey};
 
 /// Sessions counted before a flush is due.
 const FLUSH_EVERY: usize = 256;
@@ -227,7 +227,7 @@ impl Tally {
             inner.dropped = inner.dropped.saturating_add(dropped);
         }
         // Only the reporting window is worth keeping.
-        while inner.kept.len() as u64 > crate::tlsrpt::report::REPORT_WINDOW_DAYS {
+        while inner.kept.len() as u64 > crate::counts::REPORT_WINDOW_DAYS {
             inner.kept.pop_first();
         }
     }
@@ -251,7 +251,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tlsrpt::report::{REPORT_WINDOW_DAYS, ResultType};
+    use crate::counts::{REPORT_WINDOW_DAYS, ResultType};
 
     fn failure(i: usize) -> FailureKey {
         let mut key = FailureKey::new(ResultType::StsPolicyFetchError, None);

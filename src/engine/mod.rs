@@ -28,6 +28,10 @@
 //! * a fetched policy with `max_age: 0` applies to the check that fetched it and no further
 //!   (POL-17).
 //!
+//! Files: this one holds the engine, its builder and check/apply; `resolve.rs` the resolution
+//! above with its single-flight; `accounting.rs` TLSRPT session counting, over the in-process
+//! [`tally`] that is flushed to the store.
+//!
 //! Locks: the cache's map lock is held only to read or write an entry. Network I/O happens with no
 //! lock held; callers that need the same domain meanwhile wait on that domain's flight.
 
@@ -35,83 +39,26 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
-use crate::cache::{CachedPolicy, Entry, FailedFetch, Failure, MemoryCache, Store, StoreError};
+use crate::cache::{CachedPolicy, CountStore, MemoryCache, PolicyStore, StoreError, Stores};
 use crate::cert::{CertVerifier, TrustAnchors};
+use crate::counts::Day;
 use crate::domain::{Domain, DomainError};
 use crate::mx;
-use crate::policy::{Mode, Policy};
-use crate::tlsrpt::report::{Day, DayCounts, FailureKey, ResultType};
-use crate::tlsrpt::tally::Tally;
-use crate::txt::{self, Discovery, PolicyId};
+use crate::policy::Mode;
+pub use crate::ports::{AddressResolver, Clock, DnsError, Failure, Fetcher, Resolver, SystemClock};
+use crate::txt::PolicyId;
 use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
 
-/// Looks up TXT records. Implementations: [`crate::dns`] (hickory) and test fakes.
-pub trait Resolver: Send + Sync {
-    /// The TXT records at `name`, each with its character-strings joined with no separator
-    /// (DISC-6), CNAMEs followed (DISC-13).
-    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError>;
-}
+mod accounting;
+mod resolve;
+pub mod tally;
 
-/// A failed DNS lookup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DnsError {
-    /// NXDOMAIN, or the name exists with no TXT records.
-    NotFound,
-    /// SERVFAIL, timeout, or anything else that may pass.
-    Temporary(String),
-}
-
-/// Resolves a host name to addresses (A and AAAA), for the policy fetch: the policy host is
-/// resolved through the same resolver as the TXT record.
-pub trait AddressResolver: Send + Sync {
-    /// The addresses of `host`.
-    fn addresses(&self, host: &str) -> Result<Vec<std::net::IpAddr>, DnsError>;
-}
-
-/// Fetches the policy body of a domain from `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
-pub trait Fetcher: Send + Sync {
-    /// The body of a `200 text/plain` answer, or why there is none. The failure's reason is
-    /// `sts-policy-fetch-error` or `sts-webpki-invalid`.
-    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure>;
-}
-
-/// The source of time, in seconds since the Unix epoch.
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> u64;
-}
-
-impl<T: Resolver + ?Sized> Resolver for Arc<T> {
-    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
-        (**self).txt(name)
-    }
-}
-
-impl<T: Fetcher + ?Sized> Fetcher for Arc<T> {
-    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure> {
-        (**self).fetch(domain)
-    }
-}
-
-impl<T: Clock + ?Sized> Clock for Arc<T> {
-    fn now(&self) -> u64 {
-        (**self).now()
-    }
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-    }
-}
+pub use accounting::SessionDetails;
+use resolve::Flight;
+use tally::Tally;
 
 /// The engine's timing knobs (seconds). The defaults follow the RFC's suggestions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -318,7 +265,9 @@ pub struct Engine {
     clock: Box<dyn Clock>,
     certs: CertVerifier,
     cache: MemoryCache,
-    store: Option<Box<dyn Store>>,
+    store: Option<Arc<dyn PolicyStore>>,
+    /// Where TLSRPT counts are flushed, if the store keeps them.
+    counts: Option<Arc<dyn CountStore>>,
     /// False for a read-only store: nothing is saved to it.
     store_writable: bool,
     /// The last error of the persistent store, if any (reported once on stderr).
@@ -348,7 +297,7 @@ pub struct EngineBuilder {
     clock: Box<dyn Clock>,
     anchors: Option<TrustAnchors>,
     timing: Timing,
-    store: Option<Box<dyn Store>>,
+    stores: Option<Stores>,
     store_error: Option<String>,
     on_store_error: OnStoreError,
     prune_after: u64,
@@ -385,21 +334,19 @@ impl EngineBuilder {
     }
 
     /// Keeps policies in this persistent store too (read on a miss of the in-process cache,
-    /// written after every discovery).
-    pub fn store(self, store: impl Store + 'static) -> Self {
-        self.store_boxed(Box::new(store))
-    }
-
-    /// As [`EngineBuilder::store`], for a store already boxed.
-    pub fn store_boxed(mut self, store: Box<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// written after every discovery), and TLSRPT counts if it keeps them: a [`SqliteStore`],
+    /// a `RedisStore`, or any [`Stores`].
+    ///
+    /// [`SqliteStore`]: crate::cache::SqliteStore
+    pub fn store(mut self, stores: impl Into<Stores>) -> Self {
+        self.stores = Some(stores.into());
         self
     }
 
     /// Records that the configured store could not be opened: the engine works from its
     /// in-process cache, says so once on stderr, and reports [`StoreState::Unavailable`].
     pub fn store_unavailable(mut self, error: &StoreError) -> Self {
-        self.store = None;
+        self.stores = None;
         self.store_error = Some(error.to_string());
         self
     }
@@ -420,7 +367,8 @@ impl EngineBuilder {
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
-        let read_only = self.store.as_ref().and_then(|s| s.read_only());
+        let (store, counts) = self.stores.map_or((None, None), |s| (Some(s.policies), s.counts));
+        let read_only = store.as_ref().and_then(|s| s.read_only());
         if let Some(why) = &read_only {
             crate::cache::warn(format_args!("{why}"));
         }
@@ -435,7 +383,8 @@ impl EngineBuilder {
             clock: self.clock,
             certs: CertVerifier::new(anchors),
             cache: MemoryCache::default(),
-            store: self.store,
+            store,
+            counts,
             store_writable: read_only.is_none(),
             store_error: Mutex::new(self.store_error),
             on_store_error: self.on_store_error,
@@ -453,39 +402,6 @@ impl Drop for Engine {
     }
 }
 
-/// What the MTA knows about a session beyond its result, for TLSRPT `failure-details`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SessionDetails {
-    /// Our address for the session (`sending-mta-ip`).
-    pub sending_ip: Option<std::net::IpAddr>,
-    /// The MX's address (`receiving-ip`).
-    pub receiving_ip: Option<std::net::IpAddr>,
-    /// Free text, e.g. the TLS library's error (`failure-reason-code`).
-    pub failure_reason_code: Option<String>,
-}
-
-/// One discovery in progress for a domain; other callers wait for its result.
-#[derive(Default)]
-struct Flight {
-    result: Mutex<Option<Resolution>>,
-    done: Condvar,
-}
-
-/// Removes the flight and wakes the waiters even if discovery panics.
-struct FlightGuard<'a> {
-    engine: &'a Engine,
-    domain: &'a Domain,
-    flight: Arc<Flight>,
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        self.engine.flights.lock().remove(self.domain);
-        let _result = self.flight.result.lock();
-        self.flight.done.notify_all();
-    }
-}
-
 impl Engine {
     /// Starts building an engine over these I/O implementations.
     pub fn builder(resolver: impl Resolver + 'static, fetcher: impl Fetcher + 'static) -> EngineBuilder {
@@ -495,7 +411,7 @@ impl Engine {
             clock: Box::new(SystemClock),
             anchors: None,
             timing: Timing::default(),
-            store: None,
+            stores: None,
             store_error: None,
             on_store_error: OnStoreError::default(),
             prune_after: DEFAULT_PRUNE_AFTER,
@@ -518,7 +434,7 @@ impl Engine {
     }
 
     /// The persistent store, if one is configured.
-    pub fn store(&self) -> Option<&dyn Store> {
+    pub fn store(&self) -> Option<&dyn PolicyStore> {
         self.store.as_deref()
     }
 
@@ -568,62 +484,6 @@ impl Engine {
         *last = Some(e.to_string());
     }
 
-    /// Forgets a run-time store failure once the store answers again.
-    fn store_answered(&self) {
-        if self.store.is_some() {
-            let mut last = self.store_error.lock();
-            if last.is_some() {
-                crate::cache::warn(format_args!("policy store available again"));
-                *last = None;
-            }
-        }
-    }
-
-    /// Fills an empty in-process entry from the persistent store (a miss of the memory layer).
-    fn warm_from_store(&self, domain: &Domain, now: u64) {
-        let Some(store) = &self.store else { return };
-        if self.cache.read(domain, |e| e.is_some()) {
-            return;
-        }
-        match store.load(domain) {
-            Ok(Some(stored)) => {
-                self.store_answered();
-                self.cache.update(domain, now, |e| {
-                    if *e == Entry::default() {
-                        *e = stored;
-                    }
-                });
-            }
-            Ok(None) => self.store_answered(),
-            Err(e) => self.report_store_error(&e),
-        }
-    }
-
-    /// The newer of the in-process entry and the stored one, so that a policy another process
-    /// fetched (or `mtasts refresh` refreshed) is not fetched again.
-    fn merged_entry(&self, domain: &Domain) -> Entry {
-        let mut entry = self.cache.get(domain).unwrap_or_default();
-        if let Some(store) = &self.store {
-            match store.load(domain) {
-                Ok(Some(stored)) => {
-                    let newer = |a: &Entry, b: &Entry| {
-                        a.policy.as_ref().map(|p| p.fetched_at) > b.policy.as_ref().map(|p| p.fetched_at)
-                    };
-                    if newer(&stored, &entry) {
-                        entry.policy = stored.policy;
-                    }
-                    entry.checked_at = entry.checked_at.max(stored.checked_at);
-                    if entry.failed.as_ref().map(|f| f.at) < stored.failed.as_ref().map(|f| f.at) {
-                        entry.failed = stored.failed;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => self.report_store_error(&e),
-            }
-        }
-        entry
-    }
-
     /// The stored domains whose policy is due for a refresh at `now` ([`Timing::refresh_due`]),
     /// judged by the newer of the stored entry and the in-process one. The store answers from its
     /// indexes, so a pass that finds nothing due costs almost nothing however many domains are
@@ -644,14 +504,19 @@ impl Engine {
             .collect())
     }
 
-    /// Prunes the store (see [`Store::prune`]): rows useless for the engine's `prune_after`
-    /// (`[cache] prune_after_days`, 30 days by default), and TLSRPT counts older than the
-    /// reporting window. Nothing for a read-only store. Returns the rows removed or cleared.
+    /// Prunes the store (see [`PolicyStore::prune`]): rows useless for the engine's
+    /// `prune_after` (`[cache] prune_after_days`, 30 days by default), and TLSRPT counts older
+    /// than the reporting window ([`CountStore::prune_report_counts`]). Nothing for a read-only
+    /// store. Returns the rows removed or cleared.
     pub fn prune_store(&self) -> Result<u64, StoreError> {
         let Some(store) = self.store.as_ref().filter(|_| self.store_writable) else { return Ok(0) };
         let now = self.clock.now();
-        let oldest = Day::from_unix(now.saturating_sub(crate::tlsrpt::report::REPORT_WINDOW_DAYS * 86_400));
-        store.prune(now, self.prune_after, oldest)
+        let mut removed = store.prune(now, self.prune_after)?;
+        if let Some(counts) = &self.counts {
+            let oldest = Day::from_unix(now.saturating_sub(crate::counts::REPORT_WINDOW_DAYS * 86_400));
+            removed = removed.saturating_add(counts.prune_report_counts(oldest)?);
+        }
+        Ok(removed)
     }
 
     /// Now, by the engine's clock.
@@ -708,92 +573,6 @@ impl Engine {
             self.count_session(now, &domain, &outcome, host.as_ref(), &SessionDetails::default());
         }
         Ok(outcome)
-    }
-
-    /// Counts a session for TLSRPT (RFC 8460): sessions under an `enforce` or `testing` policy,
-    /// successful or not. Nothing is counted without a policy or under `mode: none` (APPLY-10).
-    fn count_session(
-        &self,
-        now: u64,
-        domain: &Domain,
-        outcome: &Outcome,
-        mx: Option<&Domain>,
-        details: &SessionDetails,
-    ) {
-        let Some(policy) = outcome.policy.as_ref().filter(|p| p.mode() != Mode::None) else { return };
-        let failure = match outcome.reason {
-            Reason::None => None,
-            Reason::TlsaInvalid => return, // a DANE outcome, reported under DANE's policy
-            reason => {
-                let Some(result_type) = ResultType::from_reason(reason) else { return };
-                let mut key = FailureKey::new(result_type, mx.cloned());
-                key.sending_mta_ip = details.sending_ip;
-                key.receiving_ip = details.receiving_ip;
-                key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
-                    (reason == Reason::MxMismatch)
-                        .then(|| "mx-mismatch: the MX host matches no policy pattern".into())
-                });
-                Some(key)
-            }
-        };
-        if self.tally.add(now, domain, Some(policy), failure) {
-            self.flush_reports();
-        }
-    }
-
-    /// Records the outcome of a session the MTA judged itself (for TLSRPT): `result` is `None`
-    /// for a session that negotiated TLS and satisfied the policy, or the RFC 8460 result type
-    /// (`starttls-not-supported`, `certificate-not-trusted`, ...). Use it for sessions that did
-    /// not go through [`Engine::check`] (which counts its own), e.g. a TLS handshake that failed
-    /// before any certificate was seen. Counted only under an `enforce` or `testing` policy.
-    pub fn record_session(
-        &self,
-        domain: &str,
-        mx: &str,
-        result: Option<Reason>,
-        details: &SessionDetails,
-    ) -> Result<(), InputError> {
-        let Some(domain) = parse_policy_domain(domain)? else { return Ok(()) };
-        let now = self.clock.now();
-        let resolution = self.resolve_at(&domain, now, false);
-        let mx = mx::parse_host(mx).ok();
-        let reason = result.unwrap_or(Reason::None);
-        let outcome = Outcome { verdict: Verdict::Pass, reason, policy: resolution.policy, detail: None };
-        self.count_session(now, &domain, &outcome, mx.as_ref(), details);
-        Ok(())
-    }
-
-    /// Writes pending TLSRPT counts to the persistent store (or keeps them in memory without one).
-    /// Done by itself every few hundred sessions or seconds, and when the engine is dropped.
-    pub fn flush_reports(&self) {
-        let days = self.tally.take(self.clock.now());
-        if days.is_empty() {
-            return;
-        }
-        match self.store.as_ref().filter(|_| self.store_writable) {
-            Some(store) => {
-                for (day, counts) in days {
-                    if let Err(e) = store.add_report_counts(day, &counts) {
-                        self.report_store_error(&e);
-                        self.tally.keep([(day, counts)].into());
-                    }
-                }
-            }
-            None => self.tally.keep(days),
-        }
-    }
-
-    /// The TLSRPT counts of `day`: the persistent store's, plus what this engine holds in memory.
-    pub fn report_counts(&self, day: Day) -> DayCounts {
-        self.flush_reports();
-        let mut counts = self.tally.kept(day);
-        if let Some(store) = &self.store {
-            match store.report_counts(day) {
-                Ok(stored) => counts.merge(&stored),
-                Err(e) => self.report_store_error(&e),
-            }
-        }
-        counts
     }
 
     /// The policy state of `domain`, looking up DNS and fetching as the cache rules require.
@@ -861,224 +640,6 @@ impl Engine {
         }
         Outcome { verdict, reason, policy: resolution.policy, detail }
     }
-
-    /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
-    fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
-        if !force {
-            if let Some(resolution) = self.cached_resolution(domain, now) {
-                return resolution;
-            }
-        }
-        // A miss of the memory layer: the persistent store may know the domain.
-        if self.store.is_some() {
-            self.warm_from_store(domain, now);
-            if !force {
-                if let Some(resolution) = self.cached_resolution(domain, now) {
-                    return resolution;
-                }
-            }
-        }
-        self.single_flight(domain, now, force)
-    }
-
-    /// The resolution the in-process cache gives without I/O, if its entry is fresh. A failed
-    /// fetch newer than the policy is reported with it (why there is no policy, or why the cached
-    /// one could not be refreshed).
-    fn cached_resolution(&self, domain: &Domain, now: u64) -> Option<Resolution> {
-        self.cache.read(domain, |e| {
-            let e = e.filter(|e| !self.needs_discovery(e, now))?;
-            let policy = e.live(now).cloned();
-            let error = e
-                .failed
-                .as_ref()
-                .filter(|f| policy.as_ref().is_none_or(|p| f.at >= p.fetched_at))
-                .map(|f| f.failure.clone());
-            Some(Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error })
-        })
-    }
-
-    fn needs_discovery(&self, entry: &Entry, now: u64) -> bool {
-        let interval = match &entry.policy {
-            Some(p) if p.is_live(now) => self.timing.txt_check_interval,
-            // Expired: fetch anew at once (POL-17, CACHE-10).
-            Some(_) => 0,
-            None => self.timing.no_policy_interval,
-        };
-        now.saturating_sub(entry.checked_at) >= interval
-    }
-
-    /// Lets one caller per domain do discovery; the others wait and share its result.
-    fn single_flight(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
-        let (flight, leader) = {
-            let mut flights = self.flights.lock();
-            match flights.get(domain) {
-                Some(f) => (Arc::clone(f), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    flights.insert(domain.clone(), Arc::clone(&f));
-                    (f, true)
-                }
-            }
-        };
-        if leader {
-            let guard = FlightGuard { engine: self, domain, flight };
-            // A flight that ended just before this one began may have left a fresh entry.
-            if !force {
-                if let Some(resolution) = self.cached_resolution(domain, now) {
-                    *guard.flight.result.lock() = Some(resolution.clone());
-                    return resolution;
-                }
-            }
-            let resolution = self.discover(domain, now);
-            *guard.flight.result.lock() = Some(resolution.clone());
-            return resolution;
-        }
-        let mut result = flight.result.lock();
-        while result.is_none() && self.flights.lock().get(domain).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            flight.done.wait(&mut result);
-        }
-        match result.clone() {
-            Some(r) => r,
-            // The leader panicked: fall back to what the cache holds.
-            None => {
-                let policy = self.cache.read(domain, |e| e.and_then(|e| e.live(now).cloned()));
-                Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error: None }
-            }
-        }
-    }
-
-    /// One round of discovery and, if needed, fetch. The cache entry is written once, at the
-    /// end, so that no reader sees the lookup time of a discovery still in progress.
-    fn discover(&self, domain: &Domain, now: u64) -> Resolution {
-        let answer = self.resolver.txt(&domain.txt_name());
-        let entry = self.merged_entry(domain);
-        let live = entry.live(now).cloned();
-        let mut fetched: Option<Result<Arc<CachedPolicy>, FailedFetch>> = None;
-        let resolution = match answer.map(|rrset| txt::select(&rrset)) {
-            Ok(Discovery::Record(r)) => {
-                let id = r.id;
-                let record = RecordState::Found(id.clone());
-                let unchanged = live.as_ref().is_some_and(|p| p.id == id);
-                // Refresh before expiry (CACHE-5, CACHE-6): after `refresh_interval`, or after half
-                // the policy's life when that comes first, so that a short-lived policy is renewed
-                // while it still applies instead of lapsing between two deliveries.
-                let refresh_due = live.as_ref().is_some_and(|p| self.timing.refresh_due(p, now));
-                let recent_failure = entry
-                    .failed
-                    .as_ref()
-                    .filter(|f| f.id == id && now.saturating_sub(f.at) < self.timing.fetch_retry_interval);
-                if unchanged && !refresh_due {
-                    Resolution { policy: live, source: Source::Cache, record, error: None }
-                } else if let Some(failed) = recent_failure {
-                    // The same id failed moments ago: no request now (FETCH-10).
-                    Resolution {
-                        policy: live,
-                        source: Source::Cache,
-                        record,
-                        error: Some(failed.failure.clone()),
-                    }
-                } else {
-                    match self.fetch(domain) {
-                        Ok((policy, text)) => {
-                            let fresh = Arc::new(CachedPolicy::new(policy, id, text, now));
-                            fetched = Some(Ok(Arc::clone(&fresh)));
-                            Resolution { policy: Some(fresh), source: Source::Network, record, error: None }
-                        }
-                        Err(failure) => {
-                            // Counted for TLSRPT under the cached policy, or as no policy found;
-                            // never under a cached `none` policy (APPLY-10).
-                            if live.as_ref().is_none_or(|p| p.mode() != Mode::None) {
-                                if let Some(t) = ResultType::from_reason(failure.reason) {
-                                    let mut key = FailureKey::new(t, None);
-                                    key.failure_reason_code = Some(failure.detail.clone());
-                                    if self.tally.add(now, domain, live.as_ref(), Some(key)) {
-                                        self.flush_reports();
-                                    }
-                                }
-                            }
-                            // Keep the old policy and its id (CACHE-9, POL-16).
-                            fetched = Some(Err(FailedFetch { id, at: now, failure: failure.clone() }));
-                            Resolution { policy: live, source: Source::Cache, record, error: Some(failure) }
-                        }
-                    }
-                }
-            }
-            // No usable record: an unexpired cached policy still applies (CACHE-4, DISC-14).
-            other => {
-                let txt_name = domain.txt_name();
-                let (record, error) = match other {
-                    Err(DnsError::Temporary(why)) => (
-                        RecordState::DnsError,
-                        Some(failure(
-                            Reason::StsPolicyFetchError,
-                            format!("TXT lookup of {txt_name} failed: {why}"),
-                        )),
-                    ),
-                    Ok(Discovery::Multiple(n)) => (
-                        RecordState::Absent,
-                        Some(failure(
-                            Reason::StsPolicyInvalid,
-                            format!(
-                                "{n} TXT records at {txt_name} start with v=STSv1; exactly one is allowed"
-                            ),
-                        )),
-                    ),
-                    Ok(Discovery::Invalid(e)) => (
-                        RecordState::Absent,
-                        Some(failure(
-                            Reason::StsPolicyInvalid,
-                            format!("the TXT record at {txt_name} is invalid: {e}"),
-                        )),
-                    ),
-                    Err(DnsError::NotFound) | Ok(Discovery::NoRecord | Discovery::Record(_)) => {
-                        (RecordState::Absent, None)
-                    }
-                };
-                Resolution { policy: live, source: Source::Cache, record, error }
-            }
-        };
-        let fetched_now = matches!(fetched, Some(Ok(_)));
-        let saved = self.cache.update(domain, now, |e| {
-            if entry.policy.as_ref().map(|p| p.fetched_at) > e.policy.as_ref().map(|p| p.fetched_at) {
-                e.policy = entry.policy.clone();
-            }
-            e.checked_at = now;
-            match fetched {
-                Some(Ok(policy)) => {
-                    e.policy = Some(policy);
-                    e.failed = None;
-                }
-                Some(Err(failed)) => e.failed = Some(failed),
-                None => {}
-            }
-            // An expired policy is never applied again (CACHE-10). It is kept only when this
-            // discovery fetched it (`max_age: 0`), so that the next check fetches anew (POL-17).
-            if !fetched_now && e.policy.as_ref().is_some_and(|p| !p.is_live(now)) {
-                e.policy = None;
-            }
-            e.clone()
-        });
-        if let Some(store) = self.store.as_ref().filter(|_| self.store_writable) {
-            if let Err(e) = store.save(domain, &saved) {
-                self.report_store_error(&e);
-            }
-        }
-        resolution
-    }
-
-    fn fetch(&self, domain: &Domain) -> Result<(Policy, String), Failure> {
-        let body = self.fetcher.fetch(domain)?;
-        let policy = Policy::parse(&body).map_err(|e| Failure {
-            reason: Reason::StsPolicyInvalid,
-            detail: format!("{} {}", domain.policy_url(), e.first_error()),
-        })?;
-        let text = String::from_utf8_lossy(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body)).into_owned();
-        Ok((policy, text))
-    }
-}
-
-fn failure(reason: Reason, detail: String) -> Failure {
-    Failure { reason, detail }
 }
 
 /// Parses the Policy Domain; `Ok(None)` for an address literal, which has no policy (HOST-5).

@@ -1,0 +1,314 @@
+//! Resolution: the policy state of a domain from the in-process cache, the persistent store and,
+//! when the cache rules ask for it, DNS and the policy fetch, with one discovery in flight per
+//! domain (RFC 8461 §3, §5.1; CACHE-1..15, FETCH-10..12).
+
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{Engine, RecordState, Resolution, Source};
+use crate::cache::{CachedPolicy, Entry, FailedFetch};
+use crate::counts::{FailureKey, ResultType};
+use crate::domain::Domain;
+use crate::policy::{Mode, Policy};
+use crate::ports::{DnsError, Failure};
+use crate::txt::{self, Discovery};
+use crate::verdict::Reason;
+
+/// One discovery in progress for a domain; other callers wait for its result.
+#[derive(Default)]
+pub(super) struct Flight {
+    result: Mutex<Option<Resolution>>,
+    done: Condvar,
+}
+
+/// Removes the flight and wakes the waiters even if discovery panics.
+struct FlightGuard<'a> {
+    engine: &'a Engine,
+    domain: &'a Domain,
+    flight: Arc<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.engine.flights.lock().remove(self.domain);
+        let _result = self.flight.result.lock();
+        self.flight.done.notify_all();
+    }
+}
+
+impl Engine {
+    /// Forgets a run-time store failure once the store answers again.
+    fn store_answered(&self) {
+        if self.store.is_some() {
+            let mut last = self.store_error.lock();
+            if last.is_some() {
+                crate::cache::warn(format_args!("policy store available again"));
+                *last = None;
+            }
+        }
+    }
+
+    /// Fills an empty in-process entry from the persistent store (a miss of the memory layer).
+    fn warm_from_store(&self, domain: &Domain, now: u64) {
+        let Some(store) = &self.store else { return };
+        if self.cache.read(domain, |e| e.is_some()) {
+            return;
+        }
+        match store.load(domain) {
+            Ok(Some(stored)) => {
+                self.store_answered();
+                self.cache.update(domain, now, |e| {
+                    if *e == Entry::default() {
+                        *e = stored;
+                    }
+                });
+            }
+            Ok(None) => self.store_answered(),
+            Err(e) => self.report_store_error(&e),
+        }
+    }
+
+    /// The newer of the in-process entry and the stored one, so that a policy another process
+    /// fetched (or `mtasts refresh` refreshed) is not fetched again.
+    fn merged_entry(&self, domain: &Domain) -> Entry {
+        let mut entry = self.cache.get(domain).unwrap_or_default();
+        if let Some(store) = &self.store {
+            match store.load(domain) {
+                Ok(Some(stored)) => {
+                    let newer = |a: &Entry, b: &Entry| {
+                        a.policy.as_ref().map(|p| p.fetched_at) > b.policy.as_ref().map(|p| p.fetched_at)
+                    };
+                    if newer(&stored, &entry) {
+                        entry.policy = stored.policy;
+                    }
+                    entry.checked_at = entry.checked_at.max(stored.checked_at);
+                    if entry.failed.as_ref().map(|f| f.at) < stored.failed.as_ref().map(|f| f.at) {
+                        entry.failed = stored.failed;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.report_store_error(&e),
+            }
+        }
+        entry
+    }
+
+    /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
+    pub(super) fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+        if !force {
+            if let Some(resolution) = self.cached_resolution(domain, now) {
+                return resolution;
+            }
+        }
+        // A miss of the memory layer: the persistent store may know the domain.
+        if self.store.is_some() {
+            self.warm_from_store(domain, now);
+            if !force {
+                if let Some(resolution) = self.cached_resolution(domain, now) {
+                    return resolution;
+                }
+            }
+        }
+        self.single_flight(domain, now, force)
+    }
+
+    /// The resolution the in-process cache gives without I/O, if its entry is fresh. A failed
+    /// fetch newer than the policy is reported with it (why there is no policy, or why the cached
+    /// one could not be refreshed).
+    fn cached_resolution(&self, domain: &Domain, now: u64) -> Option<Resolution> {
+        self.cache.read(domain, |e| {
+            let e = e.filter(|e| !self.needs_discovery(e, now))?;
+            let policy = e.live(now).cloned();
+            let error = e
+                .failed
+                .as_ref()
+                .filter(|f| policy.as_ref().is_none_or(|p| f.at >= p.fetched_at))
+                .map(|f| f.failure.clone());
+            Some(Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error })
+        })
+    }
+
+    fn needs_discovery(&self, entry: &Entry, now: u64) -> bool {
+        let interval = match &entry.policy {
+            Some(p) if p.is_live(now) => self.timing.txt_check_interval,
+            // Expired: fetch anew at once (POL-17, CACHE-10).
+            Some(_) => 0,
+            None => self.timing.no_policy_interval,
+        };
+        now.saturating_sub(entry.checked_at) >= interval
+    }
+
+    /// Lets one caller per domain do discovery; the others wait and share its result.
+    fn single_flight(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+        let (flight, leader) = {
+            let mut flights = self.flights.lock();
+            match flights.get(domain) {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    flights.insert(domain.clone(), Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if leader {
+            let guard = FlightGuard { engine: self, domain, flight };
+            // A flight that ended just before this one began may have left a fresh entry.
+            if !force {
+                if let Some(resolution) = self.cached_resolution(domain, now) {
+                    *guard.flight.result.lock() = Some(resolution.clone());
+                    return resolution;
+                }
+            }
+            let resolution = self.discover(domain, now);
+            *guard.flight.result.lock() = Some(resolution.clone());
+            return resolution;
+        }
+        let mut result = flight.result.lock();
+        while result.is_none() && self.flights.lock().get(domain).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flight.done.wait(&mut result);
+        }
+        match result.clone() {
+            Some(r) => r,
+            // The leader panicked: fall back to what the cache holds.
+            None => {
+                let policy = self.cache.read(domain, |e| e.and_then(|e| e.live(now).cloned()));
+                Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error: None }
+            }
+        }
+    }
+
+    /// One round of discovery and, if needed, fetch. The cache entry is written once, at the
+    /// end, so that no reader sees the lookup time of a discovery still in progress.
+    fn discover(&self, domain: &Domain, now: u64) -> Resolution {
+        let answer = self.resolver.txt(&domain.txt_name());
+        let entry = self.merged_entry(domain);
+        let live = entry.live(now).cloned();
+        let mut fetched: Option<Result<Arc<CachedPolicy>, FailedFetch>> = None;
+        let resolution = match answer.map(|rrset| txt::select(&rrset)) {
+            Ok(Discovery::Record(r)) => {
+                let id = r.id;
+                let record = RecordState::Found(id.clone());
+                let unchanged = live.as_ref().is_some_and(|p| p.id == id);
+                // Refresh before expiry (CACHE-5, CACHE-6): after `refresh_interval`, or after half
+                // the policy's life when that comes first, so that a short-lived policy is renewed
+                // while it still applies instead of lapsing between two deliveries.
+                let refresh_due = live.as_ref().is_some_and(|p| self.timing.refresh_due(p, now));
+                let recent_failure = entry
+                    .failed
+                    .as_ref()
+                    .filter(|f| f.id == id && now.saturating_sub(f.at) < self.timing.fetch_retry_interval);
+                if unchanged && !refresh_due {
+                    Resolution { policy: live, source: Source::Cache, record, error: None }
+                } else if let Some(failed) = recent_failure {
+                    // The same id failed moments ago: no request now (FETCH-10).
+                    Resolution {
+                        policy: live,
+                        source: Source::Cache,
+                        record,
+                        error: Some(failed.failure.clone()),
+                    }
+                } else {
+                    match self.fetch(domain) {
+                        Ok((policy, text)) => {
+                            let fresh = Arc::new(CachedPolicy::new(policy, id, text, now));
+                            fetched = Some(Ok(Arc::clone(&fresh)));
+                            Resolution { policy: Some(fresh), source: Source::Network, record, error: None }
+                        }
+                        Err(failure) => {
+                            // Counted for TLSRPT under the cached policy, or as no policy found;
+                            // never under a cached `none` policy (APPLY-10).
+                            if live.as_ref().is_none_or(|p| p.mode() != Mode::None) {
+                                if let Some(t) = ResultType::from_reason(failure.reason) {
+                                    let mut key = FailureKey::new(t, None);
+                                    key.failure_reason_code = Some(failure.detail.clone());
+                                    if self.tally.add(now, domain, live.as_ref(), Some(key)) {
+                                        self.flush_reports();
+                                    }
+                                }
+                            }
+                            // Keep the old policy and its id (CACHE-9, POL-16).
+                            fetched = Some(Err(FailedFetch { id, at: now, failure: failure.clone() }));
+                            Resolution { policy: live, source: Source::Cache, record, error: Some(failure) }
+                        }
+                    }
+                }
+            }
+            // No usable record: an unexpired cached policy still applies (CACHE-4, DISC-14).
+            other => {
+                let txt_name = domain.txt_name();
+                let (record, error) = match other {
+                    Err(DnsError::Temporary(why)) => (
+                        RecordState::DnsError,
+                        Some(failure(
+                            Reason::StsPolicyFetchError,
+                            format!("TXT lookup of {txt_name} failed: {why}"),
+                        )),
+                    ),
+                    Ok(Discovery::Multiple(n)) => (
+                        RecordState::Absent,
+                        Some(failure(
+                            Reason::StsPolicyInvalid,
+                            format!(
+                                "{n} TXT records at {txt_name} start with v=STSv1; exactly one is allowed"
+                            ),
+                        )),
+                    ),
+                    Ok(Discovery::Invalid(e)) => (
+                        RecordState::Absent,
+                        Some(failure(
+                            Reason::StsPolicyInvalid,
+                            format!("the TXT record at {txt_name} is invalid: {e}"),
+                        )),
+                    ),
+                    Err(DnsError::NotFound) | Ok(Discovery::NoRecord | Discovery::Record(_)) => {
+                        (RecordState::Absent, None)
+                    }
+                };
+                Resolution { policy: live, source: Source::Cache, record, error }
+            }
+        };
+        let fetched_now = matches!(fetched, Some(Ok(_)));
+        let saved = self.cache.update(domain, now, |e| {
+            if entry.policy.as_ref().map(|p| p.fetched_at) > e.policy.as_ref().map(|p| p.fetched_at) {
+                e.policy = entry.policy.clone();
+            }
+            e.checked_at = now;
+            match fetched {
+                Some(Ok(policy)) => {
+                    e.policy = Some(policy);
+                    e.failed = None;
+                }
+                Some(Err(failed)) => e.failed = Some(failed),
+                None => {}
+            }
+            // An expired policy is never applied again (CACHE-10). It is kept only when this
+            // discovery fetched it (`max_age: 0`), so that the next check fetches anew (POL-17).
+            if !fetched_now && e.policy.as_ref().is_some_and(|p| !p.is_live(now)) {
+                e.policy = None;
+            }
+            e.clone()
+        });
+        if let Some(store) = self.store.as_ref().filter(|_| self.store_writable) {
+            if let Err(e) = store.save(domain, &saved) {
+                self.report_store_error(&e);
+            }
+        }
+        resolution
+    }
+
+    fn fetch(&self, domain: &Domain) -> Result<(Policy, String), Failure> {
+        let body = self.fetcher.fetch(domain)?;
+        let policy = Policy::parse(&body).map_err(|e| Failure {
+            reason: Reason::StsPolicyInvalid,
+            detail: format!("{} {}", domain.policy_url(), e.first_error()),
+        })?;
+        let text = String::from_utf8_lossy(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body)).into_owned();
+        Ok((policy, text))
+    }
+}
+
+fn failure(reason: Reason, detail: String) -> Failure {
+    Failure { reason, detail }
+}
