@@ -220,6 +220,9 @@ pub struct Outcome {
     pub reason: Reason,
     /// The policy applied, if any.
     pub policy: Option<Arc<CachedPolicy>>,
+    /// Whether the MX host matched a pattern of that policy (false without a policy, or for an
+    /// MX that is not a host name).
+    pub mx_matches: bool,
     /// A detail line for failures.
     pub detail: Option<Cow<'static, str>>,
 }
@@ -664,7 +667,7 @@ impl Engine {
     ) -> Result<Outcome, InputError> {
         let Some(domain) = parse_policy_domain(domain)? else {
             let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
-            return Ok(Outcome { verdict, reason, policy: None, detail: None });
+            return Ok(Outcome { verdict, reason, policy: None, mx_matches: false, detail: None });
         };
         // An MX that is not a host name (an address literal, `mx_1.evil.test`, full-width or
         // U-label spellings, ...) matches no pattern: under a policy it fails like any unlisted
@@ -682,6 +685,7 @@ impl Engine {
                     verdict: Verdict::FailEnforce,
                     reason: Reason::StoreUnavailable,
                     policy: None,
+                    mx_matches: false,
                     detail: Some(Cow::Owned(format!(
                         "the policy store is unavailable, so a stored policy may be missed; mail is held \
                          ([engine] on_store_error = \"tempfail\"): {why}"
@@ -745,7 +749,13 @@ impl Engine {
         let resolution = self.resolve_at(&domain, now, false);
         let mx = mx::parse_host(mx).ok();
         let reason = result.unwrap_or(Reason::None);
-        let outcome = Outcome { verdict: Verdict::Pass, reason, policy: resolution.policy, detail: None };
+        let outcome = Outcome {
+            verdict: Verdict::Pass,
+            reason,
+            policy: resolution.policy,
+            mx_matches: false,
+            detail: None,
+        };
         self.count_session(now, &domain, &outcome, mx.as_ref(), details);
         Ok(())
     }
@@ -846,7 +856,7 @@ impl Engine {
                 detail = Some(Cow::Owned(e.detail.clone()));
             }
         }
-        Outcome { verdict, reason, policy: resolution.policy, detail }
+        Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail }
     }
 
     /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
