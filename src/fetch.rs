@@ -65,7 +65,8 @@ use ureq::unversioned::transport::{
 use ureq::{Agent, Timeout};
 
 use crate::cache::Failure;
-use crate::cert::{TrustAnchors, rfc3339};
+use crate::calendar::rfc3339;
+use crate::cert::TrustAnchors;
 use crate::domain::Domain;
 use crate::engine::{AddressResolver, DnsError, Fetcher};
 use crate::verdict::Reason;

@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 
 pub mod cache;
+mod calendar;
 pub mod cert;
 pub mod config;
 pub mod dns;

@@ -29,7 +29,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::cert::rfc3339;
+use crate::calendar::rfc3339;
 use crate::domain::{Domain, DomainError};
 use crate::tlsrpt::media_type_gzip;
 use crate::tlsrpt::report::{Report, is_dot_atom};

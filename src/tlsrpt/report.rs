@@ -57,7 +57,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::cert::rfc3339;
+use crate::calendar::rfc3339;
 use crate::domain::Domain;
 use crate::mx::MxPattern;
 use crate::policy::Policy;
@@ -508,6 +508,12 @@ impl Day {
     /// The day this many days after 1970-01-01.
     pub fn from_days(days: u64) -> Self {
         Self(days)
+    }
+
+    /// A `YYYY-MM-DD` day from 1970 to 9999, written exactly so; `None` for anything else
+    /// (`2026-02-30`, `2026-1-01`, `yesterday`).
+    pub fn parse(s: &str) -> Option<Self> {
+        crate::calendar::parse_date(s).map(Self)
     }
 
     /// Days since 1970-01-01.

@@ -56,28 +56,7 @@ fn now() -> u64 {
 
 /// `YYYY-MM-DD` as a UTC day.
 fn parse_date(s: &str) -> Result<Day, String> {
-    let bad = || format!("--date {s}: expected YYYY-MM-DD");
-    let mut parts = s.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    let (y, m, d): (i64, i64, i64) =
-        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    // Days from civil (proleptic Gregorian).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let day = Day::from_days(u64::try_from(days).map_err(|_| bad())?);
-    if day.start_datetime() != format!("{s}T00:00:00Z") {
-        return Err(bad()); // e.g. February 30th
-    }
-    Ok(day)
+    Day::parse(s).ok_or_else(|| format!("--date {s}: expected YYYY-MM-DD"))
 }
 
 /// Who submits the reports, from `[report]`.
