@@ -55,6 +55,7 @@ pub mod fetch;
 pub mod ffi;
 pub mod mx;
 pub mod policy;
+mod taglist;
 pub mod tlsrpt;
 pub mod txt;
 pub mod verdict;
