@@ -249,7 +249,7 @@ pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
 }
 
 /// Parses one TXT record (strings joined) against the ABNF above, with the shared tag-list
-/// tokenizer ([`crate::taglist`]).
+/// tokenizer (`src/taglist.rs`).
 pub fn parse_record(record: &[u8]) -> Result<TlsRptRecord, RecordError> {
     let mut rua = None;
     for field in taglist::fields(record, VERSION)? {
