@@ -53,6 +53,7 @@ pub mod domain;
 pub mod engine;
 pub mod fetch;
 pub mod ffi;
+mod https;
 pub mod mx;
 pub mod policy;
 mod taglist;
