@@ -34,6 +34,7 @@
 //! | [`engine`] | discovery, fetch, cache and apply; the I/O traits | §5.1 |
 //! | [`dns`], [`fetch`] | the real DNS client (hickory) and policy fetch (ureq + rustls) | §3.1, §3.3 |
 //! | [`config`] | the configuration file every front-end reads | — |
+//! | [`refresh`] | refreshing stored policies before they age out, as `mtasts refresh` and `serve` do | §3.3, §10.2 |
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
 //!
@@ -56,6 +57,7 @@ pub mod ffi;
 mod https;
 pub mod mx;
 pub mod policy;
+pub mod refresh;
 mod taglist;
 pub mod tlsrpt;
 pub mod txt;
