@@ -58,6 +58,20 @@ pub struct TlsRptRecord {
     pub ignored: Vec<String>,
 }
 
+impl TlsRptRecord {
+    /// The record as the report outbox keeps it: `v=TLSRPTv1; rua=` and the kept destinations,
+    /// joined by `,` (the ignored ones are dropped). [`TlsRptRecord::from_stored_text`] reads it.
+    pub fn to_stored_text(&self) -> String {
+        let rua: Vec<&str> = self.rua.iter().map(ReportUri::as_str).collect();
+        format!("v=TLSRPTv1; rua={}", rua.join(","))
+    }
+
+    /// Reads back [`TlsRptRecord::to_stored_text`] (with the record grammar, [`parse_record`]).
+    pub fn from_stored_text(text: &str) -> Result<Self, RecordError> {
+        parse_record(text.as_bytes())
+    }
+}
+
 /// One report destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReportUri {
