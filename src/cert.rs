@@ -21,6 +21,8 @@ use parking_lot::RwLock;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, DnsName, ServerName, TrustAnchor, UnixTime};
 
+use crate::calendar::days_from_civil;
+pub use crate::calendar::rfc3339;
 use crate::domain::Domain;
 use crate::verdict::Reason;
 
@@ -368,38 +370,6 @@ fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
     Some(days * 86_400 + h * 3600 + m * 60 + s)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), for dates from
-/// 1970 on.
-fn days_from_civil(y: u64, m: u64, d: u64) -> Option<u64> {
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).checked_sub(719_468)
-}
-
-/// Formats Unix seconds as an RFC 3339 UTC time (`2026-01-01T00:00:00Z`).
-pub fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Inverse of days_from_civil.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 /// Hashes the host and the tail of the chain: enough to spread entries, while equality is
 /// decided by comparing the whole chain.
 fn memo_key(chain: &[u8], host: &Domain) -> u64 {
@@ -415,11 +385,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn calendar_round_trip() {
-        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        let t = days_from_civil(2026, 11, 28).unwrap() * 86_400 + 3661;
-        assert_eq!(rfc3339(t), "2026-11-28T01:01:01Z");
+    fn asn1_times() {
+        // The calendar itself is tested in src/calendar.rs.
         assert_eq!(asn1_time(0x17, b"260101000000Z"), Some(days_from_civil(2026, 1, 1).unwrap() * 86_400));
         assert_eq!(asn1_time(0x18, b"20500101000000Z"), Some(days_from_civil(2050, 1, 1).unwrap() * 86_400));
     }

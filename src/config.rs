@@ -36,7 +36,7 @@
 //! on_store_error = "continue"      # or "tempfail": hold mail for domains without a policy in
 //!                                  # memory while the store cannot be read
 //!
-//! [serve]                          # `mtasts serve`, the socketmap server
+//! [serve]                          # `mtasts serve`, the socketmap server (which checks these)
 //! listen = "inet:127.0.0.1:8461"   # or "unix:/var/spool/postfix/private/mtasts"
 //! strict_testing = false           # answer `testing` policies like `enforce` ones
 //! postfix_tlsrpt = false           # add the TLSRPT attributes of Postfix 3.10+ to `OK` replies
@@ -194,47 +194,28 @@ impl Default for EngineConfig {
     }
 }
 
-/// `[serve]`: the socketmap server (`mtasts serve`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// `[serve]`: the keys of the socketmap server (`mtasts serve`), as written (`None`: not set).
+/// They are accepted here so that one file serves every front-end and a misspelt key is an error
+/// wherever the file is read; `mtasts serve` gives them their defaults and checks their values.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
-    /// `inet:HOST:PORT` (`inet:[::1]:PORT` for IPv6) or `unix:/path/to/socket`.
-    pub listen: String,
-    /// Answer `testing` policies as `enforce` ones (default: `NOTFOUND`, deliver as usual).
-    pub strict_testing: bool,
-    /// Add `policy_type`, `policy_domain`, `mx_host_pattern` and `policy_string` to `OK` replies
-    /// (Postfix 3.10 and later only: older versions reject the reply and defer the mail).
-    pub postfix_tlsrpt: bool,
-    /// Longest request netstring accepted (its payload, in bytes); a longer one closes the connection.
-    pub max_request_bytes: u64,
-    /// A connection idle (or stalled mid-request) this long is closed, in milliseconds.
-    pub idle_timeout_ms: u64,
-    /// A request must arrive whole within this long of its first byte, and the client must take a
-    /// write of replies within this long of its start, in milliseconds; else the connection is
-    /// closed (a slow client cannot hold a connection slot for longer).
-    pub request_timeout_ms: u64,
-    /// Connections served at once; further ones wait in the listen queue.
-    pub max_connections: u64,
-    /// Seconds between two passes of the background refresher; 0 turns it off.
-    pub refresh_interval_s: u64,
-}
-
-/// The default socketmap address.
-pub const DEFAULT_LISTEN: &str = "inet:127.0.0.1:8461";
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.into(),
-            strict_testing: false,
-            postfix_tlsrpt: false,
-            max_request_bytes: 4096,
-            idle_timeout_ms: 60_000,
-            request_timeout_ms: 10_000,
-            max_connections: 1024,
-            refresh_interval_s: 60,
-        }
-    }
+    /// `listen`: where to listen.
+    pub listen: Option<String>,
+    /// `strict_testing`: answer `testing` policies as `enforce` ones.
+    pub strict_testing: Option<bool>,
+    /// `postfix_tlsrpt`: add the TLSRPT attributes of Postfix 3.10+ to `OK` replies.
+    pub postfix_tlsrpt: Option<bool>,
+    /// `max_request_bytes`: longest request netstring.
+    pub max_request_bytes: Option<u64>,
+    /// `idle_timeout_ms`: close a connection idle this long.
+    pub idle_timeout_ms: Option<u64>,
+    /// `request_timeout_ms`: close a connection whose request (or reply write) takes longer.
+    pub request_timeout_ms: Option<u64>,
+    /// `max_connections`: connections served at once.
+    pub max_connections: Option<u64>,
+    /// `refresh_interval_s`: seconds between passes of the background refresher.
+    pub refresh_interval_s: Option<u64>,
 }
 
 /// `[report]`: who sends TLSRPT reports, and how they are mailed.
@@ -314,17 +295,6 @@ impl Config {
         }
         if config.https.max_body_bytes == 0 {
             return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
-        }
-        let serve = &config.serve;
-        if serve.max_request_bytes == 0
-            || serve.idle_timeout_ms == 0
-            || serve.request_timeout_ms == 0
-            || serve.max_connections == 0
-        {
-            return Err(ConfigError(
-                "[serve] max_request_bytes, idle_timeout_ms, request_timeout_ms and max_connections must be greater than 0"
-                    .into(),
-            ));
         }
         Ok(config)
     }
@@ -494,25 +464,12 @@ mod tests {
     }
 
     #[test]
-    fn serve_section() {
-        assert_eq!(Config::parse("").unwrap().serve.listen, DEFAULT_LISTEN);
-        let c = Config::parse(
-            "[serve]\nlisten = \"unix:/tmp/s\"\nstrict_testing = true\npostfix_tlsrpt = true\nmax_request_bytes = 10\nidle_timeout_ms = 5\nmax_connections = 2\nrefresh_interval_s = 0\n",
-        )
-        .unwrap();
-        assert!(c.serve.strict_testing && c.serve.postfix_tlsrpt);
-        assert_eq!(
-            (c.serve.max_request_bytes, c.serve.idle_timeout_ms, c.serve.refresh_interval_s),
-            (10, 5, 0)
-        );
-        assert!(Config::parse("[serve]\nidle_timeout_ms = 0\n").is_err());
-        assert_eq!(Config::parse("").unwrap().serve.request_timeout_ms, 10_000);
-        assert_eq!(
-            Config::parse("[serve]\nrequest_timeout_ms = 250\n").unwrap().serve.request_timeout_ms,
-            250
-        );
-        assert!(Config::parse("[serve]\nrequest_timeout_ms = 0\n").is_err());
+    fn serve_keys_are_accepted_not_judged() {
+        // `mtasts serve` gives them their meaning (src/bin/mtasts/serve/settings.rs).
+        let c = Config::parse("[serve]\nidle_timeout_ms = 0\nlisten = \"unix:/tmp/s\"\n").unwrap();
+        assert_eq!((c.serve.idle_timeout_ms, c.serve.listen.as_deref()), (Some(0), Some("unix:/tmp/s")));
         assert!(Config::parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().0.contains("listen_on"));
+        assert!(Config::parse("[serve]\nmax_connections = \"x\"\n").is_err());
     }
 
     #[test]

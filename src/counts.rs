@@ -461,6 +461,12 @@ impl Day {
         Self(days)
     }
 
+    /// A `YYYY-MM-DD` day from 1970 to 9999, written exactly so; `None` for anything else
+    /// (`2026-02-30`, `2026-1-01`, `yesterday`).
+    pub fn parse(s: &str) -> Option<Self> {
+        crate::calendar::parse_date(s).map(Self)
+    }
+
     /// Days since 1970-01-01.
     pub fn days(self) -> u64 {
         self.0

@@ -36,6 +36,7 @@
 //! | [`cache`] | what is remembered: policies per domain (memory, SQLite, Redis), TLSRPT counts, the report outbox | §3.3, §10.2 |
 //! | [`engine`] | discovery, fetch, cache and apply | §5.1 |
 //! | [`config`] | the configuration file every front-end reads | — |
+//! | [`refresh`] | refreshing stored policies before they age out, as `mtasts refresh` and `serve` do | §3.3, §10.2 |
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
 //!
@@ -47,6 +48,7 @@
 #![deny(unsafe_code)]
 
 pub mod cache;
+mod calendar;
 pub mod cert;
 pub mod config;
 pub mod counts;
@@ -55,9 +57,12 @@ pub mod domain;
 pub mod engine;
 pub mod fetch;
 pub mod ffi;
+mod https;
 pub mod mx;
 pub mod policy;
 pub mod ports;
+pub mod refresh;
+mod taglist;
 pub mod tlsrpt;
 pub mod txt;
 pub mod verdict;

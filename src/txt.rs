@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use crate::taglist::{self, TagError};
+
 /// The policy id from the TXT record: 1 to 32 ASCII letters or digits, compared only for
 /// equality (DISC-5, DISC-12).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -97,40 +99,44 @@ impl fmt::Display for TxtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotSts => f.write_str("the record does not start with `v=STSv1`"),
-            Self::NonAscii(at) => write!(f, "byte {at} is not US-ASCII"),
+            Self::NonAscii(at) => TagError::NonAscii(*at).fmt(f),
             Self::NoFields => f.write_str("`v=STSv1` must be followed by `; id=...`"),
             Self::MissingId => f.write_str("the record has no `id=` field"),
             Self::InvalidId(v) => write!(f, "id `{v}` must be 1 to 32 letters or digits"),
-            Self::EmptyField(n) => write!(f, "field {n} is empty (two `;` in a row)"),
-            Self::BadField(n, t) => write!(
-                f,
-                "field {n} `{t}` is not `name=value` (name: letters, digits, `_-.`; value: printable, no `=`, `;` or space)"
-            ),
-            Self::ExpectedSemicolon(at) => {
-                write!(f, "expected `;` at offset {at} (values may not contain spaces)")
-            }
+            Self::EmptyField(n) => TagError::EmptyField(*n).fmt(f),
+            Self::BadField(n, t) => TagError::BadField(*n, t.clone()).fmt(f),
+            Self::ExpectedSemicolon(at) => TagError::ExpectedSemicolon(*at).fmt(f),
         }
     }
 }
 
 impl std::error::Error for TxtError {}
 
-const VERSION: &[u8] = b"v=STSv1";
-
-fn is_wsp(b: u8) -> bool {
-    b == b' ' || b == b'\t'
+impl From<TagError> for TxtError {
+    fn from(e: TagError) -> Self {
+        match e {
+            TagError::NonAscii(at) => Self::NonAscii(at),
+            TagError::NotVersion => Self::NotSts,
+            TagError::NoFields => Self::NoFields,
+            TagError::EmptyField(n) => Self::EmptyField(n),
+            TagError::BadField(n, t) => Self::BadField(n, t),
+            TagError::ExpectedSemicolon(at) => Self::ExpectedSemicolon(at),
+        }
+    }
 }
+
+const VERSION: &[u8] = b"v=STSv1";
 
 /// True when the record begins with the version field, so that it takes part in the count of
 /// DISC-3 (a bare `v=STSv1` counts, and then fails to parse).
 pub fn is_sts_candidate(record: &[u8]) -> bool {
-    record.starts_with(VERSION) && record.get(VERSION.len()).is_none_or(|&b| b == b';' || is_wsp(b))
+    taglist::is_candidate(record, VERSION)
 }
 
 /// Applies DISC-3 and DISC-4 to an RRset. Each element is one TXT record with its
 /// character-strings already joined with no separator (DISC-6).
 pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
-    match single_candidate(records, is_sts_candidate) {
+    match taglist::single_candidate(records, VERSION) {
         Err(0) => Discovery::NoRecord,
         Err(n) => Discovery::Multiple(n),
         Ok(record) => match parse_record(record) {
@@ -140,78 +146,25 @@ pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
     }
 }
 
-/// The rule RFC 8461 §3.1 and RFC 8460 §3 share: of an RRset, keep the records that begin with
-/// the version field; exactly one may remain. `Err(n)` gives how many remained otherwise.
-pub(crate) fn single_candidate<R: AsRef<[u8]>>(
-    records: &[R],
-    is_candidate: fn(&[u8]) -> bool,
-) -> Result<&[u8], usize> {
-    let mut candidates = records.iter().map(AsRef::as_ref).filter(|r| is_candidate(r));
-    match (candidates.next(), candidates.count()) {
-        (Some(only), 0) => Ok(only),
-        (None, _) => Err(0),
-        (Some(_), extra) => Err(extra + 1),
-    }
-}
-
-/// Parses one TXT record (strings joined) against the ABNF above.
+/// Parses one TXT record (strings joined) against the ABNF above, with the shared tag-list
+/// tokenizer (`src/taglist.rs`).
 pub fn parse_record(record: &[u8]) -> Result<StsRecord, TxtError> {
-    if let Some(at) = record.iter().position(|b| !b.is_ascii()) {
-        return Err(TxtError::NonAscii(at));
-    }
-    if !is_sts_candidate(record) {
-        return Err(TxtError::NotSts);
-    }
-    let mut pos = VERSION.len();
     let mut id = None;
-    let mut fields = 0usize;
-    loop {
-        // Delimiter: *WSP ";" *WSP, or the end (trailing whitespace tolerated).
-        while record.get(pos).copied().is_some_and(is_wsp) {
-            pos += 1;
-        }
-        match record.get(pos) {
-            None => break,
-            Some(b';') => pos += 1,
-            Some(_) => return Err(TxtError::ExpectedSemicolon(pos)),
-        }
-        while record.get(pos).copied().is_some_and(is_wsp) {
-            pos += 1;
-        }
-        if pos == record.len() {
-            break; // one trailing delimiter is allowed
-        }
-        let start = pos;
-        while record.get(pos).is_some_and(|&b| b != b';' && !is_wsp(b)) {
-            pos += 1;
-        }
-        fields += 1;
-        let field = &record[start..pos];
-        if field.is_empty() {
-            return Err(TxtError::EmptyField(fields));
-        }
-        // The bytes are ASCII (checked above), so this cannot fail.
-        let text = std::str::from_utf8(field).unwrap_or_default();
-        let (name, value) = split_field(text).ok_or_else(|| TxtError::BadField(fields, text.to_owned()))?;
+    for field in taglist::fields(record, VERSION)? {
+        let field = field?;
+        // An STS field holds no whitespace: the field ends at the first, and a delimiter must
+        // follow it (the field before it is still judged first).
+        let (text, after_wsp) = field.until_wsp();
+        let (name, value) = taglist::split_extension(text)
+            .ok_or_else(|| TxtError::BadField(field.number, text.to_owned()))?;
         if name == "id" && id.is_none() {
             id = Some(PolicyId::parse(value)?);
         }
-    }
-    if fields == 0 {
-        return Err(TxtError::NoFields);
+        if let Some(at) = after_wsp {
+            return Err(TxtError::ExpectedSemicolon(at));
+        }
     }
     id.map(|id| StsRecord { id }).ok_or(TxtError::MissingId)
-}
-
-/// Splits `name=value` and checks both against the extension grammar (DISC-8).
-fn split_field(field: &str) -> Option<(&str, &str)> {
-    let (name, value) = field.split_once('=')?;
-    let name_ok = name.len() <= 32
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    let value_ok =
-        !value.is_empty() && value.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'=' && b != b';');
-    (name_ok && value_ok).then_some((name, value))
 }
 
 #[cfg(test)]

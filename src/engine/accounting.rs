@@ -70,7 +70,13 @@ impl Engine {
         let resolution = self.resolve_at(&domain, now, false);
         let mx = mx::parse_host(mx).ok();
         let reason = result.unwrap_or(Reason::None);
-        let outcome = Outcome { verdict: Verdict::Pass, reason, policy: resolution.policy, detail: None };
+        let outcome = Outcome {
+            verdict: Verdict::Pass,
+            reason,
+            policy: resolution.policy,
+            mx_matches: false,
+            detail: None,
+        };
         self.count_session(now, &domain, &outcome, mx.as_ref(), details);
         Ok(())
     }

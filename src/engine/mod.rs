@@ -167,6 +167,9 @@ pub struct Outcome {
     pub reason: Reason,
     /// The policy applied, if any.
     pub policy: Option<Arc<CachedPolicy>>,
+    /// Whether the MX host matched a pattern of that policy (false without a policy, or for an
+    /// MX that is not a host name).
+    pub mx_matches: bool,
     /// A detail line for failures.
     pub detail: Option<Cow<'static, str>>,
 }
@@ -546,7 +549,7 @@ impl Engine {
     ) -> Result<Outcome, InputError> {
         let Some(domain) = parse_policy_domain(domain)? else {
             let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
-            return Ok(Outcome { verdict, reason, policy: None, detail: None });
+            return Ok(Outcome { verdict, reason, policy: None, mx_matches: false, detail: None });
         };
         // An MX that is not a host name (an address literal, `mx_1.evil.test`, full-width or
         // U-label spellings, ...) matches no pattern: under a policy it fails like any unlisted
@@ -563,6 +566,7 @@ impl Engine {
                     verdict: Verdict::FailEnforce,
                     reason: Reason::StoreUnavailable,
                     policy: None,
+                    mx_matches: false,
                     detail: Some(Cow::Owned(why)),
                 };
             }
@@ -638,7 +642,7 @@ impl Engine {
                 detail = Some(Cow::Owned(e.detail.clone()));
             }
         }
-        Outcome { verdict, reason, policy: resolution.policy, detail }
+        Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail }
     }
 }
 

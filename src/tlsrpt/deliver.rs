@@ -4,8 +4,8 @@
 //! [`deliver`] sends one report to every destination of the record (RPT-6: "to each"):
 //!
 //! * **`https:`** — one `POST` of the gzip report with `Content-Type: application/tlsrpt+gzip`
-//!   (RPT-7, RPT-9), over the same rustls configuration and resolver hook as the policy fetch
-//!   ([`crate::fetch`]): ring, TLS 1.2 and 1.3, PKIX validation against the configured
+//!   (RPT-7, RPT-9), with the same hardened agent as the policy fetch ([`crate::fetch`];
+//!   `src/https.rs`): ring, TLS 1.2 and 1.3, PKIX validation against the configured
 //!   [`TrustAnchors`], SNI, no proxy, no pooled connection, DNS through the caller's
 //!   [`AddressResolver`]. Any 2xx is success; any other status, a redirect (not followed) and every
 //!   network or TLS error is a failure to retry. The RFC allows ignoring certificate errors on the
@@ -40,12 +40,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ureq::Agent;
-use ureq::unversioned::transport::{Connector, TcpConnector};
 
 use crate::cert::TrustAnchors;
 pub use crate::counts::{DeliveryState, RetrySchedule};
-use crate::fetch::{PolicyResolver, PolicyTls, client_config, printable, rustls_error, seconds, tls_failure};
+use crate::https::{self, AgentSettings, client_config, printable, rustls_error, seconds, tls_failure};
 use crate::ports::{AddressResolver, DnsError};
 use crate::tlsrpt::address::EmailAddress;
 use crate::tlsrpt::mail;
@@ -167,26 +165,14 @@ pub fn post_report(
 ) -> Result<u16, String> {
     let tls = client_config(&settings.anchors).map_err(|e| format!("TLS setup: {e}"))?;
     let addrs = Arc::new(Mutex::new(Vec::new()));
-    let config = Agent::config_builder()
-        .https_only(true)
-        .proxy(None)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .http_status_as_error(false)
-        .user_agent(USER_AGENT)
-        .max_idle_connections(0)
-        .max_idle_connections_per_host(0)
-        .timeout_global(Some(settings.timeout))
-        .timeout_connect(Some(settings.connect_timeout))
-        .build();
-    let resolver = PolicyResolver {
-        inner: Arc::new(LiteralsFirst(resolver)),
+    let agent_settings = AgentSettings {
+        user_agent: USER_AGENT,
+        timeout: settings.timeout,
+        connect_timeout: settings.connect_timeout,
         port: uri.port(),
         refuse_private: settings.refuse_private_addresses,
-        addrs: Arc::clone(&addrs),
     };
-    let connector = ().chain(TcpConnector::default()).chain(PolicyTls { config: tls });
-    let agent = Agent::with_parts(config, connector, resolver);
+    let agent = https::agent(&agent_settings, tls, Arc::new(LiteralsFirst(resolver)), Arc::clone(&addrs));
 
     let response = agent
         .post(uri.request_uri())

@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::cert::rfc3339;
+use crate::calendar::rfc3339;
 pub use crate::tlsrpt::address::{AddressError, EmailAddress};
 use crate::tlsrpt::media_type_gzip;
 use crate::tlsrpt::report::Report;

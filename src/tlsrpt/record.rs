@@ -41,6 +41,7 @@ use std::net::IpAddr;
 
 use crate::domain::Domain;
 use crate::ports::{DnsError, Resolver};
+use crate::taglist::{self, TagError};
 use crate::tlsrpt::address::EmailAddress;
 
 /// The owner name of the reporting policy: `_smtp._tls.<domain>` (RPT-1).
@@ -55,6 +56,20 @@ pub struct TlsRptRecord {
     pub rua: Vec<ReportUri>,
     /// URIs of other schemes, ignored (RPT-4), as published.
     pub ignored: Vec<String>,
+}
+
+impl TlsRptRecord {
+    /// The record as the report outbox keeps it: `v=TLSRPTv1; rua=` and the kept destinations,
+    /// joined by `,` (the ignored ones are dropped). [`TlsRptRecord::from_stored_text`] reads it.
+    pub fn to_stored_text(&self) -> String {
+        let rua: Vec<&str> = self.rua.iter().map(ReportUri::as_str).collect();
+        format!("v=TLSRPTv1; rua={}", rua.join(","))
+    }
+
+    /// Reads back [`TlsRptRecord::to_stored_text`] (with the record grammar, [`parse_record`]).
+    pub fn from_stored_text(text: &str) -> Result<Self, RecordError> {
+        parse_record(text.as_bytes())
+    }
 }
 
 /// One report destination.
@@ -181,19 +196,14 @@ impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotTlsRpt => f.write_str("the record does not start with `v=TLSRPTv1`"),
-            Self::NonAscii(at) => write!(f, "byte {at} is not US-ASCII"),
+            Self::NonAscii(at) => TagError::NonAscii(*at).fmt(f),
             Self::NoFields => f.write_str("`v=TLSRPTv1` must be followed by `; rua=...`"),
             Self::MissingRua => {
                 f.write_str("the record has no `rua=` field (field names are case-sensitive)")
             }
-            Self::EmptyField(n) => write!(f, "field {n} is empty (two `;` in a row)"),
-            Self::BadField(n, t) => write!(
-                f,
-                "field {n} `{t}` is not `name=value` (name: letters, digits, `_-.`; value: printable, no `=`, `;` or space)"
-            ),
-            Self::ExpectedSemicolon(at) => {
-                write!(f, "expected `;` at offset {at} (values may not contain spaces)")
-            }
+            Self::EmptyField(n) => TagError::EmptyField(*n).fmt(f),
+            Self::BadField(n, t) => TagError::BadField(*n, t.clone()).fmt(f),
+            Self::ExpectedSemicolon(at) => TagError::ExpectedSemicolon(*at).fmt(f),
             Self::EmptyUri(at) => write!(f, "empty URI in `rua` at offset {at}"),
             Self::BadUri { at, uri, why } => write!(f, "`rua` URI `{uri}` at offset {at}: {why}"),
             Self::NoSupportedUri(ignored) => write!(
@@ -207,16 +217,25 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-const VERSION: &[u8] = b"v=TLSRPTv1";
-
-fn is_wsp(b: u8) -> bool {
-    b == b' ' || b == b'\t'
+impl From<TagError> for RecordError {
+    fn from(e: TagError) -> Self {
+        match e {
+            TagError::NonAscii(at) => Self::NonAscii(at),
+            TagError::NotVersion => Self::NotTlsRpt,
+            TagError::NoFields => Self::NoFields,
+            TagError::EmptyField(n) => Self::EmptyField(n),
+            TagError::BadField(n, t) => Self::BadField(n, t),
+            TagError::ExpectedSemicolon(at) => Self::ExpectedSemicolon(at),
+        }
+    }
 }
+
+const VERSION: &[u8] = b"v=TLSRPTv1";
 
 /// True when the record begins with the version field, so that it takes part in the count of
 /// RPT-3 (a bare `v=TLSRPTv1` counts, and then fails to parse).
 pub fn is_tlsrpt_candidate(record: &[u8]) -> bool {
-    record.starts_with(VERSION) && record.get(VERSION.len()).is_none_or(|&b| b == b';' || is_wsp(b))
+    taglist::is_candidate(record, VERSION)
 }
 
 /// Looks up `_smtp._tls.<domain>` and applies [`select`]. A name that does not exist, or has no
@@ -233,7 +252,7 @@ pub fn discover<R: Resolver + ?Sized>(resolver: &R, domain: &Domain) -> Result<D
 /// Applies RPT-3 to an RRset. Each element is one TXT record with its character-strings joined
 /// with no separator.
 pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
-    match crate::txt::single_candidate(records, is_tlsrpt_candidate) {
+    match taglist::single_candidate(records, VERSION) {
         Err(0) => Discovery::NoRecord,
         Err(n) => Discovery::Multiple(n),
         Ok(record) => match parse_record(record) {
@@ -243,77 +262,30 @@ pub fn select<R: AsRef<[u8]>>(records: &[R]) -> Discovery {
     }
 }
 
-/// Parses one TXT record (strings joined) against the ABNF above.
+/// Parses one TXT record (strings joined) against the ABNF above, with the shared tag-list
+/// tokenizer (`src/taglist.rs`).
 pub fn parse_record(record: &[u8]) -> Result<TlsRptRecord, RecordError> {
-    if let Some(at) = record.iter().position(|b| !b.is_ascii()) {
-        return Err(RecordError::NonAscii(at));
-    }
-    if !is_tlsrpt_candidate(record) {
-        return Err(RecordError::NotTlsRpt);
-    }
-    // The bytes are ASCII (checked above), so this cannot fail.
-    let text = std::str::from_utf8(record).unwrap_or_default();
-    let bytes = text.as_bytes();
-    let mut pos = VERSION.len();
     let mut rua = None;
-    let mut fields = 0usize;
-    loop {
-        // Delimiter: *WSP ";" *WSP, or the end (trailing whitespace tolerated).
-        while bytes.get(pos).copied().is_some_and(is_wsp) {
-            pos += 1;
-        }
-        match bytes.get(pos) {
-            None => break,
-            Some(b';') => pos += 1,
-            Some(_) => return Err(RecordError::ExpectedSemicolon(pos)),
-        }
-        while bytes.get(pos).copied().is_some_and(is_wsp) {
-            pos += 1;
-        }
-        if pos == bytes.len() {
-            break; // one trailing delimiter is allowed
-        }
-        fields += 1;
-        let start = pos;
-        let end = text[start..].find(';').map_or(text.len(), |i| start + i);
-        let field = text[start..end].trim_end_matches([' ', '\t']);
-        if field.is_empty() {
-            return Err(RecordError::EmptyField(fields));
-        }
-        if let Some(value) = field.strip_prefix("rua=") {
-            let parsed = parse_rua(value, start + 4)?;
+    for field in taglist::fields(record, VERSION)? {
+        let field = field?;
+        if let Some(value) = field.text.strip_prefix("rua=") {
+            // Whitespace may stand around the commas of the list.
+            let parsed = parse_rua(value, field.offset + 4)?;
             rua.get_or_insert(parsed);
         } else {
-            if let Some(i) = field.bytes().position(is_wsp) {
-                return Err(RecordError::ExpectedSemicolon(start + i));
+            if let Some(i) = field.text.bytes().position(taglist::is_wsp) {
+                return Err(RecordError::ExpectedSemicolon(field.offset + i));
             }
-            if !is_extension(field) {
-                return Err(RecordError::BadField(fields, field.to_owned()));
+            if taglist::split_extension(field.text).is_none() {
+                return Err(RecordError::BadField(field.number, field.text.to_owned()));
             }
         }
-        pos = start + field.len();
-    }
-    if fields == 0 {
-        return Err(RecordError::NoFields);
     }
     let (uris, ignored) = rua.ok_or(RecordError::MissingRua)?;
     if uris.is_empty() {
         return Err(RecordError::NoSupportedUri(ignored));
     }
     Ok(TlsRptRecord { rua: uris, ignored })
-}
-
-/// `name=value` with the extension grammar (RPT-2, RPT-5).
-fn is_extension(field: &str) -> bool {
-    let Some((name, value)) = field.split_once('=') else {
-        return false;
-    };
-    let name_ok = name.len() <= 32
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    let value_ok =
-        !value.is_empty() && value.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'=' && b != b';');
-    name_ok && value_ok
 }
 
 /// The `rua` list (RPT-4): URIs separated by commas with optional WSP around each. `offset` is

@@ -86,9 +86,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             Ok(o) => MxLine {
                 preference,
                 host: mtasts::mx::parse_host(&host).map_or(host.clone(), |d| d.to_string()),
-                matches: o.policy.as_ref().is_some_and(|p| {
-                    mtasts::mx::parse_host(&host).is_ok_and(|h| mtasts::mx::any_matches(p.policy.mx(), &h))
-                }),
+                matches: o.mx_matches,
                 verdict: o.verdict.as_str(),
                 reason: (o.reason != Reason::None && o.verdict != Verdict::NoPolicy)
                     .then(|| o.reason.as_str().to_owned()),

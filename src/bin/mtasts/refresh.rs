@@ -8,14 +8,10 @@
 //! an `enforce` or `testing` policy failed (a warning is printed for each; `none` policies never
 //! warn), 2 on usage or internal errors. Due policies are found through the store's indexes, and
 //! the store is pruned of domains without a live policy unseen for `[cache] prune_after_days`.
+//! The refreshes and their wording are the library's ([`mtasts::refresh`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use mtasts::cert::rfc3339;
-use parking_lot::Mutex;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,41 +47,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     if !args.quiet {
         println!("{} polic(ies) due for refresh (fetched more than {interval} s ago)", due.len());
     }
-    let engine = Arc::new(engine);
-    let next = Arc::new(AtomicUsize::new(0));
-    let due = Arc::new(due);
-    let lines = Arc::new(Mutex::new(Vec::<(String, bool)>::new()));
-    let workers: Vec<_> = (0..usize::from(args.concurrency).min(due.len().max(1)))
-        .map(|_| {
-            let (engine, next, due, lines) = (Arc::clone(&engine), Arc::clone(&next), Arc::clone(&due), Arc::clone(&lines));
-            std::thread::spawn(move || {
-                while let Some(domain) = due.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let line = match engine.recheck(domain.as_str()) {
-                        Ok(Some(r)) if r.needs_attention() => {
-                            let (mode, expires) = r.policy.as_ref().map_or(("", 0), |p| (p.mode().as_str(), p.expires_at));
-                            let why = r.error.as_ref().map_or_else(String::new, |e| format!("{}: {}", e.reason, e.detail));
-                            (format!("warning: {domain}: refresh failed ({why}); the stored {mode} policy stays in force until {}", rfc3339(expires)), true)
-                        }
-                        Ok(Some(r)) => match &r.policy {
-                            Some(p) => (format!("{domain}: {} policy id {} fetched {}, expires {}", p.mode(), p.id, rfc3339(p.fetched_at), rfc3339(p.expires_at)), false),
-                            None => (format!("{domain}: no policy any more"), false),
-                        },
-                        Ok(None) => (format!("{domain}: address literal, skipped"), false),
-                        Err(e) => (format!("warning: {domain}: {e}"), true),
-                    };
-                    lines.lock().push(line);
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().map_err(|_| "a refresh thread panicked".to_string())?;
-    }
-    let lines = std::mem::take(&mut *lines.lock());
+    let lines = mtasts::refresh::refresh_all(&engine, &due, usize::from(args.concurrency))?;
     let mut warned = false;
-    for (line, warning) in lines {
-        warned |= warning;
-        if warning {
+    for refreshed in lines {
+        let line = refreshed.line("stored");
+        if refreshed.is_warning() {
+            warned = true;
             eprintln!("{line}");
         } else if !args.quiet {
             println!("{line}");

@@ -5,17 +5,15 @@
 //! queued for that day and domain is left alone, so building twice never sends twice); `--out DIR`
 //! also writes each gzipped report under its RFC file name. `send` delivers every queued report
 //! that is due (HTTPS POST or mail through `sendmail -t`), retrying with backoff for up to 24 hours;
-//! the state is kept in the store, so a restart neither loses nor duplicates a report.
+//! the state is kept in the store, so a restart neither loses nor duplicates a report. The
+//! pipeline is the library's ([`mtasts::tlsrpt::pipeline`]); this file parses and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use mtasts::Domain;
-use mtasts::cache::OutboxItem;
-use mtasts::config::Config;
-use mtasts::tlsrpt::report::{Day, DayCounts, ReportId, build_report};
-use mtasts::tlsrpt::{DeliverySettings, DeliveryState, Discovery, EmailAddress, RetrySchedule, deliver};
+use mtasts::tlsrpt::pipeline::{self, Built, DayRun, Sender};
+use mtasts::tlsrpt::report::Day;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,176 +54,73 @@ fn now() -> u64 {
 
 /// `YYYY-MM-DD` as a UTC day.
 fn parse_date(s: &str) -> Result<Day, String> {
-    let bad = || format!("--date {s}: expected YYYY-MM-DD");
-    let mut parts = s.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    let (y, m, d): (i64, i64, i64) =
-        (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    // Days from civil (proleptic Gregorian).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let day = Day::from_days(u64::try_from(days).map_err(|_| bad())?);
-    if day.start_datetime() != format!("{s}T00:00:00Z") {
-        return Err(bad()); // e.g. February 30th
-    }
-    Ok(day)
-}
-
-/// Who submits the reports, from `[report]`.
-struct Sender {
-    organization: String,
-    contact: EmailAddress,
-    submitter: Domain,
-    from: EmailAddress,
-}
-
-fn sender(config: &Config) -> Result<Sender, String> {
-    let r = &config.report;
-    let missing = |key: &str| format!("[report] {key} must be set to build and send TLSRPT reports");
-    let organization = r.organization.clone().ok_or_else(|| missing("organization"))?;
-    let contact_text = r.contact.as_deref().ok_or_else(|| missing("contact"))?;
-    let contact = EmailAddress::parse(contact_text).map_err(|e| format!("[report] contact: {e}"))?;
-    let submitter = match &r.submitter {
-        Some(s) => Domain::parse(s).map_err(|e| format!("[report] submitter: {e}"))?,
-        None => contact.domain().clone(),
-    };
-    let from = match &r.from {
-        Some(f) => EmailAddress::parse(f).map_err(|e| format!("[report] from: {e}"))?,
-        None => contact.clone(),
-    };
-    Ok(Sender { organization, contact, submitter, from })
+    Day::parse(s).ok_or_else(|| format!("--date {s}: expected YYYY-MM-DD"))
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
     let (config, stores) = crate::cache::open_report_stores(args.config.as_deref(), args.cache.as_deref())?;
     match &args.action {
         Action::Build { date, out } => {
-            let sender = sender(&config)?;
+            let sender = Sender::from_config(&config)?;
             let day = match date {
                 Some(d) => parse_date(d)?,
                 None => Day::from_unix(now()).previous(),
             };
-            let counts = stores.counts.report_counts(day).map_err(|e| e.to_string())?;
             let dns = config.dns_resolver().map_err(|e| e.to_string())?;
-            if let Some(dir) = out {
-                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            }
-            let mut built = 0;
-            for domain in counts.domains() {
-                let record = match mtasts::tlsrpt::discover(&dns, domain) {
-                    Ok(Discovery::Record(r)) => r,
-                    Ok(_) => {
-                        println!("{domain}: no TLSRPT record, no report");
-                        continue;
+            let built = pipeline::build_day(
+                &stores,
+                &dns,
+                &sender,
+                DayRun { day, now: now(), out: out.as_deref() },
+                &mut rand::random::<u64>,
+                &mut |step| match step {
+                    Built::Queued { domain, report_id, rua } => {
+                        println!("{domain}: report {report_id} queued for {}", rua.join(", "));
                     }
-                    Err(e) => {
-                        eprintln!("warning: {domain}: TLSRPT record lookup failed ({e:?}); try again later");
-                        continue;
+                    Built::AlreadyQueued { domain } => {
+                        println!("{domain}: a report for {} is already queued", day.start_datetime());
                     }
-                };
-                let mut only = DayCounts::new();
-                for (policy, c) in counts.policies(domain) {
-                    only.add_success(domain, policy, c.successes);
-                    for (f, &n) in &c.failures {
-                        only.add_failure(domain, policy, f.clone(), n);
+                    Built::NoRecord { domain } => println!("{domain}: no TLSRPT record, no report"),
+                    Built::LookupFailed { domain, error } => {
+                        eprintln!(
+                            "warning: {domain}: TLSRPT record lookup failed ({error:?}); try again later"
+                        );
                     }
-                }
-                let id = ReportId::new(day, domain, rand::random::<u64>(), &sender.submitter);
-                let report = build_report(
-                    &sender.organization,
-                    &sender.contact,
-                    &sender.submitter,
-                    domain,
-                    day,
-                    &only,
-                    id,
-                )
-                .map_err(|e| format!("{domain}: {e}"))?;
-                let rua: Vec<String> = record.rua.iter().map(ToString::to_string).collect();
-                let item = OutboxItem {
-                    report_id: report.report_id().as_str().to_owned(),
-                    day,
-                    domain: domain.clone(),
-                    counts: only,
-                    record: format!("v=TLSRPTv1; rua={}", rua.join(",")),
-                    state: DeliveryState::new(now()),
-                };
-                let queued = stores.outbox.outbox_put(&item).map_err(|e| e.to_string())?;
-                if let Some(dir) = out {
-                    let path = dir.join(report.file_name());
-                    std::fs::write(&path, report.to_gzip())
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                }
-                if queued {
-                    built += 1;
-                    println!(
-                        "{domain}: report {} queued for {}",
-                        report.report_id().as_str(),
-                        rua.join(", ")
-                    );
-                } else {
-                    println!("{domain}: a report for {} is already queued", day.start_datetime());
-                }
-            }
+                },
+            )?;
             println!("{built} report(s) built for {}", &day.start_datetime()[..10]);
             Ok(ExitCode::SUCCESS)
         }
         Action::Send { force } => {
-            let sender = sender(&config)?;
-            let anchors = config.trust_anchors().map_err(|e| e.to_string())?;
-            let mut settings = DeliverySettings::new(anchors, sender.from.clone());
-            settings.sendmail = config.report.sendmail.clone();
+            let sender = Sender::from_config(&config)?;
+            let settings = sender.delivery_settings(&config)?;
             let resolver: Arc<dyn mtasts::engine::AddressResolver> =
                 Arc::new(config.dns_resolver().map_err(|e| e.to_string())?);
-            let schedule = RetrySchedule::default();
-            let now = now();
-            let mut failed = 0;
-            for mut item in stores.outbox.outbox().map_err(|e| e.to_string())? {
-                if item.state.done || !(*force || item.state.is_due(now)) {
-                    continue;
-                }
-                let record = mtasts::tlsrpt::record::parse_record(item.record.as_bytes())
-                    .map_err(|e| format!("{}: stored record: {e}", item.domain))?;
-                let id = ReportId::parse(&item.report_id).map_err(|e| format!("{}: {e}", item.report_id))?;
-                let report = build_report(
-                    &sender.organization,
-                    &sender.contact,
-                    &sender.submitter,
-                    &item.domain,
-                    item.day,
-                    &item.counts,
-                    id,
-                )
-                .map_err(|e| format!("{}: {e}", item.domain))?;
-                let outcome = deliver(&settings, Arc::clone(&resolver), &report, &record.rua, now);
-                item.state.record(now, &outcome, &schedule);
-                stores.outbox.outbox_update(&item.report_id, &item.state).map_err(|e| e.to_string())?;
-                if outcome.delivered() {
-                    println!("{}: report {} delivered", item.domain, item.report_id);
-                } else {
-                    failed += 1;
-                    let next = if item.state.done {
-                        "given up".to_owned()
+            let failed = pipeline::send_due(
+                &*stores.outbox,
+                &settings,
+                &resolver,
+                &sender,
+                now(),
+                *force,
+                &mut |item, outcome| {
+                    if outcome.delivered() {
+                        println!("{}: report {} delivered", item.domain, item.report_id);
                     } else {
-                        format!("next try {}", mtasts::cert::rfc3339(item.state.next_attempt_at))
-                    };
-                    eprintln!(
-                        "warning: {}: report {} not delivered ({}); {next}",
-                        item.domain,
-                        item.report_id,
-                        outcome.errors().unwrap_or_default()
-                    );
-                }
-            }
+                        let next = if item.state.done {
+                            "given up".to_owned()
+                        } else {
+                            format!("next try {}", mtasts::cert::rfc3339(item.state.next_attempt_at))
+                        };
+                        eprintln!(
+                            "warning: {}: report {} not delivered ({}); {next}",
+                            item.domain,
+                            item.report_id,
+                            outcome.errors().unwrap_or_default()
+                        );
+                    }
+                },
+            )?;
             Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Action::List => {

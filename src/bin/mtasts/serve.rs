@@ -33,6 +33,7 @@
 
 mod refresher;
 mod reply;
+mod settings;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -484,10 +485,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     if let Some(cache) = &args.cache {
         config.cache.path = cache.clone();
     }
-    if let Some(listen) = &args.listen {
-        config.serve.listen = listen.clone();
-    }
-    let serve = config.serve.clone();
+    let serve = settings::Settings::from_config(&config, args.listen.as_deref())?;
     let listen = Listen::parse(&serve.listen)?;
     let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
     let listener = Listener::bind(&listen)?;

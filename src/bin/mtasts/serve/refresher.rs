@@ -10,7 +10,7 @@
 //!   fall due before the next pass (`[engine] txt_check_interval`), so that no lookup has to wait
 //!   for DNS.
 //!
-//! A refresh is [`Engine::recheck`]: a TXT lookup, and a fetch when the id changed or the refresh
+//! A refresh is [`mtasts::refresh::refresh`] ([`Engine::recheck`]): a TXT lookup, and a fetch when the id changed or the refresh
 //! is due; a failure never removes a policy. Domains without a policy are not refreshed here (the
 //! lookup path asks DNS for them every `no_policy_interval`).
 //!
@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mtasts::cache::Entry;
-use mtasts::cert::rfc3339;
 use mtasts::{Domain, Engine};
 use parking_lot::{Condvar, Mutex};
 
@@ -141,19 +140,8 @@ fn pass(engine: &Engine, known: &Known, stop: &Stop, every: Duration) {
                 continue;
             }
         }
-        match engine.recheck(domain.as_str()) {
-            Ok(Some(r)) if r.needs_attention() => {
-                let (mode, expires) =
-                    r.policy.as_ref().map_or(("", 0), |p| (p.mode().as_str(), p.expires_at));
-                let why =
-                    r.error.as_ref().map_or_else(String::new, |e| format!("{}: {}", e.reason, e.detail));
-                eprintln!(
-                    "mtasts serve: warning: {domain}: refresh failed ({why}); the cached {mode} policy stays in force until {}",
-                    rfc3339(expires)
-                );
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("mtasts serve: warning: {domain}: {e}"),
+        if let Some(warning) = mtasts::refresh::refresh(engine, &domain).warning("cached") {
+            eprintln!("mtasts serve: {warning}");
         }
     }
 }

@@ -1,0 +1,228 @@
+//! The daily TLSRPT pipeline over a store (RFC 8460 §4, §5): build the reports of one day from
+//! the counts the engines wrote, queue them in the store's outbox, and deliver those that are
+//! due. `mtasts report build|send` is this module plus argument parsing and printing.
+//!
+//! * [`Sender::from_config`]: who submits the reports (`[report]`), checked before anything is
+//!   built or sent.
+//! * [`build_day`]: for each policy domain counted that day that publishes a `_smtp._tls`
+//!   record, the report of that domain's counts, queued with the record's destinations (a report
+//!   already queued for that day and domain is left alone, so building twice never sends twice);
+//!   optionally also written, gzipped, under its RFC file name.
+//! * [`send_due`]: every queued report whose retry schedule says it is due (or every undelivered
+//!   one), rebuilt from its stored counts and delivered ([`deliver`]), its state written back
+//!   after each attempt, so that a restart neither loses nor duplicates a report.
+//!
+//! Like the rest of [`crate::tlsrpt`], nothing here reads the clock or draws random numbers:
+//! `now` and the report-id nonces are arguments. Each step is reported through a callback as it
+//! happens, so that a front-end prints it at once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::cache::{OutboxItem, OutboxStore, ReportStores};
+use crate::config::Config;
+use crate::domain::Domain;
+use crate::ports::{AddressResolver, DnsError, Resolver};
+use crate::tlsrpt::deliver::{DeliveryOutcome, DeliverySettings, DeliveryState, RetrySchedule, deliver};
+use crate::tlsrpt::mail::EmailAddress;
+use crate::tlsrpt::record::{self, Discovery, TlsRptRecord};
+use crate::tlsrpt::report::{Day, DayCounts, ReportId, build_report};
+
+/// Who submits the reports, from `[report]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sender {
+    /// `organization-name`.
+    pub organization: String,
+    /// `contact-info`.
+    pub contact: EmailAddress,
+    /// The submitter domain: `[report] submitter`, else the domain of `contact`.
+    pub submitter: Domain,
+    /// The `From` of mailed reports: `[report] from`, else `contact`.
+    pub from: EmailAddress,
+}
+
+impl Sender {
+    /// Reads and checks `[report]`; `organization` and `contact` must be set.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let r = &config.report;
+        let missing = |key: &str| format!("[report] {key} must be set to build and send TLSRPT reports");
+        let organization = r.organization.clone().ok_or_else(|| missing("organization"))?;
+        let contact_text = r.contact.as_deref().ok_or_else(|| missing("contact"))?;
+        let contact = EmailAddress::parse(contact_text).map_err(|e| format!("[report] contact: {e}"))?;
+        let submitter = match &r.submitter {
+            Some(s) => Domain::parse(s).map_err(|e| format!("[report] submitter: {e}"))?,
+            None => contact.domain().clone(),
+        };
+        let from = match &r.from {
+            Some(f) => EmailAddress::parse(f).map_err(|e| format!("[report] from: {e}"))?,
+            None => contact.clone(),
+        };
+        Ok(Self { organization, contact, submitter, from })
+    }
+
+    /// How reports are delivered: the configured trust anchors, this sender's `From`, and
+    /// `[report] sendmail`.
+    pub fn delivery_settings(&self, config: &Config) -> Result<DeliverySettings, String> {
+        let anchors = config.trust_anchors().map_err(|e| e.to_string())?;
+        let mut settings = DeliverySettings::new(anchors, self.from.clone());
+        settings.sendmail = config.report.sendmail.clone();
+        Ok(settings)
+    }
+}
+
+/// One step of [`build_day`].
+#[derive(Debug)]
+pub enum Built<'a> {
+    /// A report was queued for `domain`, to these destinations.
+    Queued {
+        /// The policy domain.
+        domain: &'a Domain,
+        /// The new report's id.
+        report_id: &'a str,
+        /// Its destinations, as published.
+        rua: &'a [String],
+    },
+    /// A report for `domain` and that day was already queued; it is left alone.
+    AlreadyQueued {
+        /// The policy domain.
+        domain: &'a Domain,
+    },
+    /// `domain` publishes no (valid, single) TLSRPT record: no report.
+    NoRecord {
+        /// The policy domain.
+        domain: &'a Domain,
+    },
+    /// The record lookup failed for now: no report this time.
+    LookupFailed {
+        /// The policy domain.
+        domain: &'a Domain,
+        /// Why.
+        error: DnsError,
+    },
+}
+
+/// What [`build_day`] builds.
+#[derive(Clone, Copy, Debug)]
+pub struct DayRun<'a> {
+    /// The day reported on.
+    pub day: Day,
+    /// Now (Unix seconds): the queued reports are due from then.
+    pub now: u64,
+    /// A directory to create, and to write a copy of each report into (`.json.gz`, its RFC file
+    /// name).
+    pub out: Option<&'a Path>,
+}
+
+/// Builds and queues the reports of `run.day` (see the module documentation); returns how many
+/// were queued. `nonce` gives each report-id its unique part. An error (the store, a report that
+/// cannot be built, the directory) stops the run; what was queued before stays queued.
+pub fn build_day<R: Resolver + ?Sized>(
+    stores: &ReportStores,
+    resolver: &R,
+    sender: &Sender,
+    run: DayRun<'_>,
+    nonce: &mut dyn FnMut() -> u64,
+    on: &mut dyn FnMut(Built<'_>),
+) -> Result<usize, String> {
+    let DayRun { day, now, out } = run;
+    let counts = stores.counts.report_counts(day).map_err(|e| e.to_string())?;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut built = 0;
+    for domain in counts.domains() {
+        let record = match record::discover(resolver, domain) {
+            Ok(Discovery::Record(r)) => r,
+            Ok(_) => {
+                on(Built::NoRecord { domain });
+                continue;
+            }
+            Err(error) => {
+                on(Built::LookupFailed { domain, error });
+                continue;
+            }
+        };
+        let only = counts_of(&counts, domain);
+        let id = ReportId::new(day, domain, nonce(), &sender.submitter);
+        let report =
+            build_report(&sender.organization, &sender.contact, &sender.submitter, domain, day, &only, id)
+                .map_err(|e| format!("{domain}: {e}"))?;
+        let rua: Vec<String> = record.rua.iter().map(ToString::to_string).collect();
+        let item = OutboxItem {
+            report_id: report.report_id().as_str().to_owned(),
+            day,
+            domain: domain.clone(),
+            counts: only,
+            record: record.to_stored_text(),
+            state: DeliveryState::new(now),
+        };
+        let queued = stores.outbox.outbox_put(&item).map_err(|e| e.to_string())?;
+        if let Some(dir) = out {
+            let path = dir.join(report.file_name());
+            std::fs::write(&path, report.to_gzip())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        if queued {
+            built += 1;
+            on(Built::Queued { domain, report_id: report.report_id().as_str(), rua: &rua });
+        } else {
+            on(Built::AlreadyQueued { domain });
+        }
+    }
+    Ok(built)
+}
+
+/// The counts of one policy domain.
+fn counts_of(counts: &DayCounts, domain: &Domain) -> DayCounts {
+    let mut only = DayCounts::new();
+    for (policy, c) in counts.policies(domain) {
+        only.add_success(domain, policy, c.successes);
+        for (f, &n) in &c.failures {
+            only.add_failure(domain, policy, f.clone(), n);
+        }
+    }
+    only
+}
+
+/// Delivers the queued reports that are due at `now` (all undelivered ones with `force`), with
+/// the default [`RetrySchedule`]; `on` hears of each attempt, with the report's updated state.
+/// Returns how many attempts failed. A store error, or a queued report that cannot be rebuilt,
+/// stops the run.
+pub fn send_due(
+    store: &dyn OutboxStore,
+    settings: &DeliverySettings,
+    resolver: &Arc<dyn AddressResolver>,
+    sender: &Sender,
+    now: u64,
+    force: bool,
+    on: &mut dyn FnMut(&OutboxItem, &DeliveryOutcome),
+) -> Result<usize, String> {
+    let schedule = RetrySchedule::default();
+    let mut failed = 0;
+    for mut item in store.outbox().map_err(|e| e.to_string())? {
+        if item.state.done || !(force || item.state.is_due(now)) {
+            continue;
+        }
+        let record = TlsRptRecord::from_stored_text(&item.record)
+            .map_err(|e| format!("{}: stored record: {e}", item.domain))?;
+        let id = ReportId::parse(&item.report_id).map_err(|e| format!("{}: {e}", item.report_id))?;
+        let report = build_report(
+            &sender.organization,
+            &sender.contact,
+            &sender.submitter,
+            &item.domain,
+            item.day,
+            &item.counts,
+            id,
+        )
+        .map_err(|e| format!("{}: {e}", item.domain))?;
+        let outcome = deliver(settings, Arc::clone(resolver), &report, &record.rua, now);
+        item.state.record(now, &outcome, &schedule);
+        store.outbox_update(&item.report_id, &item.state).map_err(|e| e.to_string())?;
+        if !outcome.delivered() {
+            failed += 1;
+        }
+        on(&item, &outcome);
+    }
+    Ok(failed)
+}
