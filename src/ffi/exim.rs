@@ -60,6 +60,7 @@ use parking_lot::Mutex;
 
 use super::boundary::guard;
 use super::registry::{PerProcess, configured_engine, default_engine};
+use super::types::{mode_c_name, verdict_c_name};
 use crate::engine::{Engine, InputError, Tls};
 use crate::policy::Mode;
 use crate::verdict::{Dane, Reason, Verdict};
@@ -239,16 +240,6 @@ fn input_failure(e: &InputError) -> Failure {
     Failure { code: FAIL, message: lasting(format!("mtasts: {e}"), BAD_DOMAIN) }
 }
 
-fn verdict_name(verdict: Verdict) -> &'static CStr {
-    match verdict {
-        Verdict::NoPolicy => c"no-policy",
-        Verdict::Pass => c"pass",
-        Verdict::FailEnforce => c"fail-enforce",
-        Verdict::FailTesting => c"fail-testing",
-        Verdict::Error => c"error",
-    }
-}
-
 /// Reads a certificate argument: empty (no TLS) gives `None`; PEM text is used as it is; anything
 /// else is taken as base64 DER certificates (what `${base64:$tls_out_peercert}` yields), several
 /// separated by white space, `,`, `;` or `:`, and turned into PEM. Text that is neither still
@@ -312,11 +303,8 @@ pub unsafe extern "C" fn mtasts_exim_mode(
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
             let engine = engine(args.config)?;
             let resolution = engine.policy(domain).map_err(|e| input_failure(&e))?;
-            Ok(Answer::Static(match resolution.and_then(|r| r.mode()) {
-                Some(Mode::Enforce) => c"enforce",
-                Some(Mode::Testing) => c"testing",
-                Some(Mode::None) | None => c"none",
-            }))
+            // No policy reads as `none`.
+            Ok(Answer::Static(mode_c_name(resolution.and_then(|r| r.mode()).unwrap_or(Mode::None))))
         })
     }
 }
@@ -440,7 +428,7 @@ pub unsafe extern "C" fn mtasts_exim_check(
             let outcome = engine(args.config)?
                 .check_with(domain, mx, tls, Dane::NotApplicable)
                 .map_err(|e| input_failure(&e))?;
-            Ok(Answer::Static(verdict_name(outcome.verdict)))
+            Ok(Answer::Static(verdict_c_name(outcome.verdict)))
         })
     }
 }

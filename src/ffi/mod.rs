@@ -55,7 +55,7 @@ static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_
 };
 
 // ---------------------------------------------------------------------------------------------
-// Version and names
+// Version, names and the last error
 
 /// The library version, e.g. `"0.1.0"`: a static string.
 ///
