@@ -14,6 +14,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | this file | `mtasts_version`, the `mtasts_*_str` names, `mtasts_last_error` |
 //! | `boundary` | the panic guard, argument readers, out-parameters, `mtasts_last_error`'s thread-local |
 //! | `registry` | the per-process registry of the engines the library keeps (the default engine and Exim's `{config=...}` engines), fork handling, the flush at `exit()` |
 //! | `engine` | `mtasts_check`, `mtasts_record` and the `mtasts_engine_*` handle API |

@@ -106,7 +106,7 @@ impl Source {
 /// meanwhile wait for it (`OnceCell::get_or_try_init`), and a failed build is retried by the next
 /// call.
 #[derive(Default)]
-pub(crate) struct Engines {
+struct Engines {
     by_source: Mutex<HashMap<Source, Arc<OnceCell<Arc<Engine>>>>>,
 }
 
@@ -128,13 +128,13 @@ impl Engines {
     }
 
     #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.by_source.lock().is_empty()
     }
 }
 
 /// The registry of this process.
-pub(crate) static ENGINES: PerProcess<Engines> = PerProcess::new();
+static ENGINES: PerProcess<Engines> = PerProcess::new();
 
 /// The engine of an Exim `{config=...}` path, built on first use in each process.
 pub(crate) fn configured_engine(path: &Path) -> Result<Arc<Engine>, String> {
