@@ -47,7 +47,7 @@ pub enum Mode {
 
 impl Mode {
     /// The mode as written in a policy.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Enforce => "enforce",
             Self::Testing => "testing",

@@ -18,7 +18,9 @@ use std::fmt;
 
 use crate::policy::Mode;
 
-/// The answer for one (domain, MX, certificate) question. Numeric values are stable (C ABI).
+/// The answer for one (domain, MX, certificate) question. Numeric values are stable (C ABI,
+/// whose `mtasts_verdict` adds `MTASTS_VERDICT_ERROR = 4` for a call that failed: a call's
+/// failure, not an answer, so it is not a verdict here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Verdict {
@@ -30,21 +32,23 @@ pub enum Verdict {
     FailEnforce = 2,
     /// A `testing` policy is not satisfied: deliver, and record the failure for TLSRPT.
     FailTesting = 3,
-    /// The call itself failed (bad argument, internal error).
-    Error = 4,
 }
 
 impl Verdict {
-    /// Lower-case name used in JSON, logs and the CLI.
-    pub fn as_str(self) -> &'static str {
+    /// Lower-case name used in JSON, logs, the CLI and the C ABI (`mtasts_verdict_str`, whose
+    /// C strings are made from these at compile time).
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::NoPolicy => "no-policy",
             Self::Pass => "pass",
             Self::FailEnforce => "fail-enforce",
             Self::FailTesting => "fail-testing",
-            Self::Error => "error",
         }
     }
+
+    /// Every verdict, in the order of their numeric values.
+    pub(crate) const ALL: [Verdict; 4] =
+        [Verdict::NoPolicy, Verdict::Pass, Verdict::FailEnforce, Verdict::FailTesting];
 
     /// True when the MTA may deliver to this MX.
     pub fn may_deliver(self) -> bool {
@@ -93,8 +97,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The name used by the library (the RFC 8460 result type, or `mx-mismatch`).
-    pub fn as_str(self) -> &'static str {
+    /// The name used by the library (the RFC 8460 result type, or `mx-mismatch`), and by the C
+    /// ABI (`mtasts_reason_str`, whose C strings are made from these at compile time).
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::StarttlsNotSupported => "starttls-not-supported",

@@ -25,7 +25,9 @@ use crate::domain::Domain;
 const APPLICATION_ID: i64 = 0x4D54_5354;
 /// Schema migrations; entry `n` brings a database from version `n` to version `n + 1`.
 const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: the table of domains.
+    // 0 -> 1: the table of domains. `next_retry_at` is no longer written nor read (the engine
+    // derives the retry time from `failed_at` and its own `fetch_retry_interval`); the column
+    // stays, so that no migration is needed.
     "CREATE TABLE policies (
         domain        TEXT PRIMARY KEY NOT NULL,
         policy_text   TEXT,
@@ -83,8 +85,6 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The connection of the process that opened it.
     conn: Mutex<Option<(u32, Connection)>>,
-    /// Seconds a failed fetch is not retried (to record the next retry time).
-    retry_interval: u64,
     /// How the store was opened; a child after `fork()` reopens it the same way.
     access: Access,
 }
@@ -102,20 +102,16 @@ enum Access {
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, checking that it is an mtasts store and
-    /// bringing its schema up to date. `retry_interval` is the engine's fetch retry interval.
+    /// bringing its schema up to date. `retry_interval` (the engine's fetch retry interval) is
+    /// not used: the engine applies its own interval to the time of a failure when it loads it.
     ///
     /// A store this user can read but not write (created by root for the MTA's user, say) is
     /// opened read-only: its policies are still enforced ([`PolicyStore::read_only`] says why nothing
     /// new is saved). Files this call creates get the owner and group of their directory, so that
     /// an operator running `mtasts` as root never leaves a store the MTA's user cannot write.
-    pub fn open(path: &Path, retry_interval: u64) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, _retry_interval: u64) -> Result<Self, StoreError> {
         let (conn, access) = connect_any(path)?;
-        Ok(Self {
-            path: path.to_owned(),
-            conn: Mutex::new(Some((std::process::id(), conn))),
-            retry_interval,
-            access,
-        })
+        Ok(Self { path: path.to_owned(), conn: Mutex::new(Some((std::process::id(), conn))), access })
     }
 
     /// Runs `f` with this process's connection, opening one after `fork()`.
@@ -414,17 +410,15 @@ impl PolicyStore for SqliteStore {
     fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError> {
         self.writable()?;
         let failed = entry.failed.as_ref();
-        let retry_interval = self.retry_interval;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
-                "INSERT INTO policies (domain, checked_at, failed_id, failed_at, failed_reason, failed_detail, next_retry_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO policies (domain, checked_at, failed_id, failed_at, failed_reason, failed_detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (domain) DO UPDATE SET
                    checked_at = max(checked_at, excluded.checked_at),
                    failed_id = excluded.failed_id, failed_at = excluded.failed_at,
-                   failed_reason = excluded.failed_reason, failed_detail = excluded.failed_detail,
-                   next_retry_at = excluded.next_retry_at",
+                   failed_reason = excluded.failed_reason, failed_detail = excluded.failed_detail",
             )?
             .execute(params![
                 domain.as_str(),
@@ -433,7 +427,6 @@ impl PolicyStore for SqliteStore {
                 failed.map(|f| to_sql(f.at)),
                 failed.map(|f| f.failure.reason.as_str()),
                 failed.map(|f| f.failure.detail.as_str()),
-                failed.map(|f| to_sql(f.at.saturating_add(retry_interval))),
             ])?;
             if let Some(p) = &entry.policy {
                 // Only a policy fetched no earlier than the stored one replaces it.

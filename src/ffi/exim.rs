@@ -13,6 +13,10 @@
 //! Each takes an optional last argument `{config=/path/to/mtasts.toml}`; without it the
 //! process-wide default engine is used (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml`, else
 //! defaults; note that Exim clears the environment unless `keep_environment` says otherwise).
+//! Each engine (the default one, one per `config=` path) is built once per process, and built
+//! anew in a forked child; the TLSRPT sessions it counted (`mtasts_exim_check`,
+//! `mtasts_exim_tls_cert`) are written to its store at `exit()`, as Exim's delivery processes
+//! never free it.
 //!
 //! Return codes, the same for every entry point:
 //!
@@ -46,16 +50,17 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr, c_char, c_int, c_uchar};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{PerProcess, default_engine, guard};
-use crate::config::Config;
+use super::boundary::guard;
+use super::registry::{PerProcess, configured_engine, default_engine};
+use super::types::{mode_c_name, verdict_c_name};
 use crate::engine::{Engine, InputError, Tls};
 use crate::policy::Mode;
 use crate::verdict::{Dane, Reason, Verdict};
@@ -109,7 +114,7 @@ thread_local! {
 
 /// Failure messages made at run time, leaked once each so that Exim may keep the pointer. Per
 /// process, like every registry here: a forked child never locks what its parent held.
-static KEPT_MESSAGES: PerProcess<Vec<&'static CStr>> = PerProcess::new();
+pub(super) static KEPT_MESSAGES: PerProcess<Mutex<Vec<&'static CStr>>> = PerProcess::new();
 
 /// `message` on one line, as a string that lives for the rest of the process: interned, or
 /// `fallback` when the text cannot be a C string or the table is full.
@@ -222,41 +227,17 @@ fn mx_text<'a>(args: &Args<'a>, index: usize) -> Cow<'a, str> {
     String::from_utf8_lossy(args.values.get(index).copied().unwrap_or_default())
 }
 
-/// Engines built from explicit `config=` paths. Per process (src/ffi/mod.rs `PerProcess`): a
-/// forked child builds its own, as for the default engine, and never locks, drops or flushes its
-/// parent's.
-pub(super) static CONFIGURED: PerProcess<EnginesByPath> = PerProcess::new();
-
-type EnginesByPath = HashMap<PathBuf, Arc<Engine>>;
-
-/// The engine for `config` (a path given with `config=`), or the default engine.
+/// The engine for `config` (a path given with `config=`), or the default engine: both kept in
+/// the per-process registry of src/ffi/registry.rs, built once per process, and written at
+/// `exit()`.
 fn engine(config: Option<&Path>) -> Result<Arc<Engine>, Failure> {
-    let Some(path) = config else {
-        return default_engine().map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)));
-    };
-    let engines = CONFIGURED.get();
-    if let Some(engine) = engines.lock().get(path) {
-        return Ok(Arc::clone(engine));
-    }
-    // Built without the lock held (reading roots and opening the store take a while).
-    let built = Config::from_file(path)
-        .and_then(|c| c.build_engine())
-        .map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)))?;
-    Ok(Arc::clone(engines.lock().entry(path.to_path_buf()).or_insert_with(|| Arc::new(built))))
+    config
+        .map_or_else(default_engine, configured_engine)
+        .map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)))
 }
 
 fn input_failure(e: &InputError) -> Failure {
     Failure { code: FAIL, message: lasting(format!("mtasts: {e}"), BAD_DOMAIN) }
-}
-
-fn verdict_name(verdict: Verdict) -> &'static CStr {
-    match verdict {
-        Verdict::NoPolicy => c"no-policy",
-        Verdict::Pass => c"pass",
-        Verdict::FailEnforce => c"fail-enforce",
-        Verdict::FailTesting => c"fail-testing",
-        Verdict::Error => c"error",
-    }
 }
 
 /// Reads a certificate argument: empty (no TLS) gives `None`; PEM text is used as it is; anything
@@ -322,11 +303,8 @@ pub unsafe extern "C" fn mtasts_exim_mode(
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
             let engine = engine(args.config)?;
             let resolution = engine.policy(domain).map_err(|e| input_failure(&e))?;
-            Ok(Answer::Static(match resolution.and_then(|r| r.mode()) {
-                Some(Mode::Enforce) => c"enforce",
-                Some(Mode::Testing) => c"testing",
-                Some(Mode::None) | None => c"none",
-            }))
+            // No policy reads as `none`.
+            Ok(Answer::Static(mode_c_name(resolution.and_then(|r| r.mode()).unwrap_or(Mode::None))))
         })
     }
 }
@@ -450,7 +428,7 @@ pub unsafe extern "C" fn mtasts_exim_check(
             let outcome = engine(args.config)?
                 .check_with(domain, mx, tls, Dane::NotApplicable)
                 .map_err(|e| input_failure(&e))?;
-            Ok(Answer::Static(verdict_name(outcome.verdict)))
+            Ok(Answer::Static(verdict_c_name(outcome.verdict)))
         })
     }
 }
@@ -463,7 +441,7 @@ struct PendingChain {
     above_leaf: BTreeMap<u32, Vec<u8>>,
 }
 
-static PENDING_CHAIN: PerProcess<Option<PendingChain>> = PerProcess::new();
+static PENDING_CHAIN: PerProcess<Mutex<Option<PendingChain>>> = PerProcess::new();
 
 const TLS_CERT_USAGE: &CStr = c"usage: ${dlfunc{/path/libmtasts.so}{mtasts_exim_tls_cert}{DOMAIN}{MX}{DEPTH}{CERTIFICATE}} \
 with DEPTH $event_data and CERTIFICATE ${base64:$tls_out_peercert} (optionally followed by {config=/path/to/mtasts.toml})";
@@ -547,6 +525,7 @@ mod tests {
     use mtasts_fixtures::dns::DnsServer;
     use mtasts_fixtures::https::{HttpsServer, Response};
     use mtasts_fixtures::pki::pki;
+    use std::path::PathBuf;
     use std::ptr::null_mut;
 
     type DlFunc = unsafe extern "C" fn(*mut *mut c_uchar, c_int, *mut *mut c_uchar) -> c_int;

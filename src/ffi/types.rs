@@ -1,5 +1,9 @@
 //! The C-visible enums and structs, and their static names. Numeric values are stable: never
 //! renumber a value, and keep retired ones reserved.
+//!
+//! Names are written once: verdicts, reasons and modes in the core enums' `as_str` (their C
+//! strings are copied from those at compile time by `c_names!`), statuses and
+//! `MTASTS_VERDICT_ERROR`, which exist only in the C ABI, here.
 
 #![allow(non_camel_case_types)]
 
@@ -164,7 +168,6 @@ impl From<Verdict> for mtasts_verdict {
             Verdict::Pass => Self::MTASTS_VERDICT_PASS,
             Verdict::FailEnforce => Self::MTASTS_VERDICT_FAIL_ENFORCE,
             Verdict::FailTesting => Self::MTASTS_VERDICT_FAIL_TESTING,
-            Verdict::Error => Self::MTASTS_VERDICT_ERROR,
         }
     }
 }
@@ -206,46 +209,106 @@ impl From<Option<Mode>> for mtasts_mode {
     }
 }
 
+impl mtasts_status {
+    /// Every status, in the order of their numeric values.
+    const ALL: [Self; 11] = [
+        Self::MTASTS_STATUS_OK,
+        Self::MTASTS_STATUS_NULL_ARGUMENT,
+        Self::MTASTS_STATUS_INVALID_UTF8,
+        Self::MTASTS_STATUS_INVALID_DOMAIN,
+        Self::MTASTS_STATUS_INVALID_MX,
+        Self::MTASTS_STATUS_CONFIG,
+        Self::MTASTS_STATUS_BUFFER_TOO_SMALL,
+        Self::MTASTS_STATUS_PANIC,
+        Self::MTASTS_STATUS_OUT_OF_RANGE,
+        Self::MTASTS_STATUS_NO_POLICY,
+        Self::MTASTS_STATUS_INVALID_ARGUMENT,
+    ];
+
+    /// The status's name (statuses exist only in the C ABI, so this is their one name table).
+    const fn name(self) -> &'static CStr {
+        match self {
+            Self::MTASTS_STATUS_OK => c"ok",
+            Self::MTASTS_STATUS_NULL_ARGUMENT => c"null-argument",
+            Self::MTASTS_STATUS_INVALID_UTF8 => c"invalid-utf8",
+            Self::MTASTS_STATUS_INVALID_DOMAIN => c"invalid-domain",
+            Self::MTASTS_STATUS_INVALID_MX => c"invalid-mx",
+            Self::MTASTS_STATUS_CONFIG => c"config",
+            Self::MTASTS_STATUS_BUFFER_TOO_SMALL => c"buffer-too-small",
+            Self::MTASTS_STATUS_PANIC => c"panic",
+            Self::MTASTS_STATUS_OUT_OF_RANGE => c"out-of-range",
+            Self::MTASTS_STATUS_NO_POLICY => c"no-policy",
+            Self::MTASTS_STATUS_INVALID_ARGUMENT => c"invalid-argument",
+        }
+    }
+}
+
 const UNKNOWN: &CStr = c"unknown";
 
+/// Room for the longest name and its NUL (a longer name fails the build).
+const NAME_MAX: usize = 32;
+
+/// `name` with a NUL, at compile time, in a fixed-size buffer.
+const fn c_name(name: &str) -> [u8; NAME_MAX] {
+    let bytes = name.as_bytes();
+    assert!(bytes.len() < NAME_MAX, "a name is longer than NAME_MAX - 1");
+    let mut out = [0; NAME_MAX];
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i] != 0, "a name contains a NUL");
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// The C strings of every value of a core enum, made at compile time from its `as_str`:
+/// `c_names!(Reason::ALL, Reason::as_str)`, in the order of `ALL`.
+macro_rules! c_names {
+    ($all:expr, $as_str:path) => {{
+        let mut names = [[0u8; NAME_MAX]; $all.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = c_name($as_str($all[i]));
+            i += 1;
+        }
+        names
+    }};
+}
+
+static REASON_NAMES: [[u8; NAME_MAX]; Reason::ALL.len()] = c_names!(Reason::ALL, Reason::as_str);
+static VERDICT_NAMES: [[u8; NAME_MAX]; Verdict::ALL.len()] = c_names!(Verdict::ALL, Verdict::as_str);
+const MODES: [Mode; 3] = [Mode::Enforce, Mode::Testing, Mode::None];
+static MODE_NAMES: [[u8; NAME_MAX]; MODES.len()] = c_names!(MODES, Mode::as_str);
+
+/// The C string at `index` of a table made by [`c_names`]; `"unknown"` when there is none.
+fn name_at(table: &'static [[u8; NAME_MAX]], index: Option<usize>) -> &'static CStr {
+    index.and_then(|i| table.get(i)).and_then(|name| CStr::from_bytes_until_nul(name).ok()).unwrap_or(UNKNOWN)
+}
+
 pub(crate) fn status_name(status: u32) -> &'static CStr {
-    const NAMES: [&CStr; 11] = [
-        c"ok",
-        c"null-argument",
-        c"invalid-utf8",
-        c"invalid-domain",
-        c"invalid-mx",
-        c"config",
-        c"buffer-too-small",
-        c"panic",
-        c"out-of-range",
-        c"no-policy",
-        c"invalid-argument",
-    ];
-    NAMES.get(status as usize).copied().unwrap_or(UNKNOWN)
+    mtasts_status::ALL.into_iter().find(|s| *s as u32 == status).map_or(UNKNOWN, mtasts_status::name)
 }
 
 pub(crate) fn reason_name(reason: u32) -> &'static CStr {
-    const NAMES: [&CStr; 12] = [
-        c"none",
-        c"starttls-not-supported",
-        c"certificate-host-mismatch",
-        c"certificate-expired",
-        c"certificate-not-trusted",
-        c"validation-failure",
-        c"sts-policy-fetch-error",
-        c"sts-policy-invalid",
-        c"sts-webpki-invalid",
-        c"mx-mismatch",
-        c"tlsa-invalid",
-        c"store-unavailable",
-    ];
-    NAMES.get(reason as usize).copied().unwrap_or(UNKNOWN)
+    name_at(&REASON_NAMES, Reason::ALL.iter().position(|r| *r as u32 == reason))
 }
 
 pub(crate) fn verdict_name(verdict: u32) -> &'static CStr {
-    const NAMES: [&CStr; 5] = [c"no-policy", c"pass", c"fail-enforce", c"fail-testing", c"error"];
-    NAMES.get(verdict as usize).copied().unwrap_or(UNKNOWN)
+    if verdict == mtasts_verdict::MTASTS_VERDICT_ERROR as u32 {
+        return c"error";
+    }
+    name_at(&VERDICT_NAMES, Verdict::ALL.iter().position(|v| *v as u32 == verdict))
+}
+
+/// [`Verdict::as_str`] as a static C string.
+pub(crate) fn verdict_c_name(verdict: Verdict) -> &'static CStr {
+    name_at(&VERDICT_NAMES, Verdict::ALL.iter().position(|v| *v == verdict))
+}
+
+/// [`Mode::as_str`] as a static C string.
+pub(crate) fn mode_c_name(mode: Mode) -> &'static CStr {
+    name_at(&MODE_NAMES, MODES.iter().position(|m| *m == mode))
 }
 
 #[cfg(test)]
@@ -254,16 +317,46 @@ mod tests {
 
     #[test]
     fn names_agree_with_the_rust_names() {
-        for r in Reason::ALL {
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
             let c = mtasts_reason::from(r) as u32;
             assert_eq!(c, r as u32);
-            assert_eq!(reason_name(c).to_str().unwrap(), r.as_str());
+            assert_eq!(c as usize, i, "Reason::ALL is in the order of the values");
+            assert_eq!(reason_name(c).to_str(), Ok(r.as_str()));
         }
-        for v in
-            [Verdict::NoPolicy, Verdict::Pass, Verdict::FailEnforce, Verdict::FailTesting, Verdict::Error]
-        {
-            assert_eq!(verdict_name(mtasts_verdict::from(v) as u32).to_str().unwrap(), v.as_str());
+        for (i, v) in Verdict::ALL.into_iter().enumerate() {
+            let c = mtasts_verdict::from(v) as u32;
+            assert_eq!(c as usize, i, "Verdict::ALL is in the order of the values");
+            assert_eq!(verdict_name(c).to_str(), Ok(v.as_str()));
+            assert_eq!(verdict_c_name(v).to_str(), Ok(v.as_str()));
         }
+        for m in [Mode::Enforce, Mode::Testing, Mode::None] {
+            assert_eq!(mode_c_name(m).to_str(), Ok(m.as_str()));
+        }
+        assert_eq!(verdict_name(mtasts_verdict::MTASTS_VERDICT_ERROR as u32), c"error");
+        for (i, s) in mtasts_status::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i, "mtasts_status::ALL is in the order of the values");
+        }
+        // The names C callers see, unchanged.
+        let names: Vec<&str> = (0..12).map(|s| status_name(s).to_str().unwrap_or("?")).collect();
+        assert_eq!(
+            names,
+            [
+                "ok",
+                "null-argument",
+                "invalid-utf8",
+                "invalid-domain",
+                "invalid-mx",
+                "config",
+                "buffer-too-small",
+                "panic",
+                "out-of-range",
+                "no-policy",
+                "invalid-argument",
+                "unknown"
+            ]
+        );
+        assert_eq!(verdict_name(5), UNKNOWN);
+        assert_eq!(reason_name(12), UNKNOWN);
         assert_eq!(status_name(99), UNKNOWN);
     }
 }

@@ -96,7 +96,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 preference,
                 host: host.clone(),
                 matches: false,
-                verdict: Verdict::Error.as_str(),
+                verdict: "error",
                 reason: Some("invalid-host".into()),
                 detail: Some(e.to_string()),
             },

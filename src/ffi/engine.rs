@@ -1,0 +1,407 @@
+//! The engine API: `mtasts_check` and `mtasts_record` over the process's default engine, and the
+//! handle API (`mtasts_engine_new`, `_check`, `_check_mx`, `_record`, `_flush`, `_store_state`,
+//! `_free`).
+
+use std::ffi::c_char;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::boundary::{
+    Out, boundary, bytes_arg, copy_out, engine_arg, fail, fill, free_handle, input_status, ip_arg, mx_arg,
+    new_handle, opt_str_arg, out_arg, str_arg,
+};
+use super::registry::default_engine;
+use super::types::{mtasts_reason, mtasts_result, mtasts_status, mtasts_store_state, mtasts_verdict};
+use crate::config::Config;
+use crate::engine::{Engine, Outcome, SessionDetails, Tls};
+use crate::verdict::{Dane, Reason};
+
+/// The default engine, or `MTASTS_STATUS_CONFIG` with the reason as the last error.
+fn default_engine_arg() -> Result<Arc<Engine>, mtasts_status> {
+    default_engine().or_else(|message| fail(mtasts_status::MTASTS_STATUS_CONFIG, message))
+}
+
+/// Checks a delivery to `mx` for the Policy Domain `domain` with the process-wide default engine.
+///
+/// - `domain`: the Policy Domain (normally the recipient domain; the smart host's domain when
+///   relaying through one), UTF-8; U-labels are converted to A-labels. `mx`: the MX host name
+///   being tried, as in the MX record: ASCII letters, digits and hyphens, an IDN in A-labels, any
+///   case, an optional trailing dot. Any other bytes (U-labels, full-width letters or dots,
+///   `U+3002`, bytes that are not UTF-8) are not a host name and match no pattern: a policy in
+///   force fails them (`mx-mismatch`); they are not an error.
+/// - `cert`, `cert_len`: the certificate chain the MX presented, leaf first, as PEM text or as
+///   concatenated DER certificates. NULL/0 means no TLS was negotiated (no STARTTLS, or it failed).
+///   To judge the MX name before connecting, use `mtasts_engine_check_mx`.
+///
+/// Returns the verdict; `MTASTS_VERDICT_ERROR` when an argument is bad (NULL, a `domain` that is
+/// not UTF-8 or not a domain name, `cert_len` above `PTRDIFF_MAX`) or the configuration cannot be
+/// used (`mtasts_last_error` says why).
+///
+/// The default engine is built on first use from the configuration file (`$MTASTS_CONFIG`, else
+/// `/etc/mtasts/mtasts.toml`, else defaults) and kept for the life of the process; its pending
+/// TLSRPT counts are written at `exit()`. Thread-safe. Fork-safe: a forked child builds its own
+/// engine on its first call (cached policies of the parent are not carried over), also when
+/// another thread was inside a call at the fork. The child never locks, drops or flushes the
+/// parent's engine: the parent writes the counts of the sessions it judged, the child (at its
+/// `exit()`) those it judged, and they add up to the sessions judged. DNS and HTTPS happen inside the call when the policy is not cached; no
+/// thread or socket outlives the call.
+///
+/// # Safety
+/// `domain` and `mx` are NULL or NUL-terminated strings; `cert` is NULL or points to `cert_len`
+/// readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_check(
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: *const u8,
+    cert_len: usize,
+) -> mtasts_verdict {
+    boundary(|| {
+        let engine = default_engine_arg()?;
+        // SAFETY: forwarded caller contract.
+        let result = unsafe { check(&engine, domain, mx, Some((cert, cert_len))) }?;
+        Ok(result.verdict)
+    })
+}
+
+/// Shared body of the check calls. `cert` is `None` for a name-only check.
+///
+/// # Safety
+/// As for [`mtasts_engine_check`].
+unsafe fn check(
+    engine: &Engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: Option<(*const u8, usize)>,
+) -> Result<mtasts_result, mtasts_status> {
+    // One argument at a time, so that the status and the last error name the same one.
+    // SAFETY: forwarded caller contract.
+    let domain = unsafe { str_arg(domain, "domain") }?;
+    // SAFETY: forwarded caller contract.
+    let mx = unsafe { mx_arg(mx) }?;
+    let tls = match cert {
+        None => Tls::NotChecked,
+        // SAFETY: forwarded caller contract.
+        Some((p, len)) => unsafe { bytes_arg(p, len, "cert") }?.map_or(Tls::NotNegotiated, Tls::Chain),
+    };
+    match engine.check_with(domain, &mx, tls, Dane::NotApplicable) {
+        Ok(outcome) => Ok(mtasts_result::from_outcome(&outcome)),
+        Err(e) => Err(input_status(&e)),
+    }
+}
+
+/// An MTA-STS engine: configuration, trust anchors and the in-process policy cache.
+///
+/// Shared and immutable from the caller's side: one engine may be used by many threads at once.
+/// After `fork()`, a child may keep using an engine only if no other thread was inside a call on
+/// it at the time of the fork; the safe course is a new engine in the child. TLSRPT counts pending
+/// at the fork are the parent's: in the child, `mtasts_engine_flush` and `mtasts_engine_free`
+/// write only the sessions the child counted.
+#[derive(Debug)]
+pub struct mtasts_engine {
+    pub(super) engine: Engine,
+}
+
+/// Creates an engine from the configuration file at `config_path`, or from the defaults when
+/// `config_path` is NULL (the environment variable `MTASTS_CONFIG` is not consulted here).
+/// On success `*engine_out` receives the engine, to be released with `mtasts_engine_free`.
+///
+/// Errors: `MTASTS_STATUS_CONFIG` when the file cannot be read or is invalid (`mtasts_last_error`
+/// names the file and the key). Thread-safe.
+///
+/// # Safety
+/// `config_path` is NULL or a NUL-terminated string; `engine_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_new(
+    config_path: *const c_char,
+    engine_out: *mut *mut mtasts_engine,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let engine_out = unsafe { out_arg(engine_out, "engine_out") }?;
+        // SAFETY: forwarded caller contract.
+        let config = match unsafe { opt_str_arg(config_path, "config_path") }? {
+            None => Ok(Config::default()),
+            Some(path) => Config::from_file(Path::new(path)),
+        };
+        match config.and_then(|c| c.build_engine()) {
+            Ok(engine) => {
+                engine_out.write(new_handle(mtasts_engine { engine }));
+                Ok(())
+            }
+            Err(e) => fail(mtasts_status::MTASTS_STATUS_CONFIG, e.to_string()),
+        }
+    })
+}
+
+/// Releases an engine. NULL does nothing. No call on the engine may be running or follow.
+///
+/// # Safety
+/// `engine` is NULL or was returned by `mtasts_engine_new` and not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_free(engine: *mut mtasts_engine) {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { free_handle(engine) };
+        Ok(())
+    })
+}
+
+/// Checks a delivery to `mx` for `domain` after the TLS handshake: `cert`/`cert_len` is the chain
+/// the MX presented (leaf first, PEM or concatenated DER), NULL/0 when no TLS was negotiated.
+/// On success `*result` is filled in.
+///
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (`domain` only),
+/// `MTASTS_STATUS_INVALID_DOMAIN` (not a domain name; an address literal is not an error: it has
+/// no policy), `MTASTS_STATUS_INVALID_ARGUMENT` (`cert_len` above `PTRDIFF_MAX`, which no buffer
+/// can hold). An `mx` that is not an ASCII host name (letters, digits, hyphens, A-labels; any case,
+/// an optional trailing dot) is not an error, whatever its bytes (U-labels, full-width letters or
+/// dots, `U+3002`, invalid UTF-8): nothing is mapped onto a listed name, it matches no pattern, so
+/// a policy in force fails it (`MTASTS_REASON_MX_MISMATCH`). Thread-safe. May do DNS and HTTPS
+/// inside the call.
+///
+/// # Safety
+/// `engine` is a live engine; strings are NULL or NUL-terminated; `cert` is NULL or points to
+/// `cert_len` readable bytes; `result` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_check(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: *const u8,
+    cert_len: usize,
+    result: *mut mtasts_result,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract (each argument in turn).
+        let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
+        // SAFETY: forwarded caller contract.
+        result.write(unsafe { check(engine, domain, mx, Some((cert, cert_len))) }?);
+        Ok(())
+    })
+}
+
+/// Judges only the MX name, before connecting: `MTASTS_VERDICT_FAIL_ENFORCE` means do not connect
+/// to this MX (try the next one), `MTASTS_VERDICT_FAIL_TESTING` means connect and report.
+/// The certificate must still be checked after the handshake with `mtasts_engine_check`.
+///
+/// Errors and thread-safety as for `mtasts_engine_check`.
+///
+/// # Safety
+/// As for `mtasts_engine_check`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_check_mx(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: *mut mtasts_result,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract (each argument in turn).
+        let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
+        // SAFETY: forwarded caller contract.
+        result.write(unsafe { check(engine, domain, mx, None) }?);
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLSRPT recording
+
+/// Shared body of the record calls.
+///
+/// # Safety
+/// As for [`mtasts_engine_record`].
+unsafe fn record(
+    engine: &Engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: u32,
+    sending_ip: *const c_char,
+    receiving_ip: *const c_char,
+    failure_reason_code: *const c_char,
+) -> Result<(), mtasts_status> {
+    // SAFETY: forwarded caller contract (each argument in turn).
+    let (domain, mx, sending_ip, receiving_ip, code) = unsafe {
+        (
+            str_arg(domain, "domain")?,
+            mx_arg(mx)?,
+            ip_arg(sending_ip, "sending_ip")?,
+            ip_arg(receiving_ip, "receiving_ip")?,
+            opt_str_arg(failure_reason_code, "failure_reason_code")?,
+        )
+    };
+    let Some(reason) = mtasts_reason::from_u32(result) else {
+        return fail(
+            mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT,
+            format!("result {result} is not an mtasts_reason"),
+        );
+    };
+    let details = SessionDetails {
+        sending_ip,
+        receiving_ip,
+        failure_reason_code: code.filter(|c| !c.is_empty()).map(str::to_owned),
+    };
+    let result = (reason != Reason::None).then_some(reason);
+    engine.record_session(domain, &mx, result, &details).map_err(|e| input_status(&e))
+}
+
+/// Records, for TLSRPT (RFC 8460), the outcome of an SMTP session the MTA judged itself:
+/// `result` is `MTASTS_REASON_NONE` for a session that negotiated TLS and satisfied the policy,
+/// or the failure (`MTASTS_REASON_STARTTLS_NOT_SUPPORTED` when the handshake failed,
+/// `MTASTS_REASON_CERTIFICATE_NOT_TRUSTED`, ...). `sending_ip`, `receiving_ip` (textual IPv4 or
+/// IPv6) and `failure_reason_code` (free text, e.g. the TLS library's error) may be NULL.
+///
+/// `mtasts_engine_check` (and `mtasts_check`) already count the session they judge; use this
+/// only for sessions that did not go through them. Counted only under an `enforce` or `testing`
+/// policy (nothing under `mode: none` or without a policy). Counting costs a map increment; the
+/// counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
+/// the engine is freed, and (for the default engine) at `exit()`.
+///
+/// Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (any string but `mx`),
+/// `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
+/// IP address). An `mx` that is not an ASCII host name is not an error: the session is counted
+/// without a receiving MX name. Thread-safe.
+///
+/// # Safety
+/// `engine` is a live engine; `domain` and `mx` are NUL-terminated strings; the other strings are
+/// NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_record(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: u32,
+    sending_ip: *const c_char,
+    receiving_ip: *const c_char,
+    failure_reason_code: *const c_char,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: forwarded caller contract.
+        unsafe { record(engine, domain, mx, result, sending_ip, receiving_ip, failure_reason_code) }
+    })
+}
+
+/// As `mtasts_engine_record`, with the process-wide default engine of `mtasts_check`.
+///
+/// # Safety
+/// As for `mtasts_engine_record`, without the engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_record(
+    domain: *const c_char,
+    mx: *const c_char,
+    result: u32,
+    sending_ip: *const c_char,
+    receiving_ip: *const c_char,
+    failure_reason_code: *const c_char,
+) -> mtasts_status {
+    boundary(|| {
+        let engine = default_engine_arg()?;
+        // SAFETY: forwarded caller contract.
+        unsafe { record(&engine, domain, mx, result, sending_ip, receiving_ip, failure_reason_code) }
+    })
+}
+
+/// Writes the engine's pending TLSRPT counts to its store now (they are also written every few
+/// hundred sessions or seconds, and when the engine is freed). Thread-safe.
+///
+/// # Safety
+/// `engine` is NULL or a live engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_flush(engine: *const mtasts_engine) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        unsafe { engine_arg(engine) }?.flush_reports();
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store state
+
+/// Copies the engine's store state out (see `mtasts_engine_store_state`).
+///
+/// # Safety
+/// As for `mtasts_engine_store_state`, without the engine.
+unsafe fn store_state(
+    engine: &Engine,
+    state_out: *mut mtasts_store_state,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> Result<(), mtasts_status> {
+    // SAFETY: forwarded caller contract.
+    let state_out: Out<'_, _> = unsafe { out_arg(state_out, "state_out") }?;
+    let state = engine.store_state();
+    if !buf.is_null() {
+        // SAFETY: `buf` has `len` writable bytes and `out_n` is NULL or writable, by contract.
+        unsafe { copy_out(state.detail().unwrap_or(""), buf, len, out_n) }?;
+    }
+    state_out.write(mtasts_store_state::from(&state));
+    Ok(())
+}
+
+/// Where the engine's persistent store stands: `MTASTS_STORE_OK`, `MTASTS_STORE_NONE` (none
+/// configured), `MTASTS_STORE_READ_ONLY` (stored policies enforced, new ones not saved) or
+/// `MTASTS_STORE_UNAVAILABLE` (protection degraded: a stored policy is not seen). A caller can
+/// thus see degraded protection without reading stderr. When `buf` is not NULL, the message that
+/// goes with the last two (empty for the others) is copied into it, as for `mtasts_last_error`.
+/// The state of an unavailable store returns to `MTASTS_STORE_OK` once it answers again.
+///
+/// Writes `*state_out` only on success. Thread-safe.
+///
+/// # Safety
+/// `engine` is NULL or a live engine; `state_out` is NULL or writable; `buf` is NULL or points to
+/// `len` writable bytes; `out_n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_store_state(
+    engine: *const mtasts_engine,
+    state_out: *mut mtasts_store_state,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract.
+        let engine = unsafe { engine_arg(engine) }?;
+        // SAFETY: forwarded caller contract.
+        unsafe { store_state(engine, state_out, buf, len, out_n) }
+    })
+}
+
+/// As `mtasts_engine_store_state`, for the process-wide default engine of `mtasts_check`
+/// (built on first use, like `mtasts_check` does).
+///
+/// # Safety
+/// As for `mtasts_engine_store_state`, without the engine.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_default_store_state(
+    state_out: *mut mtasts_store_state,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> mtasts_status {
+    boundary(|| {
+        let engine = default_engine_arg()?;
+        // SAFETY: forwarded caller contract.
+        unsafe { store_state(&engine, state_out, buf, len, out_n) }
+    })
+}
+
+impl mtasts_result {
+    fn from_outcome(o: &Outcome) -> Self {
+        let mut r = Self::empty();
+        r.verdict = mtasts_verdict::from(o.verdict);
+        r.reason = mtasts_reason::from(o.reason);
+        r.mode = super::types::mtasts_mode::from(o.mode());
+        if let Some(p) = &o.policy {
+            fill(&mut r.policy_id, p.id.as_str());
+        }
+        if let Some(d) = &o.detail {
+            fill(&mut r.detail, d);
+        }
+        r
+    }
+}

@@ -1,0 +1,280 @@
+//! The engines the library keeps for the life of a process, in one registry: the default engine
+//! of `mtasts_check` (and `mtasts_record`, Exim calls without `{config=...}`) and the engines of
+//! Exim's `{config=...}` argument, one per path. Each is built once per process, on first use;
+//! an exit handler writes the pending TLSRPT counts of every one of them.
+//!
+//! Fork safety: the registry, like every process-wide value of the C ABI, lives in a
+//! [`PerProcess`], so a forked child builds its own engines and never locks, drops or flushes its
+//! parent's.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::panic::catch_unwind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use once_cell::sync::OnceCell;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::engine::Engine;
+
+/// A value of which each process has its own, reached without touching anything a parent process
+/// left behind at `fork()`.
+///
+/// After `fork()` a child must neither lock a mutex (nor wait on a cell being initialised)
+/// inherited from the parent (another thread of the parent may have held it at the fork: it stays
+/// held forever in the child) nor drop or flush the parent's engines (their pending TLSRPT counts
+/// are the parent's, which writes them itself). So the value lives behind a pointer tagged with
+/// the pid that made it: a process that finds another pid's value installs a fresh one with a
+/// compare-and-swap and leaves the inherited one as it is, never locked, never dropped (its memory
+/// goes with the child's exit). The fresh value points to the inherited one, which so stays
+/// reachable (leak checkers such as valgrind count it as reachable memory, not as a leak).
+pub(crate) struct PerProcess<T> {
+    current: AtomicPtr<Owned<T>>,
+    _value: PhantomData<T>,
+}
+
+struct Owned<T> {
+    pid: u32,
+    value: T,
+    /// The value this one replaced: the parent process's (NULL in the first process).
+    _inherited: *const Owned<T>,
+}
+
+impl<T: Default> PerProcess<T> {
+    pub(crate) const fn new() -> Self {
+        Self { current: AtomicPtr::new(std::ptr::null_mut()), _value: PhantomData }
+    }
+
+    /// This process's value, made (empty) on first use in each process.
+    pub(crate) fn get(&self) -> &T {
+        let pid = std::process::id();
+        let seen = self.current.load(Ordering::Acquire);
+        // SAFETY: a non-NULL pointer comes from `Box::into_raw` below and is never freed.
+        if let Some(owned) = unsafe { seen.as_ref() } {
+            if owned.pid == pid {
+                return &owned.value;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Owned { pid, value: T::default(), _inherited: seen }));
+        match self.current.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: just made, and now never freed. `seen` (NULL or a parent's) is left alone.
+            Ok(_) => unsafe { &(*fresh).value },
+            Err(installed) => {
+                // Another thread of this process installed one first (only this process writes
+                // the pointer after the fork, always with its own pid).
+                // SAFETY: `fresh` was never shared; `installed` is non-NULL and never freed.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    &(*installed).value
+                }
+            }
+        }
+    }
+
+    /// This process's value if it made one; never makes one (for exit handlers).
+    pub(crate) fn get_if_made(&self) -> Option<&T> {
+        // SAFETY: as in `get`.
+        let owned = unsafe { self.current.load(Ordering::Acquire).as_ref() }?;
+        (owned.pid == std::process::id()).then_some(&owned.value)
+    }
+}
+
+/// Where an engine's configuration comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Source {
+    /// `$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else the defaults.
+    Default,
+    /// A path given with Exim's `{config=...}`.
+    File(PathBuf),
+}
+
+impl Source {
+    fn build(&self) -> Result<Engine, String> {
+        let config = match self {
+            Self::Default => Config::load(None),
+            Self::File(path) => Config::from_file(path),
+        };
+        config.and_then(|c| c.build_engine()).map_err(|e| e.to_string())
+    }
+}
+
+/// Every engine this process built, by source. An engine is built in its cell outside the map's
+/// lock (reading roots and opening the store take a while); threads asking for the same source
+/// meanwhile wait for it (`OnceCell::get_or_try_init`), and a failed build is retried by the next
+/// call.
+#[derive(Default)]
+struct Engines {
+    by_source: Mutex<HashMap<Source, Arc<OnceCell<Arc<Engine>>>>>,
+}
+
+impl Engines {
+    fn engine(&self, source: Source) -> Result<Arc<Engine>, String> {
+        let cell = Arc::clone(self.by_source.lock().entry(source.clone()).or_default());
+        let engine = cell.get_or_try_init(|| {
+            flush_at_exit();
+            source.build().map(Arc::new)
+        })?;
+        Ok(Arc::clone(engine))
+    }
+
+    /// The engines built so far, or `None` when another thread holds the registry (exit handlers
+    /// never wait).
+    fn built(&self) -> Option<Vec<Arc<Engine>>> {
+        let by_source = self.by_source.try_lock()?;
+        Some(by_source.values().filter_map(|cell| cell.get().cloned()).collect())
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.by_source.lock().is_empty()
+    }
+}
+
+/// The registry of this process.
+static ENGINES: PerProcess<Engines> = PerProcess::new();
+
+/// The engine of an Exim `{config=...}` path, built on first use in each process.
+pub(crate) fn configured_engine(path: &Path) -> Result<Arc<Engine>, String> {
+    ENGINES.get().engine(Source::File(path.to_path_buf()))
+}
+
+/// The default engine of this process, built on first use from the configuration file
+/// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and built anew
+/// in a forked child.
+pub(crate) fn default_engine() -> Result<Arc<Engine>, String> {
+    thread_local! {
+        /// This thread's reference to the default engine, with the fork generation it was taken
+        /// in: the hot path then makes no system call (getpid) and takes no shared lock.
+        static MINE: std::cell::RefCell<Option<(u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
+    }
+    watch_forks();
+    let generation = FORK_GENERATION.load(Ordering::Acquire);
+    let mine =
+        MINE.with(|m| m.borrow().as_ref().filter(|(g, _)| *g == generation).map(|(_, e)| Arc::clone(e)));
+    if let Some(engine) = mine {
+        return Ok(engine);
+    }
+    let engine = ENGINES.get().engine(Source::Default)?;
+    let inherited = MINE.with(|m| m.replace(Some((generation, Arc::clone(&engine)))));
+    // A reference taken before a fork is to the parent's engine: forgotten, never dropped (the
+    // last reference dropped would flush the parent's pending counts from the child).
+    std::mem::forget(inherited);
+    Ok(engine)
+}
+
+/// Incremented in every forked child (a `pthread_atfork` handler), so that per-thread references
+/// to the default engine are dropped after `fork()`.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+fn watch_forks() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain extern "C" function that only touches an atomic, which is
+        // async-signal-safe as a fork handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
+/// Registers, once per process, an exit handler that writes the pending TLSRPT counts of every
+/// engine in the registry to their stores: MTAs such as Exim run one short process per delivery
+/// and leave with `exit()`, never dropping the engines. A forked child that exits writes only its
+/// own engines' counts (the handler is inherited; the parent's registry is not this process's).
+fn flush_at_exit() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn flush() {
+        let _ = catch_unwind(|| {
+            // Never wait at exit (a thread may have held the registry when exit() began).
+            for engine in ENGINES.get_if_made().and_then(Engines::built).unwrap_or_default() {
+                engine.flush_reports();
+            }
+        });
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registering a plain extern "C" function with no arguments; it catches panics.
+        unsafe { libc::atexit(flush) };
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::AssertUnwindSafe;
+
+    /// Forks, runs `child` in the child (exit status 0 when it returns true), and waits for it
+    /// with a generous deadline that only detects a hang (a hung child is killed, and fails).
+    fn in_child(child: impl FnOnce() -> bool) -> Option<i32> {
+        // SAFETY: the child runs `child` and leaves with `_exit`, never returning into the test
+        // harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = catch_unwind(AssertUnwindSafe(child)).unwrap_or(false);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: our own child, hung: killed and reaped.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_child_never_locks_what_a_parent_thread_held_at_fork() {
+        let registry: &'static PerProcess<Mutex<Option<u32>>> = Box::leak(Box::new(PerProcess::new()));
+        let cells: &'static PerProcess<OnceCell<u32>> = Box::leak(Box::new(PerProcess::new()));
+        *registry.get().lock() = Some(std::process::id());
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        // Another thread holds the locks at the moment of the fork, as a thread inside a check or
+        // building an engine would, and is inside a cell's initialisation.
+        let holder = std::thread::spawn(move || {
+            let _engines = ENGINES.get().by_source.lock();
+            let _messages = super::super::exim::KEPT_MESSAGES.get().lock();
+            let _mine = registry.get().lock();
+            cells.get().get_or_init(|| {
+                locked_tx.send(()).expect("send");
+                release_rx.recv().expect("release");
+                1
+            });
+        });
+        locked_rx.recv().expect("locked");
+        let parent_slot: *const Mutex<Option<u32>> = registry.get();
+        let status = in_child(move || {
+            // A fresh, empty value of the child's own; the parent's is neither locked nor dropped.
+            let mine = registry.get();
+            let fresh = !std::ptr::eq(mine, parent_slot) && mine.lock().is_none();
+            *mine.lock() = Some(std::process::id());
+            let engines = ENGINES.get().is_empty();
+            let messages = super::super::exim::KEPT_MESSAGES.get().lock().is_empty();
+            let cell = *cells.get().get_or_init(|| 2) == 2;
+            fresh && engines && messages && cell && std::ptr::eq(registry.get(), mine)
+        });
+        release_tx.send(()).expect("send");
+        holder.join().expect("holder");
+        assert_eq!(status, Some(0), "the child hung (None) or saw the parent's state");
+        // The parent's value is untouched.
+        assert_eq!(*registry.get().lock(), Some(std::process::id()));
+        assert!(std::ptr::eq(registry.get(), parent_slot));
+        assert_eq!(cells.get().get(), Some(&1));
+    }
+}
