@@ -1,8 +1,8 @@
 //! The DNS client: TXT, MX and address lookups with hickory-resolver (RFC 8461 §3.1).
 //!
 //! [`DnsResolver`] implements the [`Resolver`] and [`AddressResolver`] ports, and
-//! looks up MX records for the CLI. The rules of RFC 8461 §3.1 (and the checklist items derived
-//! from it) that live here:
+//! looks up MX records for the CLI. The rules of RFC 8461 §3.1 that live here (their requirement
+//! ids are listed in docs/conformance.md):
 //!
 //! * the TXT RRset is returned whole, records that are not STS records included: choosing among
 //!   them is [`crate::txt::select`]'s job (DISC-3);
@@ -19,7 +19,7 @@
 //! # Process model
 //!
 //! MTAs fork, and the library must start no background threads and keep no runtime or socket
-//! across calls (DESIGN.md §2). hickory-resolver 0.26 is async only, and its lookups spawn
+//! across calls (docs/architecture.md §3). hickory-resolver 0.26 is async only, and its lookups spawn
 //! tasks on the runtime that is current when they connect. So every call:
 //!
 //! 1. reseeds rand's thread-local generator if the process has forked since this thread last

@@ -40,7 +40,7 @@
 //! `https://mta-sts.example.com/.well-known/mta-sts.txt: certificate is not valid for
 //! mta-sts.example.com (it is for www.example.com)`.
 //!
-//! Process model (DESIGN §2): each call builds its own ureq agent (the hardened agent of
+//! Process model (docs/architecture.md §3): each call builds its own ureq agent (the hardened agent of
 //! `src/https.rs`, shared with the TLSRPT upload), which keeps no idle connection and is dropped
 //! before the call returns; the only state kept between calls is the immutable
 //! rustls client configuration. No thread is started: name resolution goes through our own

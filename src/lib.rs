@@ -40,6 +40,12 @@
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
 //!
+//! Private helpers: `taglist` (the `tag=value;` tokenizer of the `_mta-sts` and `_smtp._tls`
+//! records), `calendar` (UTC days and RFC 3339 times), `https` (the hardened HTTPS agent of the
+//! policy fetch and the TLSRPT upload). The layers, the process model and the interfaces are
+//! described in `docs/architecture.md`; every requirement id named by the tests, with its RFC
+//! section and the project's decisions, in `docs/conformance.md`.
+//!
 //! Grammar and checks are pure functions (time is an argument); DNS, HTTPS and the clock sit
 //! behind the [`Resolver`], [`Fetcher`] and [`Clock`] traits, so every rule is tested without a
 //! network. The project's decisions on points the RFC leaves open are listed in [`policy`] and

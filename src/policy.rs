@@ -11,7 +11,7 @@
 //! extension           = name ":" *WSP value   ; name: alnum then up to 31 of alnum "_" "-" "."
 //! ```
 //!
-//! Project decisions on the RFC's open points (checklist §14a), each tested:
+//! Project decisions on the RFC's open points (docs/conformance.md, "Decisions"), each tested:
 //!
 //! * LF and CRLF both end a line (erratum 6253); a bare CR makes the body invalid (#10).
 //! * A UTF-8 byte-order mark at the start is stripped (#11); other non-UTF-8 input is invalid.

@@ -13,7 +13,7 @@
 //! [`select`] applies the discovery rules to a whole RRset: records that do not begin with the
 //! version field are dropped (DISC-3), and anything but exactly one survivor means "no available
 //! policy". The record is checked against the ABNF rather than against the literal prefix
-//! `v=STSv1;`, so `v=STSv1 ; id=1` is accepted (erratum 6285; checklist §14a #1). When a field
+//! `v=STSv1;`, so `v=STSv1 ; id=1` is accepted (erratum 6285; docs/conformance.md, decision D1). When a field
 //! repeats, the first occurrence wins (DISC-10). Whitespace after the last field is tolerated.
 
 use std::fmt;

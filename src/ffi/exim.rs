@@ -1,4 +1,4 @@
-//! Exim `${dlfunc}` entry points (DESIGN §4.4), in the same `libmtasts.so` as the C ABI.
+//! Exim `${dlfunc}` entry points (docs/architecture.md §6.2), in the same `libmtasts.so` as the C ABI.
 //!
 //! Exim calls `int fn(uschar **yield, int argc, uschar *argv[])` (`local_scan.h`), where `argc`
 //! counts only the `{arg}`s after the function name and `argv[argc]` is NULL:
@@ -37,7 +37,7 @@
 //!
 //! On every failure `*yield` points to a message that stays valid for the life of the process
 //! (Exim keeps the pointer, not a copy): a static string, or a message interned once per distinct
-//! text (at most [`MAX_KEPT_MESSAGES`], then a static summary).
+//! text (at most 64 distinct texts, then a static summary).
 //!
 //! Exim passes certificates only through its own expansion operators: `$tls_out_peercert`
 //! expanded as a string is the literal text `<cert>`, while `${base64:$tls_out_peercert}` is the

@@ -26,7 +26,7 @@
 //! * Field names are case-sensitive (`%s`): `RUA=` is an unknown extension, so the record lacks
 //!   `rua` and is invalid.
 //! * Unknown fields are accepted and ignored (RPT-5). When a field repeats, the first occurrence
-//!   wins (checklist §14a #12); a later `rua` must still be grammatical.
+//!   wins (docs/conformance.md, decision D12); a later `rua` must still be grammatical.
 //! * Only `mailto:` and `https:` URIs are kept (RPT-4); URIs of other schemes are listed in
 //!   [`TlsRptRecord::ignored`]. A record whose `rua` holds no usable URI is
 //!   [`RecordError::NoSupportedUri`]. A URI that is not a URI (a space inside, a raw `!`, a bad

@@ -26,8 +26,8 @@
 //! * **`mx-host` is a JSON array of strings**, one per `mx` pattern of the policy, in the policy's
 //!   order. RFC 8460 §4.4 says so in words ("provided as a JSON array of strings"); its figure shows
 //!   only the placeholder `mx-host-pattern`, and its Appendix B example has a single string. The
-//!   prose is the normative text, and large senders send an array too. This supersedes the
-//!   checklist's §14a #7 wording ("a string per the RFC schema"), which was based on the example.
+//!   prose is the normative text, and large senders send an array too (docs/conformance.md,
+//!   decision D7).
 //!   `mx-host` is omitted for `no-policy-found`, as is `policy-string`.
 //! * **`policy-string`** for `sts` holds the policy body's lines, one string each, with line ends,
 //!   surrounding whitespace and blank lines removed ([`policy_lines`]).

@@ -91,7 +91,7 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn check_json_enforce_policy() {
-    // DESIGN §4.2: the JSON object, field by field.
+    // README, "JSON output of `mtasts check`": the JSON object, field by field.
     let w = World::new("enforce");
     w.publish("example.test", "20260101", ENFORCE);
     let v =

@@ -1,8 +1,8 @@
 //! The real DNS client (`mtasts::dns`) against the local DNS fixture (127.0.0.1 only).
 //!
-//! Tests are named after the checklist item they cover (`/work/shared/spec/rfc8461-checklist.md`);
-//! transport and process-model tests without an item are named after what they check (DESIGN.md
-//! §2 for fork safety).
+//! Tests are named after the requirement id they cover (docs/conformance.md); transport and
+//! process-model tests without an id are named after what they check (docs/architecture.md §3 for
+//! fork safety).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -278,7 +278,7 @@ fn host_6_policy_host_cname_is_followed() {
     assert_eq!(got, Ok(vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))]));
 }
 
-/// DESIGN.md §2: the resolver keeps nothing between calls, so changes in DNS show at once and
+/// docs/architecture.md §3: the resolver keeps nothing between calls, so changes in DNS show at once and
 /// each call asks again (no cache).
 #[test]
 fn nothing_is_cached_between_calls() {
@@ -347,7 +347,7 @@ fn fork_lookup(resolver: &DnsResolver) -> libc::pid_t {
     pid
 }
 
-/// DESIGN.md §2 (fork safety): children forked after the parent used the resolver can use it,
+/// docs/architecture.md §3 (fork safety): children forked after the parent used the resolver can use it,
 /// start no thread that outlives the call, and send their queries with different (id, source
 /// port) pairs. Without the reseed on a new pid, both
 /// children would inherit the parent's generator and send identical ones. The children run

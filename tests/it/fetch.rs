@@ -1,4 +1,4 @@
-//! `HttpsFetcher` against the local HTTPS fixture (RFC 8461 §3.3): each test names the checklist
+//! `HttpsFetcher` against the local HTTPS fixture (RFC 8461 §3.3): each test names the requirement id (docs/conformance.md)
 //! item it covers. Every policy host resolves to 127.0.0.1 through a stub `AddressResolver`; the
 //! fixture picks its certificate by SNI. Nothing leaves the machine.
 

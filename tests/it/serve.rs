@@ -1,7 +1,7 @@
 //! `mtasts serve` end to end: the real binary, the real DNS and HTTPS clients against the local
 //! fixtures, and a socketmap client written here. Framing, pipelining, many connections, what
 //! closes a connection (malformed netstring, oversized request, idle timeout), clean shutdown on
-//! SIGTERM, the replies of DESIGN §4.3 for each fixture domain, `strict_testing`,
+//! SIGTERM, the replies of docs/architecture.md §6.3 for each fixture domain, `strict_testing`,
 //! `postfix_tlsrpt`, the persistent store and the background refresher.
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,9 +1,9 @@
-//! SMTP TLS Reporting (RFC 8460; checklist §13, RPT-1..RPT-17): the `_smtp._tls` record vectors
+//! SMTP TLS Reporting (RFC 8460; docs/conformance.md, RPT-1..RPT-17): the `_smtp._tls` record vectors
 //! (`tests/tlsrpt/records.toml`), the report JSON checked against `tests/tlsrpt/report.schema.json`
 //! by an independent validator, the email parsed by an independent MIME parser (both through
 //! `tests/tlsrpt/check.py`, Python's `jsonschema` and `email`), HTTPS delivery to the local fixture
 //! server, mail delivery to fake `sendmail` commands, and the retry schedule. Each test names the
-//! checklist id it covers. Nothing leaves the machine.
+//! requirement id (docs/conformance.md) it covers. Nothing leaves the machine.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -168,7 +168,7 @@ struct RecordCase {
     error: Option<String>,
 }
 
-/// RPT-2, RPT-3, RPT-4, RPT-5 (and the first-wins rule, checklist §14a #12): every case of
+/// RPT-2, RPT-3, RPT-4, RPT-5 (and the first-wins rule, docs/conformance.md, decision D12): every case of
 /// `records.toml`, all failures reported at once.
 #[test]
 fn rpt_2_to_5_record_vectors() {

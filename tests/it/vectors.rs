@@ -1,6 +1,6 @@
 //! The conformance vector runner: reads `tests/vectors/*.toml` (format in
 //! `tests/vectors/README.md`) and checks every case against the library. Each case names the
-//! checklist id it exercises; a failure message starts with that id and the case name.
+//! requirement id (docs/conformance.md) it exercises; a failure message starts with that id and the case name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -575,9 +575,9 @@ fn expect_policy(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Coverage of the checklist
+// Coverage of the requirement ids (docs/conformance.md)
 
-/// The checklist ids a library can decide, which the vectors must cover between them.
+/// The requirement ids (docs/conformance.md) a library can decide, which the vectors must cover between them.
 const REQUIRED: &[(&str, u32)] =
     &[("DISC", 15), ("HOST", 7), ("POL", 18), ("CACHE", 15), ("MX", 11), ("APPLY", 11)];
 /// Certificate ids about names and chains (the rest concern the SMTP session itself).
@@ -586,7 +586,7 @@ const REQUIRED_CERT: &[&str] = &["CERT-2", "CERT-3", "CERT-4", "CERT-5", "CERT-6
 const ELSEWHERE: &[&str] = &["CACHE-12", "MX-8", "APPLY-10"];
 
 #[test]
-fn vectors_cover_the_checklist() {
+fn vectors_cover_the_requirement_ids() {
     let mut ids = BTreeSet::new();
     let mut total = 0;
     let d: DomainFile = load("domain.toml");
@@ -610,7 +610,7 @@ fn vectors_cover_the_checklist() {
         assert!(n.parse::<u32>().is_ok(), "bad id `{id}`");
         assert!(
             ["DISC", "HOST", "FETCH", "POL", "CACHE", "MX", "CERT", "APPLY", "DANE", "SEC"].contains(&prefix),
-            "unknown checklist category in `{id}`"
+            "unknown requirement category in `{id}`"
         );
         ids.insert(id.clone());
     }
@@ -625,5 +625,5 @@ fn vectors_cover_the_checklist() {
         }
     }
     missing.extend(REQUIRED_CERT.iter().filter(|id| !ids.contains(**id)).map(|s| s.to_string()));
-    assert!(missing.is_empty(), "checklist ids without a vector: {missing:?}");
+    assert!(missing.is_empty(), "requirement ids without a vector: {missing:?}");
 }

@@ -7,7 +7,7 @@
 //! Protocol (socketmap_table(5)): each request is a netstring `LEN:NAME KEY,`, each reply a
 //! netstring; a connection carries any number of them, and pipelined requests are answered in
 //! order, with one write per batch (or per [`MAX_PENDING_OUTPUT`] bytes of replies). The replies
-//! are those of DESIGN §4.3, see [`reply`].
+//! are those of docs/architecture.md §6.3, see [`reply`].
 //!
 //! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
 //!   from a per-thread copy of its cache, without locks.

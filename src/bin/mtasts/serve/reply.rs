@@ -1,4 +1,4 @@
-//! The socketmap protocol of `mtasts serve`: netstring framing and the replies of DESIGN §4.3.
+//! The socketmap protocol of `mtasts serve`: netstring framing and the replies of docs/architecture.md §6.3.
 //!
 //! Pure code (no I/O), so that every rule is unit-tested here:
 //!
