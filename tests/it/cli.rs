@@ -2,56 +2,40 @@
 //! local fixtures (DNS and HTTPS on 127.0.0.1, certificates from the test PKI). Also the fork test
 //! of the engine (issue: two forked children check against the fixtures with distinct DNS ids).
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use mtasts_fixtures::dns::DnsServer;
-use mtasts_fixtures::https::{HttpsServer, Response};
+use mtasts_fixtures::https::Response;
 use mtasts_fixtures::pki::pki;
 use serde_json::Value;
 
 const ENFORCE: &str =
     "version: STSv1\nmode: enforce\nmx: mx.example.test\nmx: *.backup.example.test\nmax_age: 604800\n";
 
-/// DNS and HTTPS fixtures, a CA file and a configuration file pointing at them.
-struct World {
-    dns: DnsServer,
-    https: HttpsServer,
-    dir: PathBuf,
+/// The shared fixture world (DNS, HTTPS, CA, directory), with the CLI's configuration: no
+/// `ca_file`, as `mtasts check` is given `--ca-file`.
+struct World(mtasts_fixtures::world::World);
+
+impl std::ops::Deref for World {
+    type Target = mtasts_fixtures::world::World;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl World {
     fn new(name: &str) -> Self {
-        let dns = DnsServer::start().expect("dns fixture");
-        let https = HttpsServer::start().expect("https fixture");
-        let dir = std::env::temp_dir().join(format!("mtasts-cli-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        pki().write_root(&dir.join("ca.pem")).expect("ca");
-        let config = format!(
-            "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 2000\n[https]\nport = {}\ntimeout_ms = 3000\nconnect_timeout_ms = 2000\n[cache]\npath = \"memory\"\n",
-            dns.addr(),
-            https.addr().port()
-        );
-        std::fs::write(dir.join("mtasts.toml"), config).expect("config");
-        Self { dns, https, dir }
-    }
-
-    /// Publishes a policy for `domain`: TXT record, A record of the policy host, certificate and body.
-    fn publish(&self, domain: &str, id: &str, body: &str) {
-        let host = format!("mta-sts.{domain}");
-        self.dns.set_txt1(&format!("_mta-sts.{domain}"), &[&format!("v=STSv1; id={id}")]);
-        self.dns.set_a(&host, Ipv4Addr::LOCALHOST);
-        self.https.set_cert(&host, &pki().leaf(&[&host]));
-        self.https.set_response(&host, Response::policy(body));
+        let w = mtasts_fixtures::world::World::start(&format!("cli-{name}")).expect("fixtures");
+        w.write_config_text(&format!("{}[cache]\npath = \"memory\"\n", w.base_config(false)));
+        Self(w)
     }
 
     fn config(&self) -> PathBuf {
-        self.dir.join("mtasts.toml")
+        self.config_path()
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.ca_file()
     }
 
     fn mtasts(&self, args: &[&str]) -> Output {
@@ -76,12 +60,6 @@ impl World {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

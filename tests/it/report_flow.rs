@@ -10,44 +10,37 @@ use std::process::{Command, Output};
 
 use mtasts::cache::{CountStore, SqliteStore};
 use mtasts::tlsrpt::report::Day;
-use mtasts_fixtures::dns::DnsServer;
-use mtasts_fixtures::https::{HttpsServer, Response};
+use mtasts_fixtures::https::Response;
 use mtasts_fixtures::pki::pki;
 use serde_json::Value;
 
 const WORKER_ENV: &str = "MTASTS_REPORT_WORKER";
 
-struct World {
-    dns: DnsServer,
-    https: HttpsServer,
-    dir: PathBuf,
+/// The shared fixture world, with a SQLite store, a `[report]` section and a `sendmail -t`
+/// stand-in that keeps each mail in the directory.
+struct World(mtasts_fixtures::world::World);
+
+impl std::ops::Deref for World {
+    type Target = mtasts_fixtures::world::World;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl World {
     fn new(name: &str) -> Self {
-        let dns = DnsServer::start().expect("dns");
-        let https = HttpsServer::start().expect("https");
-        let dir = std::env::temp_dir().join(format!("mtasts-report-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        pki().write_root(&dir.join("ca.pem")).expect("ca");
-        let sendmail = dir.join("sendmail.sh");
-        std::fs::write(&sendmail, format!("#!/bin/sh\ncat > {}/mail.$$.eml\n", dir.display()))
+        let w = Self(mtasts_fixtures::world::World::start(&format!("report-{name}")).expect("fixtures"));
+        let sendmail = w.path("sendmail.sh");
+        std::fs::write(&sendmail, format!("#!/bin/sh\ncat > {}/mail.$$.eml\n", w.dir.display()))
             .expect("script");
         std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
-        let config = format!(
-            "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 2000\n[https]\nca_file = \"{}\"\nport = {}\n\
-             [cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\n\
+        w.write_config(&format!(
+            "[cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\n\
              sendmail = [\"{}\"]\n",
-            dns.addr(),
-            dir.join("ca.pem").display(),
-            https.addr().port(),
-            dir.join("store.sqlite").display(),
+            w.path("store.sqlite").display(),
             sendmail.display()
-        );
-        std::fs::write(dir.join("mtasts.toml"), config).expect("config");
-        let w = Self { dns, https, dir };
+        ));
         w.publish("enforce.test", "e1", "enforce");
         w.publish("testing.test", "t1", "testing");
         w.publish("none.test", "n1", "none");
@@ -62,20 +55,14 @@ impl World {
         w
     }
 
+    /// A policy of `mode` for `domain` listing `mx.<domain>`, valid a day.
     fn publish(&self, domain: &str, id: &str, mode: &str) {
-        let host = format!("mta-sts.{domain}");
-        self.dns.set_txt1(&format!("_mta-sts.{domain}"), &[&format!("v=STSv1; id={id}")]);
-        self.dns.set_a(&host, Ipv4Addr::LOCALHOST);
-        self.https.set_cert(&host, &pki().leaf(&[&host]));
         let mx = if mode == "none" { String::new() } else { format!("mx: mx.{domain}\n") };
-        self.https.set_response(
-            &host,
-            Response::policy(&format!("version: STSv1\nmode: {mode}\n{mx}max_age: 86400\n")),
-        );
+        self.0.publish(domain, id, &format!("version: STSv1\nmode: {mode}\n{mx}max_age: 86400\n"));
     }
 
     fn config(&self) -> PathBuf {
-        self.dir.join("mtasts.toml")
+        self.config_path()
     }
 
     fn mtasts(&self, args: &[&str]) -> Output {
@@ -84,12 +71,6 @@ impl World {
             .env("MTASTS_CONFIG", self.config())
             .output()
             .expect("run")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -12,38 +12,27 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mtasts_fixtures::dns::DnsServer;
-use mtasts_fixtures::https::{HttpsServer, Response};
+use mtasts_fixtures::https::Response;
 use mtasts_fixtures::pki::pki;
 use parking_lot::Mutex;
 
 const ENFORCE_OK: &str = "OK secure match=mx.enforce.test:.backup.enforce.test servername=hostname";
 
-fn policy(mode: &str, mx: &[&str]) -> String {
-    let mut body = format!("version: STSv1\nmode: {mode}\n");
-    for m in mx {
-        body.push_str(&format!("mx: {m}\n"));
-    }
-    body.push_str("max_age: 604800\n");
-    body
-}
+use mtasts_fixtures::world::policy;
 
-/// The fixture domains of `mtasts-fixture`, served by in-process DNS and HTTPS fixtures.
-struct World {
-    dns: DnsServer,
-    https: HttpsServer,
-    dir: PathBuf,
+/// The shared fixture world, serving the fixture domains of `mtasts-fixture`.
+struct World(mtasts_fixtures::world::World);
+
+impl std::ops::Deref for World {
+    type Target = mtasts_fixtures::world::World;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl World {
     fn new(name: &str) -> Self {
-        let dns = DnsServer::start().expect("dns fixture");
-        let https = HttpsServer::start().expect("https fixture");
-        let dir = std::env::temp_dir().join(format!("mtasts-serve-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        pki().write_root(&dir.join("ca.pem")).expect("ca");
-        let world = Self { dns, https, dir };
+        let world = Self(mtasts_fixtures::world::World::start(&format!("serve-{name}")).expect("fixtures"));
         world.publish(
             "enforce.test",
             "e1",
@@ -51,10 +40,7 @@ impl World {
         );
         world.publish("testing.test", "t1", &policy("testing", &["mx.testing.test"]));
         world.publish("none.test", "n1", &policy("none", &[]));
-        world.dns.set_txt1("_mta-sts.broken.test", &["v=STSv1; id=b1"]);
-        world.dns.set_a("mta-sts.broken.test", Ipv4Addr::LOCALHOST);
-        world.https.set_cert("mta-sts.broken.test", &pki().leaf(&["mta-sts.broken.test"]));
-        world.https.set_response("mta-sts.broken.test", Response::status(404));
+        world.publish_response("broken.test", "b1", Response::status(404));
         world
     }
 
@@ -72,37 +58,14 @@ impl World {
         self.publish("big.test", "g1", &body);
     }
 
-    fn publish(&self, domain: &str, id: &str, body: &str) {
-        let host = format!("mta-sts.{domain}");
-        self.dns.set_txt1(&format!("_mta-sts.{domain}"), &[&format!("v=STSv1; id={id}")]);
-        self.dns.set_a(&host, Ipv4Addr::LOCALHOST);
-        self.https.set_cert(&host, &pki().leaf(&[&host]));
-        self.https.set_response(&host, Response::policy(body));
-    }
-
     /// Writes a configuration with these extra lines (`[serve]`, `[engine]` or `[cache]` sections).
     fn config(&self, extra: &str) -> PathBuf {
-        let cache = if extra.contains("[cache]") { "" } else { "[cache]\npath = \"memory\"\n" };
-        let text = format!(
-            "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 2000\n[https]\nca_file = \"{}\"\nport = {}\ntimeout_ms = 3000\nconnect_timeout_ms = 2000\n{cache}{extra}",
-            self.dns.addr(),
-            self.dir.join("ca.pem").display(),
-            self.https.addr().port()
-        );
-        let path = self.dir.join("mtasts.toml");
-        std::fs::write(&path, text).expect("config");
-        path
+        self.write_config(extra)
     }
 
     fn serve(&self, extra: &str) -> Server {
         let config = self.config(extra);
         Server::start(&config, "inet:127.0.0.1:0")
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -343,34 +343,15 @@ fn sigkill_in_the_middle_of_writes_loses_nothing_committed() {
 
 #[test]
 fn four_processes_by_four_threads_share_one_store() {
-    use mtasts_fixtures::dns::DnsServer;
-    use mtasts_fixtures::https::{HttpsServer, Response};
-    use mtasts_fixtures::pki::pki;
-    let dir = temp_dir("multi");
+    let world = mtasts_fixtures::world::World::start("store-multi").expect("fixtures");
+    let dir = world.dir.clone();
     let path = dir.join("p.sqlite");
-    let dns = DnsServer::start().expect("dns");
-    let https = HttpsServer::start().expect("https");
     let body = "version: STSv1\nmode: enforce\nmx: mx.stress.test\nmax_age: 86400\n";
     for i in 0..8 {
-        let d = format!("s{i}.test");
-        let host = format!("mta-sts.{d}");
-        dns.set_txt1(&format!("_mta-sts.{d}"), &[&format!("v=STSv1; id=v{i}")]);
-        dns.set_a(&host, std::net::Ipv4Addr::LOCALHOST);
-        https.set_cert(&host, &pki().leaf(&[&host]));
-        https.set_response(&host, Response::policy(body));
+        world.publish(&format!("s{i}.test"), &format!("v{i}"), body);
     }
-    pki().write_root(&dir.join("ca.pem")).expect("ca");
-    let config = dir.join("mtasts.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 3000\n[https]\nca_file = \"{}\"\nport = {}\n[engine]\ntxt_check_interval = 0\nrefresh_interval = 1\n",
-            dns.addr(),
-            dir.join("ca.pem").display(),
-            https.addr().port()
-        ),
-    )
-    .expect("config");
+    // The checkers set the store path themselves; DNS may be asked on every check.
+    let config = world.write_config("[engine]\ntxt_check_interval = 0\nrefresh_interval = 1\n");
     SqliteStore::open(&path, 300).expect("create");
     let seconds = std::env::var("MTASTS_STRESS_SECONDS").unwrap_or_else(|_| "20".into());
     let workers: Vec<_> = (0..4)
@@ -407,7 +388,6 @@ fn four_processes_by_four_threads_share_one_store() {
     }
     assert!(checks > 1000, "the workers did work: {checks} checks");
     eprintln!("4 processes x 4 threads: {checks} checks in {seconds} s");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The store across `fork()`: a child opens its own connection (SQLite forbids using the
