@@ -35,6 +35,65 @@ pub trait AddressResolver: Send + Sync {
     fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError>;
 }
 
+/// What DNSSEC validation says of an answer (RFC 4035 §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// Validated from a trust anchor down to the answer (or to its proven non-existence).
+    Secure,
+    /// Provably unsigned: a delegation on the way is proven to have no DS records.
+    Insecure,
+    /// Signed, but the signatures or the chain of trust do not validate.
+    Bogus,
+}
+
+/// One TLSA record (RFC 6698 §2.1) as published: certificate usage, selector, matching type
+/// and the association data. Whether it is usable for SMTP is decided by the TLSA matching rules.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TlsaRecord {
+    /// Certificate usage: 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE (RFC 7218 names).
+    pub usage: u8,
+    /// Selector: 0 the whole certificate, 1 its SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// Matching type: 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching_type: u8,
+    /// The certificate association data.
+    pub data: Vec<u8>,
+}
+
+/// The DANE state of one MX host (RFC 7672 §2.2): the TLSA RRset at `_25._tcp.<host>` (CNAMEs
+/// followed), looked up only where RFC 7672 allows it, with the security of the answers used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsaLookup {
+    /// DANE does not apply to this host: no TLSA records, or an insecure answer on the way.
+    NotApplicable,
+    /// A secure TLSA RRset. It may hold no usable record: TLS is then mandatory but
+    /// unauthenticated (RFC 7672 §2.2). `ttl`: seconds the answer may be cached.
+    Secure {
+        /// The records of the RRset, usable or not.
+        records: Vec<TlsaRecord>,
+        /// Seconds the answer may be cached (the least TTL of the validated RRsets).
+        ttl: u32,
+    },
+    /// Validation failed (bogus): a temporary failure of this MX, reason `dnssec-invalid`;
+    /// never "no DANE".
+    Bogus(String),
+    /// The lookup failed (timeout, SERVFAIL): a temporary failure of this MX; never "no DANE".
+    Failed(String),
+}
+
+/// Looks up the DANE state of MX hosts with DNSSEC validation. Implementations: [`crate::dns`]
+/// and test fakes.
+pub trait TlsaResolver: Send + Sync {
+    /// The DANE state of `mx_host`.
+    fn tlsa(&self, mx_host: &Domain) -> TlsaLookup;
+}
+
+impl<T: TlsaResolver + ?Sized> TlsaResolver for Arc<T> {
+    fn tlsa(&self, mx_host: &Domain) -> TlsaLookup {
+        (**self).tlsa(mx_host)
+    }
+}
+
 /// Fetches the policy body of a domain from `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
 pub trait Fetcher: Send + Sync {
     /// The body of a `200 text/plain` answer, or why there is none. The failure's reason is
