@@ -240,7 +240,8 @@ impl fmt::Debug for CertVerifier {
     }
 }
 
-fn classify(e: webpki::Error) -> CertFailure {
+/// The RFC 8460 result type of a webpki failure (also used by DANE-TA path checks, `tlsa`).
+pub(crate) fn classify(e: webpki::Error) -> CertFailure {
     use webpki::Error as E;
     match e {
         E::CertExpired { not_after, .. } => failure(
@@ -318,7 +319,7 @@ fn der_header(der: &[u8]) -> Option<(u8, usize, usize)> {
 }
 
 /// Splits off the DER element at the start of `der`: (tag, contents, rest).
-fn der_next(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der_next(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (tag, header, len) = der_header(der)?;
     let end = header.checked_add(len)?;
     Some((tag, der.get(header..end)?, der.get(end..)?))
@@ -346,6 +347,24 @@ fn validity(cert: &[u8]) -> Option<(u64, u64)> {
     let (t1, nb, rest) = der_next(validity)?;
     let (t2, na, _) = der_next(rest)?;
     Some((asn1_time(t1, nb)?, asn1_time(t2, na)?))
+}
+
+/// The `subjectPublicKeyInfo` of one certificate, whole (tag, length and contents): what a
+/// TLSA record with selector SPKI(1) matches (RFC 6698 §2.1.2). A DER walk rather than a webpki
+/// parse, so that it also reads certificates webpki would refuse (v1, unknown critical
+/// extensions), which DANE-EE still authenticates by key.
+pub(crate) fn subject_public_key_info(cert: &[u8]) -> Option<&[u8]> {
+    let (_, cert, _) = der_next(cert)?;
+    let (_, mut tbs, _) = der_next(cert)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_next(tbs)?.2; // explicit version
+    }
+    let mut rest = tbs;
+    for _ in 0..5 {
+        rest = der_next(rest)?.2; // serialNumber, signature, issuer, validity, subject
+    }
+    let (tag, _, after) = der_next(rest)?;
+    (tag == 0x30).then(|| &rest[..rest.len() - after.len()])
 }
 
 /// UTCTime (tag 0x17, `YYMMDDHHMMSSZ`) or GeneralizedTime (0x18, `YYYYMMDDHHMMSSZ`).

@@ -30,6 +30,7 @@
 //! | [`mx`] | MX patterns and matching | §4.1 |
 //! | [`cert`] | MX certificate chains, trust anchors | §4.2 |
 //! | [`verdict`] | mode semantics: verdicts and reasons | §5 |
+//! | [`tlsa`] | DANE for SMTP: usable TLSA records, DANE-EE and DANE-TA matching of an MX chain | RFC 7672 §3 |
 //! | [`ports`] | the traits the engine needs from outside (DNS, HTTPS, clock) and their errors | — |
 //! | [`dns`], [`fetch`] | the real DNS client (hickory) and policy fetch (ureq + rustls) | §3.1, §3.3 |
 //! | [`counts`] | TLSRPT's counted data: day counts and report delivery state | RFC 8460 §4 |
@@ -69,6 +70,7 @@ pub mod policy;
 pub mod ports;
 pub mod refresh;
 mod taglist;
+pub mod tlsa;
 pub mod tlsrpt;
 pub mod txt;
 pub mod verdict;
