@@ -14,16 +14,16 @@
 //!   MX but not authenticated; the chain is not judged.
 //! - DANE-EE (DANE-TLSA-6, DANE-TLSA-7): the leaf's certificate or key matches. Nothing else is
 //!   checked: not the names, not the dates, not the issuer.
-//! - DANE-TA (DANE-TLSA-8 to DANE-TLSA-12): the record names a certificate or key above the leaf,
-//!   found in the presented chain; a `2 1 0` record (a whole public key) also stands for the key
-//!   that signed the top certificate when that certificate is not presented. The chain is then
+//! - DANE-TA (DANE-TLSA-8 to DANE-TLSA-11): the record names a certificate or key above the leaf,
+//!   found in the presented chain; a Full(0) record that publishes the whole certificate (`2 0 0`)
+//!   or public key (`2 1 0`) is an anchor even when the server leaves it out. The chain is then
 //!   verified by rustls-webpki from the leaf up to that anchor (signatures, CA constraints,
 //!   serverAuth, validity at `now` of every certificate below the anchor, not of the anchor), and
 //!   the leaf must carry a subjectAltName dNSName for one of the given names: the TLSA base
 //!   domain or the MX host name (RFC 7672 §3.2.2), wildcards covering one label.
 //!
-//! What a failure reports (for the engine, which turns it into a verdict and TLSRPT counts):
-//! `tlsa-invalid` when no usable record matches the chain (RFC 8460 §4.3.2.1); the certificate
+//! What a failure reports (DANE-TLSA-12; for the engine, which turns it into a verdict and TLSRPT
+//! counts): `tlsa-invalid` when no usable record matches the chain (RFC 8460 §4.3.2.1); the certificate
 //! result type (`certificate-host-mismatch`, `certificate-expired`, `certificate-not-trusted`,
 //! `validation-failure`) when a DANE-TA anchor was found in the chain but the chain below it or
 //! the leaf's names fail, because that says what the MX operator has to fix. A chain that cannot
@@ -214,11 +214,6 @@ impl UsableTlsa {
             Matching::Sha512 => digest::digest(&digest::SHA512, selected).as_ref() == self.data.as_slice(),
         }
     }
-
-    /// A `2 1 0` record: a trust anchor's whole public key, usable without its certificate.
-    fn is_ta_key(&self) -> bool {
-        self.usage == Usage::DaneTa && self.selector == Selector::Spki && self.matching == Matching::Full
-    }
 }
 
 impl TryFrom<&TlsaRecord> for UsableTlsa {
@@ -315,17 +310,17 @@ pub fn verify(records: &[TlsaRecord], chain: &[u8], names: &[Domain], now: u64) 
         Ok(()) => DaneMatch::Passed { by: Usage::DaneTa },
         Err(e) if !in_chain && e.reason == Reason::CertificateNotTrusted => DaneMatch::failed(
             Reason::TlsaInvalid,
-            "no usable TLSA record matches the chain: the key of the DANE-TA `2 1 0` record did not sign \
-             its top certificate",
+            "no usable TLSA record matches the chain: no certificate of the chain is issued by the \
+             certificate or key that a DANE-TA Full(0) record publishes",
         ),
         Err(e) => e.into(),
     }
 }
 
 /// The trust anchors the DANE-TA records name: certificates of the chain above the leaf that a
-/// record matches (DANE-TLSA-8), and for a `2 1 0` record matching none of them, its key as the
-/// issuer of the top certificate (DANE-TLSA-9). The flag says whether any anchor was found in
-/// the chain itself.
+/// record matches (DANE-TLSA-8); and for a Full(0) record matching none of them, what it
+/// publishes (DANE-TLSA-9): a `2 0 0` certificate as it stands, a `2 1 0` key as the issuer of
+/// the top certificate. The flag says whether any anchor was found in the chain itself.
 fn trust_anchors(ta: &[&UsableTlsa], certs: &[CertificateDer<'_>]) -> (Vec<TrustAnchor<'static>>, bool) {
     let mut anchors = Vec::new();
     let mut in_chain = false;
@@ -338,15 +333,26 @@ fn trust_anchors(ta: &[&UsableTlsa], certs: &[CertificateDer<'_>]) -> (Vec<Trust
             }
         }
         in_chain |= found;
-        if !found && record.is_ta_key() {
-            let top = certs.last().and_then(|c| webpki::EndEntityCert::try_from(c).ok());
-            let key = cert::der_next(&record.data).map(|(_, contents, _)| contents);
-            if let (Some(top), Some(key)) = (top, key) {
-                anchors.push(TrustAnchor {
-                    subject: top.issuer().to_vec().into(),
-                    subject_public_key_info: key.to_vec().into(),
-                    name_constraints: None,
-                });
+        if found || record.usage != Usage::DaneTa || record.matching != Matching::Full {
+            continue;
+        }
+        match record.selector {
+            Selector::Cert => {
+                let published = CertificateDer::from(record.data.as_slice());
+                if let Ok(anchor) = webpki::anchor_from_trusted_cert(&published) {
+                    anchors.push(anchor.to_owned());
+                }
+            }
+            Selector::Spki => {
+                let top = certs.last().and_then(|c| webpki::EndEntityCert::try_from(c).ok());
+                let key = cert::der_next(&record.data).map(|(_, contents, _)| contents);
+                if let (Some(top), Some(key)) = (top, key) {
+                    anchors.push(TrustAnchor {
+                        subject: top.issuer().to_vec().into(),
+                        subject_public_key_info: key.to_vec().into(),
+                        name_constraints: None,
+                    });
+                }
             }
         }
     }

@@ -10,6 +10,8 @@ use mtasts::cert::CertVerifier;
 use mtasts::engine::{DnsError, RecordState, Tls};
 use mtasts::mx::MxPattern;
 use mtasts::policy::{Policy, Severity};
+use mtasts::ports::TlsaRecord;
+use mtasts::tlsa::{self, DaneMatch};
 use mtasts::txt::{self, Discovery};
 use mtasts::{Dane, Domain, Reason, Timing, TrustAnchors};
 use serde::Deserialize;
@@ -336,6 +338,154 @@ fn cert_vectors() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// tlsa.toml
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsaFile {
+    case: Vec<TlsaCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsaCase {
+    id: String,
+    name: String,
+    /// A chain of the test PKI, or `chain_text` for literal bytes.
+    chain: Option<String>,
+    chain_text: Option<String>,
+    #[serde(default = "pem")]
+    format: String,
+    /// The TLSA base domain and the MX host name.
+    #[serde(default = "mx_names")]
+    names: Vec<String>,
+    /// Days after 2026-11-28 to verify at (may be negative).
+    #[serde(default)]
+    days: i64,
+    /// The RRset.
+    tlsa: Vec<TlsaSpec>,
+    /// `pass`, `fail` or `no-usable-records`.
+    expect: String,
+    /// `dane-ee` or `dane-ta`, for `pass`.
+    by: Option<String>,
+    /// The result type of a `fail`.
+    reason: Option<String>,
+    /// Text expected in the detail of a `fail`.
+    detail: Option<String>,
+    /// How many records take part in matching (`tlsa::usable`).
+    usable: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsaSpec {
+    usage: u8,
+    selector: u8,
+    matching: u8,
+    /// Compute the data from this certificate: `<chain>.leaf`, `<chain>.<index>`, or a CA of the
+    /// test PKI (`dane-root`, ...).
+    of: Option<String>,
+    /// Literal association data.
+    hex: Option<String>,
+}
+
+fn mx_names() -> Vec<String> {
+    vec!["mx.example.test".into()]
+}
+
+/// The DER of a certificate named as `of` names it.
+fn named_cert(of: &str) -> Vec<u8> {
+    let pki = pki::pki();
+    if let Some(der) = pki.certs.get(of) {
+        return der.clone();
+    }
+    let (chain, which) = of.rsplit_once('.').unwrap_or_else(|| panic!("certificate `{of}`"));
+    let chain = pki.chains.get(chain).unwrap_or_else(|| panic!("no test chain in `{of}`"));
+    let index = if which == "leaf" { 0 } else { which.parse::<usize>().expect("index") };
+    chain.der.get(index).unwrap_or_else(|| panic!("no certificate `{of}`")).clone()
+}
+
+/// The association data for `spec`, computed with webpki's parse of the certificate (not the
+/// library's DER walk, so the two are checked against each other).
+fn association_data(spec: &TlsaSpec) -> Vec<u8> {
+    match (&spec.of, &spec.hex) {
+        (None, Some(h)) => hex(h),
+        (Some(of), None) => {
+            let der = named_cert(of);
+            let selected = match spec.selector {
+                0 => der,
+                1 => {
+                    let cert = rustls_pki_types::CertificateDer::from(der.as_slice());
+                    let ee = webpki::EndEntityCert::try_from(&cert).expect("certificate");
+                    ee.subject_public_key_info().as_ref().to_vec()
+                }
+                other => panic!("selector {other} cannot be computed: give `hex`"),
+            };
+            match spec.matching {
+                0 => selected,
+                1 => ring::digest::digest(&ring::digest::SHA256, &selected).as_ref().to_vec(),
+                2 => ring::digest::digest(&ring::digest::SHA512, &selected).as_ref().to_vec(),
+                other => panic!("matching type {other} cannot be computed: give `hex`"),
+            }
+        }
+        _ => panic!("exactly one of `of` and `hex`"),
+    }
+}
+
+#[test]
+fn tlsa_vectors() {
+    let file: TlsaFile = load("tlsa.toml");
+    let mut r = Report::default();
+    for c in &file.case {
+        let (id, name) = (&c.id, &c.name);
+        let chain = match (&c.chain, &c.chain_text) {
+            (Some(chain), None) => chain_bytes(chain, &c.format),
+            (None, Some(text)) => text.as_bytes().to_vec(),
+            _ => panic!("{name}: exactly one of chain and chain_text"),
+        };
+        let records: Vec<TlsaRecord> = c
+            .tlsa
+            .iter()
+            .map(|t| TlsaRecord {
+                usage: t.usage,
+                selector: t.selector,
+                matching_type: t.matching,
+                data: association_data(t),
+            })
+            .collect();
+        let names: Vec<Domain> = c.names.iter().map(|n| Domain::parse(n).expect("name")).collect();
+        let at = START.checked_add_signed(c.days * 86_400).expect("time");
+        if let Some(want) = c.usable {
+            let got = tlsa::usable(&records).len();
+            r.check(got == want, id, name, || format!("{got} usable records, want {want}"));
+        }
+        let got = tlsa::verify(&records, &chain, &names, at);
+        match (&got, c.expect.as_str()) {
+            (DaneMatch::Passed { by }, "pass") => {
+                if let Some(want) = &c.by {
+                    r.check(by.as_str() == want, id, name, || format!("passed by {by}, want {want}"));
+                }
+            }
+            (DaneMatch::Failed { reason, detail }, "fail") => {
+                if let Some(want) = &c.reason {
+                    r.check(reason.as_str() == want, id, name, || {
+                        format!("reason {reason} ({detail}), want {want}")
+                    });
+                }
+                if let Some(want) = &c.detail {
+                    r.check(detail.contains(want.as_str()), id, name, || {
+                        format!("detail `{detail}` lacks `{want}`")
+                    });
+                }
+            }
+            (DaneMatch::NoUsableRecords, "no-usable-records") => {}
+            (got, want) => r.check(false, id, name, || format!("got {got:?}, want {want}")),
+        }
+    }
+    r.finish("tlsa.toml", file.case.len());
+}
+
+// ---------------------------------------------------------------------------------------------
 // engine.toml
 
 #[derive(Deserialize)]
@@ -595,6 +745,7 @@ fn vectors_cover_the_requirement_ids() {
     let m: MxFile = load("mx.toml");
     let c: CertFile = load("cert.toml");
     let e: EngineFile = load("engine.toml");
+    let tl: TlsaFile = load("tlsa.toml");
     for id in d
         .case
         .iter()
@@ -604,12 +755,14 @@ fn vectors_cover_the_requirement_ids() {
         .chain(m.case.iter().map(|c| &c.id))
         .chain(c.case.iter().map(|c| &c.id))
         .chain(e.scenario.iter().map(|c| &c.id))
+        .chain(tl.case.iter().map(|c| &c.id))
     {
         total += 1;
-        let (prefix, n) = id.split_once('-').unwrap_or_else(|| panic!("bad id `{id}`"));
+        let (prefix, n) = id.rsplit_once('-').unwrap_or_else(|| panic!("bad id `{id}`"));
         assert!(n.parse::<u32>().is_ok(), "bad id `{id}`");
         assert!(
-            ["DISC", "HOST", "FETCH", "POL", "CACHE", "MX", "CERT", "APPLY", "DANE", "SEC"].contains(&prefix),
+            ["DISC", "HOST", "FETCH", "POL", "CACHE", "MX", "CERT", "APPLY", "DANE", "DANE-TLSA", "SEC"]
+                .contains(&prefix),
             "unknown requirement category in `{id}`"
         );
         ids.insert(id.clone());
@@ -625,5 +778,23 @@ fn vectors_cover_the_requirement_ids() {
         }
     }
     missing.extend(REQUIRED_CERT.iter().filter(|id| !ids.contains(**id)).map(|s| s.to_string()));
+    let dane = dane_tlsa_ids();
+    assert!(dane.len() >= 15, "docs/dane.md lists only {} DANE-TLSA ids", dane.len());
+    missing.extend(dane.iter().filter(|id| !ids.contains(*id)).cloned());
     assert!(missing.is_empty(), "requirement ids without a vector: {missing:?}");
+    let unknown: Vec<_> = tl.case.iter().map(|c| &c.id).filter(|id| !dane.contains(*id)).collect();
+    assert!(unknown.is_empty(), "tlsa.toml cites ids docs/dane.md does not list: {unknown:?}");
+}
+
+/// The ids of the "TLSA matching" table of docs/dane.md: the first cell of each row.
+fn dane_tlsa_ids() -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dane.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let section = text.split("\n## TLSA matching\n").nth(1).expect("docs/dane.md: no `## TLSA matching`");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| DANE-TLSA-"))
+        .map(|rest| format!("DANE-TLSA-{}", rest.split(' ').next().unwrap_or_default()))
+        .collect()
 }
