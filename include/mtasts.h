@@ -136,6 +136,10 @@ enum mtasts_reason
   // `store-unavailable`: no policy in memory and the persistent store could not be read; the
   // mail is held because the configuration says `[engine] on_store_error = "tempfail"`.
   MTASTS_REASON_STORE_UNAVAILABLE = 11,
+  // `dnssec-invalid`: the TLSA lookup of a DANE MX did not validate or failed (temporary).
+  MTASTS_REASON_DNSSEC_INVALID = 12,
+  // `dane-required`: DANE applies to the MX but no TLS session was negotiated.
+  MTASTS_REASON_DANE_REQUIRED = 13,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

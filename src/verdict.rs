@@ -94,6 +94,12 @@ pub enum Reason {
     /// `store-unavailable`: no policy is in memory and the persistent store could not be read, so
     /// the mail is held (`[engine] on_store_error = "tempfail"`). Not reported to TLSRPT.
     StoreUnavailable = 11,
+    /// `dnssec-invalid`: the TLSA lookup of a DANE MX did not validate (bogus) or could not be
+    /// completed; a temporary failure of that MX, never "no DANE".
+    DnssecInvalid = 12,
+    /// `dane-required`: DANE applies to the MX (a secure TLSA RRset) but no TLS session was
+    /// negotiated, or no certificate was given to judge.
+    DaneRequired = 13,
 }
 
 impl Reason {
@@ -113,11 +119,13 @@ impl Reason {
             Self::MxMismatch => "mx-mismatch",
             Self::TlsaInvalid => "tlsa-invalid",
             Self::StoreUnavailable => "store-unavailable",
+            Self::DnssecInvalid => "dnssec-invalid",
+            Self::DaneRequired => "dane-required",
         }
     }
 
     /// Every reason, in the order of their numeric values.
-    pub(crate) const ALL: [Reason; 12] = [
+    pub(crate) const ALL: [Reason; 14] = [
         Reason::None,
         Reason::StarttlsNotSupported,
         Reason::CertificateHostMismatch,
@@ -130,6 +138,8 @@ impl Reason {
         Reason::MxMismatch,
         Reason::TlsaInvalid,
         Reason::StoreUnavailable,
+        Reason::DnssecInvalid,
+        Reason::DaneRequired,
     ];
 
     /// The reason with this name (the inverse of [`Reason::as_str`]).
@@ -166,16 +176,34 @@ pub enum TlsOutcome {
     Invalid(Reason),
 }
 
-/// What the caller's DANE validation said about this MX (RFC 8461 §2).
+/// What DANE (RFC 7672) says about this MX, from the engine's own TLSA lookup or the caller's
+/// DANE validation (RFC 8461 §2: where DANE applies, it decides).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dane {
     /// DANE does not apply (no authenticated TLSA records), or the caller does not do DANE.
     #[default]
     NotApplicable,
+    /// DANE applies and the TLS session is not judged yet (a check before connecting): DANE
+    /// will decide, and TLS is mandatory.
+    Pending,
     /// DANE applied and the connection satisfied it: DANE decides (DANE-2).
     Passed,
-    /// DANE applied and failed: never delivered on MTA-STS's say-so (DANE-1, DANE-3).
+    /// DANE applied and no TLSA record matched: never delivered on MTA-STS's say-so (DANE-1,
+    /// DANE-3); reason `tlsa-invalid`.
     Failed,
+    /// The TLSA lookup did not validate (bogus) or failed: a temporary failure of this MX, never
+    /// "no DANE"; reason `dnssec-invalid`.
+    DnssecInvalid,
+    /// DANE applies but no TLS session was negotiated (or no certificate was given); reason
+    /// `dane-required`.
+    Required,
+}
+
+impl Dane {
+    /// True when DANE decides for this MX (it applies, whatever the outcome).
+    pub fn applies(self) -> bool {
+        self != Self::NotApplicable
+    }
 }
 
 /// A verdict with its reason.
@@ -190,10 +218,20 @@ pub struct Decision {
 /// Applies a policy's mode to the facts of one attempt. `mode` is `None` when no unexpired
 /// policy exists.
 pub fn decide(mode: Option<Mode>, mx_matches: bool, tls: TlsOutcome, dane: Dane) -> Decision {
-    if dane == Dane::Failed {
-        return Decision { verdict: Verdict::FailEnforce, reason: Reason::TlsaInvalid };
+    let dane_failure = match dane {
+        Dane::Failed => Some(Reason::TlsaInvalid),
+        Dane::DnssecInvalid => Some(Reason::DnssecInvalid),
+        Dane::Required => Some(Reason::DaneRequired),
+        Dane::NotApplicable | Dane::Pending | Dane::Passed => None,
+    };
+    if let Some(reason) = dane_failure {
+        return Decision { verdict: Verdict::FailEnforce, reason };
     }
     let enforcing = match mode {
+        // Without an MTA-STS policy, a DANE pass is a pass (DANE decides); otherwise no policy.
+        None | Some(Mode::None) if dane == Dane::Passed => {
+            return Decision { verdict: Verdict::Pass, reason: Reason::None };
+        }
         None | Some(Mode::None) => {
             return Decision { verdict: Verdict::NoPolicy, reason: Reason::None };
         }
@@ -243,6 +281,27 @@ mod tests {
         }
         assert_eq!(
             decide(Some(Mode::Enforce), false, TlsOutcome::Valid, Dane::Passed).verdict,
+            Verdict::FailTesting
+        );
+    }
+
+    #[test]
+    fn every_dane_failure_is_enforced_whatever_the_mode() {
+        for mode in [None, Some(Mode::None), Some(Mode::Testing), Some(Mode::Enforce)] {
+            for (dane, reason) in [
+                (Dane::Failed, Reason::TlsaInvalid),
+                (Dane::DnssecInvalid, Reason::DnssecInvalid),
+                (Dane::Required, Reason::DaneRequired),
+            ] {
+                let d = decide(mode, true, TlsOutcome::Valid, dane);
+                assert_eq!((d.verdict, d.reason), (Verdict::FailEnforce, reason), "{mode:?} {dane:?}");
+            }
+        }
+        // A DANE pass without an MTA-STS policy is a pass; a pending DANE MX is not enforced by
+        // MTA-STS (DANE will decide once TLS is up).
+        assert_eq!(decide(None, false, TlsOutcome::Valid, Dane::Passed).verdict, Verdict::Pass);
+        assert_eq!(
+            decide(Some(Mode::Enforce), false, TlsOutcome::NotChecked, Dane::Pending).verdict,
             Verdict::FailTesting
         );
     }

@@ -35,7 +35,8 @@ impl Engine {
         let Some(policy) = outcome.policy.as_ref().filter(|p| p.mode() != Mode::None) else { return };
         let failure = match outcome.reason {
             Reason::None => None,
-            Reason::TlsaInvalid => return, // a DANE outcome, reported under DANE's policy
+            // DANE outcomes are reported under DANE's policy, not MTA-STS's.
+            Reason::TlsaInvalid | Reason::DnssecInvalid | Reason::DaneRequired => return,
             reason => {
                 let Some(result_type) = ResultType::from_reason(reason) else { return };
                 let mut key = FailureKey::new(result_type, mx.cloned());
@@ -76,6 +77,7 @@ impl Engine {
             policy: resolution.policy,
             mx_matches: false,
             detail: None,
+            dane: None,
         };
         self.count_session(now, &domain, &outcome, mx.as_ref(), details);
         Ok(())

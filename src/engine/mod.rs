@@ -48,15 +48,19 @@ use crate::counts::Day;
 use crate::domain::{Domain, DomainError};
 use crate::mx;
 use crate::policy::Mode;
-pub use crate::ports::{AddressResolver, Clock, DnsError, Failure, Fetcher, Resolver, SystemClock};
+pub use crate::ports::{
+    AddressResolver, Clock, DnsError, Failure, Fetcher, Resolver, SystemClock, TlsaLookup, TlsaResolver,
+};
 use crate::txt::PolicyId;
 use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
 
 mod accounting;
+mod dane;
 mod resolve;
 pub mod tally;
 
 pub use accounting::SessionDetails;
+pub use dane::DaneInfo;
 use resolve::Flight;
 use tally::Tally;
 
@@ -172,6 +176,9 @@ pub struct Outcome {
     pub mx_matches: bool,
     /// A detail line for failures.
     pub detail: Option<Cow<'static, str>>,
+    /// What DANE found for the MX, when the engine does DANE and DANE applies to the MX (or its
+    /// TLSA lookup failed). `None`: MTA-STS alone decided.
+    pub dane: Option<Arc<DaneInfo>>,
 }
 
 impl Outcome {
@@ -282,6 +289,10 @@ pub struct Engine {
     flights: Mutex<HashMap<Domain, Arc<Flight>>>,
     /// TLSRPT session counters waiting to be flushed to the store.
     tally: Tally,
+    /// DNSSEC-validated TLSA lookups of MX hosts; `None`: the engine does no DANE.
+    tlsa: Option<Box<dyn TlsaResolver>>,
+    /// The TLSA states of MX hosts, for their TTL.
+    tlsa_cache: dane::TlsaCache,
 }
 
 impl fmt::Debug for Engine {
@@ -304,6 +315,7 @@ pub struct EngineBuilder {
     store_error: Option<String>,
     on_store_error: OnStoreError,
     prune_after: u64,
+    tlsa: Option<Box<dyn TlsaResolver>>,
 }
 
 /// Default of [`EngineBuilder::prune_after`]: 30 days.
@@ -360,6 +372,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Does DANE (RFC 7672) for the MX hosts of checks, with this DNSSEC-validating TLSA lookup:
+    /// where an MX has a secure TLSA RRset, DANE decides (RFC 8461 §2).
+    pub fn tlsa_resolver(mut self, resolver: impl TlsaResolver + 'static) -> Self {
+        self.tlsa = Some(Box::new(resolver));
+        self
+    }
+
     /// Seconds after which [`Engine::prune_store`] forgets a domain without a live policy that
     /// was not looked up meanwhile (default 30 days; at least one day).
     pub fn prune_after(mut self, secs: u64) -> Self {
@@ -395,6 +414,8 @@ impl EngineBuilder {
             timing: self.timing,
             flights: Mutex::new(HashMap::new()),
             tally: Tally::default(),
+            tlsa: self.tlsa,
+            tlsa_cache: dane::TlsaCache::default(),
         }
     }
 }
@@ -418,6 +439,7 @@ impl Engine {
             store_error: None,
             on_store_error: OnStoreError::default(),
             prune_after: DEFAULT_PRUNE_AFTER,
+            tlsa: None,
         }
     }
 
@@ -549,7 +571,14 @@ impl Engine {
     ) -> Result<Outcome, InputError> {
         let Some(domain) = parse_policy_domain(domain)? else {
             let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
-            return Ok(Outcome { verdict, reason, policy: None, mx_matches: false, detail: None });
+            return Ok(Outcome {
+                verdict,
+                reason,
+                policy: None,
+                mx_matches: false,
+                detail: None,
+                dane: None,
+            });
         };
         // An MX that is not a host name (an address literal, `mx_1.evil.test`, full-width or
         // U-label spellings, ...) matches no pattern: under a policy it fails like any unlisted
@@ -559,7 +588,21 @@ impl Engine {
         let mx = mx::parse_host(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
         let resolution = self.resolve_at(&domain, now, false);
+        // The engine's own DANE, unless the caller judged DANE itself (RFC 8461 §2: where DANE
+        // applies, it decides).
+        let judged = match (&mx, dane) {
+            (Ok(host), Dane::NotApplicable) => Some(self.judge_dane(host, tls, now)),
+            _ => None,
+        };
+        let dane = judged.as_ref().map_or(dane, |j| j.dane);
         let mut outcome = self.apply(resolution, &mx, tls, dane, now);
+        if let Some(j) = judged {
+            if let Some((reason, detail)) = j.failure {
+                outcome.reason = reason;
+                outcome.detail = Some(Cow::Owned(detail));
+            }
+            outcome.dane = j.info;
+        }
         if outcome.policy.is_none() {
             if let Some(why) = self.holds_mail_without_policy() {
                 outcome = Outcome {
@@ -568,6 +611,7 @@ impl Engine {
                     policy: None,
                     mx_matches: false,
                     detail: Some(Cow::Owned(why)),
+                    dane: None,
                 };
             }
         }
@@ -642,7 +686,7 @@ impl Engine {
                 detail = Some(Cow::Owned(e.detail.clone()));
             }
         }
-        Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail }
+        Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail, dane: None }
     }
 }
 

@@ -87,6 +87,10 @@ pub enum mtasts_reason {
     /// `store-unavailable`: no policy in memory and the persistent store could not be read; the
     /// mail is held because the configuration says `[engine] on_store_error = "tempfail"`.
     MTASTS_REASON_STORE_UNAVAILABLE = 11,
+    /// `dnssec-invalid`: the TLSA lookup of a DANE MX did not validate or failed (temporary).
+    MTASTS_REASON_DNSSEC_INVALID = 12,
+    /// `dane-required`: DANE applies to the MX but no TLS session was negotiated.
+    MTASTS_REASON_DANE_REQUIRED = 13,
 }
 
 /// Where an engine's persistent store stands (stable values); see `mtasts_engine_store_state`.
@@ -187,6 +191,8 @@ impl From<Reason> for mtasts_reason {
             Reason::MxMismatch => Self::MTASTS_REASON_MX_MISMATCH,
             Reason::TlsaInvalid => Self::MTASTS_REASON_TLSA_INVALID,
             Reason::StoreUnavailable => Self::MTASTS_REASON_STORE_UNAVAILABLE,
+            Reason::DnssecInvalid => Self::MTASTS_REASON_DNSSEC_INVALID,
+            Reason::DaneRequired => Self::MTASTS_REASON_DANE_REQUIRED,
         }
     }
 }
@@ -356,7 +362,7 @@ mod tests {
             ]
         );
         assert_eq!(verdict_name(5), UNKNOWN);
-        assert_eq!(reason_name(12), UNKNOWN);
+        assert_eq!(reason_name(14), UNKNOWN);
         assert_eq!(status_name(99), UNKNOWN);
     }
 }

@@ -420,6 +420,8 @@ static void test_enums(void) {
     CHECK_EQ(MTASTS_REASON_MX_MISMATCH, 9);
     CHECK_EQ(MTASTS_REASON_TLSA_INVALID, 10);
     CHECK_EQ(MTASTS_REASON_STORE_UNAVAILABLE, 11);
+    CHECK_EQ(MTASTS_REASON_DNSSEC_INVALID, 12);
+    CHECK_EQ(MTASTS_REASON_DANE_REQUIRED, 13);
 
     CHECK_EQ(MTASTS_STORE_NONE, 0);
     CHECK_EQ(MTASTS_STORE_OK, 1);
@@ -465,6 +467,8 @@ static void test_enums(void) {
         "mx-mismatch",
         "tlsa-invalid",
         "store-unavailable",
+        "dnssec-invalid",
+        "dane-required",
     };
     for (uint32_t i = 0; i < sizeof reason_names / sizeof reason_names[0]; i++) {
         CHECK_STR(mtasts_reason_str(i), reason_names[i]);
@@ -472,7 +476,7 @@ static void test_enums(void) {
     /* Values this version does not know get "unknown", never NULL or a crash. */
     CHECK_STR(mtasts_status_str(MTASTS_STATUS_INVALID_ARGUMENT + 1), "unknown");
     CHECK_STR(mtasts_verdict_str(MTASTS_VERDICT_ERROR + 1), "unknown");
-    CHECK_STR(mtasts_reason_str(MTASTS_REASON_STORE_UNAVAILABLE + 1), "unknown");
+    CHECK_STR(mtasts_reason_str(MTASTS_REASON_DANE_REQUIRED + 1), "unknown");
     const uint32_t unknown[] = {100, 0x7fffffffu, 0x80000000u, UINT32_MAX};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         CHECK_STR(mtasts_status_str(unknown[i]), "unknown");

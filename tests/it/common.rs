@@ -120,16 +120,48 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(timing: mtasts::Timing) -> Self {
+        Self::with_tlsa(timing, None)
+    }
+
+    /// As [`Harness::new`], with the engine doing DANE through `tlsa` when given.
+    pub fn with_tlsa(timing: mtasts::Timing, tlsa: Option<Arc<FakeTlsa>>) -> Self {
         let dns = Arc::new(FakeDns::default());
         let http = Arc::new(FakeHttp::default());
         let clock = Arc::new(FakeClock::default());
         let anchors =
             mtasts::TrustAnchors::from_pem(pki::pki().root_pem.as_bytes(), "test root").expect("root");
-        let engine = mtasts::Engine::builder(Arc::clone(&dns), Arc::clone(&http))
+        let mut builder = mtasts::Engine::builder(Arc::clone(&dns), Arc::clone(&http))
             .clock(Arc::clone(&clock))
             .trust_anchors(anchors)
-            .timing(timing)
-            .build();
+            .timing(timing);
+        if let Some(tlsa) = tlsa {
+            builder = builder.tlsa_resolver(tlsa);
+        }
+        let engine = builder.build();
         Self { dns, http, clock, engine }
+    }
+}
+
+/// A DNSSEC-validating TLSA lookup whose answer per MX host the test sets, counting lookups.
+#[derive(Default)]
+pub struct FakeTlsa {
+    pub answers: Mutex<std::collections::HashMap<String, mtasts::ports::TlsaLookup>>,
+    pub lookups: AtomicUsize,
+}
+
+impl FakeTlsa {
+    pub fn set(&self, host: &str, answer: mtasts::ports::TlsaLookup) {
+        self.answers.lock().insert(host.to_owned(), answer);
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl mtasts::ports::TlsaResolver for FakeTlsa {
+    fn tlsa(&self, mx_host: &Domain) -> mtasts::ports::TlsaLookup {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.answers.lock().get(mx_host.as_str()).cloned().unwrap_or(mtasts::ports::TlsaLookup::NotApplicable)
     }
 }

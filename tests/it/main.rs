@@ -10,6 +10,7 @@
 mod common;
 
 mod cli;
+mod dane_engine;
 mod dns;
 mod engine;
 mod fetch;

@@ -152,6 +152,10 @@ class Reason(enum.IntEnum):
     #: ``store-unavailable``: no policy in memory and the store could not be read; the mail is
     #: held because the configuration says ``[engine] on_store_error = "tempfail"``.
     STORE_UNAVAILABLE = 11
+    #: ``dnssec-invalid``: the TLSA lookup of a DANE MX did not validate or failed (temporary).
+    DNSSEC_INVALID = 12
+    #: ``dane-required``: DANE applies to the MX but no TLS session was negotiated.
+    DANE_REQUIRED = 13
 
     @property
     def rfc_name(self) -> str:

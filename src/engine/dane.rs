@@ -1,0 +1,157 @@
+//! DANE for one MX inside a check (RFC 7672; RFC 8461 §2: where DANE applies, it decides).
+//!
+//! The engine asks its [`TlsaResolver`] for the MX host's DANE state (the DNSSEC-validated TLSA
+//! RRset at `_25._tcp.<host>`) and keeps the answer in memory for its TTL, so repeated checks of
+//! a busy MX make no lookup. Then:
+//!
+//! | TLSA state | before connecting | no TLS | a chain |
+//! |---|---|---|---|
+//! | not applicable | MTA-STS decides | MTA-STS decides | MTA-STS decides |
+//! | secure | DANE pending: TLS is mandatory | `dane-required` | [`crate::tlsa::verify`]: pass, or `tlsa-invalid` (or the DANE-TA certificate reason) |
+//! | bogus, or the lookup failed | `dnssec-invalid` | `dnssec-invalid` | `dnssec-invalid` |
+//!
+//! A secure RRset without usable records makes TLS mandatory but not authenticated (RFC 7672
+//! §2.2): any chain passes. Every DANE failure is `fail-enforce`, whatever the MTA-STS mode
+//! ([`crate::verdict::decide`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{Engine, Tls};
+use crate::domain::Domain;
+use crate::ports::{TlsaLookup, TlsaRecord};
+use crate::tlsa::{self, DaneMatch};
+use crate::verdict::{Dane, Reason};
+
+/// MX hosts whose TLSA state is remembered before the expired ones are dropped (and, if that is
+/// not enough, all of them: the next checks look up again).
+const MAX_HOSTS: usize = 100_000;
+/// Seconds a "DANE does not apply" answer is kept (the port gives no TTL for it).
+const NOT_APPLICABLE_SECS: u64 = 300;
+/// Seconds a bogus answer or a failed lookup is kept, so that a broken zone is not asked on every
+/// delivery attempt, yet recovers quickly.
+const FAILURE_SECS: u64 = 30;
+/// The longest a secure answer is kept, whatever its TTL.
+const MAX_SECS: u64 = 86_400;
+
+/// The TLSA states of MX hosts, each with the time it expires.
+#[derive(Debug, Default)]
+pub(super) struct TlsaCache {
+    map: Mutex<HashMap<Domain, (Arc<TlsaLookup>, u64)>>,
+}
+
+impl TlsaCache {
+    fn get(&self, host: &Domain, now: u64) -> Option<Arc<TlsaLookup>> {
+        self.map.lock().get(host).filter(|(_, until)| now < *until).map(|(l, _)| Arc::clone(l))
+    }
+
+    fn put(&self, host: &Domain, lookup: Arc<TlsaLookup>, now: u64) {
+        let secs = match &*lookup {
+            TlsaLookup::Secure { ttl, .. } => u64::from(*ttl).min(MAX_SECS),
+            TlsaLookup::NotApplicable => NOT_APPLICABLE_SECS,
+            TlsaLookup::Bogus(_) | TlsaLookup::Failed(_) => FAILURE_SECS,
+        };
+        let mut map = self.map.lock();
+        if map.len() >= MAX_HOSTS && !map.contains_key(host) {
+            map.retain(|_, (_, until)| now < *until);
+            if map.len() >= MAX_HOSTS {
+                map.clear();
+            }
+        }
+        map.insert(host.clone(), (lookup, now.saturating_add(secs)));
+    }
+}
+
+/// What DANE found for the MX of a check, when DANE applies or its lookup failed (carried in
+/// [`super::Outcome::dane`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaneInfo {
+    /// The MX host's TLSA state: secure (with its records), bogus, or a failed lookup.
+    pub lookup: Arc<TlsaLookup>,
+    /// How many of the records are usable for SMTP (DANE-TA or DANE-EE with known parameters).
+    pub usable: usize,
+    /// What DANE concluded for this check.
+    pub dane: Dane,
+}
+
+impl DaneInfo {
+    /// The TLSA records of a secure RRset (empty otherwise).
+    pub fn records(&self) -> &[TlsaRecord] {
+        match &*self.lookup {
+            TlsaLookup::Secure { records, .. } => records,
+            _ => &[],
+        }
+    }
+
+    /// True when the TLSA RRset was DNSSEC-secure.
+    pub fn secure(&self) -> bool {
+        matches!(&*self.lookup, TlsaLookup::Secure { .. })
+    }
+}
+
+/// DANE's judgement of one MX: the [`Dane`] input of the verdict, what to show, and the reason
+/// and detail of a failure.
+pub(super) struct DaneJudgement {
+    pub dane: Dane,
+    pub info: Option<Arc<DaneInfo>>,
+    pub failure: Option<(Reason, String)>,
+}
+
+impl Engine {
+    /// The DANE state of `mx` (from the cache, or looked up), or `None` when the engine does no
+    /// DANE (no [`TlsaResolver`](crate::ports::TlsaResolver), `[dns] dnssec = "off"`).
+    pub fn tlsa_state(&self, mx: &Domain) -> Option<Arc<TlsaLookup>> {
+        let resolver = self.tlsa.as_ref()?;
+        let now = self.clock.now();
+        if let Some(hit) = self.tlsa_cache.get(mx, now) {
+            return Some(hit);
+        }
+        let lookup = Arc::new(resolver.tlsa(mx));
+        self.tlsa_cache.put(mx, Arc::clone(&lookup), now);
+        Some(lookup)
+    }
+
+    /// DANE's judgement of a delivery to `mx` with what is known of TLS.
+    pub(super) fn judge_dane(&self, mx: &Domain, tls: Tls<'_>, now: u64) -> DaneJudgement {
+        let none = DaneJudgement { dane: Dane::NotApplicable, info: None, failure: None };
+        let Some(lookup) = self.tlsa_state(mx) else { return none };
+        let (dane, failure) = match (&*lookup, tls) {
+            (TlsaLookup::NotApplicable, _) => return none,
+            (TlsaLookup::Bogus(why), _) => (
+                Dane::DnssecInvalid,
+                Some((
+                    Reason::DnssecInvalid,
+                    format!("TLSA lookup for {mx} did not validate (bogus): {why}"),
+                )),
+            ),
+            (TlsaLookup::Failed(why), _) => (
+                Dane::DnssecInvalid,
+                Some((Reason::DnssecInvalid, format!("TLSA lookup for {mx} failed: {why}"))),
+            ),
+            (TlsaLookup::Secure { .. }, Tls::NotChecked) => (Dane::Pending, None),
+            (TlsaLookup::Secure { .. }, Tls::NotNegotiated) => (
+                Dane::Required,
+                Some((
+                    Reason::DaneRequired,
+                    format!("{mx} has DNSSEC-secure TLSA records: TLS is mandatory, and none was negotiated"),
+                )),
+            ),
+            (TlsaLookup::Secure { records, .. }, Tls::Chain(chain)) => {
+                // The TLSA base domain is the MX host itself unless the resolver followed a CNAME;
+                // the port reports the records only, so both names are the MX host.
+                match tlsa::verify(records, chain, std::slice::from_ref(mx), now) {
+                    DaneMatch::Passed { .. } | DaneMatch::NoUsableRecords => (Dane::Passed, None),
+                    DaneMatch::Failed { reason, detail } => (Dane::Failed, Some((reason, detail))),
+                }
+            }
+        };
+        let usable = match &*lookup {
+            TlsaLookup::Secure { records, .. } => tlsa::usable(records).len(),
+            _ => 0,
+        };
+        let info = Arc::new(DaneInfo { lookup, usable, dane });
+        DaneJudgement { dane, info: Some(info), failure }
+    }
+}

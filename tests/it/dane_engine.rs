@@ -1,0 +1,135 @@
+//! DANE inside the engine (RFC 7672; RFC 8461 §2): the MX host's TLSA state from a fake
+//! DNSSEC-validating lookup, crossed with every MTA-STS mode. Where DANE applies it decides:
+//! every DANE failure is `fail-enforce` whatever the mode, a DANE pass delivers, and without DANE
+//! MTA-STS decides as before (docs/dane.md, "DANE in the verdict").
+
+use std::sync::Arc;
+
+use crate::common::{FakeTlsa, Harness, pki};
+use mtasts::ports::{TlsaLookup, TlsaRecord};
+use mtasts::{Reason, Timing, Verdict};
+
+/// `3 1 1` of the test PKI's `mx` leaf (valid for mx.example.test).
+fn dane_ee_of_mx_leaf() -> TlsaRecord {
+    let der = pki::pki().chains["mx"].der[0].clone();
+    let cert = rustls_pki_types::CertificateDer::from(der.as_slice());
+    let ee = webpki::EndEntityCert::try_from(&cert).expect("certificate");
+    let spki = ee.subject_public_key_info();
+    let data = ring::digest::digest(&ring::digest::SHA256, spki.as_ref()).as_ref().to_vec();
+    TlsaRecord { usage: 3, selector: 1, matching_type: 1, data }
+}
+
+fn secure(records: Vec<TlsaRecord>) -> TlsaLookup {
+    TlsaLookup::Secure { records, ttl: 3600 }
+}
+
+/// A harness whose policy domain `example.test` publishes a policy of `mode` listing only
+/// `listed.example.test` (so `mx.example.test` fails MTA-STS by name), with DANE answers set
+/// for `mx.example.test`.
+fn world(mode: Option<&str>, tlsa: TlsaLookup) -> (Harness, Arc<FakeTlsa>) {
+    let fake = Arc::new(FakeTlsa::default());
+    fake.set("mx.example.test", tlsa);
+    let h = Harness::with_tlsa(Timing::default(), Some(Arc::clone(&fake)));
+    match mode {
+        Some(mode) => {
+            h.dns.set_records(&["v=STSv1; id=1"]);
+            h.http.set_body(&format!(
+                "version: STSv1\nmode: {mode}\nmx: listed.example.test\nmax_age: 86400\n"
+            ));
+        }
+        None => h.dns.set(Err(mtasts::DnsError::NotFound)),
+    }
+    (h, fake)
+}
+
+#[test]
+fn dane_decides_where_it_applies_whatever_the_mta_sts_mode() {
+    let good = pki::pki().chains["mx"].pem();
+    let other = pki::pki().leaf(&["mx.example.test"]).pem(); // the right name, another key
+    let wrong_key = TlsaRecord { data: vec![0xAB; 32], ..dane_ee_of_mx_leaf() };
+    for mode in [None, Some("none"), Some("testing"), Some("enforce")] {
+        // DANE pass: delivered, whatever MTA-STS says of the (unlisted) MX name.
+        let (h, _) = world(mode, secure(vec![dane_ee_of_mx_leaf()]));
+        let o = h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+        assert!(o.verdict.may_deliver(), "{mode:?}: {o:?}");
+        assert!(o.dane.as_ref().is_some_and(|d| d.secure() && d.usable == 1), "{o:?}");
+        if mode.is_none() {
+            assert_eq!(o.verdict, Verdict::Pass, "DANE alone decides: a pass");
+        }
+        // DANE fail (no record matches the presented key): fail-enforce, whatever the mode.
+        for chain in [&other, &good] {
+            let records = if chain == &good { vec![wrong_key.clone()] } else { vec![dane_ee_of_mx_leaf()] };
+            let (h, _) = world(mode, secure(records));
+            let o = h.engine.check("example.test", "mx.example.test", Some(chain.as_bytes())).expect("check");
+            assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::TlsaInvalid), "{mode:?}: {o:?}");
+        }
+        // Bogus and failed lookups: a temporary failure of the MX, never "no DANE".
+        for lookup in [TlsaLookup::Bogus("RRSIG expired".into()), TlsaLookup::Failed("timed out".into())] {
+            let (h, _) = world(mode, lookup.clone());
+            let o = h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+            assert_eq!(
+                (o.verdict, o.reason),
+                (Verdict::FailEnforce, Reason::DnssecInvalid),
+                "{mode:?} {lookup:?}"
+            );
+            let o = h.engine.check_mx("example.test", "mx.example.test").expect("check_mx");
+            assert_eq!(o.verdict, Verdict::FailEnforce, "before connecting too: {mode:?} {lookup:?}");
+        }
+        // DANE applies but no TLS: dane-required.
+        let (h, _) = world(mode, secure(vec![dane_ee_of_mx_leaf()]));
+        let o = h.engine.check("example.test", "mx.example.test", None).expect("check");
+        assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::DaneRequired), "{mode:?}: {o:?}");
+    }
+}
+
+#[test]
+fn without_dane_mta_sts_decides_as_before() {
+    let good = pki::pki().chains["mx"].pem();
+    for (mode, want) in [
+        (None, Verdict::NoPolicy),
+        (Some("none"), Verdict::NoPolicy),
+        (Some("testing"), Verdict::FailTesting),
+        (Some("enforce"), Verdict::FailEnforce),
+    ] {
+        let (h, _) = world(mode, TlsaLookup::NotApplicable);
+        let o = h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+        assert_eq!(o.verdict, want, "{mode:?}: {o:?}");
+        assert!(o.dane.is_none());
+    }
+}
+
+#[test]
+fn before_connecting_a_dane_mx_requires_tls_and_dane_will_decide() {
+    let (h, _) = world(Some("enforce"), secure(vec![dane_ee_of_mx_leaf()]));
+    // The MX is not listed by the enforce policy, but DANE applies: not refused by MTA-STS.
+    let o = h.engine.check_mx("example.test", "mx.example.test").expect("check_mx");
+    assert!(o.verdict.may_deliver(), "{o:?}");
+    let dane = o.dane.expect("DANE applies");
+    assert_eq!(dane.dane, mtasts::Dane::Pending);
+    assert!(dane.secure());
+}
+
+#[test]
+fn a_secure_rrset_without_usable_records_means_tls_without_authentication() {
+    let pkix = TlsaRecord { usage: 1, ..dane_ee_of_mx_leaf() }; // PKIX-EE: unusable for SMTP
+    let (h, _) = world(None, secure(vec![pkix]));
+    let any = pki::pki().leaf(&["elsewhere.test"]).pem();
+    let o = h.engine.check("example.test", "mx.example.test", Some(any.as_bytes())).expect("check");
+    assert_eq!(o.verdict, Verdict::Pass, "{o:?}");
+    assert_eq!(o.dane.as_ref().map(|d| d.usable), Some(0));
+    let o = h.engine.check("example.test", "mx.example.test", None).expect("check");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::DaneRequired));
+}
+
+#[test]
+fn tlsa_answers_are_cached_for_their_ttl() {
+    let good = pki::pki().chains["mx"].pem();
+    let (h, fake) = world(Some("enforce"), secure(vec![dane_ee_of_mx_leaf()]));
+    for _ in 0..5 {
+        h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    }
+    assert_eq!(fake.lookups(), 1, "one lookup for five checks within the TTL");
+    h.clock.advance(3600);
+    h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!(fake.lookups(), 2, "looked up again once the TTL passed");
+}
