@@ -33,13 +33,13 @@
 #define MTASTS_VERSION_MAJOR 0
 
 // Minor version of the library, as in `Cargo.toml`.
-#define MTASTS_VERSION_MINOR 1
+#define MTASTS_VERSION_MINOR 2
 
 // Patch version of the library, as in `Cargo.toml`.
 #define MTASTS_VERSION_PATCH 0
 
 // `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
-#define MTASTS_VERSION_NUMBER 100
+#define MTASTS_VERSION_NUMBER 200
 
 // The outcome of a call (not of the MTA-STS check: that is the verdict).
 enum mtasts_status
@@ -172,6 +172,27 @@ typedef uint32_t mtasts_mode;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Which protocol decided a check (stable values).
+enum mtasts_decided_by
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Neither applied: no MTA-STS policy in force and no DANE for this MX.
+  MTASTS_DECIDED_BY_NONE = 0,
+  // The MTA-STS policy (`enforce` or `testing`).
+  MTASTS_DECIDED_BY_MTA_STS = 1,
+  // DANE (RFC 7672): the MX has DNSSEC-secure TLSA records, or their lookup failed.
+  MTASTS_DECIDED_BY_DANE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mtasts_decided_by mtasts_decided_by;
+#else
+typedef uint32_t mtasts_decided_by;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Where an engine's persistent store stands (stable values); see `mtasts_engine_store_state`.
 enum mtasts_store_state
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -225,6 +246,30 @@ typedef struct mtasts_result {
   // A human-readable detail of the failure, NUL-terminated (cut to fit); empty otherwise.
   char detail[256];
 } mtasts_result;
+
+// DANE's part of a check, filled in by `mtasts_engine_check_dane` and
+// `mtasts_engine_check_mx_dane` beside the `mtasts_result`.
+//
+// The caller sets `size` to `sizeof(mtasts_dane)` before the call; the library refuses a smaller
+// size (`MTASTS_STATUS_INVALID_ARGUMENT`), writes the fields it knows and leaves `size` as it
+// is. Later versions only append fields, so a program built against this header keeps working.
+typedef struct mtasts_dane {
+  // `sizeof(mtasts_dane)` as the caller was compiled.
+  size_t size;
+  // 1 when DANE applies to the MX: its TLSA RRset is DNSSEC-secure (DANE decides, whatever the
+  // MTA-STS mode), or its DNSSEC lookup failed (a temporary failure of the MX).
+  uint32_t applies;
+  // 1 when the MTA must not deliver to this MX without TLS: DANE applies, or an `enforce`
+  // policy lists the MX. Refuse any plaintext fallback then.
+  uint32_t tls_required;
+  // The TLSA records of the secure RRset (0 when DANE does not apply).
+  uint32_t tlsa_records;
+  // How many of them are usable for SMTP (DANE-TA or DANE-EE with known parameters); 0 with
+  // `applies` = 1 means TLS is mandatory but not authenticated.
+  uint32_t usable_records;
+  // Which protocol decided.
+  mtasts_decided_by decided_by;
+} mtasts_dane;
 
 #ifdef __cplusplus
 extern "C" {
@@ -349,6 +394,39 @@ mtasts_status mtasts_engine_check_mx(const struct mtasts_engine *engine,
                                      const char *domain,
                                      const char *mx,
                                      struct mtasts_result *result);
+
+// As `mtasts_engine_check`, and also says what DANE decided (RFC 7672): `*dane` tells whether
+// DANE applies to the MX (then it decides, whatever the MTA-STS mode: every DANE failure is
+// `MTASTS_VERDICT_FAIL_ENFORCE` with `MTASTS_REASON_TLSA_INVALID`, `_DNSSEC_INVALID` or
+// `_DANE_REQUIRED`), how many TLSA records it has and how many are usable, and which protocol
+// decided. The engine does DANE when its configuration has `[dns] dnssec` other than `"off"`.
+//
+// Set `dane->size = sizeof(mtasts_dane)` first. Writes `*result` and `*dane` only on success.
+// Errors as for `mtasts_engine_check`, plus `MTASTS_STATUS_INVALID_ARGUMENT` for a `dane->size`
+// below this version's. Thread-safe.
+//
+// # Safety
+// As for `mtasts_engine_check`; `dane` is NULL or points to a writable `mtasts_dane` whose `size`
+// is set.
+mtasts_status mtasts_engine_check_dane(const struct mtasts_engine *engine,
+                                       const char *domain,
+                                       const char *mx,
+                                       const uint8_t *cert,
+                                       size_t cert_len,
+                                       struct mtasts_result *result,
+                                       struct mtasts_dane *dane);
+
+// As `mtasts_engine_check_mx` (before connecting), and also says whether DANE applies to the MX
+// and whether TLS is required (`dane->tls_required`: never fall back to plaintext for this MX).
+// A DANE MX is not refused by MTA-STS before connecting: DANE decides once the chain is known.
+//
+// # Safety
+// As for `mtasts_engine_check_dane`, without the certificate.
+mtasts_status mtasts_engine_check_mx_dane(const struct mtasts_engine *engine,
+                                          const char *domain,
+                                          const char *mx,
+                                          struct mtasts_result *result,
+                                          struct mtasts_dane *dane);
 
 // Records, for TLSRPT (RFC 8460), the outcome of an SMTP session the MTA judged itself:
 // `result` is `MTASTS_REASON_NONE` for a session that negotiated TLS and satisfied the policy,

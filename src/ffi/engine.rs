@@ -11,7 +11,9 @@ use super::boundary::{
     new_handle, opt_str_arg, out_arg, str_arg,
 };
 use super::registry::default_engine;
-use super::types::{mtasts_reason, mtasts_result, mtasts_status, mtasts_store_state, mtasts_verdict};
+use super::types::{
+    mtasts_dane, mtasts_reason, mtasts_result, mtasts_status, mtasts_store_state, mtasts_verdict,
+};
 use crate::config::Config;
 use crate::engine::{Engine, Outcome, SessionDetails, Tls};
 use crate::verdict::{Dane, Reason};
@@ -59,8 +61,8 @@ pub unsafe extern "C" fn mtasts_check(
     boundary(|| {
         let engine = default_engine_arg()?;
         // SAFETY: forwarded caller contract.
-        let result = unsafe { check(&engine, domain, mx, Some((cert, cert_len))) }?;
-        Ok(result.verdict)
+        let outcome = unsafe { check(&engine, domain, mx, Some((cert, cert_len))) }?;
+        Ok(mtasts_result::from_outcome(&outcome).verdict)
     })
 }
 
@@ -73,7 +75,7 @@ unsafe fn check(
     domain: *const c_char,
     mx: *const c_char,
     cert: Option<(*const u8, usize)>,
-) -> Result<mtasts_result, mtasts_status> {
+) -> Result<Outcome, mtasts_status> {
     // One argument at a time, so that the status and the last error name the same one.
     // SAFETY: forwarded caller contract.
     let domain = unsafe { str_arg(domain, "domain") }?;
@@ -84,10 +86,7 @@ unsafe fn check(
         // SAFETY: forwarded caller contract.
         Some((p, len)) => unsafe { bytes_arg(p, len, "cert") }?.map_or(Tls::NotNegotiated, Tls::Chain),
     };
-    match engine.check_with(domain, &mx, tls, Dane::NotApplicable) {
-        Ok(outcome) => Ok(mtasts_result::from_outcome(&outcome)),
-        Err(e) => Err(input_status(&e)),
-    }
+    engine.check_with(domain, &mx, tls, Dane::NotApplicable).map_err(|e| input_status(&e))
 }
 
 /// An MTA-STS engine: configuration, trust anchors and the in-process policy cache.
@@ -176,7 +175,8 @@ pub unsafe extern "C" fn mtasts_engine_check(
         // SAFETY: forwarded caller contract (each argument in turn).
         let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
         // SAFETY: forwarded caller contract.
-        result.write(unsafe { check(engine, domain, mx, Some((cert, cert_len))) }?);
+        let outcome = unsafe { check(engine, domain, mx, Some((cert, cert_len))) }?;
+        result.write(mtasts_result::from_outcome(&outcome));
         Ok(())
     })
 }
@@ -200,7 +200,95 @@ pub unsafe extern "C" fn mtasts_engine_check_mx(
         // SAFETY: forwarded caller contract (each argument in turn).
         let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
         // SAFETY: forwarded caller contract.
-        result.write(unsafe { check(engine, domain, mx, None) }?);
+        let outcome = unsafe { check(engine, domain, mx, None) }?;
+        result.write(mtasts_result::from_outcome(&outcome));
+        Ok(())
+    })
+}
+
+/// The size the caller gave `dane`, refused below this version's `sizeof(mtasts_dane)`.
+///
+/// # Safety
+/// `dane` is NULL or points to a readable `size` field.
+unsafe fn dane_size(dane: *mut mtasts_dane) -> Result<usize, mtasts_status> {
+    if dane.is_null() {
+        return fail(mtasts_status::MTASTS_STATUS_NULL_ARGUMENT, "dane is NULL");
+    }
+    // SAFETY: non-NULL; the caller set `size` (the first field) by contract.
+    let size = unsafe { std::ptr::addr_of!((*dane).size).read() };
+    if size < std::mem::size_of::<mtasts_dane>() {
+        return fail(
+            mtasts_status::MTASTS_STATUS_INVALID_ARGUMENT,
+            format!(
+                "dane->size is {size}: set it to sizeof(mtasts_dane), {}",
+                std::mem::size_of::<mtasts_dane>()
+            ),
+        );
+    }
+    Ok(size)
+}
+
+/// As `mtasts_engine_check`, and also says what DANE decided (RFC 7672): `*dane` tells whether
+/// DANE applies to the MX (then it decides, whatever the MTA-STS mode: every DANE failure is
+/// `MTASTS_VERDICT_FAIL_ENFORCE` with `MTASTS_REASON_TLSA_INVALID`, `_DNSSEC_INVALID` or
+/// `_DANE_REQUIRED`), how many TLSA records it has and how many are usable, and which protocol
+/// decided. The engine does DANE when its configuration has `[dns] dnssec` other than `"off"`.
+///
+/// Set `dane->size = sizeof(mtasts_dane)` first. Writes `*result` and `*dane` only on success.
+/// Errors as for `mtasts_engine_check`, plus `MTASTS_STATUS_INVALID_ARGUMENT` for a `dane->size`
+/// below this version's. Thread-safe.
+///
+/// # Safety
+/// As for `mtasts_engine_check`; `dane` is NULL or points to a writable `mtasts_dane` whose `size`
+/// is set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_check_dane(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: *const u8,
+    cert_len: usize,
+    result: *mut mtasts_result,
+    dane: *mut mtasts_dane,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract (each argument in turn).
+        let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
+        // SAFETY: forwarded caller contract.
+        let size = unsafe { dane_size(dane) }?;
+        // SAFETY: forwarded caller contract.
+        let outcome = unsafe { check(engine, domain, mx, Some((cert, cert_len))) }?;
+        result.write(mtasts_result::from_outcome(&outcome));
+        // SAFETY: non-NULL (checked) and writable by contract.
+        unsafe { dane.write(mtasts_dane::from_outcome(&outcome, size)) };
+        Ok(())
+    })
+}
+
+/// As `mtasts_engine_check_mx` (before connecting), and also says whether DANE applies to the MX
+/// and whether TLS is required (`dane->tls_required`: never fall back to plaintext for this MX).
+/// A DANE MX is not refused by MTA-STS before connecting: DANE decides once the chain is known.
+///
+/// # Safety
+/// As for `mtasts_engine_check_dane`, without the certificate.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mtasts_engine_check_mx_dane(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    result: *mut mtasts_result,
+    dane: *mut mtasts_dane,
+) -> mtasts_status {
+    boundary(|| {
+        // SAFETY: forwarded caller contract (each argument in turn).
+        let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
+        // SAFETY: forwarded caller contract.
+        let size = unsafe { dane_size(dane) }?;
+        // SAFETY: forwarded caller contract.
+        let outcome = unsafe { check(engine, domain, mx, None) }?;
+        result.write(mtasts_result::from_outcome(&outcome));
+        // SAFETY: non-NULL (checked) and writable by contract.
+        unsafe { dane.write(mtasts_dane::from_outcome(&outcome, size)) };
         Ok(())
     })
 }

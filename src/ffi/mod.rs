@@ -44,11 +44,11 @@ use boundary::{boundary, copy_out_quietly, last_error};
 /// Major version of the library, as in `Cargo.toml`.
 pub const MTASTS_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library, as in `Cargo.toml`.
-pub const MTASTS_VERSION_MINOR: u32 = 1;
+pub const MTASTS_VERSION_MINOR: u32 = 2;
 /// Patch version of the library, as in `Cargo.toml`.
 pub const MTASTS_VERSION_PATCH: u32 = 0;
 /// `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
-pub const MTASTS_VERSION_NUMBER: u32 = 100;
+pub const MTASTS_VERSION_NUMBER: u32 = 200;
 
 static VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
     Ok(v) => v,

@@ -121,6 +121,67 @@ impl From<&crate::engine::StoreState> for mtasts_store_state {
     }
 }
 
+/// Which protocol decided a check (stable values).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mtasts_decided_by {
+    /// Neither applied: no MTA-STS policy in force and no DANE for this MX.
+    MTASTS_DECIDED_BY_NONE = 0,
+    /// The MTA-STS policy (`enforce` or `testing`).
+    MTASTS_DECIDED_BY_MTA_STS = 1,
+    /// DANE (RFC 7672): the MX has DNSSEC-secure TLSA records, or their lookup failed.
+    MTASTS_DECIDED_BY_DANE = 2,
+}
+
+/// DANE's part of a check, filled in by `mtasts_engine_check_dane` and
+/// `mtasts_engine_check_mx_dane` beside the `mtasts_result`.
+///
+/// The caller sets `size` to `sizeof(mtasts_dane)` before the call; the library refuses a smaller
+/// size (`MTASTS_STATUS_INVALID_ARGUMENT`), writes the fields it knows and leaves `size` as it
+/// is. Later versions only append fields, so a program built against this header keeps working.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct mtasts_dane {
+    /// `sizeof(mtasts_dane)` as the caller was compiled.
+    pub size: usize,
+    /// 1 when DANE applies to the MX: its TLSA RRset is DNSSEC-secure (DANE decides, whatever the
+    /// MTA-STS mode), or its DNSSEC lookup failed (a temporary failure of the MX).
+    pub applies: u32,
+    /// 1 when the MTA must not deliver to this MX without TLS: DANE applies, or an `enforce`
+    /// policy lists the MX. Refuse any plaintext fallback then.
+    pub tls_required: u32,
+    /// The TLSA records of the secure RRset (0 when DANE does not apply).
+    pub tlsa_records: u32,
+    /// How many of them are usable for SMTP (DANE-TA or DANE-EE with known parameters); 0 with
+    /// `applies` = 1 means TLS is mandatory but not authenticated.
+    pub usable_records: u32,
+    /// Which protocol decided.
+    pub decided_by: mtasts_decided_by,
+}
+
+impl mtasts_dane {
+    pub(crate) fn from_outcome(o: &crate::engine::Outcome, size: usize) -> Self {
+        let dane = o.dane.as_deref();
+        let enforce_listed = o.mode() == Some(Mode::Enforce) && o.mx_matches;
+        let decided_by = if dane.is_some() {
+            mtasts_decided_by::MTASTS_DECIDED_BY_DANE
+        } else if matches!(o.mode(), Some(Mode::Enforce | Mode::Testing)) {
+            mtasts_decided_by::MTASTS_DECIDED_BY_MTA_STS
+        } else {
+            mtasts_decided_by::MTASTS_DECIDED_BY_NONE
+        };
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            size,
+            applies: u32::from(dane.is_some()),
+            tls_required: u32::from(dane.is_some() || enforce_listed),
+            tlsa_records: count(dane.map_or(0, |d| d.records().len())),
+            usable_records: count(dane.map_or(0, |d| d.usable)),
+            decided_by,
+        }
+    }
+}
+
 /// The mode of the policy that applied (stable values).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

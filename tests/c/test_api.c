@@ -936,6 +936,51 @@ static void test_config_errors(void) {
     CHECK(e == (mtasts_engine *)&e);
 }
 
+/* The DANE-aware calls: the sized struct, which protocol decided, whether TLS is required. With
+ * the fixture's configuration DANE applies to no MX; the DANE cases themselves are tested in Rust
+ * (tests/it/dane_engine.rs) and Python. */
+static void test_dane_calls(const mtasts_engine *engine) {
+    section("mtasts_engine_check_dane / _check_mx_dane");
+    CHECK_EQ(MTASTS_DECIDED_BY_NONE, 0);
+    CHECK_EQ(MTASTS_DECIDED_BY_MTA_STS, 1);
+    CHECK_EQ(MTASTS_DECIDED_BY_DANE, 2);
+    mtasts_result r;
+    mtasts_dane d;
+    memset(&d, 0xff, sizeof d);
+    d.size = sizeof d;
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "enforce.test", "mx.enforce.test", &r, &d),
+                 MTASTS_STATUS_OK);
+    CHECK_EQ(d.size, sizeof d);
+    CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
+    CHECK_EQ(d.applies, 0);
+    CHECK_EQ(d.tls_required, 1); /* an enforce policy lists this MX: no plaintext fallback */
+    CHECK_EQ(d.tlsa_records, 0);
+    CHECK_EQ(d.usable_records, 0);
+    CHECK_EQ(d.decided_by, MTASTS_DECIDED_BY_MTA_STS);
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "nopolicy.test", "mx.nopolicy.test", &r, &d),
+                 MTASTS_STATUS_OK);
+    CHECK_EQ(d.tls_required, 0);
+    CHECK_EQ(d.decided_by, MTASTS_DECIDED_BY_NONE);
+    const struct chain *c = chain("mx-enforce.der");
+    CHECK_STATUS(mtasts_engine_check_dane(engine, "enforce.test", "mx.enforce.test", c->data, c->len, &r, &d),
+                 MTASTS_STATUS_OK);
+    CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
+    CHECK_EQ(d.decided_by, MTASTS_DECIDED_BY_MTA_STS);
+    /* A size from an older or broken caller is refused, and nothing is written. */
+    mtasts_dane small;
+    memset(&small, 0, sizeof small);
+    small.size = sizeof small - 1;
+    r.verdict = (mtasts_verdict)99;
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "enforce.test", "mx.enforce.test", &r, &small),
+                 MTASTS_STATUS_INVALID_ARGUMENT);
+    CHECK_EQ(r.verdict, 99);
+    CHECK_EQ(small.applies, 0);
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "enforce.test", "mx.enforce.test", &r, NULL),
+                 MTASTS_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(mtasts_engine_check_dane(NULL, "enforce.test", "mx.enforce.test", NULL, 0, &r, &d),
+                 MTASTS_STATUS_NULL_ARGUMENT);
+}
+
 /* A store that cannot be opened is visible to the caller, and on_store_error = "tempfail" holds
  * mail for a domain without a policy (README: "When a check can say no-policy or error"). */
 static void test_store_state(const mtasts_engine *fixture_engine) {
@@ -1393,6 +1438,7 @@ int main(int argc, char **argv) {
     }
     test_engine_checks(engine);
     test_store_state(engine);
+    test_dane_calls(engine);
 
     mtasts_policy *policy = NULL;
     CHECK_STATUS(mtasts_engine_policy(engine, "enforce.test", &policy), MTASTS_STATUS_OK);

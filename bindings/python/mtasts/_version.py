@@ -3,4 +3,4 @@
 The library refuses to load when ``mtasts_version()`` says otherwise (see ``_lib.py``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
