@@ -70,7 +70,7 @@ fn serve_idle(store: &std::path::Path) {
     std::fs::write(
         &config,
         format!(
-            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\n[cache]\npath = \"{}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\nrefresh_interval_s = 1\n",
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\ndnssec = \"off\"\n[cache]\npath = \"{}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\nrefresh_interval_s = 1\n",
             store.display()
         ),
     )

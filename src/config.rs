@@ -7,6 +7,10 @@
 //! [dns]
 //! nameservers = ["127.0.0.1:53"]   # default: those of /etc/resolv.conf
 //! timeout_ms = 5000                # hard deadline per lookup
+//! dnssec = "validate"              # DANE's DNSSEC: "validate" (in process, from the IANA root),
+//!                                  # "trust-ad" (the AD bit of loopback resolvers) or "off"
+//! trust_anchor = "/etc/mtasts/anchor.ds"  # DS or DNSKEY records to validate from instead of
+//!                                  # the IANA root (private roots, tests); "validate" only
 //!
 //! [https]
 //! ca_file = "/etc/ssl/certs/ca-certificates.crt"  # default: the system's roots
@@ -48,6 +52,10 @@
 //! ```
 //!
 //! The same trust anchors serve the policy fetch and MX certificate validation.
+//!
+//! `[dns] dnssec = "trust-ad"` believes the AD bit of the resolvers, which only a resolver on the
+//! same host can be trusted to set honestly: it is refused unless every nameserver (those of
+//! `/etc/resolv.conf` when none is configured) is a loopback address.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -59,7 +67,7 @@ use serde::Deserialize;
 
 use crate::cache::{ReportStores, SqliteStore, StoreError, Stores};
 use crate::cert::TrustAnchors;
-use crate::dns::{DnsResolver, DnsSettings};
+use crate::dns::{DnsResolver, DnsSettings, DnssecMode};
 use crate::engine::{Engine, OnStoreError, Timing};
 use crate::fetch::{FetchSettings, HttpsFetcher};
 
@@ -97,11 +105,15 @@ pub struct DnsConfig {
     pub nameservers: Vec<String>,
     /// Hard deadline per lookup, in milliseconds.
     pub timeout_ms: u64,
+    /// How DANE's DNSSEC answers are judged: `validate`, `trust-ad` or `off`.
+    pub dnssec: DnssecMode,
+    /// DS or DNSKEY records to validate from instead of the IANA root (`validate` only).
+    pub trust_anchor: Option<PathBuf>,
 }
 
 impl Default for DnsConfig {
     fn default() -> Self {
-        Self { nameservers: Vec::new(), timeout_ms: 5000 }
+        Self { nameservers: Vec::new(), timeout_ms: 5000, dnssec: DnssecMode::Validate, trust_anchor: None }
     }
 }
 
@@ -285,7 +297,13 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Self =
             toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))?;
-        config.nameservers()?;
+        let nameservers = config.nameservers()?;
+        if config.dns.dnssec == DnssecMode::TrustAd {
+            check_loopback(&nameservers, "[dns] nameservers")?;
+        }
+        if config.dns.trust_anchor.is_some() && config.dns.dnssec != DnssecMode::Validate {
+            return Err(ConfigError("[dns] trust_anchor is used only with dnssec = \"validate\"".into()));
+        }
         if config.dns.timeout_ms == 0 || config.https.timeout_ms == 0 || config.https.connect_timeout_ms == 0
         {
             return Err(ConfigError("timeouts must be greater than 0".into()));
@@ -324,11 +342,33 @@ impl Config {
         }
     }
 
-    /// The DNS client this configuration describes.
+    /// The DNS client this configuration describes. With `dnssec = "trust-ad"` and no
+    /// configured nameservers, those of `/etc/resolv.conf` must all be on loopback; a
+    /// `trust_anchor` file must hold DS or DNSKEY records.
     pub fn dns_resolver(&self) -> Result<DnsResolver, ConfigError> {
+        let nameservers = self.nameservers()?;
+        if self.dns.dnssec == DnssecMode::TrustAd && nameservers.is_empty() {
+            let (system, _opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+                ConfigError(format!("[dns] dnssec = \"trust-ad\": cannot read /etc/resolv.conf: {e}"))
+            })?;
+            let system: Vec<SocketAddr> =
+                system.name_servers().iter().map(|ns| SocketAddr::new(ns.ip, 53)).collect();
+            if system.is_empty() {
+                return Err(ConfigError(
+                    "[dns] dnssec = \"trust-ad\": /etc/resolv.conf names no nameserver".into(),
+                ));
+            }
+            check_loopback(&system, "the nameservers of /etc/resolv.conf")?;
+        }
+        if let Some(path) = &self.dns.trust_anchor {
+            crate::dnssec::check_trust_anchor_file(path)
+                .map_err(|e| ConfigError(format!("[dns] trust_anchor: {e}")))?;
+        }
         Ok(DnsResolver::new(DnsSettings {
-            nameservers: self.nameservers()?,
+            nameservers,
             timeout: Duration::from_millis(self.dns.timeout_ms),
+            dnssec: self.dns.dnssec,
+            trust_anchor: self.dns.trust_anchor.clone(),
         }))
     }
 
@@ -374,7 +414,12 @@ impl Config {
             ..FetchSettings::new(anchors.clone())
         };
         let fetcher = HttpsFetcher::new(settings, dns.clone());
-        let builder = Engine::builder(dns, fetcher)
+        let mut builder = Engine::builder(dns.clone(), fetcher);
+        if self.dns.dnssec != DnssecMode::Off {
+            // DANE (RFC 7672): where an MX host has DNSSEC-secure TLSA records, DANE decides.
+            builder = builder.tlsa_resolver(dns);
+        }
+        let builder = builder
             .trust_anchors(anchors)
             .timing(self.timing())
             .on_store_error(self.engine.on_store_error)
@@ -397,6 +442,18 @@ fn open_redis(url: &str, _retry: u64) -> Result<Option<Stores>, StoreError> {
     Err(StoreError(format!(
         "[cache] redis_url = {url:?}: this build of mtasts has no Redis support (build with `--features redis`)"
     )))
+}
+
+/// `trust-ad` believes the AD bit only from resolvers on loopback: the path to a remote resolver
+/// is not protected, so anyone on it could set AD (Postfix and Exim likewise trust a local one).
+fn check_loopback(nameservers: &[SocketAddr], what: &str) -> Result<(), ConfigError> {
+    match nameservers.iter().find(|s| !s.ip().is_loopback()) {
+        Some(s) => Err(ConfigError(format!(
+            "[dns] dnssec = \"trust-ad\" trusts the AD bit of resolvers on loopback only, and {what} \
+             include {s}: use dnssec = \"validate\", or a validating resolver on 127.0.0.1 or ::1"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn parse_nameserver(s: &str) -> Result<SocketAddr, ConfigError> {
@@ -470,6 +527,42 @@ mod tests {
         assert_eq!((c.serve.idle_timeout_ms, c.serve.listen.as_deref()), (Some(0), Some("unix:/tmp/s")));
         assert!(Config::parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().0.contains("listen_on"));
         assert!(Config::parse("[serve]\nmax_connections = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn dnssec_modes() {
+        let c = Config::parse("").unwrap();
+        assert_eq!((c.dns.dnssec, c.dns.trust_anchor.as_deref()), (DnssecMode::Validate, None));
+        let c = Config::parse("[dns]\ndnssec = \"off\"\n").unwrap();
+        assert_eq!(c.dns.dnssec, DnssecMode::Off);
+        let c =
+            Config::parse("[dns]\ndnssec = \"validate\"\ntrust_anchor = \"/etc/mtasts/root.ds\"\n").unwrap();
+        assert_eq!(c.dns.trust_anchor.as_deref(), Some(Path::new("/etc/mtasts/root.ds")));
+        let e = Config::parse("[dns]\ndnssec = \"yes\"\n").unwrap_err();
+        assert!(e.0.contains("trust-ad"), "{e}");
+        let e = Config::parse("[dns]\ndnssec = \"off\"\ntrust_anchor = \"/x\"\n").unwrap_err();
+        assert!(e.0.contains("trust_anchor"), "{e}");
+    }
+
+    #[test]
+    fn trust_ad_needs_loopback_nameservers() {
+        let c = Config::parse("[dns]\ndnssec = \"trust-ad\"\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n")
+            .unwrap();
+        assert_eq!(c.dns.dnssec, DnssecMode::TrustAd);
+        assert_eq!(c.dns_resolver().unwrap().settings().dnssec, DnssecMode::TrustAd);
+        let e =
+            Config::parse("[dns]\ndnssec = \"trust-ad\"\nnameservers = [\"127.0.0.1\", \"192.0.2.53\"]\n")
+                .unwrap_err();
+        assert!(e.0.contains("loopback") && e.0.contains("192.0.2.53:53"), "{e}");
+        assert!(check_loopback(&["[::1]:53".parse().unwrap()], "x").is_ok());
+        assert!(check_loopback(&["[2001:db8::1]:53".parse().unwrap()], "x").is_err());
+    }
+
+    #[test]
+    fn trust_anchor_file_is_checked() {
+        let c = Config::parse("[dns]\ntrust_anchor = \"/nonexistent/anchor\"\n").unwrap();
+        let e = c.dns_resolver().unwrap_err();
+        assert!(e.0.contains("/nonexistent/anchor"), "{e}");
     }
 
     #[test]

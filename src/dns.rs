@@ -55,6 +55,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -81,12 +82,35 @@ pub struct DnsSettings {
     pub nameservers: Vec<SocketAddr>,
     /// The deadline of one call (a lookup, or the A and AAAA pair), retries included.
     pub timeout: Duration,
+    /// How DNSSEC answers are judged for DANE ([`crate::dnssec`]).
+    pub dnssec: DnssecMode,
+    /// A file of DS or DNSKEY records to validate from instead of the IANA root anchors
+    /// (`DnssecMode::Validate` only).
+    pub trust_anchor: Option<PathBuf>,
 }
 
 impl Default for DnsSettings {
     fn default() -> Self {
-        Self { nameservers: Vec::new(), timeout: DEFAULT_TIMEOUT }
+        Self {
+            nameservers: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            dnssec: DnssecMode::default(),
+            trust_anchor: None,
+        }
     }
+}
+
+/// How DNSSEC is judged for DANE (`[dns] dnssec`: `validate`, `trust-ad` or `off`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnssecMode {
+    /// Validate in process (hickory, ring) from the trust anchors.
+    #[default]
+    Validate,
+    /// Trust the AD bit of the configured resolvers, which must all be on loopback.
+    TrustAd,
+    /// No DNSSEC: DANE never applies.
+    Off,
 }
 
 /// One MX record.
@@ -169,7 +193,7 @@ impl DnsResolver {
     }
 
     /// The hickory configuration for a call, and the servers it will ask (for error details).
-    fn config(&self) -> Result<(ResolverConfig, Servers), DnsError> {
+    pub(crate) fn config(&self) -> Result<(ResolverConfig, Servers), DnsError> {
         if self.settings.nameservers.is_empty() {
             let (system, _opts) = hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| DnsError::Temporary(format!("cannot use the system DNS configuration: {e}")))?;
@@ -265,7 +289,7 @@ fn combine_addresses(
 
 /// The servers a call asks, for error details.
 #[derive(Clone, Debug, Default)]
-struct Servers(Vec<SocketAddr>);
+pub(crate) struct Servers(pub(crate) Vec<SocketAddr>);
 
 impl fmt::Display for Servers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -294,7 +318,7 @@ thread_local! {
 /// Reseeds this thread's `rand::rng()` (hickory's source of query ids and source ports) when
 /// the process is not the one it was last seeded in, i.e. after a `fork()`. A thread we have not
 /// seen is reseeded too: it may be the forking thread, carrying state its parent used before.
-fn reseed_after_fork() -> Result<(), DnsError> {
+pub(crate) fn reseed_after_fork() -> Result<(), DnsError> {
     let pid = std::process::id();
     SEEDED_IN.with(|seeded| {
         if seeded.get() == pid {
@@ -310,7 +334,7 @@ fn reseed_after_fork() -> Result<(), DnsError> {
 
 /// `name` as an absolute DNS name (`name.`), so that no search list applies. A name DNS cannot
 /// carry (an empty label, a label over 63 octets) has no records: [`DnsError::NotFound`].
-fn absolute_name(name: &str) -> Result<Name, DnsError> {
+pub(crate) fn absolute_name(name: &str) -> Result<Name, DnsError> {
     let bare = name.strip_suffix('.').unwrap_or(name);
     if bare.is_empty() {
         return Err(DnsError::NotFound);
@@ -350,12 +374,12 @@ fn mx_records(lookup: &Lookup) -> Vec<MxRecord> {
 }
 
 /// Sorts by preference, keeping the received order among equals.
-fn sort_mx(records: &mut [MxRecord]) {
+pub(crate) fn sort_mx(records: &mut [MxRecord]) {
     records.sort_by_key(|r| r.preference);
 }
 
 /// A host name as text: ASCII, lower case, no trailing dot (the root stays `.`).
-fn host_name(name: &Name) -> String {
+pub(crate) fn host_name(name: &Name) -> String {
     let text = name.to_ascii().to_ascii_lowercase();
     match text.strip_suffix('.') {
         Some("") | None => text,
@@ -376,13 +400,13 @@ fn addresses_of(lookup: &Lookup) -> Vec<IpAddr> {
         .collect()
 }
 
-fn timed_out(servers: &Servers, timeout: Duration) -> DnsError {
+pub(crate) fn timed_out(servers: &Servers, timeout: Duration) -> DnsError {
     DnsError::Temporary(format!("timed out after {} ms asking {servers}", timeout.as_millis()))
 }
 
 /// Maps a hickory error to the engine's: NXDOMAIN and NODATA are "not found", everything else
 /// may pass.
-fn classify(error: &NetError, servers: &Servers, timeout: Duration) -> DnsError {
+pub(crate) fn classify(error: &NetError, servers: &Servers, timeout: Duration) -> DnsError {
     match error {
         NetError::Dns(HickoryDnsError::NoRecordsFound(_)) => DnsError::NotFound,
         NetError::Dns(HickoryDnsError::ResponseCode(code)) => {
@@ -397,7 +421,7 @@ fn classify(error: &NetError, servers: &Servers, timeout: Duration) -> DnsError 
 }
 
 /// The mnemonic of a response code, as `dig` prints it.
-fn rcode_name(code: ResponseCode) -> String {
+pub(crate) fn rcode_name(code: ResponseCode) -> String {
     match code {
         ResponseCode::NoError => "NOERROR".into(),
         ResponseCode::FormErr => "FORMERR".into(),

@@ -60,6 +60,7 @@ pub mod cert;
 pub mod config;
 pub mod counts;
 pub mod dns;
+pub mod dnssec;
 pub mod domain;
 pub mod engine;
 pub mod fetch;

@@ -163,7 +163,7 @@ impl Target {
         std::fs::write(
             &config,
             format!(
-                "[dns]\nnameservers = [\"{}\"]\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
+                "[dns]\nnameservers = [\"{}\"]\ndnssec = \"off\"\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
                 fixtures.dns.addr(),
                 dir.join("ca.pem").display(),
                 fixtures.https.addr().port(),

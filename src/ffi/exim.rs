@@ -552,7 +552,7 @@ mod tests {
         let path = dir.join("mtasts.toml");
         std::fs::write(
             &path,
-            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\n[cache]\npath = \"memory\"\n",
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\ndnssec = \"off\"\n[cache]\npath = \"memory\"\n",
         )
         .expect("write config");
         let arg = [b"config=".as_slice(), path.as_os_str().as_bytes()].concat();
@@ -637,7 +637,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "[dns]\nnameservers = [\"{}\"]\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"memory\"\n",
+                "[dns]\nnameservers = [\"{}\"]\ndnssec = \"off\"\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"memory\"\n",
                 dns.addr(),
                 dir.join("ca.pem").display(),
                 https.addr().port()

@@ -1011,7 +1011,7 @@ static void test_store_state(const mtasts_engine *fixture_engine) {
     for (int i = 0; i < 40; i++) fputs("not a database, just text ", f);
     fclose(f);
     snprintf(text, sizeof text,
-             "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[cache]\npath = \"%s\"\n"
+             "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\ndnssec = \"off\"\n[cache]\npath = \"%s\"\n"
              "[engine]\non_store_error = \"tempfail\"\n",
              store);
     f = fopen(config, "w");

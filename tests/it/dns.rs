@@ -28,7 +28,7 @@ fn resolver(server: &DnsServer) -> DnsResolver {
 }
 
 fn resolver_with_timeout(server: &DnsServer, timeout: Duration) -> DnsResolver {
-    DnsResolver::new(DnsSettings { nameservers: vec![server.addr()], timeout })
+    DnsResolver::new(DnsSettings { nameservers: vec![server.addr()], timeout, ..DnsSettings::default() })
 }
 
 fn strings(records: Vec<Vec<u8>>) -> Vec<String> {

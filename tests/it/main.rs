@@ -10,6 +10,7 @@
 mod common;
 
 mod cli;
+mod dane_dns;
 mod dane_engine;
 mod dns;
 mod engine;

@@ -115,7 +115,7 @@ fn an_engine_with_a_broken_store_carries_on_in_memory() {
     std::fs::write(&path, b"this is not a database, it is a text file that happens to be here")
         .expect("write");
     let toml = format!(
-        "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\n[cache]\npath = \"{}\"\n",
+        "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 200\ndnssec = \"off\"\n[cache]\npath = \"{}\"\n",
         path.display()
     );
     let config = mtasts::config::Config::parse(&toml).expect("config");
@@ -441,7 +441,7 @@ fn blocked_discovery_config(dir: &Path, path: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\n[cache]\npath = \"{}\"\n{extra}",
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 300\ndnssec = \"off\"\n[cache]\npath = \"{}\"\n{extra}",
             path.display()
         ),
     )

@@ -1,0 +1,332 @@
+//! DNSSEC-validated lookups for DANE (`mtasts::dnssec`) against signed zones served by the DNS
+//! fixture on 127.0.0.1 (zones signed in Rust at test time, `mtasts_fixtures::dnssec`).
+//!
+//! Tests are named after the requirement ids of docs/dane.md ("DNSSEC lookups").
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use mtasts::Domain;
+use mtasts::dns::{DnsResolver, DnsSettings, DnssecMode, MxRecord};
+use mtasts::dnssec::MxLookup;
+use mtasts::ports::{Security, TlsaLookup, TlsaRecord, TlsaResolver};
+use mtasts_fixtures::dns::DnsServer;
+use mtasts_fixtures::dnssec::{AnchorForm, SignedZones, ZoneSet};
+
+/// Association data of the TLSA records: what they hold does not matter here.
+const DATA: [u8; 32] = [0xab; 32];
+const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// The zones: `test.` (the root of test, signed), `example.test.` (signed) and
+/// `unsigned.example.test.` (an insecure delegation: no DS, proven by NSEC).
+fn zones() -> SignedZones {
+    let mut z = ZoneSet::new("test");
+    z.zone("example.test", true).zone("unsigned.example.test", false);
+    z.mx("example.test", 10, "mx.example.test")
+        .mx("example.test", 20, "mx2.example.test")
+        // A plain MX host with a TLSA RRset.
+        .a("mx.example.test", LO)
+        .tlsa("_25._tcp.mx.example.test", 3, 1, 1, &DATA)
+        // An alias whose expanded name has TLSA records.
+        .cname("alias.example.test", "mx2.example.test")
+        .a("mx2.example.test", LO)
+        .tlsa("_25._tcp.mx2.example.test", 2, 0, 1, &DATA)
+        // An alias whose expanded name has none: the original name's are used.
+        .cname("alias2.example.test", "mx3.example.test")
+        .a("mx3.example.test", LO)
+        .tlsa("_25._tcp.alias2.example.test", 3, 0, 1, &DATA)
+        // A host whose TLSA name is an alias.
+        .a("mx4.example.test", LO)
+        .cname("_25._tcp.mx4.example.test", "shared-tlsa.example.test")
+        .tlsa("shared-tlsa.example.test", 3, 1, 2, &DATA)
+        // A secure host without TLSA records.
+        .a("plain.example.test", LO)
+        // Spoiled signatures: on the TLSA RRset, on the address records.
+        .a("bad.example.test", LO)
+        .tlsa("_25._tcp.bad.example.test", 3, 1, 1, &DATA)
+        .spoil("_25._tcp.bad.example.test", RecordType::TLSA)
+        .a("badaddr.example.test", LO)
+        .tlsa("_25._tcp.badaddr.example.test", 3, 1, 1, &DATA)
+        .spoil("badaddr.example.test", RecordType::A)
+        // Hosts whose TLSA lookup never gets an answer, or SERVFAIL.
+        .a("slow.example.test", LO)
+        .a("fail.example.test", LO)
+        // A secure alias into the unsigned zone.
+        .cname("toinsecure.example.test", "mx.unsigned.example.test")
+        // The unsigned zone.
+        .mx("unsigned.example.test", 10, "mx.unsigned.example.test")
+        .a("mx.unsigned.example.test", LO)
+        .tlsa("_25._tcp.mx.unsigned.example.test", 3, 1, 1, &DATA);
+    z.sign()
+}
+
+struct World {
+    server: DnsServer,
+    anchor: PathBuf,
+    zones_anchor: String,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.anchor);
+    }
+}
+
+/// The fixture serving the zones, and a trust anchor file in the given form.
+fn world(tag: &str, form: AnchorForm) -> World {
+    let server = DnsServer::start().expect("start the DNS fixture");
+    let zones = zones();
+    let line = zones.trust_anchor(form);
+    server.serve_zones(zones);
+    server.set_silent("_25._tcp.slow.example.test");
+    server.set_servfail("_25._tcp.fail.example.test");
+    let anchor = std::env::temp_dir().join(format!("mtasts-dane-anchor-{tag}-{}", std::process::id()));
+    std::fs::write(&anchor, format!("; the root of test\n{line}\n")).expect("write the trust anchor");
+    World { server, anchor, zones_anchor: line }
+}
+
+impl World {
+    fn resolver(&self, timeout: Duration) -> DnsResolver {
+        DnsResolver::new(DnsSettings {
+            nameservers: vec![self.server.addr()],
+            timeout,
+            dnssec: DnssecMode::Validate,
+            trust_anchor: Some(self.anchor.clone()),
+        })
+    }
+
+    /// Generous: the machine is shared, and nothing here waits for it to pass.
+    fn validating(&self) -> DnsResolver {
+        self.resolver(Duration::from_secs(10))
+    }
+}
+
+fn host(name: &str) -> Domain {
+    Domain::parse(name).expect("a host name")
+}
+
+fn secure(records: &[(u8, u8, u8)]) -> Vec<TlsaRecord> {
+    records
+        .iter()
+        .map(|&(usage, selector, matching_type)| TlsaRecord {
+            usage,
+            selector,
+            matching_type,
+            data: DATA.to_vec(),
+        })
+        .collect()
+}
+
+fn expect_secure(lookup: TlsaLookup, want: &[(u8, u8, u8)]) {
+    match lookup {
+        TlsaLookup::Secure { records, ttl } => {
+            assert_eq!(records, secure(want));
+            assert!(ttl > 0 && ttl <= mtasts_fixtures::dnssec::TTL, "ttl {ttl}");
+        }
+        other => panic!("expected a secure TLSA RRset, got {other:?}"),
+    }
+}
+
+#[test]
+fn dane_dns_3_secure_tlsa_at_the_mx_host() {
+    let w = world("3", AnchorForm::Dnskey);
+    expect_secure(w.validating().tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+    let asked: Vec<(String, String)> =
+        w.server.queries().iter().map(|q| (q.name.to_ascii_lowercase(), q.qtype.clone())).collect();
+    // Address records first, then TLSA at _25._tcp.<host>.
+    let a = asked.iter().position(|q| *q == ("mx.example.test".into(), "A".into())).expect("A asked");
+    let t = asked
+        .iter()
+        .position(|q| *q == ("_25._tcp.mx.example.test".into(), "TLSA".into()))
+        .expect("TLSA asked");
+    assert!(a < t, "{asked:?}");
+}
+
+#[test]
+fn dane_dns_1_mx_rrset_with_its_security() {
+    let w = world("1", AnchorForm::Dnskey);
+    let r = w.validating();
+    let mx = |p, e: &str| MxRecord { preference: p, exchange: e.into() };
+    assert_eq!(
+        r.mx_dnssec(&host("example.test")),
+        MxLookup::Records {
+            records: vec![mx(10, "mx.example.test"), mx(20, "mx2.example.test")],
+            security: Security::Secure
+        }
+    );
+    assert_eq!(
+        r.mx_dnssec(&host("unsigned.example.test")),
+        MxLookup::Records { records: vec![mx(10, "mx.unsigned.example.test")], security: Security::Insecure }
+    );
+    // No MX: a secure denial.
+    assert_eq!(
+        r.mx_dnssec(&host("plain.example.test")),
+        MxLookup::Records { records: vec![], security: Security::Secure }
+    );
+    assert_eq!(
+        r.mx_dnssec(&host("missing.example.test")),
+        MxLookup::Records { records: vec![], security: Security::Secure }
+    );
+}
+
+#[test]
+fn dane_dns_2_insecure_address_records_mean_no_dane() {
+    let w = world("2", AnchorForm::Dnskey);
+    let r = w.validating();
+    // In the unsigned child zone (insecure delegation), TLSA records are never looked up.
+    w.server.clear_queries();
+    assert_eq!(r.tlsa(&host("mx.unsigned.example.test")), TlsaLookup::NotApplicable);
+    assert!(
+        !w.server.queries().iter().any(|q| q.qtype == "TLSA"),
+        "no TLSA lookup for an insecure host: {:?}",
+        w.server.queries()
+    );
+    // A secure CNAME into the unsigned zone is insecure too.
+    assert_eq!(r.tlsa(&host("toinsecure.example.test")), TlsaLookup::NotApplicable);
+}
+
+#[test]
+fn dane_dns_4_cname_expanded_name_first_then_the_original() {
+    let w = world("4", AnchorForm::Dnskey);
+    let r = w.validating();
+    expect_secure(r.tlsa(&host("alias.example.test")), &[(2, 0, 1)]);
+    w.server.clear_queries();
+    expect_secure(r.tlsa(&host("alias2.example.test")), &[(3, 0, 1)]);
+    let tlsa: Vec<String> = w
+        .server
+        .queries()
+        .iter()
+        .filter(|q| q.qtype == "TLSA")
+        .map(|q| q.name.to_ascii_lowercase())
+        .collect();
+    assert_eq!(tlsa, vec!["_25._tcp.mx3.example.test", "_25._tcp.alias2.example.test"]);
+}
+
+#[test]
+fn dane_dns_5_tlsa_name_behind_a_cname() {
+    let w = world("5", AnchorForm::Dnskey);
+    expect_secure(w.validating().tlsa(&host("mx4.example.test")), &[(3, 1, 2)]);
+}
+
+#[test]
+fn dane_dns_6_no_tlsa_records_or_insecure_is_not_applicable() {
+    let w = world("6", AnchorForm::Dnskey);
+    assert_eq!(w.validating().tlsa(&host("plain.example.test")), TlsaLookup::NotApplicable);
+    assert_eq!(w.validating().tlsa(&host("nonexistent.example.test")), TlsaLookup::NotApplicable);
+}
+
+#[test]
+fn dane_dns_7_bogus_signatures_are_bogus_never_secure_or_no_dane() {
+    let w = world("7", AnchorForm::Dnskey);
+    let r = w.validating();
+    for name in ["bad.example.test", "badaddr.example.test"] {
+        match r.tlsa(&host(name)) {
+            TlsaLookup::Bogus(detail) => assert!(detail.contains("bogus"), "{detail}"),
+            other => panic!("{name}: a spoiled signature must be Bogus, got {other:?}"),
+        }
+    }
+    // A trust anchor that does not match the root of test's key: everything is bogus.
+    let other = zones().trust_anchor(AnchorForm::Dnskey);
+    assert_ne!(other, w.zones_anchor);
+    std::fs::write(&w.anchor, format!("{other}\n")).expect("write the trust anchor");
+    for name in ["mx.example.test", "plain.example.test"] {
+        let got = r.tlsa(&host(name));
+        assert!(matches!(got, TlsaLookup::Bogus(_)), "{name} under a foreign anchor: {got:?}");
+    }
+    assert!(matches!(r.mx_dnssec(&host("example.test")), MxLookup::Bogus(_)));
+}
+
+#[test]
+fn dane_dns_8_timeouts_and_servfail_are_failures() {
+    let w = world("8", AnchorForm::Dnskey);
+    match w.validating().tlsa(&host("fail.example.test")) {
+        TlsaLookup::Failed(detail) => assert!(detail.contains("SERVFAIL"), "{detail}"),
+        other => panic!("SERVFAIL must be a failure, got {other:?}"),
+    }
+    // Short deadline: the TLSA question is never answered.
+    match w.resolver(Duration::from_secs(2)).tlsa(&host("slow.example.test")) {
+        TlsaLookup::Failed(detail) => assert!(detail.contains("timed out"), "{detail}"),
+        other => panic!("a timeout must be a failure, got {other:?}"),
+    }
+    assert!(w.server.queries().iter().any(|q| q.name.eq_ignore_ascii_case("_25._tcp.slow.example.test")));
+}
+
+#[test]
+fn dane_dns_9_ds_trust_anchor() {
+    let w = world("9", AnchorForm::Ds);
+    expect_secure(w.validating().tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+    assert!(matches!(w.validating().tlsa(&host("bad.example.test")), TlsaLookup::Bogus(_)));
+}
+
+#[test]
+fn dane_dns_10_off_asks_nothing() {
+    let w = world("10", AnchorForm::Dnskey);
+    let r = DnsResolver::new(DnsSettings {
+        nameservers: vec![w.server.addr()],
+        dnssec: DnssecMode::Off,
+        ..DnsSettings::default()
+    });
+    assert_eq!(r.tlsa(&host("mx.example.test")), TlsaLookup::NotApplicable);
+    assert!(w.server.queries().is_empty());
+}
+
+#[test]
+fn dane_dns_11_trust_ad_from_a_loopback_resolver() {
+    let w = world("11", AnchorForm::Dnskey);
+    w.server.set_validating(true);
+    let r = DnsResolver::new(DnsSettings {
+        nameservers: vec![w.server.addr()],
+        timeout: Duration::from_secs(10),
+        dnssec: DnssecMode::TrustAd,
+        trust_anchor: None,
+    });
+    expect_secure(r.tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+    expect_secure(r.tlsa(&host("alias2.example.test")), &[(3, 0, 1)]);
+    assert_eq!(r.tlsa(&host("mx.unsigned.example.test")), TlsaLookup::NotApplicable);
+    assert_eq!(r.tlsa(&host("plain.example.test")), TlsaLookup::NotApplicable);
+    // The resolver answers SERVFAIL for a bogus answer: a failure, never "no DANE".
+    assert!(matches!(r.tlsa(&host("bad.example.test")), TlsaLookup::Failed(_)));
+    assert!(matches!(
+        r.mx_dnssec(&host("example.test")),
+        MxLookup::Records { security: Security::Secure, .. }
+    ));
+    // Without AD from the resolver, nothing is secure.
+    w.server.set_validating(false);
+    assert_eq!(r.tlsa(&host("mx.example.test")), TlsaLookup::NotApplicable);
+    // The queries asked for AD and were sent to the loopback resolver only.
+    assert!(w.server.queries().iter().all(|q| q.src.ip().is_loopback()));
+}
+
+#[test]
+fn dane_dns_11_trust_ad_refuses_a_non_loopback_resolver() {
+    // Never contacted: refused before anything is sent.
+    let r = DnsResolver::new(DnsSettings {
+        nameservers: vec!["127.0.0.1:9".parse().expect("addr"), "192.0.2.53:53".parse().expect("addr")],
+        dnssec: DnssecMode::TrustAd,
+        ..DnsSettings::default()
+    });
+    match r.tlsa(&host("mx.example.test")) {
+        TlsaLookup::Failed(detail) => assert!(detail.contains("loopback"), "{detail}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The figure of docs/dane.md: DNS queries of the first validated TLSA lookup of a host (empty
+/// caches, as every call starts), with a DNSKEY trust anchor and with a DS one.
+#[test]
+fn dane_dns_queries_of_the_first_validated_lookup() {
+    // The figures written in docs/dane.md: a change in hickory or in the lookups shows here.
+    for (tag, form, want) in [("count-dnskey", AnchorForm::Dnskey, 9), ("count-ds", AnchorForm::Ds, 10)] {
+        let w = world(tag, form);
+        expect_secure(w.validating().tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+        let queries = w.server.queries();
+        let list: Vec<String> =
+            queries.iter().map(|q| format!("{} {}", q.name.to_ascii_lowercase(), q.qtype)).collect();
+        println!("first validated TLSA lookup ({form:?} anchor): {} DNS queries: {list:?}", queries.len());
+        let out = std::env::temp_dir().join(format!("mtasts-dane-dns-queries-{form:?}.txt"));
+        std::fs::write(&out, format!("{}\n{}\n", queries.len(), list.join("\n"))).expect("write the figure");
+        assert_eq!(queries.len(), want, "{list:?}");
+    }
+}
