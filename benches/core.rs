@@ -1,5 +1,6 @@
 //! Benchmarks of the core: the cached check, policy parsing, MX matching, certificate chain
-//! validation (first time and memoised), and the cached check from two threads.
+//! validation (first time and memoised), a DANE-EE TLSA match, and the cached check from two
+//! threads.
 //!
 //! `cargo bench --bench core`; figures are written down in BENCHMARKS.md.
 
@@ -13,8 +14,11 @@ use mtasts::cache::Failure;
 use mtasts::cert::CertVerifier;
 use mtasts::engine::{DnsError, Fetcher, Resolver};
 use mtasts::mx::MxPattern;
+use mtasts::ports::TlsaRecord;
+use mtasts::tlsa::{self, DaneMatch, Usage};
 use mtasts::{Domain, Engine, Policy, Timing, TrustAnchors};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls_pki_types::CertificateDer;
 
 const POLICY: &str = "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 604800\n";
 
@@ -40,7 +44,8 @@ fn warm_engine() -> Engine {
     engine
 }
 
-fn chain() -> (Vec<u8>, String) {
+/// A leaf for `mx.example.com` (DER and PEM) and the root that signed it (PEM).
+fn chain() -> (Vec<u8>, String, String) {
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca.distinguished_name.push(DnType::CommonName, "bench root");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,7 +55,7 @@ fn chain() -> (Vec<u8>, String) {
         .expect("params")
         .signed_by(&key, &root)
         .expect("leaf");
-    (leaf.der().to_vec(), root.pem())
+    (leaf.der().to_vec(), leaf.pem(), root.pem())
 }
 
 fn now() -> u64 {
@@ -69,7 +74,7 @@ fn benches(c: &mut Criterion) {
     let host = Domain::parse("mx1.example.net").expect("host");
     c.bench_function("MX match (wildcard)", |b| b.iter(|| black_box(&pattern).matches(black_box(&host))));
 
-    let (leaf, root_pem) = chain();
+    let (leaf, leaf_pem, root_pem) = chain();
     let anchors = TrustAnchors::from_pem(root_pem.as_bytes(), "bench").expect("anchors");
     let mx = Domain::parse("mx.example.com").expect("mx");
     let t = now();
@@ -84,6 +89,24 @@ fn benches(c: &mut Criterion) {
     verifier.verify(&leaf, &mx, t).expect("valid");
     c.bench_function("certificate chain, memoised", |b| {
         b.iter(|| verifier.verify(black_box(&leaf), &mx, t).expect("valid"))
+    });
+
+    // DANE-EE `3 1 1`: the SHA-256 of the leaf's key, against a PEM chain of two certificates.
+    let leaf_der = CertificateDer::from(leaf.as_slice());
+    let spki = webpki::EndEntityCert::try_from(&leaf_der).expect("leaf").subject_public_key_info();
+    let records = [TlsaRecord {
+        usage: 3,
+        selector: 1,
+        matching_type: 1,
+        data: ring::digest::digest(&ring::digest::SHA256, spki.as_ref()).as_ref().to_vec(),
+    }];
+    let pem = format!("{leaf_pem}{root_pem}");
+    let names = [mx.clone()];
+    c.bench_function("DANE-EE 3 1 1 match (PEM chain of 2)", |b| {
+        b.iter(|| {
+            let got = tlsa::verify(black_box(&records), black_box(pem.as_bytes()), &names, t);
+            assert_eq!(got, DaneMatch::Passed { by: Usage::DaneEe });
+        })
     });
 }
 

@@ -22,12 +22,12 @@
 //!   the leaf must carry a subjectAltName dNSName for one of the given names: the TLSA base
 //!   domain or the MX host name (RFC 7672 §3.2.2), wildcards covering one label.
 //!
-//! What a failure reports (DANE-TLSA-12; for the engine, which turns it into a verdict and TLSRPT
-//! counts): `tlsa-invalid` when no usable record matches the chain (RFC 8460 §4.3.2.1); the certificate
+//! What a failure reports (DANE-TLSA-12; the engine turns it into a verdict and TLSRPT counts):
+//! `tlsa-invalid` when no usable record matches the chain (RFC 8460 §4.3.2.1); the certificate
 //! result type (`certificate-host-mismatch`, `certificate-expired`, `certificate-not-trusted`,
 //! `validation-failure`) when a DANE-TA anchor was found in the chain but the chain below it or
 //! the leaf's names fail, because that says what the MX operator has to fix. A chain that cannot
-//! be read is `validation-failure`, as in [`crate::cert`].
+//! be read is `validation-failure`, as in [`crate::cert`]. Decisions T1 to T5 of `docs/dane.md`.
 //!
 //! Pure: no I/O, no clock (`now` is an argument), no memo.
 
