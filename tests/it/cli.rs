@@ -89,12 +89,12 @@ fn check_json_enforce_policy() {
     assert_eq!(mx.len(), 3);
     assert_eq!(
         mx[0],
-        serde_json::json!({"host": "mx.example.test", "matches": true, "verdict": "pass", "reason": null})
+        serde_json::json!({"host": "mx.example.test", "matches": true, "verdict": "pass", "reason": null, "dane": null})
     );
     assert_eq!(mx[1]["verdict"], "pass");
     assert_eq!(
         mx[2],
-        serde_json::json!({"host": "evil.example.test", "matches": false, "verdict": "fail-enforce", "reason": "mx-mismatch"})
+        serde_json::json!({"host": "evil.example.test", "matches": false, "verdict": "fail-enforce", "reason": "mx-mismatch", "dane": null})
     );
     // FETCH-13, FETCH-15: SNI is the policy host and the request line is exact.
     let requests = w.https.requests();

@@ -103,3 +103,32 @@ fn dnssec_off_never_does_dane() {
     assert_eq!(o.verdict, Verdict::NoPolicy, "{o:?}");
     assert!(o.dane.is_none());
 }
+
+#[test]
+fn mtasts_check_shows_dane_per_mx() {
+    let (_f, config) = fixture("cli");
+    let run = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mtasts"));
+        cmd.args(["check", "example.test", "--mx", "mx.example.test", "--mx", "plain.example.test"])
+            .arg("--config")
+            .arg(&config);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("mtasts check");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let v: serde_json::Value = serde_json::from_str(&run(true)).expect("JSON");
+    let hex: String = mx_leaf_spki_sha256().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        v["mx"][0]["dane"],
+        serde_json::json!({"secure": true, "records": [format!("3 1 1 {hex}")], "usable": 1, "state": "tls-required"})
+    );
+    assert_eq!(v["mx"][1]["dane"], serde_json::Value::Null, "no TLSA records: DANE does not apply");
+    let text = run(false);
+    assert!(
+        text.contains("DANE: 1 DNSSEC-secure TLSA record(s), 1 usable: TLS is mandatory and DANE decides"),
+        "{text}"
+    );
+}

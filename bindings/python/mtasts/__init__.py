@@ -80,6 +80,8 @@ __all__ = [
     "Policy",
     "StoreState",
     "StoreStatus",
+    "DecidedBy",
+    "DaneStatus",
     "Engine",
     "check",
     "store_status",
@@ -162,6 +164,44 @@ class Reason(enum.IntEnum):
         """The RFC 8460 result type (``mtasts_reason_str``): ``"certificate-expired"``, ...,
         ``"mx-mismatch"``, or ``"none"``."""
         return _static_str(_lib.lib.mtasts_reason_str(self.value))
+
+
+class DecidedBy(enum.IntEnum):
+    """``enum mtasts_decided_by``: which protocol decided a check (stable values)."""
+
+    #: Neither: no MTA-STS policy in force and no DANE for the MX.
+    NONE = 0
+    #: The MTA-STS policy (``enforce`` or ``testing``).
+    MTA_STS = 1
+    #: DANE (RFC 7672): the MX has DNSSEC-secure TLSA records, or their lookup failed.
+    DANE = 2
+
+
+@dataclass(frozen=True)
+class DaneStatus:
+    """DANE's part of a check (``struct mtasts_dane``), from :meth:`Engine.check_dane` and
+    :meth:`Engine.check_mx_dane`."""
+
+    #: DANE applies to the MX (a DNSSEC-secure TLSA RRset, or a failed DNSSEC lookup): it decides.
+    applies: bool
+    #: Never deliver to this MX without TLS (DANE applies, or an ``enforce`` policy lists it).
+    tls_required: bool
+    #: TLSA records of the secure RRset.
+    tlsa_records: int
+    #: How many of them are usable for SMTP (0 with ``applies``: TLS without authentication).
+    usable_records: int
+    #: Which protocol decided.
+    decided_by: DecidedBy
+
+    @classmethod
+    def _from_c(cls, d: _lib.Dane) -> DaneStatus:
+        return cls(
+            applies=bool(d.applies),
+            tls_required=bool(d.tls_required),
+            tlsa_records=int(d.tlsa_records),
+            usable_records=int(d.usable_records),
+            decided_by=DecidedBy(d.decided_by),
+        )
 
 
 class StoreState(enum.IntEnum):
@@ -415,6 +455,41 @@ class Engine(Managed):
         finally:
             self._release()
         return Result._from_c(out)
+
+    def check_dane(
+        self, domain: str, mx: MxName, cert: Optional[CertificateChain] = None
+    ) -> Tuple[Result, DaneStatus]:
+        """As :meth:`check`, and also what DANE decided (``mtasts_engine_check_dane``): where
+        the MX has DNSSEC-secure TLSA records, DANE decides whatever the MTA-STS mode, and every
+        DANE failure is :attr:`Verdict.FAIL_ENFORCE` (:attr:`Reason.TLSA_INVALID`,
+        :attr:`Reason.DNSSEC_INVALID`, :attr:`Reason.DANE_REQUIRED`). Thread-safe."""
+        d, m = _str_arg(domain, "domain"), _mx_arg(mx)
+        buf, n = _cert_arg(cert)
+        out, dane = _lib.Result(), _lib.Dane(size=ctypes.sizeof(_lib.Dane))
+        ptr = self._acquire()
+        try:
+            status = _lib.lib.mtasts_engine_check_dane(
+                ptr, d, m, buf, n, ctypes.byref(out), ctypes.byref(dane)
+            )
+            if status != Status.OK:
+                raise error_from_status(status)
+        finally:
+            self._release()
+        return Result._from_c(out), DaneStatus._from_c(dane)
+
+    def check_mx_dane(self, domain: str, mx: MxName) -> Tuple[Result, DaneStatus]:
+        """As :meth:`check_mx` (before connecting), and also whether DANE applies to the MX and
+        whether TLS is required (``tls_required``: never fall back to plaintext). Thread-safe."""
+        d, m = _str_arg(domain, "domain"), _mx_arg(mx)
+        out, dane = _lib.Result(), _lib.Dane(size=ctypes.sizeof(_lib.Dane))
+        ptr = self._acquire()
+        try:
+            status = _lib.lib.mtasts_engine_check_mx_dane(ptr, d, m, ctypes.byref(out), ctypes.byref(dane))
+            if status != Status.OK:
+                raise error_from_status(status)
+        finally:
+            self._release()
+        return Result._from_c(out), DaneStatus._from_c(dane)
 
     def check_mx(self, domain: str, mx: MxName) -> Result:
         """Judges only the MX name, before connecting.

@@ -47,6 +47,19 @@ class Result(ctypes.Structure):
     ]
 
 
+class Dane(ctypes.Structure):
+    """``struct mtasts_dane``: DANE's part of a check; ``size`` is set before the call."""
+
+    _fields_ = [
+        ("size", c_size_t),
+        ("applies", c_uint32),
+        ("tls_required", c_uint32),
+        ("tlsa_records", c_uint32),
+        ("usable_records", c_uint32),
+        ("decided_by", c_uint32),
+    ]
+
+
 # name -> (restype, argtypes), in the order of include/mtasts.h.
 SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "mtasts_version": (c_char_p, []),
@@ -62,6 +75,14 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         [c_void_p, c_char_p, c_char_p, POINTER(c_uint8), c_size_t, POINTER(Result)],
     ),
     "mtasts_engine_check_mx": (c_uint32, [c_void_p, c_char_p, c_char_p, POINTER(Result)]),
+    "mtasts_engine_check_dane": (
+        c_uint32,
+        [c_void_p, c_char_p, c_char_p, POINTER(c_uint8), c_size_t, POINTER(Result), POINTER(Dane)],
+    ),
+    "mtasts_engine_check_mx_dane": (
+        c_uint32,
+        [c_void_p, c_char_p, c_char_p, POINTER(Result), POINTER(Dane)],
+    ),
     "mtasts_engine_policy": (c_uint32, [c_void_p, c_char_p, POINTER(c_void_p)]),
     "mtasts_engine_record": (
         c_uint32,

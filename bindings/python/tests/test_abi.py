@@ -19,6 +19,7 @@ ENUMS: Dict[str, Type[enum.IntEnum]] = {
     "MTASTS_REASON_": Reason,
     "MTASTS_MODE_": Mode,
     "MTASTS_STORE_": mtasts.StoreState,
+    "MTASTS_DECIDED_BY_": mtasts.DecidedBy,
 }
 
 
@@ -70,6 +71,7 @@ def expected_ctype(c_type: str) -> Any:
         "char *": ctypes.POINTER(ctypes.c_char),
         "size_t *": ctypes.POINTER(ctypes.c_size_t),
         "mtasts_store_state *": ctypes.POINTER(ctypes.c_uint32),
+        "struct mtasts_dane *": ctypes.POINTER(_lib.Dane),
         "const uint8_t *": ctypes.POINTER(ctypes.c_uint8),
         "struct mtasts_result *": ctypes.POINTER(_lib.Result),
         "struct mtasts_engine *": ctypes.c_void_p,
@@ -83,7 +85,7 @@ def expected_ctype(c_type: str) -> Any:
 
 def test_every_header_enum_value_matches() -> None:
     values = header_enum_values()
-    assert len(values) == 11 + 5 + 14 + 4 + 4, values
+    assert len(values) == 11 + 5 + 14 + 4 + 4 + 3, values
     for name, value in values.items():
         prefix = next(p for p in ENUMS if name.startswith(p))
         member = ENUMS[prefix][name[len(prefix) :]]
@@ -124,7 +126,7 @@ def test_unknown_values_have_the_name_unknown() -> None:
 
 def test_every_header_function_is_declared() -> None:
     functions = header_functions()
-    assert len(functions) == 24, sorted(functions)
+    assert len(functions) == 26, sorted(functions)
     assert set(functions) == set(_lib.SIGNATURES)
     for name, (returns, params) in functions.items():
         restype, argtypes = _lib.SIGNATURES[name]

@@ -47,6 +47,8 @@ struct MxLine {
     verdict: &'static str,
     reason: Option<String>,
     detail: Option<String>,
+    /// What DANE found for this MX (`None`: DANE does not apply).
+    dane: Option<std::sync::Arc<mtasts::engine::DaneInfo>>,
 }
 
 /// Everything `check` found.
@@ -91,6 +93,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 reason: (o.reason != Reason::None && o.verdict != Verdict::NoPolicy)
                     .then(|| o.reason.as_str().to_owned()),
                 detail: o.detail.filter(|_| o.verdict != Verdict::NoPolicy).map(String::from),
+                dane: o.dane,
             },
             Err(e) => MxLine {
                 preference,
@@ -99,6 +102,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 verdict: "error",
                 reason: Some("invalid-host".into()),
                 detail: Some(e.to_string()),
+                dane: None,
             },
         };
         mx.push(line);
@@ -155,13 +159,41 @@ fn to_json(r: &Report) -> Value {
     let error = res
         .and_then(|res| res.error.as_ref())
         .map_or(Value::Null, |e| json!({ "result_type": e.reason.as_str(), "detail": e.detail }));
-    let mx: Vec<Value> = r
-        .mx
-        .iter()
-        .map(|m| json!({ "host": m.host, "matches": m.matches, "verdict": m.verdict, "reason": m.reason }))
-        .collect();
+    let mx: Vec<Value> =
+        r.mx.iter()
+            .map(|m| {
+                json!({
+                    "host": m.host, "matches": m.matches, "verdict": m.verdict, "reason": m.reason,
+                    "dane": m.dane.as_deref().map(dane_json),
+                })
+            })
+            .collect();
     let store = json!({ "state": r.store.as_str(), "detail": r.store.detail() });
     json!({ "domain": r.domain, "record": record, "policy": policy, "error": error, "mx": mx, "store": store })
+}
+
+/// `mx[].dane`: whether the TLSA RRset was DNSSEC-secure, its records (`usage selector matching
+/// hex`), how many are usable, and DANE's state for this check.
+fn dane_json(d: &mtasts::engine::DaneInfo) -> Value {
+    let records: Vec<String> = d.records().iter().map(tlsa_text).collect();
+    json!({ "secure": d.secure(), "records": records, "usable": d.usable, "state": dane_state(d) })
+}
+
+fn tlsa_text(r: &mtasts::ports::TlsaRecord) -> String {
+    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{} {} {} {hex}", r.usage, r.selector, r.matching_type)
+}
+
+/// DANE's state for a check made before connecting (this command never connects).
+fn dane_state(d: &mtasts::engine::DaneInfo) -> &'static str {
+    use mtasts::Dane;
+    match d.dane {
+        Dane::Pending | Dane::Passed => "tls-required",
+        Dane::DnssecInvalid => "dnssec-invalid",
+        Dane::Failed => "tlsa-invalid",
+        Dane::Required => "dane-required",
+        Dane::NotApplicable => "not-applicable",
+    }
 }
 
 fn to_text(r: &Report) -> String {
@@ -256,6 +288,21 @@ fn to_text(r: &Report) -> String {
             line.push_str(&format!(": {detail}"));
         }
         push(&mut out, line);
+        if let Some(d) = &m.dane {
+            let line = if d.secure() {
+                format!(
+                    "       DANE: {} DNSSEC-secure TLSA record(s), {} usable: TLS is mandatory and DANE decides for this MX",
+                    d.records().len(),
+                    d.usable
+                )
+            } else {
+                format!(
+                    "       DANE: the TLSA lookup failed ({}): this MX is not used until it works",
+                    dane_state(d)
+                )
+            };
+            push(&mut out, line);
+        }
         if m.reason.as_deref() == Some("mx-mismatch") {
             advice.push(format!(
                 "{} is an MX of {} but not in the policy: add `mx: {}` or correct the MX record",
