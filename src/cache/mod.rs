@@ -25,6 +25,7 @@ pub use sqlite::SqliteStore;
 
 use crate::counts::{Day, DayCounts, DeliveryState};
 use crate::domain::Domain;
+use crate::ports::TlsaLookup;
 
 /// The schema version of the SQLite store this build writes.
 pub fn sqlite_schema_version() -> i64 {
@@ -108,6 +109,68 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError>;
 }
 
+/// DANE answers (the TLSA state of MX hosts) kept across processes until they expire, so that a
+/// fresh process (Exim starts one per delivery) does not walk the DNSSEC chain of trust again.
+pub trait TlsaStore: Send + Sync + fmt::Debug {
+    /// The stored TLSA state of `host`, if one is stored and has not expired at `now`, with the
+    /// time it expires.
+    fn tlsa_load(&self, host: &Domain, now: u64) -> Result<Option<(TlsaLookup, u64)>, StoreError>;
+    /// Stores the TLSA state of `host` until `expires_at`.
+    fn tlsa_save(&self, host: &Domain, lookup: &TlsaLookup, expires_at: u64) -> Result<(), StoreError>;
+}
+
+/// A TLSA state as stored text: `none`, `secure TTL [USAGE SELECTOR MATCHING HEX]...`,
+/// `bogus WHY` or `failed WHY`.
+pub(crate) fn tlsa_to_text(lookup: &TlsaLookup) -> String {
+    match lookup {
+        TlsaLookup::NotApplicable => "none".into(),
+        TlsaLookup::Secure { records, ttl } => {
+            let mut out = format!("secure {ttl}");
+            for r in records {
+                let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                out.push_str(&format!(" {} {} {} {hex}", r.usage, r.selector, r.matching_type));
+            }
+            out
+        }
+        TlsaLookup::Bogus(why) => format!("bogus {why}"),
+        TlsaLookup::Failed(why) => format!("failed {why}"),
+    }
+}
+
+/// The inverse of [`tlsa_to_text`]; `None` for text it did not write.
+pub(crate) fn tlsa_from_text(text: &str) -> Option<TlsaLookup> {
+    let (kind, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match kind {
+        "none" => Some(TlsaLookup::NotApplicable),
+        "bogus" => Some(TlsaLookup::Bogus(rest.to_owned())),
+        "failed" => Some(TlsaLookup::Failed(rest.to_owned())),
+        "secure" => {
+            let mut words = rest.split(' ').filter(|w| !w.is_empty());
+            let ttl = words.next()?.parse().ok()?;
+            let words: Vec<&str> = words.collect();
+            let mut records = Vec::new();
+            for chunk in words.chunks(4) {
+                let [usage, selector, matching, hex] = chunk else { return None };
+                if hex.len() % 2 != 0 {
+                    return None;
+                }
+                let data = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
+                records.push(crate::ports::TlsaRecord {
+                    usage: usage.parse().ok()?,
+                    selector: selector.parse().ok()?,
+                    matching_type: matching.parse().ok()?,
+                    data,
+                });
+            }
+            Some(TlsaLookup::Secure { records, ttl })
+        }
+        _ => None,
+    }
+}
+
 /// The persistent stores of one backend: policies always; TLSRPT counts and the report outbox
 /// where the backend keeps them (SQLite keeps all three, Redis policies and counts). Several may
 /// be the same object.
@@ -119,12 +182,14 @@ pub struct Stores {
     pub counts: Option<Arc<dyn CountStore>>,
     /// The TLSRPT report outbox, if this backend keeps one.
     pub outbox: Option<Arc<dyn OutboxStore>>,
+    /// DANE answers, if this backend keeps them.
+    pub tlsa: Option<Arc<dyn TlsaStore>>,
 }
 
 impl Stores {
     /// A backend that keeps policies only.
     pub fn policies_only(policies: Arc<dyn PolicyStore>) -> Self {
-        Self { policies, counts: None, outbox: None }
+        Self { policies, counts: None, outbox: None, tlsa: None }
     }
 
     /// The counts and the outbox, which `mtasts report` needs, or why this backend has none.
@@ -153,7 +218,12 @@ pub struct ReportStores {
 impl From<SqliteStore> for Stores {
     fn from(store: SqliteStore) -> Self {
         let store = Arc::new(store);
-        Self { policies: store.clone(), counts: Some(store.clone()), outbox: Some(store) }
+        Self {
+            policies: store.clone(),
+            counts: Some(store.clone()),
+            outbox: Some(store.clone()),
+            tlsa: Some(store),
+        }
     }
 }
 
@@ -161,7 +231,7 @@ impl From<SqliteStore> for Stores {
 impl From<RedisStore> for Stores {
     fn from(store: RedisStore) -> Self {
         let store = Arc::new(store);
-        Self { policies: store.clone(), counts: Some(store), outbox: None }
+        Self { policies: store.clone(), counts: Some(store), outbox: None, tlsa: None }
     }
 }
 
@@ -297,5 +367,37 @@ impl Entry {
     /// The policy if it may be applied at `now`.
     pub fn live(&self, now: u64) -> Option<&Arc<CachedPolicy>> {
         self.policy.as_ref().filter(|p| p.is_live(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::TlsaRecord;
+
+    #[test]
+    fn tlsa_answers_round_trip_as_text() {
+        let record =
+            |usage, data: &[u8]| TlsaRecord { usage, selector: 1, matching_type: 1, data: data.to_vec() };
+        for lookup in [
+            TlsaLookup::NotApplicable,
+            TlsaLookup::Secure { records: vec![], ttl: 60 },
+            TlsaLookup::Secure { records: vec![record(3, &[0xab; 32]), record(2, &[0, 1, 0xff])], ttl: 3600 },
+            TlsaLookup::Bogus("RRSIG expired on _25._tcp.mx.example.test".into()),
+            TlsaLookup::Failed("timed out".into()),
+        ] {
+            assert_eq!(tlsa_from_text(&tlsa_to_text(&lookup)), Some(lookup.clone()), "{lookup:?}");
+        }
+        for bad in [
+            "",
+            "secure",
+            "secure x",
+            "secure 60 3 1 1",
+            "secure 60 3 1 1 abc",
+            "secure 60 3 1 1 zz",
+            "other",
+        ] {
+            assert_eq!(tlsa_from_text(bad), None, "{bad:?}");
+        }
     }
 }

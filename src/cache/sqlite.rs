@@ -66,6 +66,12 @@ const MIGRATIONS: &[&str] = &[
     // 3 -> 4: the refresher finds due policies without reading every row: fetched long ago
     // (policies_fetched_at), or past half their life (this index on an expression).
     "CREATE INDEX policies_half_life ON policies (fetched_at + max_age / 2);",
+    // 4 -> 5: DANE answers (the TLSA state of MX hosts) until they expire.
+    "CREATE TABLE tlsa (
+        host       TEXT PRIMARY KEY NOT NULL,
+        answer     TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -477,6 +483,8 @@ impl PolicyStore for SqliteStore {
                  WHERE expires_at < ?1",
                 params![before],
             )?;
+            // DANE answers past their TTL (they are never used again).
+            n += tx.execute("DELETE FROM tlsa WHERE expires_at <= ?1", params![to_sql(now)])?;
             tx.commit()?;
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
@@ -714,6 +722,45 @@ impl Row {
             _ => None,
         };
         Ok(Entry { policy, checked_at: from_sql(Some(self.checked_at)).unwrap_or(0), failed })
+    }
+}
+
+impl super::TlsaStore for SqliteStore {
+    fn tlsa_load(
+        &self,
+        host: &Domain,
+        now: u64,
+    ) -> Result<Option<(crate::ports::TlsaLookup, u64)>, StoreError> {
+        let row: Option<(String, i64)> = self.with(|c| {
+            c.prepare_cached("SELECT answer, expires_at FROM tlsa WHERE host = ?1 AND expires_at > ?2")?
+                .query_row(params![host.as_str(), to_sql(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })?;
+        Ok(row.and_then(|(text, until)| {
+            let lookup = super::tlsa_from_text(&text);
+            if lookup.is_none() {
+                super::warn(format_args!("{}: TLSA answer of {host} unreadable, ignored", self.location()));
+            }
+            lookup.map(|l| (l, from_sql(Some(until)).unwrap_or(0)))
+        }))
+    }
+
+    fn tlsa_save(
+        &self,
+        host: &Domain,
+        lookup: &crate::ports::TlsaLookup,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        let text = super::tlsa_to_text(lookup);
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO tlsa (host, answer, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (host) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at",
+            )?
+            .execute(params![host.as_str(), text, to_sql(expires_at)])
+            .map(|_| ())
+        })
     }
 }
 

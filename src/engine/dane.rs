@@ -47,12 +47,17 @@ impl TlsaCache {
         self.map.lock().get(host).filter(|(_, until)| now < *until).map(|(l, _)| Arc::clone(l))
     }
 
-    fn put(&self, host: &Domain, lookup: Arc<TlsaLookup>, now: u64) {
-        let secs = match &*lookup {
+    /// Until when an answer looked up at `now` may be used.
+    fn expiry(lookup: &TlsaLookup, now: u64) -> u64 {
+        let secs = match lookup {
             TlsaLookup::Secure { ttl, .. } => u64::from(*ttl).min(MAX_SECS),
             TlsaLookup::NotApplicable => NOT_APPLICABLE_SECS,
             TlsaLookup::Bogus(_) | TlsaLookup::Failed(_) => FAILURE_SECS,
         };
+        now.saturating_add(secs)
+    }
+
+    fn put(&self, host: &Domain, lookup: Arc<TlsaLookup>, until: u64, now: u64) {
         let mut map = self.map.lock();
         if map.len() >= MAX_HOSTS && !map.contains_key(host) {
             map.retain(|_, (_, until)| now < *until);
@@ -60,7 +65,7 @@ impl TlsaCache {
                 map.clear();
             }
         }
-        map.insert(host.clone(), (lookup, now.saturating_add(secs)));
+        map.insert(host.clone(), (lookup, until));
     }
 }
 
@@ -108,8 +113,22 @@ impl Engine {
         if let Some(hit) = self.tlsa_cache.get(mx, now) {
             return Some(hit);
         }
+        // Another process (or an earlier run) may have looked it up: a fresh Exim process then
+        // does not walk the DNSSEC chain again. The store is a cache: its errors only cost a
+        // lookup.
+        if let Some(store) = &self.tlsa_store {
+            if let Ok(Some((stored, until))) = store.tlsa_load(mx, now) {
+                let stored = Arc::new(stored);
+                self.tlsa_cache.put(mx, Arc::clone(&stored), until, now);
+                return Some(stored);
+            }
+        }
         let lookup = Arc::new(resolver.tlsa(mx));
-        self.tlsa_cache.put(mx, Arc::clone(&lookup), now);
+        let until = TlsaCache::expiry(&lookup, now);
+        self.tlsa_cache.put(mx, Arc::clone(&lookup), until, now);
+        if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
+            let _ = store.tlsa_save(mx, &lookup, until);
+        }
         Some(lookup)
     }
 

@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::cache::{CachedPolicy, CountStore, MemoryCache, PolicyStore, StoreError, Stores};
+use crate::cache::{CachedPolicy, CountStore, MemoryCache, PolicyStore, StoreError, Stores, TlsaStore};
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::counts::Day;
 use crate::domain::{Domain, DomainError};
@@ -293,6 +293,8 @@ pub struct Engine {
     tlsa: Option<Box<dyn TlsaResolver>>,
     /// The TLSA states of MX hosts, for their TTL.
     tlsa_cache: dane::TlsaCache,
+    /// Where TLSA states are kept across processes, if the store keeps them.
+    tlsa_store: Option<Arc<dyn TlsaStore>>,
 }
 
 impl fmt::Debug for Engine {
@@ -389,7 +391,8 @@ impl EngineBuilder {
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
-        let (store, counts) = self.stores.map_or((None, None), |s| (Some(s.policies), s.counts));
+        let (store, counts, tlsa_store) =
+            self.stores.map_or((None, None, None), |s| (Some(s.policies), s.counts, s.tlsa));
         let read_only = store.as_ref().and_then(|s| s.read_only());
         if let Some(why) = &read_only {
             crate::cache::warn(format_args!("{why}"));
@@ -416,6 +419,7 @@ impl EngineBuilder {
             tally: Tally::default(),
             tlsa: self.tlsa,
             tlsa_cache: dane::TlsaCache::default(),
+            tlsa_store,
         }
     }
 }

@@ -133,3 +133,43 @@ fn tlsa_answers_are_cached_for_their_ttl() {
     h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
     assert_eq!(fake.lookups(), 2, "looked up again once the TTL passed");
 }
+
+#[test]
+fn tlsa_answers_outlive_the_process_in_the_store() {
+    // Exim starts a process per delivery: a stored answer spares the next one the DNSSEC walk.
+    let dir = std::env::temp_dir().join(format!("mtasts-dane-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("p.sqlite");
+    let fake = Arc::new(FakeTlsa::default());
+    fake.set("mx.example.test", secure(vec![dane_ee_of_mx_leaf()]));
+    let clock = Arc::new(crate::common::FakeClock::default());
+    let engine = || {
+        mtasts::Engine::builder(
+            Arc::new(crate::common::FakeDns::default()),
+            Arc::new(crate::common::FakeHttp::default()),
+        )
+        .clock(Arc::clone(&clock))
+        .tlsa_resolver(Arc::clone(&fake))
+        .store(mtasts::cache::SqliteStore::open(&path, 300).expect("store"))
+        .build()
+    };
+    let good = pki::pki().chains["mx"].pem();
+    let first = engine();
+    assert_eq!(
+        first.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check").verdict,
+        Verdict::Pass
+    );
+    assert_eq!(fake.lookups(), 1);
+    drop(first);
+    let second = engine();
+    let o = second.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!(o.verdict, Verdict::Pass, "{o:?}");
+    assert_eq!(fake.lookups(), 1, "the second process used the stored answer");
+    // Past the TTL the stored answer is not used: looked up again.
+    clock.advance(3601);
+    let third = engine();
+    third.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!(fake.lookups(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
