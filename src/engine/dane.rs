@@ -69,6 +69,48 @@ impl TlsaCache {
     }
 }
 
+/// Chains that a DANE-EE record authenticated, per MX host and TLSA answer: a DANE-EE match
+/// depends on neither names nor time (RFC 7672 §3.1.1), so the same chain under the same answer
+/// passes again without hashing the key or walking the DER. DANE-TA results (time-dependent) are
+/// not kept.
+#[derive(Debug, Default)]
+pub(super) struct DaneMemo {
+    map: parking_lot::RwLock<HashMap<u64, Vec<MemoEntry>>>,
+}
+
+/// A chain, the MX host it was presented by, and the TLSA answer that authenticated it.
+type MemoEntry = (Box<[u8]>, Domain, Arc<TlsaLookup>);
+
+/// Memo entries kept before the memo starts again.
+const MEMO_CAPACITY: usize = 4096;
+
+impl DaneMemo {
+    fn key(chain: &[u8], host: &Domain) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        host.hash(&mut h);
+        chain.len().hash(&mut h);
+        chain[chain.len().saturating_sub(64)..].hash(&mut h);
+        h.finish()
+    }
+
+    fn passed(&self, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) -> bool {
+        self.map.read().get(&Self::key(chain, host)).is_some_and(|bucket| {
+            bucket.iter().any(|(c, h, l)| Arc::ptr_eq(l, lookup) && h == host && **c == *chain)
+        })
+    }
+
+    fn remember(&self, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) {
+        let mut map = self.map.write();
+        if map.values().map(Vec::len).sum::<usize>() >= MEMO_CAPACITY {
+            map.clear();
+        }
+        let bucket = map.entry(Self::key(chain, host)).or_default();
+        bucket.retain(|(c, h, _)| !(h == host && **c == *chain));
+        bucket.push((chain.into(), host.clone(), Arc::clone(lookup)));
+    }
+}
+
 /// What DANE found for the MX of a check, when DANE applies or its lookup failed (carried in
 /// [`super::Outcome::dane`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,9 +202,19 @@ impl Engine {
             (TlsaLookup::Secure { records, .. }, Tls::Chain(chain)) => {
                 // The TLSA base domain is the MX host itself unless the resolver followed a CNAME;
                 // the port reports the records only, so both names are the MX host.
-                match tlsa::verify(records, chain, std::slice::from_ref(mx), now) {
-                    DaneMatch::Passed { .. } | DaneMatch::NoUsableRecords => (Dane::Passed, None),
-                    DaneMatch::Failed { reason, detail } => (Dane::Failed, Some((reason, detail))),
+                if self.dane_memo.passed(chain, mx, &lookup) {
+                    (Dane::Passed, None)
+                } else {
+                    match tlsa::verify(records, chain, std::slice::from_ref(mx), now) {
+                        DaneMatch::Passed { by } => {
+                            if by == tlsa::Usage::DaneEe {
+                                self.dane_memo.remember(chain, mx, &lookup);
+                            }
+                            (Dane::Passed, None)
+                        }
+                        DaneMatch::NoUsableRecords => (Dane::Passed, None),
+                        DaneMatch::Failed { reason, detail } => (Dane::Failed, Some((reason, detail))),
+                    }
                 }
             }
         };

@@ -295,6 +295,8 @@ pub struct Engine {
     tlsa_cache: dane::TlsaCache,
     /// Where TLSA states are kept across processes, if the store keeps them.
     tlsa_store: Option<Arc<dyn TlsaStore>>,
+    /// Chains a DANE-EE record authenticated.
+    dane_memo: dane::DaneMemo,
 }
 
 impl fmt::Debug for Engine {
@@ -420,6 +422,7 @@ impl EngineBuilder {
             tlsa: self.tlsa,
             tlsa_cache: dane::TlsaCache::default(),
             tlsa_store,
+            dane_memo: dane::DaneMemo::default(),
         }
     }
 }

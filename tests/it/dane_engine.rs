@@ -173,3 +173,18 @@ fn tlsa_answers_outlive_the_process_in_the_store() {
     assert_eq!(fake.lookups(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_remembered_dane_ee_pass_ends_with_the_answer_it_came_from() {
+    let good = pki::pki().chains["mx"].pem();
+    let (h, fake) = world(Some("enforce"), secure(vec![dane_ee_of_mx_leaf()]));
+    for _ in 0..3 {
+        let o = h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+        assert!(o.verdict.may_deliver(), "{o:?}");
+    }
+    // The domain owner rolls the key: the new answer no longer matches the old chain.
+    fake.set("mx.example.test", secure(vec![TlsaRecord { data: vec![0x11; 32], ..dane_ee_of_mx_leaf() }]));
+    h.clock.advance(3600);
+    let o = h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::TlsaInvalid), "{o:?}");
+}
