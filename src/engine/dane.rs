@@ -39,12 +39,32 @@ const MAX_SECS: u64 = 86_400;
 /// The TLSA states of MX hosts, each with the time it expires.
 #[derive(Debug, Default)]
 pub(super) struct TlsaCache {
-    map: Mutex<HashMap<Domain, (Arc<TlsaLookup>, u64)>>,
+    map: Mutex<HashMap<Domain, (Arc<Known>, u64)>>,
+}
+
+/// A TLSA answer with what every check under it needs, worked out once: the usable records,
+/// and the outcome shown for a DANE pass (the common case on the hot path).
+#[derive(Debug)]
+struct Known {
+    lookup: Arc<TlsaLookup>,
+    usable: usize,
+    passed: Arc<DaneInfo>,
+}
+
+impl Known {
+    fn new(lookup: Arc<TlsaLookup>) -> Arc<Self> {
+        let usable = match &*lookup {
+            TlsaLookup::Secure { records, .. } => tlsa::usable(records).len(),
+            _ => 0,
+        };
+        let passed = Arc::new(DaneInfo { lookup: Arc::clone(&lookup), usable, dane: Dane::Passed });
+        Arc::new(Self { lookup, usable, passed })
+    }
 }
 
 impl TlsaCache {
-    fn get(&self, host: &Domain, now: u64) -> Option<Arc<TlsaLookup>> {
-        self.map.lock().get(host).filter(|(_, until)| now < *until).map(|(l, _)| Arc::clone(l))
+    fn get(&self, host: &Domain, now: u64) -> Option<Arc<Known>> {
+        self.map.lock().get(host).filter(|(_, until)| now < *until).map(|(k, _)| Arc::clone(k))
     }
 
     /// Until when an answer looked up at `now` may be used.
@@ -57,7 +77,7 @@ impl TlsaCache {
         now.saturating_add(secs)
     }
 
-    fn put(&self, host: &Domain, lookup: Arc<TlsaLookup>, until: u64, now: u64) {
+    fn put(&self, host: &Domain, known: Arc<Known>, until: u64, now: u64) {
         let mut map = self.map.lock();
         if map.len() >= MAX_HOSTS && !map.contains_key(host) {
             map.retain(|_, (_, until)| now < *until);
@@ -65,7 +85,7 @@ impl TlsaCache {
                 map.clear();
             }
         }
-        map.insert(host.clone(), (lookup, until));
+        map.insert(host.clone(), (known, until));
     }
 }
 
@@ -150,8 +170,11 @@ impl Engine {
     /// The DANE state of `mx` (from the cache, or looked up), or `None` when the engine does no
     /// DANE (no [`TlsaResolver`](crate::ports::TlsaResolver), `[dns] dnssec = "off"`).
     pub fn tlsa_state(&self, mx: &Domain) -> Option<Arc<TlsaLookup>> {
+        self.known_tlsa(mx, self.clock.now()).map(|k| Arc::clone(&k.lookup))
+    }
+
+    fn known_tlsa(&self, mx: &Domain, now: u64) -> Option<Arc<Known>> {
         let resolver = self.tlsa.as_ref()?;
-        let now = self.clock.now();
         if let Some(hit) = self.tlsa_cache.get(mx, now) {
             return Some(hit);
         }
@@ -160,25 +183,27 @@ impl Engine {
         // lookup.
         if let Some(store) = &self.tlsa_store {
             if let Ok(Some((stored, until))) = store.tlsa_load(mx, now) {
-                let stored = Arc::new(stored);
-                self.tlsa_cache.put(mx, Arc::clone(&stored), until, now);
-                return Some(stored);
+                let known = Known::new(Arc::new(stored));
+                self.tlsa_cache.put(mx, Arc::clone(&known), until, now);
+                return Some(known);
             }
         }
-        let lookup = Arc::new(resolver.tlsa(mx));
+        let lookup = resolver.tlsa(mx);
         let until = TlsaCache::expiry(&lookup, now);
-        self.tlsa_cache.put(mx, Arc::clone(&lookup), until, now);
         if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
             let _ = store.tlsa_save(mx, &lookup, until);
         }
-        Some(lookup)
+        let known = Known::new(Arc::new(lookup));
+        self.tlsa_cache.put(mx, Arc::clone(&known), until, now);
+        Some(known)
     }
 
     /// DANE's judgement of a delivery to `mx` with what is known of TLS.
     pub(super) fn judge_dane(&self, mx: &Domain, tls: Tls<'_>, now: u64) -> DaneJudgement {
         let none = DaneJudgement { dane: Dane::NotApplicable, info: None, failure: None };
-        let Some(lookup) = self.tlsa_state(mx) else { return none };
-        let (dane, failure) = match (&*lookup, tls) {
+        let Some(known) = self.known_tlsa(mx, now) else { return none };
+        let lookup = &known.lookup;
+        let (dane, failure) = match (&**lookup, tls) {
             (TlsaLookup::NotApplicable, _) => return none,
             (TlsaLookup::Bogus(why), _) => (
                 Dane::DnssecInvalid,
@@ -202,13 +227,13 @@ impl Engine {
             (TlsaLookup::Secure { records, .. }, Tls::Chain(chain)) => {
                 // The TLSA base domain is the MX host itself unless the resolver followed a CNAME;
                 // the port reports the records only, so both names are the MX host.
-                if self.dane_memo.passed(chain, mx, &lookup) {
+                if self.dane_memo.passed(chain, mx, lookup) {
                     (Dane::Passed, None)
                 } else {
                     match tlsa::verify(records, chain, std::slice::from_ref(mx), now) {
                         DaneMatch::Passed { by } => {
                             if by == tlsa::Usage::DaneEe {
-                                self.dane_memo.remember(chain, mx, &lookup);
+                                self.dane_memo.remember(chain, mx, lookup);
                             }
                             (Dane::Passed, None)
                         }
@@ -218,11 +243,11 @@ impl Engine {
                 }
             }
         };
-        let usable = match &*lookup {
-            TlsaLookup::Secure { records, .. } => tlsa::usable(records).len(),
-            _ => 0,
+        let info = if dane == Dane::Passed {
+            Arc::clone(&known.passed)
+        } else {
+            Arc::new(DaneInfo { lookup: Arc::clone(lookup), usable: known.usable, dane })
         };
-        let info = Arc::new(DaneInfo { lookup, usable, dane });
         DaneJudgement { dane, info: Some(info), failure }
     }
 }
