@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::common::{Harness, START, pki};
+use std::sync::Arc;
+
+use crate::common::{FakeTlsa, Harness, START, pki};
 use mtasts::cert::CertVerifier;
 use mtasts::engine::{DnsError, RecordState, Tls};
 use mtasts::mx::MxPattern;
 use mtasts::policy::{Policy, Severity};
-use mtasts::ports::TlsaRecord;
+use mtasts::ports::{TlsaLookup, TlsaRecord};
 use mtasts::tlsa::{self, DaneMatch};
 use mtasts::txt::{self, Discovery};
 use mtasts::{Dane, Domain, Reason, Timing, TrustAnchors};
@@ -543,8 +545,13 @@ struct Step {
     mx: Option<String>,
     /// `none` (no TLS), or a test chain name; absent: MX name only.
     cert: Option<String>,
-    /// `passed` or `failed`.
+    /// `passed` or `failed`: the caller's own DANE result.
     dane: Option<String>,
+    /// The engine's DANE: the TLSA state of the step's MX host, for answers looked up from now
+    /// on (answers are kept for their TTL): `match` (a secure `3 1 1` of the `mx` test leaf),
+    /// `mismatch` (a secure `3 1 1` of another key), `unusable` (a secure RRset of PKIX-EE only),
+    /// `bogus`, `failed` or `none`.
+    tlsa: Option<String>,
     // Expectations.
     verdict: Option<String>,
     reason: Option<String>,
@@ -583,18 +590,42 @@ fn engine_vectors() {
     for s in &file.scenario {
         let defaults = Timing::default();
         let t = &s.timing;
-        let h = Harness::new(Timing {
-            txt_check_interval: t.txt_check_interval.unwrap_or(defaults.txt_check_interval),
-            no_policy_interval: t.no_policy_interval.unwrap_or(defaults.no_policy_interval),
-            refresh_interval: t.refresh_interval.unwrap_or(defaults.refresh_interval),
-            fetch_retry_interval: t.fetch_retry_interval.unwrap_or(defaults.fetch_retry_interval),
-        });
+        let tlsa = Arc::new(FakeTlsa::default());
+        let h = Harness::with_tlsa(
+            Timing {
+                txt_check_interval: t.txt_check_interval.unwrap_or(defaults.txt_check_interval),
+                no_policy_interval: t.no_policy_interval.unwrap_or(defaults.no_policy_interval),
+                refresh_interval: t.refresh_interval.unwrap_or(defaults.refresh_interval),
+                fetch_retry_interval: t.fetch_retry_interval.unwrap_or(defaults.fetch_retry_interval),
+            },
+            Some(Arc::clone(&tlsa)),
+        );
         for (i, step) in s.step.iter().enumerate() {
             let label = format!("{} step {}", s.name, i + 1);
+            if let Some(state) = &step.tlsa {
+                let mx = step.mx.as_deref().unwrap_or("mx.example.test");
+                tlsa.set(mx, tlsa_state(state));
+            }
             run_step(&mut r, &file.policies, s, step, &h, &label);
         }
     }
     r.finish("engine.toml", file.scenario.len());
+}
+
+/// The TLSA state a vector names (see `Step::tlsa`).
+fn tlsa_state(name: &str) -> TlsaLookup {
+    let leaf = TlsaSpec { usage: 3, selector: 1, matching: 1, of: Some("mx.leaf".into()), hex: None };
+    let record = |usage: u8, data: Vec<u8>| TlsaRecord { usage, selector: 1, matching_type: 1, data };
+    let secure = |records| TlsaLookup::Secure { records, ttl: 3600 };
+    match name {
+        "match" => secure(vec![record(3, association_data(&leaf))]),
+        "mismatch" => secure(vec![record(3, vec![0x5a; 32])]),
+        "unusable" => secure(vec![record(1, association_data(&leaf))]),
+        "bogus" => TlsaLookup::Bogus("RRSIG does not validate".into()),
+        "failed" => TlsaLookup::Failed("timed out".into()),
+        "none" => TlsaLookup::NotApplicable,
+        other => panic!("tlsa `{other}`"),
+    }
 }
 
 fn run_step(
@@ -761,8 +792,21 @@ fn vectors_cover_the_requirement_ids() {
         let (prefix, n) = id.rsplit_once('-').unwrap_or_else(|| panic!("bad id `{id}`"));
         assert!(n.parse::<u32>().is_ok(), "bad id `{id}`");
         assert!(
-            ["DISC", "HOST", "FETCH", "POL", "CACHE", "MX", "CERT", "APPLY", "DANE", "DANE-TLSA", "SEC"]
-                .contains(&prefix),
+            [
+                "DISC",
+                "HOST",
+                "FETCH",
+                "POL",
+                "CACHE",
+                "MX",
+                "CERT",
+                "APPLY",
+                "DANE",
+                "DANE-TLSA",
+                "DANE-V",
+                "SEC"
+            ]
+            .contains(&prefix),
             "unknown requirement category in `{id}`"
         );
         ids.insert(id.clone());
