@@ -251,18 +251,8 @@ pub unsafe extern "C" fn mtasts_engine_check_dane(
     result: *mut mtasts_result,
     dane: *mut mtasts_dane,
 ) -> mtasts_status {
-    boundary(|| {
-        // SAFETY: forwarded caller contract (each argument in turn).
-        let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
-        // SAFETY: forwarded caller contract.
-        let size = unsafe { dane_size(dane) }?;
-        // SAFETY: forwarded caller contract.
-        let outcome = unsafe { check(engine, domain, mx, Some((cert, cert_len))) }?;
-        result.write(mtasts_result::from_outcome(&outcome));
-        // SAFETY: non-NULL (checked) and writable by contract.
-        unsafe { dane.write(mtasts_dane::from_outcome(&outcome, size)) };
-        Ok(())
-    })
+    // SAFETY: forwarded caller contract.
+    boundary(|| unsafe { check_dane(engine, domain, mx, Some((cert, cert_len)), result, dane) })
 }
 
 /// As `mtasts_engine_check_mx` (before connecting), and also says whether DANE applies to the MX
@@ -279,18 +269,32 @@ pub unsafe extern "C" fn mtasts_engine_check_mx_dane(
     result: *mut mtasts_result,
     dane: *mut mtasts_dane,
 ) -> mtasts_status {
-    boundary(|| {
-        // SAFETY: forwarded caller contract (each argument in turn).
-        let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
-        // SAFETY: forwarded caller contract.
-        let size = unsafe { dane_size(dane) }?;
-        // SAFETY: forwarded caller contract.
-        let outcome = unsafe { check(engine, domain, mx, None) }?;
-        result.write(mtasts_result::from_outcome(&outcome));
-        // SAFETY: non-NULL (checked) and writable by contract.
-        unsafe { dane.write(mtasts_dane::from_outcome(&outcome, size)) };
-        Ok(())
-    })
+    // SAFETY: forwarded caller contract.
+    boundary(|| unsafe { check_dane(engine, domain, mx, None, result, dane) })
+}
+
+/// Shared body of the DANE-aware check calls. `cert` is `None` for a name-only check.
+///
+/// # Safety
+/// As for [`mtasts_engine_check_dane`].
+unsafe fn check_dane(
+    engine: *const mtasts_engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: Option<(*const u8, usize)>,
+    result: *mut mtasts_result,
+    dane: *mut mtasts_dane,
+) -> Result<(), mtasts_status> {
+    // SAFETY: forwarded caller contract (each argument in turn).
+    let (engine, result) = unsafe { (engine_arg(engine)?, out_arg(result, "result")?) };
+    // SAFETY: forwarded caller contract.
+    let size = unsafe { dane_size(dane) }?;
+    // SAFETY: forwarded caller contract.
+    let outcome = unsafe { check(engine, domain, mx, cert) }?;
+    result.write(mtasts_result::from_outcome(&outcome));
+    // SAFETY: non-NULL (checked by `dane_size`) and writable by contract.
+    unsafe { dane.write(mtasts_dane::from_outcome(&outcome, size)) };
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
