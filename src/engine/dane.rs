@@ -14,10 +14,10 @@
 //! §2.2): any chain passes. Every DANE failure is `fail-enforce`, whatever the MTA-STS mode
 //! ([`crate::verdict::decide`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Engine, Tls};
 use crate::domain::Domain;
@@ -37,9 +37,41 @@ const FAILURE_SECS: u64 = 30;
 const MAX_SECS: u64 = 86_400;
 
 /// The TLSA states of MX hosts, each with the time it expires.
-#[derive(Debug, Default)]
+/// Shared by all threads; each thread also keeps copies of the answers it used, valid while the
+/// cache's generation has not moved (every write moves it), so that checks of a busy MX from
+/// several threads take no shared lock (as the policy cache does, `crate::cache::MemoryCache`).
+#[derive(Debug)]
 pub(super) struct TlsaCache {
-    map: Mutex<HashMap<Domain, (Arc<Known>, u64)>>,
+    id: u64,
+    generation: AtomicU64,
+    map: parking_lot::RwLock<HashMap<Domain, (Arc<Known>, u64)>>,
+}
+
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A thread's copies of answers of one cache at one generation.
+#[derive(Default)]
+struct Local {
+    cache_id: u64,
+    generation: u64,
+    entries: HashMap<Domain, (Arc<Known>, u64)>,
+}
+
+/// Answers a thread keeps copies of before it starts again.
+const LOCAL_CAPACITY: usize = 256;
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+}
+
+impl Default for TlsaCache {
+    fn default() -> Self {
+        Self {
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            map: parking_lot::RwLock::new(HashMap::new()),
+        }
+    }
 }
 
 /// A TLSA answer with what every check under it needs, worked out once: the usable records,
@@ -64,7 +96,29 @@ impl Known {
 
 impl TlsaCache {
     fn get(&self, host: &Domain, now: u64) -> Option<Arc<Known>> {
-        self.map.lock().get(host).filter(|(_, until)| now < *until).map(|(k, _)| Arc::clone(k))
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = |(k, until): &(Arc<Known>, u64)| (now < *until).then(|| Arc::clone(k));
+        let shared = || self.map.read().get(host).cloned();
+        LOCAL
+            .try_with(|cell| {
+                let Ok(mut local) = cell.try_borrow_mut() else { return shared().and_then(|e| fresh(&e)) };
+                if local.cache_id != self.id || local.generation != generation {
+                    local.cache_id = self.id;
+                    local.generation = generation;
+                    local.entries.clear();
+                }
+                if let Some(entry) = local.entries.get(host) {
+                    return fresh(entry);
+                }
+                let entry = shared()?;
+                if local.entries.len() >= LOCAL_CAPACITY {
+                    local.entries.clear();
+                }
+                let answer = fresh(&entry);
+                local.entries.insert(host.clone(), entry);
+                answer
+            })
+            .unwrap_or_else(|_| shared().and_then(|e| fresh(&e)))
     }
 
     /// Until when an answer looked up at `now` may be used.
@@ -78,7 +132,7 @@ impl TlsaCache {
     }
 
     fn put(&self, host: &Domain, known: Arc<Known>, until: u64, now: u64) {
-        let mut map = self.map.lock();
+        let mut map = self.map.write();
         if map.len() >= MAX_HOSTS && !map.contains_key(host) {
             map.retain(|_, (_, until)| now < *until);
             if map.len() >= MAX_HOSTS {
@@ -86,6 +140,7 @@ impl TlsaCache {
             }
         }
         map.insert(host.clone(), (known, until));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
