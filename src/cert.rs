@@ -390,8 +390,8 @@ fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
 }
 
 /// Hashes the host and the tail of the chain: enough to spread entries, while equality is
-/// decided by comparing the whole chain.
-fn memo_key(chain: &[u8], host: &Domain) -> u64 {
+/// decided by comparing the whole chain. Shared with the engine's DANE-EE memo.
+pub(crate) fn memo_key(chain: &[u8], host: &Domain) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     host.hash(&mut h);
     chain.len().hash(&mut h);

@@ -60,6 +60,14 @@ pub struct TlsaRecord {
     pub data: Vec<u8>,
 }
 
+/// The presentation form of RFC 6698 §2.2 with the data in lower-case hex: `3 1 1 ab12...`.
+impl std::fmt::Display for TlsaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} ", self.usage, self.selector, self.matching_type)?;
+        self.data.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 /// The DANE state of one MX host (RFC 7672 §2.2): the TLSA RRset at `_25._tcp.<host>` (CNAMEs
 /// followed), looked up only where RFC 7672 allows it, with the security of the answers used.
 #[derive(Clone, Debug, PartialEq, Eq)]

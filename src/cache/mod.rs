@@ -127,8 +127,7 @@ pub(crate) fn tlsa_to_text(lookup: &TlsaLookup) -> String {
         TlsaLookup::Secure { records, ttl } => {
             let mut out = format!("secure {ttl}");
             for r in records {
-                let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
-                out.push_str(&format!(" {} {} {} {hex}", r.usage, r.selector, r.matching_type));
+                out.push_str(&format!(" {r}"));
             }
             out
         }

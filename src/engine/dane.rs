@@ -160,17 +160,8 @@ type MemoEntry = (Box<[u8]>, Domain, Arc<TlsaLookup>);
 const MEMO_CAPACITY: usize = 4096;
 
 impl DaneMemo {
-    fn key(chain: &[u8], host: &Domain) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        host.hash(&mut h);
-        chain.len().hash(&mut h);
-        chain[chain.len().saturating_sub(64)..].hash(&mut h);
-        h.finish()
-    }
-
     fn passed(&self, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) -> bool {
-        self.map.read().get(&Self::key(chain, host)).is_some_and(|bucket| {
+        self.map.read().get(&crate::cert::memo_key(chain, host)).is_some_and(|bucket| {
             bucket.iter().any(|(c, h, l)| Arc::ptr_eq(l, lookup) && h == host && **c == *chain)
         })
     }
@@ -180,7 +171,7 @@ impl DaneMemo {
         if map.values().map(Vec::len).sum::<usize>() >= MEMO_CAPACITY {
             map.clear();
         }
-        let bucket = map.entry(Self::key(chain, host)).or_default();
+        let bucket = map.entry(crate::cert::memo_key(chain, host)).or_default();
         bucket.retain(|(c, h, _)| !(h == host && **c == *chain));
         bucket.push((chain.into(), host.clone(), Arc::clone(lookup)));
     }

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import pytest
 
@@ -109,3 +109,15 @@ def run_python(
         text=True,
         timeout=timeout,
     )
+
+
+def store_config(fixture: Fixture, directory: Path) -> Tuple[str, str]:
+    """The fixture's configuration with a SQLite store (policies and TLSRPT counts) in
+    ``directory``: the paths of the configuration file and of the store."""
+    store = os.path.join(directory, "store.sqlite")
+    text = fixture.config.read_text()
+    assert 'path = "memory"' in text
+    config = os.path.join(directory, "mtasts.toml")
+    with open(config, "w") as f:
+        f.write(text.replace('path = "memory"', f'path = "{store}"'))
+    return config, store

@@ -12,18 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import List, Tuple
 
-from conftest import Fixture, run_python
-
-
-def _store_config(fixture: Fixture, directory: Path) -> Tuple[str, str]:
-    """The fixture's configuration with a SQLite store (policies and TLSRPT counts)."""
-    store = os.path.join(directory, "store.sqlite")
-    text = fixture.config.read_text()
-    assert 'path = "memory"' in text
-    config = os.path.join(directory, "mtasts.toml")
-    with open(config, "w") as f:
-        f.write(text.replace('path = "memory"', f'path = "{store}"'))
-    return config, store
+from conftest import Fixture, run_python, store_config
 
 
 def _sessions(store: str) -> List[Tuple[str, str, int]]:
@@ -49,7 +38,7 @@ def dlfunc(name, *args):
 def test_config_engines_write_their_counts_at_exit(fixture: Fixture, tmp_path: Path) -> None:
     # Two sessions judged by a {config=...} engine (one pass, one enforce failure), then exit():
     # the store holds both. The exit handler used to flush the default engine only.
-    config, store = _store_config(fixture, tmp_path)
+    config, store = store_config(fixture, tmp_path)
     pem = fixture.chain("mx-enforce.pem")
     code = (
         _DLFUNC
@@ -71,10 +60,10 @@ sys.exit(0)
 def test_default_and_config_engines_both_write_at_exit(fixture: Fixture, tmp_path: Path) -> None:
     # The default engine (mtasts_check, $MTASTS_CONFIG) and a {config=...} engine over another
     # store, in one process: each store gets the sessions its engine judged.
-    default_config, default_store = _store_config(fixture, tmp_path)
+    default_config, default_store = store_config(fixture, tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    config, store = _store_config(fixture, other)
+    config, store = store_config(fixture, other)
     pem = fixture.chain("mx-enforce.pem")
     code = (
         _DLFUNC

@@ -17,7 +17,7 @@ import pytest
 
 import mtasts
 from mtasts import Verdict
-from conftest import Fixture, run_python
+from conftest import Fixture, run_python, store_config
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -125,22 +125,11 @@ def test_multiprocessing_fork_pool(fixture: Fixture) -> None:
     assert results == [(n, "PASS", "PASS") for n in range(6)]
 
 
-def _store_config(fixture: Fixture, directory: Path) -> Tuple[str, str]:
-    """The fixture's configuration with a SQLite store (policies and TLSRPT counts)."""
-    store = os.path.join(directory, "store.sqlite")
-    text = fixture.config.read_text()
-    assert 'path = "memory"' in text
-    config = os.path.join(directory, "mtasts.toml")
-    with open(config, "w") as f:
-        f.write(text.replace('path = "memory"', f'path = "{store}"'))
-    return config, store
-
-
 def test_tlsrpt_counts_add_up_across_fork(fixture: Fixture, tmp_path: Path) -> None:
     # Parent and child each judge one session with the default engine and leave with exit(),
     # whose handler writes the process's pending counts. The child must neither drop nor flush
     # the parent's engine (it used to, on its first call: 3 sessions stored for 2 judged).
-    config, store = _store_config(fixture, tmp_path)
+    config, store = store_config(fixture, tmp_path)
     cert = str(fixture.dir / "mx-enforce.pem")
     code = f"""
 import os, sys

@@ -175,13 +175,8 @@ fn to_json(r: &Report) -> Value {
 /// `mx[].dane`: whether the TLSA RRset was DNSSEC-secure, its records (`usage selector matching
 /// hex`), how many are usable, and DANE's state for this check.
 fn dane_json(d: &mtasts::engine::DaneInfo) -> Value {
-    let records: Vec<String> = d.records().iter().map(tlsa_text).collect();
+    let records: Vec<String> = d.records().iter().map(ToString::to_string).collect();
     json!({ "secure": d.secure(), "records": records, "usable": d.usable, "state": dane_state(d) })
-}
-
-fn tlsa_text(r: &mtasts::ports::TlsaRecord) -> String {
-    let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{} {} {} {hex}", r.usage, r.selector, r.matching_type)
 }
 
 /// DANE's state for a check made before connecting (this command never connects).
