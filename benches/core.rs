@@ -141,11 +141,23 @@ fn benches(c: &mut Criterion) {
     });
 }
 
+/// An insecure MX RRset, as most domains have.
+fn insecure_mx() -> mtasts::ports::MxLookup {
+    mtasts::ports::MxLookup::Records {
+        records: vec![],
+        security: mtasts::ports::Security::Insecure,
+        ttl: 3600,
+    }
+}
+
 /// A TLSA lookup that finds no TLSA records (DANE does not apply).
 struct NoTlsa;
 impl mtasts::ports::TlsaResolver for NoTlsa {
     fn tlsa(&self, _: &Domain) -> mtasts::ports::TlsaLookup {
         mtasts::ports::TlsaLookup::NotApplicable
+    }
+    fn mx(&self, _: &Domain) -> mtasts::ports::MxLookup {
+        insecure_mx()
     }
 }
 
@@ -153,7 +165,10 @@ impl mtasts::ports::TlsaResolver for NoTlsa {
 struct FixedTlsa(Vec<TlsaRecord>);
 impl mtasts::ports::TlsaResolver for FixedTlsa {
     fn tlsa(&self, _: &Domain) -> mtasts::ports::TlsaLookup {
-        mtasts::ports::TlsaLookup::Secure { records: self.0.clone(), ttl: 86_400 }
+        mtasts::ports::TlsaLookup::Secure { records: self.0.clone(), ttl: 86_400, base: None }
+    }
+    fn mx(&self, _: &Domain) -> mtasts::ports::MxLookup {
+        insecure_mx()
     }
 }
 

@@ -113,15 +113,7 @@ pub enum DnssecMode {
     Off,
 }
 
-/// One MX record.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MxRecord {
-    /// The preference: lower is tried first.
-    pub preference: u16,
-    /// The exchange host name, without the trailing dot. A null MX (RFC 7505, "no mail") has
-    /// the exchange `"."`.
-    pub exchange: String,
-}
+pub use crate::ports::MxRecord;
 
 /// The DNS client. Holds only its settings; see the [module docs](self) for what each call does.
 #[derive(Clone, Debug, Default)]

@@ -74,23 +74,10 @@ use crate::ports::{DnsError, Security, TlsaLookup, TlsaRecord, TlsaResolver};
 
 /// Longest CNAME chain followed.
 const MAX_CNAME_HOPS: usize = 8;
+/// Seconds a plain MX answer (`dnssec = "off"`, whose lookup gives no TTL) may be kept.
+const OFF_TTL: u32 = 300;
 
-/// The MX RRset of a domain with its security ([`DnsResolver::mx_dnssec`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MxLookup {
-    /// The MX records by preference (empty: the domain has none, NXDOMAIN or NODATA, and the
-    /// domain itself is the implicit MX), and the security of the answer (secure or insecure).
-    Records {
-        /// The records, by preference.
-        records: Vec<MxRecord>,
-        /// `Secure` or `Insecure`.
-        security: Security,
-    },
-    /// The answer is bogus: a temporary failure of the domain (`dnssec-invalid`).
-    Bogus(String),
-    /// The lookup failed (timeout, SERVFAIL): a temporary failure.
-    Failed(String),
-}
+pub use crate::ports::MxLookup;
 
 impl DnsResolver {
     /// The MX RRset of `domain` and its security (RFC 7672 §2.2.1). With `[dns] dnssec = "off"`
@@ -98,16 +85,16 @@ impl DnsResolver {
     pub fn mx_dnssec(&self, domain: &Domain) -> MxLookup {
         if self.settings().dnssec == DnssecMode::Off {
             return match self.mx(domain) {
-                Ok(records) => MxLookup::Records { records, security: Security::Insecure },
+                Ok(records) => MxLookup::Records { records, security: Security::Insecure, ttl: OFF_TTL },
                 Err(DnsError::NotFound) => {
-                    MxLookup::Records { records: Vec::new(), security: Security::Insecure }
+                    MxLookup::Records { records: Vec::new(), security: Security::Insecure, ttl: OFF_TTL }
                 }
                 Err(DnsError::Temporary(e)) => MxLookup::Failed(e),
             };
         }
         let name = match absolute_name(domain.as_str()) {
             Ok(n) => n,
-            Err(_) => return MxLookup::Records { records: Vec::new(), security: Security::Insecure },
+            Err(_) => return MxLookup::Records { records: Vec::new(), security: Security::Insecure, ttl: 0 },
         };
         let result = self.run_dnssec(|client| async move { client.resolve(&name, RecordType::MX).await });
         match result {
@@ -123,7 +110,7 @@ impl DnsResolver {
                     })
                     .collect();
                 sort_mx(&mut records);
-                MxLookup::Records { records, security: answer.security }
+                MxLookup::Records { records, security: answer.security, ttl: answer.ttl }
             }
             Err(Trouble::Bogus(e)) => MxLookup::Bogus(e),
             Err(Trouble::Failed(e)) => MxLookup::Failed(e),
@@ -199,6 +186,10 @@ impl TlsaResolver for DnsResolver {
             Err(Trouble::Failed(e)) => TlsaLookup::Failed(e),
         }
     }
+
+    fn mx(&self, domain: &Domain) -> MxLookup {
+        self.mx_dnssec(domain)
+    }
 }
 
 /// RFC 7672 §2.2: address records first, then TLSA at the expanded and the original name.
@@ -241,7 +232,9 @@ async fn dane_state(client: &Client, host: &Name) -> Result<TlsaLookup, Trouble>
                     _ => None,
                 })
                 .collect();
-            return Ok(TlsaLookup::Secure { records, ttl: tlsa.ttl.min(address_ttl) });
+            // DANE-TLSA-10: a DANE-TA leaf may name the base domain as well as the MX host.
+            let base = (base != *host).then(|| Domain::parse_ascii(&host_name(&base)).ok()).flatten();
+            return Ok(TlsaLookup::Secure { records, ttl: tlsa.ttl.min(address_ttl), base });
         }
         // DANE-DNS-6: insecure, or no TLSA records: try the next base, else no DANE.
     }

@@ -81,6 +81,10 @@ pub enum TlsaLookup {
         records: Vec<TlsaRecord>,
         /// Seconds the answer may be cached (the least TTL of the validated RRsets).
         ttl: u32,
+        /// The TLSA base domain when it is not the MX host: the host is an alias and the records
+        /// were found at its CNAME-expanded name (RFC 7672 §2.2.2). A DANE-TA leaf may carry
+        /// this name or the MX host's (§3.2.2). `None`: the base domain is the MX host.
+        base: Option<Domain>,
     },
     /// Validation failed (bogus): a temporary failure of this MX, reason `dnssec-invalid`;
     /// never "no DANE".
@@ -89,16 +93,52 @@ pub enum TlsaLookup {
     Failed(String),
 }
 
+/// One MX record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MxRecord {
+    /// The preference: lower is tried first.
+    pub preference: u16,
+    /// The exchange host name, without the trailing dot. A null MX (RFC 7505, "no mail") has
+    /// the exchange `"."`.
+    pub exchange: String,
+}
+
+/// The MX RRset of a domain with its DNSSEC security (RFC 7672 §2.2.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MxLookup {
+    /// The MX records by preference (empty: the domain has none, NXDOMAIN or NODATA, and the
+    /// domain itself is the implicit MX), and the security of the answer (secure or insecure).
+    Records {
+        /// The records, by preference.
+        records: Vec<MxRecord>,
+        /// `Secure` or `Insecure`.
+        security: Security,
+        /// Seconds the answer may be cached.
+        ttl: u32,
+    },
+    /// The answer is bogus: a temporary failure of the domain (`dnssec-invalid`).
+    Bogus(String),
+    /// The lookup failed (timeout, SERVFAIL): a temporary failure.
+    Failed(String),
+}
+
 /// Looks up the DANE state of MX hosts with DNSSEC validation. Implementations: [`crate::dns`]
 /// and test fakes.
 pub trait TlsaResolver: Send + Sync {
     /// The DANE state of `mx_host`.
     fn tlsa(&self, mx_host: &Domain) -> TlsaLookup;
+    /// The MX RRset of `domain` with its security. A bogus answer, or a lookup that fails, makes
+    /// every MX of the domain a temporary failure while DANE is on (RFC 7672 §2.2.1).
+    fn mx(&self, domain: &Domain) -> MxLookup;
 }
 
 impl<T: TlsaResolver + ?Sized> TlsaResolver for Arc<T> {
     fn tlsa(&self, mx_host: &Domain) -> TlsaLookup {
         (**self).tlsa(mx_host)
+    }
+
+    fn mx(&self, domain: &Domain) -> MxLookup {
+        (**self).mx(domain)
     }
 }
 

@@ -25,7 +25,7 @@ pub use sqlite::SqliteStore;
 
 use crate::counts::{Day, DayCounts, DeliveryState};
 use crate::domain::Domain;
-use crate::ports::TlsaLookup;
+use crate::ports::{MxLookup, MxRecord, Security, TlsaLookup};
 
 /// The schema version of the SQLite store this build writes.
 pub fn sqlite_schema_version() -> i64 {
@@ -117,15 +117,68 @@ pub trait TlsaStore: Send + Sync + fmt::Debug {
     fn tlsa_load(&self, host: &Domain, now: u64) -> Result<Option<(TlsaLookup, u64)>, StoreError>;
     /// Stores the TLSA state of `host` until `expires_at`.
     fn tlsa_save(&self, host: &Domain, lookup: &TlsaLookup, expires_at: u64) -> Result<(), StoreError>;
+    /// The stored MX RRset of `domain` with its security, if stored and unexpired at `now`.
+    fn mx_load(&self, domain: &Domain, now: u64) -> Result<Option<(MxLookup, u64)>, StoreError>;
+    /// Stores the MX RRset of `domain` until `expires_at`.
+    fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError>;
 }
 
-/// A TLSA state as stored text: `none`, `secure TTL [USAGE SELECTOR MATCHING HEX]...`,
+/// An MX answer as stored text: `records secure|insecure TTL [PREFERENCE EXCHANGE]...`,
+/// `bogus WHY` or `failed WHY`.
+pub(crate) fn mx_to_text(lookup: &MxLookup) -> String {
+    match lookup {
+        MxLookup::Records { records, security, ttl } => {
+            let security = if *security == Security::Secure { "secure" } else { "insecure" };
+            let mut out = format!("records {security} {ttl}");
+            for r in records {
+                out.push_str(&format!(" {} {}", r.preference, r.exchange));
+            }
+            out
+        }
+        MxLookup::Bogus(why) => format!("bogus {why}"),
+        MxLookup::Failed(why) => format!("failed {why}"),
+    }
+}
+
+/// The inverse of [`mx_to_text`]; `None` for text it did not write.
+pub(crate) fn mx_from_text(text: &str) -> Option<MxLookup> {
+    let (kind, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match kind {
+        "bogus" => Some(MxLookup::Bogus(rest.to_owned())),
+        "failed" => Some(MxLookup::Failed(rest.to_owned())),
+        "records" => {
+            let mut words = rest.split(' ').filter(|w| !w.is_empty());
+            let security = match words.next()? {
+                "secure" => Security::Secure,
+                "insecure" => Security::Insecure,
+                _ => return None,
+            };
+            let ttl = words.next()?.parse().ok()?;
+            let words: Vec<&str> = words.collect();
+            let mut records = Vec::new();
+            for chunk in words.chunks(2) {
+                let [preference, exchange] = chunk else { return None };
+                records.push(MxRecord {
+                    preference: preference.parse().ok()?,
+                    exchange: (*exchange).to_owned(),
+                });
+            }
+            Some(MxLookup::Records { records, security, ttl })
+        }
+        _ => None,
+    }
+}
+
+/// A TLSA state as stored text: `none`, `secure TTL [base=NAME] [USAGE SELECTOR MATCHING HEX]...`,
 /// `bogus WHY` or `failed WHY`.
 pub(crate) fn tlsa_to_text(lookup: &TlsaLookup) -> String {
     match lookup {
         TlsaLookup::NotApplicable => "none".into(),
-        TlsaLookup::Secure { records, ttl } => {
+        TlsaLookup::Secure { records, ttl, base } => {
             let mut out = format!("secure {ttl}");
+            if let Some(base) = base {
+                out.push_str(&format!(" base={base}"));
+            }
             for r in records {
                 out.push_str(&format!(" {r}"));
             }
@@ -146,6 +199,15 @@ pub(crate) fn tlsa_from_text(text: &str) -> Option<TlsaLookup> {
         "secure" => {
             let mut words = rest.split(' ').filter(|w| !w.is_empty());
             let ttl = words.next()?.parse().ok()?;
+            let mut words = words.peekable();
+            let base = match words.peek().and_then(|w| w.strip_prefix("base=")) {
+                Some(name) => {
+                    let base = Domain::parse_ascii(name).ok()?;
+                    words.next();
+                    Some(base)
+                }
+                None => None,
+            };
             let words: Vec<&str> = words.collect();
             let mut records = Vec::new();
             for chunk in words.chunks(4) {
@@ -164,7 +226,7 @@ pub(crate) fn tlsa_from_text(text: &str) -> Option<TlsaLookup> {
                     data,
                 });
             }
-            Some(TlsaLookup::Secure { records, ttl })
+            Some(TlsaLookup::Secure { records, ttl, base })
         }
         _ => None,
     }
@@ -375,13 +437,42 @@ mod tests {
     use crate::ports::TlsaRecord;
 
     #[test]
+    fn mx_answers_round_trip_as_text() {
+        let mx = |preference, exchange: &str| MxRecord { preference, exchange: exchange.into() };
+        for lookup in [
+            MxLookup::Records { records: vec![], security: Security::Secure, ttl: 60 },
+            MxLookup::Records {
+                records: vec![mx(10, "mx1.example.com"), mx(20, "mx2.example.com")],
+                security: Security::Insecure,
+                ttl: 3600,
+            },
+            MxLookup::Bogus("RRSIG expired".into()),
+            MxLookup::Failed("timed out after 5000 ms".into()),
+        ] {
+            assert_eq!(mx_from_text(&mx_to_text(&lookup)), Some(lookup.clone()), "{lookup:?}");
+        }
+        for bad in ["", "records", "records maybe 60", "records secure x", "records secure 60 10", "what"] {
+            assert_eq!(mx_from_text(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn tlsa_answers_round_trip_as_text() {
         let record =
             |usage, data: &[u8]| TlsaRecord { usage, selector: 1, matching_type: 1, data: data.to_vec() };
         for lookup in [
             TlsaLookup::NotApplicable,
-            TlsaLookup::Secure { records: vec![], ttl: 60 },
-            TlsaLookup::Secure { records: vec![record(3, &[0xab; 32]), record(2, &[0, 1, 0xff])], ttl: 3600 },
+            TlsaLookup::Secure { records: vec![], ttl: 60, base: None },
+            TlsaLookup::Secure {
+                records: vec![record(3, &[0xab; 32]), record(2, &[0, 1, 0xff])],
+                ttl: 3600,
+                base: None,
+            },
+            TlsaLookup::Secure {
+                records: vec![record(2, &[7; 32])],
+                ttl: 60,
+                base: Some(Domain::parse_ascii("mail.provider.example").unwrap()),
+            },
             TlsaLookup::Bogus("RRSIG expired on _25._tcp.mx.example.test".into()),
             TlsaLookup::Failed("timed out".into()),
         ] {

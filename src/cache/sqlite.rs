@@ -725,24 +725,55 @@ impl Row {
     }
 }
 
+/// The DNSSEC answers DANE keeps share the `tlsa` table: a TLSA state under the MX host's name,
+/// an MX RRset under `mx ` and the domain (a space is never part of a domain name).
+fn mx_key(domain: &Domain) -> String {
+    format!("mx {domain}")
+}
+
+impl SqliteStore {
+    /// The stored, unexpired answer under `key`, decoded by `decode`, with its expiry.
+    fn answer_load<T>(
+        &self,
+        key: &str,
+        now: u64,
+        decode: fn(&str) -> Option<T>,
+    ) -> Result<Option<(T, u64)>, StoreError> {
+        let row: Option<(String, i64)> = self.with(|c| {
+            c.prepare_cached("SELECT answer, expires_at FROM tlsa WHERE host = ?1 AND expires_at > ?2")?
+                .query_row(params![key, to_sql(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })?;
+        Ok(row.and_then(|(text, until)| {
+            let answer = decode(&text);
+            if answer.is_none() {
+                super::warn(format_args!("{}: DNSSEC answer `{key}` unreadable, ignored", self.location()));
+            }
+            answer.map(|a| (a, from_sql(Some(until)).unwrap_or(0)))
+        }))
+    }
+
+    /// Stores `text` under `key` until `expires_at`.
+    fn answer_save(&self, key: &str, text: &str, expires_at: u64) -> Result<(), StoreError> {
+        self.writable()?;
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO tlsa (host, answer, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (host) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at",
+            )?
+            .execute(params![key, text, to_sql(expires_at)])
+            .map(|_| ())
+        })
+    }
+}
+
 impl super::TlsaStore for SqliteStore {
     fn tlsa_load(
         &self,
         host: &Domain,
         now: u64,
     ) -> Result<Option<(crate::ports::TlsaLookup, u64)>, StoreError> {
-        let row: Option<(String, i64)> = self.with(|c| {
-            c.prepare_cached("SELECT answer, expires_at FROM tlsa WHERE host = ?1 AND expires_at > ?2")?
-                .query_row(params![host.as_str(), to_sql(now)], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })?;
-        Ok(row.and_then(|(text, until)| {
-            let lookup = super::tlsa_from_text(&text);
-            if lookup.is_none() {
-                super::warn(format_args!("{}: TLSA answer of {host} unreadable, ignored", self.location()));
-            }
-            lookup.map(|l| (l, from_sql(Some(until)).unwrap_or(0)))
-        }))
+        self.answer_load(host.as_str(), now, super::tlsa_from_text)
     }
 
     fn tlsa_save(
@@ -751,16 +782,24 @@ impl super::TlsaStore for SqliteStore {
         lookup: &crate::ports::TlsaLookup,
         expires_at: u64,
     ) -> Result<(), StoreError> {
-        self.writable()?;
-        let text = super::tlsa_to_text(lookup);
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO tlsa (host, answer, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (host) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at",
-            )?
-            .execute(params![host.as_str(), text, to_sql(expires_at)])
-            .map(|_| ())
-        })
+        self.answer_save(host.as_str(), &super::tlsa_to_text(lookup), expires_at)
+    }
+
+    fn mx_load(
+        &self,
+        domain: &Domain,
+        now: u64,
+    ) -> Result<Option<(crate::ports::MxLookup, u64)>, StoreError> {
+        self.answer_load(&mx_key(domain), now, super::mx_from_text)
+    }
+
+    fn mx_save(
+        &self,
+        domain: &Domain,
+        lookup: &crate::ports::MxLookup,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.answer_save(&mx_key(domain), &super::mx_to_text(lookup), expires_at)
     }
 }
 

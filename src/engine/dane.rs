@@ -10,6 +10,10 @@
 //! | secure | DANE pending: TLS is mandatory | `dane-required` | [`crate::tlsa::verify`]: pass, or `tlsa-invalid` (or the DANE-TA certificate reason) |
 //! | bogus, or the lookup failed | `dnssec-invalid` | `dnssec-invalid` | `dnssec-invalid` |
 //!
+//! Before any of this, the policy domain's MX RRset is looked up with DNSSEC too (and kept the
+//! same way): when it is bogus or its lookup failed, every MX of the domain is `dnssec-invalid`
+//! (RFC 7672 §2.2.1); secure or insecure, the MX host's TLSA state decides as above.
+//!
 //! A secure RRset without usable records makes TLS mandatory but not authenticated (RFC 7672
 //! §2.2): any chain passes. Every DANE failure is `fail-enforce`, whatever the MTA-STS mode
 //! ([`crate::verdict::decide`]).
@@ -21,13 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Engine, Tls};
 use crate::domain::Domain;
-use crate::ports::{TlsaLookup, TlsaRecord};
+use crate::ports::{MxLookup, TlsaLookup, TlsaRecord};
 use crate::tlsa::{self, DaneMatch};
 use crate::verdict::{Dane, Reason};
 
-/// MX hosts whose TLSA state is remembered before the expired ones are dropped (and, if that is
+/// Answers (TLSA states and MX RRsets) remembered before the expired ones are dropped (and, if that is
 /// not enough, all of them: the next checks look up again).
-const MAX_HOSTS: usize = 100_000;
+const MAX_ANSWERS: usize = 100_000;
 /// Seconds a "DANE does not apply" answer is kept (the port gives no TTL for it).
 const NOT_APPLICABLE_SECS: u64 = 300;
 /// Seconds a bogus answer or a failed lookup is kept, so that a broken zone is not asked on every
@@ -35,8 +39,11 @@ const NOT_APPLICABLE_SECS: u64 = 300;
 const FAILURE_SECS: u64 = 30;
 /// The longest a secure answer is kept, whatever its TTL.
 const MAX_SECS: u64 = 86_400;
+/// The longest an MX RRset is kept, whatever its TTL (a denial's TTL is not known here).
+const MX_MAX_SECS: u64 = 3_600;
 
-/// The TLSA states of MX hosts, each with the time it expires.
+/// The DNSSEC answers DANE uses, each with the time it expires: the TLSA states of MX hosts
+/// and the MX RRsets of domains.
 /// Shared by all threads; each thread also keeps copies of the answers it used, valid while the
 /// cache's generation has not moved (every write moves it), so that checks of a busy MX from
 /// several threads take no shared lock (as the policy cache does, `crate::cache::MemoryCache`).
@@ -44,7 +51,30 @@ const MAX_SECS: u64 = 86_400;
 pub(super) struct TlsaCache {
     id: u64,
     generation: AtomicU64,
-    map: parking_lot::RwLock<HashMap<Domain, (Arc<Known>, u64)>>,
+    map: parking_lot::RwLock<Answers>,
+}
+
+/// Answers by name, each with the time it expires.
+type Timed<V> = HashMap<Domain, (V, u64)>;
+
+/// The two kinds of answers, by name.
+#[derive(Debug, Default)]
+struct Answers {
+    /// TLSA states by MX host.
+    hosts: Timed<Arc<Known>>,
+    /// MX RRsets by domain.
+    domains: Timed<Arc<MxLookup>>,
+}
+
+impl Answers {
+    fn len(&self) -> usize {
+        self.hosts.len() + self.domains.len()
+    }
+
+    fn clear(&mut self) {
+        self.hosts.clear();
+        self.domains.clear();
+    }
 }
 
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
@@ -54,7 +84,7 @@ static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 struct Local {
     cache_id: u64,
     generation: u64,
-    entries: HashMap<Domain, (Arc<Known>, u64)>,
+    answers: Answers,
 }
 
 /// Answers a thread keeps copies of before it starts again.
@@ -69,7 +99,7 @@ impl Default for TlsaCache {
         Self {
             id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
-            map: parking_lot::RwLock::new(HashMap::new()),
+            map: parking_lot::RwLock::new(Answers::default()),
         }
     }
 }
@@ -94,28 +124,54 @@ impl Known {
     }
 }
 
+/// A kind of answer the cache keeps, and the map of [`Answers`] it lives in.
+trait Slot: Clone {
+    fn map(answers: &Answers) -> &Timed<Self>;
+    fn map_mut(answers: &mut Answers) -> &mut Timed<Self>;
+}
+
+impl Slot for Arc<Known> {
+    fn map(answers: &Answers) -> &Timed<Self> {
+        &answers.hosts
+    }
+    fn map_mut(answers: &mut Answers) -> &mut Timed<Self> {
+        &mut answers.hosts
+    }
+}
+
+impl Slot for Arc<MxLookup> {
+    fn map(answers: &Answers) -> &Timed<Self> {
+        &answers.domains
+    }
+    fn map_mut(answers: &mut Answers) -> &mut Timed<Self> {
+        &mut answers.domains
+    }
+}
+
 impl TlsaCache {
-    fn get(&self, host: &Domain, now: u64) -> Option<Arc<Known>> {
+    /// The unexpired answer of kind `V` for `name`: from this thread's copies, or from the shared
+    /// map (then copied).
+    fn get<V: Slot>(&self, name: &Domain, now: u64) -> Option<V> {
         let generation = self.generation.load(Ordering::Acquire);
-        let fresh = |(k, until): &(Arc<Known>, u64)| (now < *until).then(|| Arc::clone(k));
-        let shared = || self.map.read().get(host).cloned();
+        let fresh = |(v, until): &(V, u64)| (now < *until).then(|| v.clone());
+        let shared = || V::map(&self.map.read()).get(name).cloned();
         LOCAL
             .try_with(|cell| {
                 let Ok(mut local) = cell.try_borrow_mut() else { return shared().and_then(|e| fresh(&e)) };
                 if local.cache_id != self.id || local.generation != generation {
                     local.cache_id = self.id;
                     local.generation = generation;
-                    local.entries.clear();
+                    local.answers.clear();
                 }
-                if let Some(entry) = local.entries.get(host) {
+                if let Some(entry) = V::map(&local.answers).get(name) {
                     return fresh(entry);
                 }
                 let entry = shared()?;
-                if local.entries.len() >= LOCAL_CAPACITY {
-                    local.entries.clear();
+                if local.answers.len() >= LOCAL_CAPACITY {
+                    local.answers.clear();
                 }
                 let answer = fresh(&entry);
-                local.entries.insert(host.clone(), entry);
+                V::map_mut(&mut local.answers).insert(name.clone(), entry);
                 answer
             })
             .unwrap_or_else(|_| shared().and_then(|e| fresh(&e)))
@@ -131,15 +187,25 @@ impl TlsaCache {
         now.saturating_add(secs)
     }
 
-    fn put(&self, host: &Domain, known: Arc<Known>, until: u64, now: u64) {
-        let mut map = self.map.write();
-        if map.len() >= MAX_HOSTS && !map.contains_key(host) {
-            map.retain(|_, (_, until)| now < *until);
-            if map.len() >= MAX_HOSTS {
-                map.clear();
+    /// Until when an MX answer looked up at `now` may be used.
+    fn mx_expiry(lookup: &MxLookup, now: u64) -> u64 {
+        let secs = match lookup {
+            MxLookup::Records { ttl, .. } => u64::from(*ttl).min(MX_MAX_SECS),
+            MxLookup::Bogus(_) | MxLookup::Failed(_) => FAILURE_SECS,
+        };
+        now.saturating_add(secs)
+    }
+
+    fn put<V: Slot>(&self, name: &Domain, value: V, until: u64, now: u64) {
+        let mut answers = self.map.write();
+        if answers.len() >= MAX_ANSWERS && !V::map(&answers).contains_key(name) {
+            answers.hosts.retain(|_, (_, until)| now < *until);
+            answers.domains.retain(|_, (_, until)| now < *until);
+            if answers.len() >= MAX_ANSWERS {
+                answers.clear();
             }
         }
-        map.insert(host.clone(), (known, until));
+        V::map_mut(&mut answers).insert(name.clone(), (value, until));
         self.generation.fetch_add(1, Ordering::Release);
     }
 }
@@ -221,7 +287,7 @@ impl Engine {
 
     fn known_tlsa(&self, mx: &Domain, now: u64) -> Option<Arc<Known>> {
         let resolver = self.tlsa.as_ref()?;
-        if let Some(hit) = self.tlsa_cache.get(mx, now) {
+        if let Some(hit) = self.tlsa_cache.get::<Arc<Known>>(mx, now) {
             return Some(hit);
         }
         // Another process (or an earlier run) may have looked it up: a fresh Exim process then
@@ -244,9 +310,64 @@ impl Engine {
         Some(known)
     }
 
-    /// DANE's judgement of a delivery to `mx` with what is known of TLS.
-    pub(super) fn judge_dane(&self, mx: &Domain, tls: Tls<'_>, now: u64) -> DaneJudgement {
+    /// The MX RRset of `domain` with its security (from the cache, or looked up), or `None` when
+    /// the engine does no DANE. Kept for its TTL (at most an hour; 30 s for failures), in memory
+    /// and in the store, as TLSA answers are.
+    pub fn mx_state(&self, domain: &Domain) -> Option<Arc<MxLookup>> {
+        self.known_mx(domain, self.clock.now())
+    }
+
+    fn known_mx(&self, domain: &Domain, now: u64) -> Option<Arc<MxLookup>> {
+        let resolver = self.tlsa.as_ref()?;
+        if let Some(hit) = self.tlsa_cache.get::<Arc<MxLookup>>(domain, now) {
+            return Some(hit);
+        }
+        if let Some(store) = &self.tlsa_store {
+            if let Ok(Some((stored, until))) = store.mx_load(domain, now) {
+                let stored = Arc::new(stored);
+                self.tlsa_cache.put(domain, Arc::clone(&stored), until, now);
+                return Some(stored);
+            }
+        }
+        let lookup = resolver.mx(domain);
+        let until = TlsaCache::mx_expiry(&lookup, now);
+        if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
+            let _ = store.mx_save(domain, &lookup, until);
+        }
+        let lookup = Arc::new(lookup);
+        self.tlsa_cache.put(domain, Arc::clone(&lookup), until, now);
+        Some(lookup)
+    }
+
+    /// DANE's judgement of a delivery to `mx`, an MX host of `domain`, with what is known of TLS.
+    pub(super) fn judge_dane(&self, domain: &Domain, mx: &Domain, tls: Tls<'_>, now: u64) -> DaneJudgement {
         let none = DaneJudgement { dane: Dane::NotApplicable, info: None, failure: None };
+        // DANE-V-13: an MX RRset that does not validate, or cannot be looked up, leaves the MX
+        // hosts of the domain in doubt (RFC 7672 §2.2.1): a temporary failure, never "no DANE".
+        // An insecure MX RRset still lets DANE protect the hosts that have secure TLSA records
+        // (§2.2.1 allows it; decision V4 in docs/dane.md).
+        let doubt = match self.known_mx(domain, now).as_deref() {
+            None => return none,
+            Some(MxLookup::Records { .. }) => None,
+            Some(MxLookup::Bogus(why)) => {
+                Some(TlsaLookup::Bogus(format!("the MX RRset of {domain} did not validate (bogus): {why}")))
+            }
+            Some(MxLookup::Failed(why)) => {
+                Some(TlsaLookup::Failed(format!("the MX RRset of {domain} could not be looked up: {why}")))
+            }
+        };
+        if let Some(lookup) = doubt {
+            let detail = match &lookup {
+                TlsaLookup::Bogus(d) | TlsaLookup::Failed(d) => d.clone(),
+                _ => String::new(),
+            };
+            let info = Arc::new(DaneInfo { lookup: Arc::new(lookup), usable: 0, dane: Dane::DnssecInvalid });
+            return DaneJudgement {
+                dane: Dane::DnssecInvalid,
+                info: Some(info),
+                failure: Some((Reason::DnssecInvalid, detail)),
+            };
+        }
         let Some(known) = self.known_tlsa(mx, now) else { return none };
         let lookup = &known.lookup;
         let (dane, failure) = match (&**lookup, tls) {
@@ -270,13 +391,21 @@ impl Engine {
                     format!("{mx} has DNSSEC-secure TLSA records: TLS is mandatory, and none was negotiated"),
                 )),
             ),
-            (TlsaLookup::Secure { records, .. }, Tls::Chain(chain)) => {
-                // The TLSA base domain is the MX host itself unless the resolver followed a CNAME;
-                // the port reports the records only, so both names are the MX host.
+            (TlsaLookup::Secure { records, base, .. }, Tls::Chain(chain)) => {
                 if self.dane_memo.passed(chain, mx, lookup) {
                     (Dane::Passed, None)
                 } else {
-                    match tlsa::verify(records, chain, std::slice::from_ref(mx), now) {
+                    // DANE-TLSA-10: a DANE-TA leaf may name the TLSA base domain (the
+                    // CNAME-expanded host where the records were found) or the MX host.
+                    let both;
+                    let names: &[Domain] = match base {
+                        Some(base) => {
+                            both = [base.clone(), mx.clone()];
+                            &both
+                        }
+                        None => std::slice::from_ref(mx),
+                    };
+                    match tlsa::verify(records, chain, names, now) {
                         DaneMatch::Passed { by } => {
                             if by == tlsa::Usage::DaneEe {
                                 self.dane_memo.remember(chain, mx, lookup);

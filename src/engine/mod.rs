@@ -598,7 +598,7 @@ impl Engine {
         // The engine's own DANE, unless the caller judged DANE itself (RFC 8461 §2: where DANE
         // applies, it decides).
         let judged = match (&mx, dane) {
-            (Ok(host), Dane::NotApplicable) => Some(self.judge_dane(host, tls, now)),
+            (Ok(host), Dane::NotApplicable) => Some(self.judge_dane(&domain, host, tls, now)),
             _ => None,
         };
         let dane = judged.as_ref().map_or(dane, |j| j.dane);

@@ -147,11 +147,22 @@ impl Harness {
 pub struct FakeTlsa {
     pub answers: Mutex<std::collections::HashMap<String, mtasts::ports::TlsaLookup>>,
     pub lookups: AtomicUsize,
+    /// MX answers by domain; a domain not set has an insecure MX RRset.
+    pub mx_answers: Mutex<std::collections::HashMap<String, mtasts::ports::MxLookup>>,
+    pub mx_lookups: AtomicUsize,
 }
 
 impl FakeTlsa {
     pub fn set(&self, host: &str, answer: mtasts::ports::TlsaLookup) {
         self.answers.lock().insert(host.to_owned(), answer);
+    }
+
+    pub fn set_mx(&self, domain: &str, answer: mtasts::ports::MxLookup) {
+        self.mx_answers.lock().insert(domain.to_owned(), answer);
+    }
+
+    pub fn mx_lookups(&self) -> usize {
+        self.mx_lookups.load(Ordering::SeqCst)
     }
 
     pub fn lookups(&self) -> usize {
@@ -163,5 +174,14 @@ impl mtasts::ports::TlsaResolver for FakeTlsa {
     fn tlsa(&self, mx_host: &Domain) -> mtasts::ports::TlsaLookup {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         self.answers.lock().get(mx_host.as_str()).cloned().unwrap_or(mtasts::ports::TlsaLookup::NotApplicable)
+    }
+
+    fn mx(&self, domain: &Domain) -> mtasts::ports::MxLookup {
+        self.mx_lookups.fetch_add(1, Ordering::SeqCst);
+        self.mx_answers.lock().get(domain.as_str()).cloned().unwrap_or(mtasts::ports::MxLookup::Records {
+            records: vec![],
+            security: mtasts::ports::Security::Insecure,
+            ttl: 300,
+        })
     }
 }

@@ -35,7 +35,14 @@ impl Drop for Fixture {
 fn fixture(tag: &str) -> (Fixture, std::path::PathBuf) {
     let lo = Ipv4Addr::LOCALHOST;
     let mut z = ZoneSet::new("test");
-    z.zone("example.test", true);
+    z.zone("example.test", true).zone("badmx.test", true).zone("hosted.test", false);
+    // badmx.test: a spoiled MX RRset. hosted.test: an unsigned domain whose MX is the signed,
+    // TLSA-publishing mx.example.test (a provider hosting it).
+    z.mx("badmx.test", 10, "mx.example.test").spoil("badmx.test", RecordType::MX).mx(
+        "hosted.test",
+        10,
+        "mx.example.test",
+    );
     z.a("mx.example.test", lo)
         .tlsa("_25._tcp.mx.example.test", 3, 1, 1, &mx_leaf_spki_sha256())
         .a("bad.example.test", lo)
@@ -84,6 +91,16 @@ fn dane_decides_through_the_configured_validating_lookup() {
     // A spoiled signature: dnssec-invalid, before connecting too.
     let o = engine.check_mx("example.test", "bad.example.test").expect("check_mx");
     assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::DnssecInvalid), "{o:?}");
+    // DANE-V-13: a spoiled MX RRset fails every MX of the domain, even one DANE would pass.
+    let o = engine.check("badmx.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::DnssecInvalid), "{o:?}");
+    let o = engine.check_mx("badmx.test", "plain.example.test").expect("check_mx");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::DnssecInvalid), "{o:?}");
+    // DANE-V-14: an unsigned domain hosted on a DANE host is protected by the host's TLSA records.
+    let o = engine.check("hosted.test", "mx.example.test", Some(other_key.as_bytes())).expect("check");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::TlsaInvalid), "{o:?}");
+    let o = engine.check("hosted.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!(o.verdict, Verdict::Pass, "{o:?}");
     // A secure host without TLSA records: DANE does not apply, MTA-STS (none here) decides.
     let o = engine.check("example.test", "plain.example.test", None).expect("check");
     assert_eq!(o.verdict, Verdict::NoPolicy, "{o:?}");

@@ -120,9 +120,15 @@ fn secure(records: &[(u8, u8, u8)]) -> Vec<TlsaRecord> {
 }
 
 fn expect_secure(lookup: TlsaLookup, want: &[(u8, u8, u8)]) {
+    expect_secure_at(lookup, want, None);
+}
+
+/// As `expect_secure`, with the TLSA base domain the answer must name when it is not the host.
+fn expect_secure_at(lookup: TlsaLookup, want: &[(u8, u8, u8)], want_base: Option<&str>) {
     match lookup {
-        TlsaLookup::Secure { records, ttl } => {
+        TlsaLookup::Secure { records, ttl, base } => {
             assert_eq!(records, secure(want));
+            assert_eq!(base.as_ref().map(|b| b.as_str()), want_base, "TLSA base domain");
             assert!(ttl > 0 && ttl <= mtasts_fixtures::dnssec::TTL, "ttl {ttl}");
         }
         other => panic!("expected a secure TLSA RRset, got {other:?}"),
@@ -153,21 +159,26 @@ fn dane_dns_1_mx_rrset_with_its_security() {
         r.mx_dnssec(&host("example.test")),
         MxLookup::Records {
             records: vec![mx(10, "mx.example.test"), mx(20, "mx2.example.test")],
-            security: Security::Secure
+            security: Security::Secure,
+            ttl: mtasts_fixtures::dnssec::TTL
         }
     );
     assert_eq!(
         r.mx_dnssec(&host("unsigned.example.test")),
-        MxLookup::Records { records: vec![mx(10, "mx.unsigned.example.test")], security: Security::Insecure }
+        MxLookup::Records {
+            records: vec![mx(10, "mx.unsigned.example.test")],
+            security: Security::Insecure,
+            ttl: mtasts_fixtures::dnssec::TTL
+        }
     );
     // No MX: a secure denial.
     assert_eq!(
         r.mx_dnssec(&host("plain.example.test")),
-        MxLookup::Records { records: vec![], security: Security::Secure }
+        MxLookup::Records { records: vec![], security: Security::Secure, ttl: u32::MAX }
     );
     assert_eq!(
         r.mx_dnssec(&host("missing.example.test")),
-        MxLookup::Records { records: vec![], security: Security::Secure }
+        MxLookup::Records { records: vec![], security: Security::Secure, ttl: u32::MAX }
     );
 }
 
@@ -191,7 +202,8 @@ fn dane_dns_2_insecure_address_records_mean_no_dane() {
 fn dane_dns_4_cname_expanded_name_first_then_the_original() {
     let w = world("4", AnchorForm::Dnskey);
     let r = w.validating();
-    expect_secure(r.tlsa(&host("alias.example.test")), &[(2, 0, 1)]);
+    // The records are at the expanded name: it is the base domain a DANE-TA leaf may carry.
+    expect_secure_at(r.tlsa(&host("alias.example.test")), &[(2, 0, 1)], Some("mx2.example.test"));
     w.server.clear_queries();
     expect_secure(r.tlsa(&host("alias2.example.test")), &[(3, 0, 1)]);
     let tlsa: Vec<String> = w

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::common::{FakeTlsa, Harness, pki};
-use mtasts::ports::{TlsaLookup, TlsaRecord};
+use mtasts::ports::{MxLookup, MxRecord, Security, TlsaLookup, TlsaRecord};
 use mtasts::{Reason, Timing, Verdict};
 
 /// `3 1 1` of the test PKI's `mx` leaf (valid for mx.example.test).
@@ -20,7 +20,7 @@ fn dane_ee_of_mx_leaf() -> TlsaRecord {
 }
 
 fn secure(records: Vec<TlsaRecord>) -> TlsaLookup {
-    TlsaLookup::Secure { records, ttl: 3600 }
+    TlsaLookup::Secure { records, ttl: 3600, base: None }
 }
 
 /// A harness whose policy domain `example.test` publishes a policy of `mode` listing only
@@ -166,6 +166,7 @@ fn tlsa_answers_outlive_the_process_in_the_store() {
     let o = second.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
     assert_eq!(o.verdict, Verdict::Pass, "{o:?}");
     assert_eq!(fake.lookups(), 1, "the second process used the stored answer");
+    assert_eq!(fake.mx_lookups(), 1, "and the stored MX RRset");
     // Past the TTL the stored answer is not used: looked up again.
     clock.advance(3601);
     let third = engine();
@@ -187,4 +188,86 @@ fn a_remembered_dane_ee_pass_ends_with_the_answer_it_came_from() {
     h.clock.advance(3600);
     let o = h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
     assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::TlsaInvalid), "{o:?}");
+}
+
+/// DANE-TLSA-10 with DANE-DNS-4: when the MX host is an alias and the TLSA records were found at
+/// its CNAME-expanded name, a DANE-TA leaf may carry that name (the TLSA base domain) instead of
+/// the MX host's; without the base domain the same leaf fails the name check.
+#[test]
+fn dane_ta_leaf_may_name_the_tlsa_base_domain_of_an_alias() {
+    let chain = pki::pki().leaf(&["mail.provider.test"]);
+    let intermediate = &chain.der[1];
+    let ta = TlsaRecord {
+        usage: 2,
+        selector: 0,
+        matching_type: 1,
+        data: ring::digest::digest(&ring::digest::SHA256, intermediate).as_ref().to_vec(),
+    };
+    let base = mtasts::Domain::parse_ascii("mail.provider.test").unwrap();
+    let at_base = TlsaLookup::Secure { records: vec![ta.clone()], ttl: 3600, base: Some(base) };
+    let (h, _) = world(Some("enforce"), at_base);
+    let o = h.engine.check("example.test", "mx.example.test", Some(chain.pem().as_bytes())).expect("check");
+    assert!(o.verdict.may_deliver(), "{o:?}");
+    assert_eq!(o.dane.as_ref().map(|d| d.dane), Some(mtasts::Dane::Passed), "{o:?}");
+
+    let (h, _) = world(Some("enforce"), secure(vec![ta]));
+    let o = h.engine.check("example.test", "mx.example.test", Some(chain.pem().as_bytes())).expect("check");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::CertificateHostMismatch), "{o:?}");
+}
+
+/// DANE-V-13: an MX RRset that is bogus, or cannot be looked up, is a temporary failure of every
+/// MX of the domain, before connecting and after, whatever the MTA-STS mode and whether or not the
+/// MX host has TLSA records; never "no DANE".
+#[test]
+fn a_bogus_or_failed_mx_rrset_fails_every_mx_of_the_domain() {
+    let good = pki::pki().chains["mx"].pem();
+    for mode in [None, Some("testing"), Some("enforce")] {
+        for mx_answer in [MxLookup::Bogus("RRSIG expired".into()), MxLookup::Failed("timed out".into())] {
+            for tlsa in [secure(vec![dane_ee_of_mx_leaf()]), TlsaLookup::NotApplicable] {
+                let (h, fake) = world(mode, tlsa.clone());
+                fake.set_mx("example.test", mx_answer.clone());
+                let o =
+                    h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+                assert_eq!(
+                    (o.verdict, o.reason),
+                    (Verdict::FailEnforce, Reason::DnssecInvalid),
+                    "{mode:?} {mx_answer:?} {tlsa:?}: {o:?}"
+                );
+                assert!(o.detail.as_deref().is_some_and(|d| d.contains("MX RRset of example.test")), "{o:?}");
+                assert_eq!(o.dane.as_ref().map(|d| d.dane), Some(mtasts::Dane::DnssecInvalid));
+                let o = h.engine.check_mx("example.test", "listed.example.test").expect("check_mx");
+                assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::DnssecInvalid), "{o:?}");
+            }
+        }
+    }
+}
+
+/// DANE-V-14: an insecure MX RRset (an unsigned domain hosted by a provider that signs its own
+/// zone and publishes TLSA records) still lets DANE protect the MX host (RFC 7672 §2.2.1 allows
+/// it; decision V4). A secure one of course does too.
+#[test]
+fn dane_protects_a_host_with_tlsa_records_under_an_insecure_mx_rrset() {
+    let other = pki::pki().leaf(&["mx.example.test"]).pem(); // the right name, another key
+    for security in [Security::Insecure, Security::Secure] {
+        let (h, fake) = world(Some("testing"), secure(vec![dane_ee_of_mx_leaf()]));
+        let records = vec![MxRecord { preference: 10, exchange: "mx.example.test".into() }];
+        fake.set_mx("example.test", MxLookup::Records { records, security, ttl: 3600 });
+        let o = h.engine.check("example.test", "mx.example.test", Some(other.as_bytes())).expect("check");
+        assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::TlsaInvalid), "{security:?}: {o:?}");
+    }
+}
+
+/// The MX RRset is looked up once per domain and kept for its TTL (at most an hour), as TLSA
+/// answers are.
+#[test]
+fn mx_rrsets_are_cached() {
+    let good = pki::pki().chains["mx"].pem();
+    let (h, fake) = world(Some("enforce"), secure(vec![dane_ee_of_mx_leaf()]));
+    for mx in ["mx.example.test", "mx2.example.test", "mx.example.test"] {
+        h.engine.check("example.test", mx, Some(good.as_bytes())).expect("check");
+    }
+    assert_eq!(fake.mx_lookups(), 1, "one MX lookup for the domain");
+    h.clock.advance(301);
+    h.engine.check("example.test", "mx.example.test", Some(good.as_bytes())).expect("check");
+    assert_eq!(fake.mx_lookups(), 2, "looked up again after the TTL (300 s)");
 }

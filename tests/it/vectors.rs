@@ -616,7 +616,7 @@ fn engine_vectors() {
 fn tlsa_state(name: &str) -> TlsaLookup {
     let leaf = TlsaSpec { usage: 3, selector: 1, matching: 1, of: Some("mx.leaf".into()), hex: None };
     let record = |usage: u8, data: Vec<u8>| TlsaRecord { usage, selector: 1, matching_type: 1, data };
-    let secure = |records| TlsaLookup::Secure { records, ttl: 3600 };
+    let secure = |records| TlsaLookup::Secure { records, ttl: 3600, base: None };
     match name {
         "match" => secure(vec![record(3, association_data(&leaf))]),
         "mismatch" => secure(vec![record(3, vec![0x5a; 32])]),
