@@ -105,6 +105,8 @@ fn connect_judges_every_mx_and_one_failure_stops_none() {
     {
         w.dns.set_a(&format!("{host}.example.test"), Ipv4Addr::new(127, 0, 0, last));
     }
+    // AAAA addresses are tried after the A ones.
+    w.dns.set_aaaa("down.example.test", std::net::Ipv6Addr::LOCALHOST);
     let port = sinks.port.to_string();
     let ca = w.ca_file();
     let mut args = vec!["check", "example.test", "--connect", "--port", &port, "--timeout", "2"];
@@ -170,10 +172,19 @@ fn connect_judges_every_mx_and_one_failure_stops_none() {
     // Nothing listening, and a server that never greets: no session, no verdict, a reason.
     let c = &mx(&v, "down.example.test")["connection"];
     assert_eq!((&c["address"], &c["verdict"]), (&Value::Null, &Value::Null), "{c}");
-    assert!(c["addresses"][0]["error"].as_str().is_some_and(|e| e.starts_with("connect: ")), "{c}");
-    assert!(
-        c["error"].as_str().is_some_and(|e| e.contains("no address of down.example.test answered")),
-        "{c}"
+    let tried: Vec<&str> = c["addresses"]
+        .as_array()
+        .expect("addresses")
+        .iter()
+        .map(|a| a["address"].as_str().expect("ip"))
+        .collect();
+    assert_eq!(tried, ["127.0.0.15", "::1"], "{c}");
+    for a in c["addresses"].as_array().expect("addresses") {
+        assert!(a["error"].as_str().is_some_and(|e| e.starts_with("connect: ")), "{c}");
+    }
+    assert_eq!(
+        c["error"],
+        format!("no address of down.example.test answered on port {} (2 tried)", sinks.port)
     );
     let c = &mx(&v, "silent.example.test")["connection"];
     assert_eq!(c["addresses"][0]["error"], "greeting: no answer within 2 s", "{c}");
