@@ -252,7 +252,11 @@ fn connect_judges_dane_sessions() {
         // The first address refuses connections; the second answers.
         .a("two.example.test", lo(23))
         .a("two.example.test", lo(24))
-        .tlsa("_25._tcp.two.example.test", 3, 1, 1, &spki_sha256(self_signed));
+        .tlsa("_25._tcp.two.example.test", 3, 1, 1, &spki_sha256(self_signed))
+        // Only a PKIX-EE record, which SMTP does not use: TLS without authentication.
+        .mx("example.test", 40, "pkix.example.test")
+        .a("pkix.example.test", lo(25))
+        .tlsa("_25._tcp.pkix.example.test", 1, 1, 1, &spki_sha256(self_signed));
     let zones = z.sign();
     let anchor = zones.trust_anchor(AnchorForm::Ds);
     let dns = DnsServer::start().expect("dns fixture");
@@ -274,12 +278,17 @@ fn connect_judges_dane_sessions() {
     let mut sinks = Sinks::start((21, Some(self_signed)));
     sinks.add(22, Some(self_signed));
     sinks.add(24, Some(self_signed));
+    sinks.add(25, Some(self_signed));
     let port = sinks.port.to_string();
 
     let v = json_of(&mtasts(&["check", "example.test", "--connect", "--port", &port, "--json"], &config));
     let hosts: Vec<&str> =
         v["mx"].as_array().expect("mx").iter().map(|m| m["host"].as_str().expect("host")).collect();
-    assert_eq!(hosts, ["dane.example.test", "mismatch.example.test", "two.example.test"], "{v}");
+    assert_eq!(
+        hosts,
+        ["dane.example.test", "mismatch.example.test", "two.example.test", "pkix.example.test"],
+        "{v}"
+    );
 
     // DANE-EE with a self-signed certificate: a pass, and the record that matched is named.
     let m = mx(&v, "dane.example.test");
@@ -311,7 +320,22 @@ fn connect_judges_dane_sessions() {
     assert_eq!(c["addresses"][1]["error"], Value::Null);
     assert_eq!((&c["address"], &c["verdict"]), (&json!("127.0.0.24"), &json!("pass")), "{c}");
 
+    // No usable record: any chain passes over TLS.
+    let c = &mx(&v, "pkix.example.test")["connection"];
+    assert_eq!((&c["verdict"], &c["matched"]["tlsa"]), (&json!("pass"), &json!([])), "{c}");
+
     sinks.assert_contacted_once_without_mail();
+    let out = mtasts(&["check", "example.test", "--connect", "--port", &port], &config);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    for want in [
+        &format!("matched: TLSA 3 1 1 {}", hex(&spki_sha256(self_signed)))[..],
+        "after the handshake: fail-enforce  tlsa-invalid",
+        "matched: no usable TLSA record: TLS is required, the certificate is not authenticated",
+        "no TLSA record of mismatch.example.test matches the certificate it presents",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -527,7 +527,7 @@ fn to_text(r: &Report) -> String {
             push(&mut out, line);
         }
         if let Some(c) = &m.connection {
-            connection_text(&mut out, &mut advice, &m.host, c);
+            connection_text(&mut out, &mut advice, &m.host, c, m.dane.as_deref());
         }
         if m.reason.as_deref() == Some("mx-mismatch") {
             advice.push(format!(
@@ -552,7 +552,13 @@ fn to_text(r: &Report) -> String {
 }
 
 /// The lines of one contacted MX, under its verdict line.
-fn connection_text(out: &mut String, advice: &mut Vec<String>, host: &str, c: &Connection) {
+fn connection_text(
+    out: &mut String,
+    advice: &mut Vec<String>,
+    host: &str,
+    c: &Connection,
+    dane: Option<&DaneInfo>,
+) {
     let mut push = |s: String| {
         out.push_str("       ");
         out.push_str(&s);
@@ -605,6 +611,9 @@ fn connection_text(out: &mut String, advice: &mut Vec<String>, host: &str, c: &C
     }
     for t in &j.tlsa {
         push(format!("matched: TLSA {t}"));
+    }
+    if s.tls.is_some() && dane.is_some_and(|d| d.secure() && d.usable == 0) {
+        push("matched: no usable TLSA record: TLS is required, the certificate is not authenticated".into());
     }
     let mut line = format!("after the handshake: {}", j.verdict);
     if s.tls.is_none() {
