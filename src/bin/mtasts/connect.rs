@@ -328,7 +328,7 @@ fn human(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
 }
 
-/// One SMTP reply: its code and its lines without the code and separator.
+/// One SMTP reply: its code and its lines.
 struct Reply {
     code: u16,
     /// The whole lines, code included.
@@ -370,11 +370,9 @@ impl Smtp {
             if !matches!(sep, None | Some(b' ' | b'-')) {
                 return Err(format!("{what}: not an SMTP reply: {:?}", truncate(&line)));
             }
-            if let Some(first) = lines.first() {
-                let first: &String = first;
-                if first.as_bytes()[..3] != *code {
-                    return Err(format!("{what}: a reply changed its code: {:?}", truncate(&line)));
-                }
+            // Every line of a multi-line reply carries the same code (RFC 5321 §4.2.1).
+            if lines.first().is_some_and(|first: &String| first.as_bytes()[..3] != *code) {
+                return Err(format!("{what}: a reply changed its code: {:?}", truncate(&line)));
             }
             let code: u16 = line[..3].parse().map_err(|_| format!("{what}: bad reply code"))?;
             lines.push(line);
