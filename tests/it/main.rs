@@ -10,6 +10,7 @@
 mod common;
 
 mod cli;
+mod connect;
 mod dane_config;
 mod dane_dns;
 mod dane_engine;

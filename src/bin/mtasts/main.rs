@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! mtasts check DOMAIN [--mx HOST]... [--config FILE] [--ca-file PEM] [--cache PATH|memory] [--json]
+//!              [--connect [--port N] [--timeout SECONDS] [--ehlo NAME]]
 //! mtasts lint [FILE|-]
 //! mtasts refresh [--config FILE] [--cache PATH] [--concurrency N] [--quiet]
 //! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
@@ -14,6 +15,7 @@
 
 mod cache;
 mod check;
+mod connect;
 mod export;
 mod lint;
 mod refresh;
