@@ -7,8 +7,8 @@
 #
 # Needs Debian's exim4-daemon-heavy (dlfunc + events, GnuTLS) and `unshare`/`mount`
 # (util-linux, mount); installs nothing itself. Builds the library and the fixtures (debug).
-# Stages: "exim -be" (every entry point, good and bad input) and "delivery" (the five cases of
-# the issue, plus an enforce domain whose first MX is outside the policy). Every stage runs even
+# Stages: "exim -be" (every entry point, good and bad input) and "delivery" (MTA-STS cases, and
+# DANE cases against DNSSEC-signed fixture zones: Exim's own DANE decides where it applies). Every stage runs even
 # when an earlier one failed; a summary ends the output, and the exit status is non-zero if any
 # stage failed. See tests/e2e/exim/README.md.
 set -euo pipefail
@@ -144,7 +144,7 @@ delivery_stage() {
     install -d -o "$exim_user" -g "$exim_user" "$run" "$run/spool" "$run/log"
 
     local rc=0
-    unshare -m bash "$root/tests/e2e/exim/deliver.sh" "$dir/resolv.conf" \
+    unshare -m bash "$root/tests/e2e/exim/deliver.sh" "$dir/resolv.conf" "$run/probes.txt" \
         -C "$root/tests/e2e/exim/e2e.conf" \
         -DE2E_DIR="$run" \
         -DE2E_EXAMPLE="$root/examples/exim/exim-mtasts.conf" \
@@ -164,7 +164,7 @@ delivery_stage() {
     echo "-- what the sinks saw"
     tail -n 1 "$tmp/mta.json"
     source "$root/tests/e2e/exim/delivery_checks.sh"
-    delivery_checks "$run/log/mainlog" "$run/log/paniclog" "$(tail -n 1 "$tmp/mta.json")"
+    delivery_checks "$run/log/mainlog" "$run/log/paniclog" "$(tail -n 1 "$tmp/mta.json")" "$run/probes.txt"
 }
 stage "delivery: exim -odf through examples/exim/exim-mtasts.conf" delivery_stage
 
