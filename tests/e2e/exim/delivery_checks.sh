@@ -132,6 +132,12 @@ sys.exit(0 if eval(expr) else 1)
         logged '== user@dane-cleartext\.test R=mtasts_dnslookup T=mtasts_smtp defer'
     check "the sink of mx.dane-cleartext.test got no message" sink mx.dane-cleartext.test 'len(m) == 0'
 
+    echo "-- 14. enforce, secure TLSA RRset with only an unusable (PKIX-EE) record: MTA-STS still judges"
+    check "mtasts refused the certificate for another name in the tls:cert event" \
+        logged 'SSL verify denied by event-action: depth=0: MTA-STS enforce policy of dane-unusable\.test refuses mx\.dane-unusable\.test: certificate-host-mismatch'
+    check "== user@dane-unusable.test deferred" logged '== user@dane-unusable\.test R=mtasts_dnslookup T=mtasts_smtp defer'
+    check "the sink of mx.dane-unusable.test got no message" sink mx.dane-unusable.test 'len(m) == 0'
+
     echo "-- overall"
     check "nothing bounced (no ** lines)" bash -c "! grep -q ' \*\* ' '$mainlog'"
     check "no expansion failed (event_action, dnsdb look-ups)" bash -c "! grep -qi 'expansion.*fail' '$mainlog'"
