@@ -40,7 +40,7 @@ cat "$probes"
 for rcpt in user@enforce.test user@outside.test user@badcert.test user@testing.test \
     user@nopolicy.test user@fallback.test user@dane-ee.test user@dane-mismatch.test \
     user@dane-testing.test user@dane-bogus.test user@dane-outside.test user@dane-next.test \
-    user@dane-unusable.test user@dane-cleartext.test; do
+    user@dane-unusable.test user@bogus-mx.test user@dane-cleartext.test; do
     rc=0
     printf 'From: sender@mta.test\nTo: %s\nSubject: MTA-STS e2e test for %s\n\nHello.\n' \
         "$rcpt" "${rcpt#*@}" |

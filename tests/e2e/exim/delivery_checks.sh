@@ -148,6 +148,11 @@ sys.exit(0 if eval(expr) else 1)
     check "== user@dane-unusable.test deferred" logged '== user@dane-unusable\.test R=mtasts_dnslookup T=mtasts_smtp defer'
     check "the sink of mx.dane-unusable.test got no message" sink mx.dane-unusable.test 'len(m) == 0'
 
+    echo "-- 15. bogus MX RRset (spoiled signature), testing policy: the router defers, nothing sent"
+    check "== user@bogus-mx.test deferred by the router: host lookup did not complete" \
+        logged '== user@bogus-mx\.test R=mtasts_dnslookup defer .*host lookup did not complete'
+    check "the sink of mx.bogus-mx.test saw no connection" sink mx.bogus-mx.test 's["connections"] == 0'
+
     echo "-- overall"
     check "nothing bounced (no ** lines)" bash -c "! grep -q ' \*\* ' '$mainlog'"
     check "no expansion failed (event_action, dnsdb look-ups)" bash -c "! grep -qi 'expansion.*fail' '$mainlog'"

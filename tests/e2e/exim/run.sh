@@ -8,9 +8,10 @@
 # Needs Debian's exim4-daemon-heavy (dlfunc + events, GnuTLS) and `unshare`/`mount`
 # (util-linux, mount); installs nothing itself. Builds the library and the fixtures (debug).
 # Stages: "exim -be" (every entry point, good and bad input) and "delivery" (MTA-STS cases, and
-# DANE cases against DNSSEC-signed fixture zones: Exim's own DANE decides where it applies). Every stage runs even
-# when an earlier one failed; a summary ends the output, and the exit status is non-zero if any
-# stage failed. See tests/e2e/exim/README.md.
+# DANE cases against DNSSEC-signed fixture zones: Exim's own DANE decides where it applies), the
+# latter twice: with mtasts's own DANE off and on. Every stage runs even when an earlier one
+# failed; a summary ends the output, and the exit status is non-zero if any stage failed. See
+# tests/e2e/exim/README.md.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
