@@ -7,10 +7,11 @@
 #
 # Needs Debian's exim4-daemon-heavy (dlfunc + events, GnuTLS) and `unshare`/`mount`
 # (util-linux, mount); installs nothing itself. Builds the library and the fixtures (debug).
-# Stages: "exim -be" (every entry point, good and bad input) and "delivery" (the five cases of
-# the issue, plus an enforce domain whose first MX is outside the policy). Every stage runs even
-# when an earlier one failed; a summary ends the output, and the exit status is non-zero if any
-# stage failed. See tests/e2e/exim/README.md.
+# Stages: "exim -be" (every entry point, good and bad input) and "delivery" (MTA-STS cases, and
+# DANE cases against DNSSEC-signed fixture zones: Exim's own DANE decides where it applies), the
+# latter twice: with mtasts's own DANE off and on. Every stage runs even when an earlier one
+# failed; a summary ends the output, and the exit status is non-zero if any stage failed. See
+# tests/e2e/exim/README.md.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
@@ -122,34 +123,46 @@ be_stage() {
 stage "exim -be: every entry point, good and bad input" be_stage
 
 # ---- stage 2: deliveries ----------------------------------------------------------------------
+# delivery_stage DNSSEC: the fixture's mtasts configuration with `[dns] dnssec = "off"` (mtasts
+# leaves DANE to Exim, as examples/exim/README.md suggests) or `"validate"` (mtasts also judges
+# DANE itself, from the fixture's trust anchor, where Exim does not use it): the outcomes must
+# be the same.
 delivery_stage() {
-    local dir=$tmp/mta
+    local mtasts_dnssec=$1
+    local dir=$tmp/mta-$mtasts_dnssec config
+    case $mtasts_dnssec in
+    off) config=mtasts.toml ;;
+    validate) config=mtasts-validate.toml ;;
+    esac
     if ! unshare -m true 2>/dev/null; then
         echo "unshare -m fails here: the delivery test needs a private mount namespace"
         echo "(root with CAP_SYS_ADMIN) to show Exim the fixture's DNS through /etc/resolv.conf"
         return 1
     fi
-    mkfifo "$tmp/mta.in"
-    "$target/debug/mtasts-mta-fixture" "$dir" <"$tmp/mta.in" >"$tmp/mta.json" 2>"$tmp/mta.err" &
+    local out=$tmp/mta-$mtasts_dnssec
+    mkfifo "$out.in"
+    "$target/debug/mtasts-mta-fixture" "$dir" <"$out.in" >"$out.json" 2>"$out.err" &
     mta_pid=$!
-    exec 9>"$tmp/mta.in"
-    if ! wait_json "$tmp/mta.json" "$mta_pid"; then
+    exec 9>"$out.in"
+    if ! wait_json "$out.json" "$mta_pid"; then
         echo "mtasts-mta-fixture did not start (it needs port 25 and 127.0.53.53:53 free):"
-        cat "$tmp/mta.err"
+        cat "$out.err"
         return 1
     fi
-    head -n 1 "$tmp/mta.json"
+    head -n 1 "$out.json"
     chmod -R a+rX "$dir"
-    local run=$tmp/exim
+    echo "-- mtasts configuration ($config)"
+    cat "$dir/$config"
+    local run=$tmp/exim-$mtasts_dnssec
     install -d -o "$exim_user" -g "$exim_user" "$run" "$run/spool" "$run/log"
 
     local rc=0
-    unshare -m bash "$root/tests/e2e/exim/deliver.sh" "$dir/resolv.conf" \
+    unshare -m bash "$root/tests/e2e/exim/deliver.sh" "$dir/resolv.conf" "$run/probes.txt" \
         -C "$root/tests/e2e/exim/e2e.conf" \
         -DE2E_DIR="$run" \
         -DE2E_EXAMPLE="$root/examples/exim/exim-mtasts.conf" \
         -DMTASTS_LIB="$lib" \
-        "-DMTASTS_CONFIG_ARG={config=$dir/mtasts.toml}" \
+        "-DMTASTS_CONFIG_ARG={config=$dir/$config}" \
         -DMTASTS_CA="$dir/ca.pem" || rc=$?
     # Closing its stdin makes the fixture print what the sinks saw, and exit.
     exec 9>&-
@@ -162,11 +175,13 @@ delivery_stage() {
     echo "-- main log"
     grep -v 'lost privilege for using -C option' "$run/log/mainlog" || true
     echo "-- what the sinks saw"
-    tail -n 1 "$tmp/mta.json"
+    tail -n 1 "$out.json"
     source "$root/tests/e2e/exim/delivery_checks.sh"
-    delivery_checks "$run/log/mainlog" "$run/log/paniclog" "$(tail -n 1 "$tmp/mta.json")"
+    delivery_checks "$run/log/mainlog" "$run/log/paniclog" "$(tail -n 1 "$out.json")" "$run/probes.txt" \
+        "$mtasts_dnssec"
 }
-stage "delivery: exim -odf through examples/exim/exim-mtasts.conf" delivery_stage
+stage "delivery: exim -odf through examples/exim/exim-mtasts.conf (mtasts dnssec = off)" delivery_stage off
+stage "delivery: the same with mtasts's own DANE on (mtasts dnssec = validate)" delivery_stage validate
 
 section "summary"
 printf '%s\n' "${results[@]}"
