@@ -18,6 +18,7 @@ mod engine;
 mod fetch;
 mod header;
 mod live;
+mod logging;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod report_flow;

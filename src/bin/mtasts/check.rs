@@ -62,6 +62,7 @@ struct Report {
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
     let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    mtasts::logging::apply(&config.log);
     if let Some(ca) = &args.ca_file {
         config.https.ca_file = Some(ca.clone());
     }
