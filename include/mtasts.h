@@ -41,6 +41,21 @@
 // `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
 #define MTASTS_VERSION_NUMBER 200
 
+// No line at all.
+#define MTASTS_LOG_OFF 0
+
+// Errors.
+#define MTASTS_LOG_ERROR 1
+
+// Warnings: what an operator must act on (the default level).
+#define MTASTS_LOG_WARN 2
+
+// One line per decision, discovery, fetch and refresh.
+#define MTASTS_LOG_INFO 3
+
+// The details of each step.
+#define MTASTS_LOG_DEBUG 4
+
 // The outcome of a call (not of the MTA-STS check: that is the verdict).
 enum mtasts_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -270,6 +285,10 @@ typedef struct mtasts_dane {
   // Which protocol decided.
   mtasts_decided_by decided_by;
 } mtasts_dane;
+
+// Receives one log line: `level` is one of `MTASTS_LOG_ERROR` .. `MTASTS_LOG_DEBUG`, `line` a
+// NUL-terminated UTF-8 string without newline, valid only during the call.
+typedef void (*mtasts_log_callback)(void *user_data, int level, const char *line);
 
 #ifdef __cplusplus
 extern "C" {
@@ -501,6 +520,22 @@ mtasts_status mtasts_default_store_state(mtasts_store_state *state_out,
                                          char *buf,
                                          size_t len,
                                          size_t *out_n);
+
+// Sends the library's log lines at `level` and above (`MTASTS_LOG_OFF` .. `MTASTS_LOG_DEBUG`)
+// to `callback` instead of standard error; a NULL `callback` sends them to standard error again
+// (at the level of `[log] level`). `user_data` is passed back unchanged.
+//
+// The callback runs on the thread whose call produced the line, just before that call returns,
+// never while the library holds a lock: it may call any mtasts function. Lines are queued during
+// a call (at most 1,000 per call).
+//
+// Thread-safe; may be called before any engine exists. After `fork()` the child keeps the
+// callback.
+//
+// # Safety
+// `callback`, if not NULL, must stay callable with `user_data` from any thread until it is
+// replaced.
+mtasts_status mtasts_set_log_callback(mtasts_log_callback callback, void *user_data, int level);
 
 // Gets the policy that applies to `domain` now (looking up DNS and fetching as the cache rules
 // require). On success `*policy_out` receives a policy to release with `mtasts_policy_free`.

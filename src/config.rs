@@ -92,6 +92,8 @@ pub struct Config {
     pub report: ReportConfig,
     /// `[serve]`
     pub serve: ServeConfig,
+    /// `[log]`
+    pub log: crate::logging::LogSettings,
     /// The file this came from (`None`: defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -37,6 +37,7 @@
 //! | [`cache`] | what is remembered: policies per domain (memory, SQLite, Redis), TLSRPT counts, the report outbox | §3.3, §10.2 |
 //! | [`engine`] | discovery, fetch, cache and apply | §5.1 |
 //! | [`config`] | the configuration file every front-end reads | — |
+//! | [`logging`] | warnings and the decision log: `tracing` events, and the subscriber the front-ends install (`[log]`, a C callback) | — |
 //! | [`refresh`] | refreshing stored policies before they age out, as `mtasts refresh` and `serve` do | §3.3, §10.2 |
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
@@ -66,6 +67,7 @@ pub mod engine;
 pub mod fetch;
 pub mod ffi;
 mod https;
+pub mod logging;
 pub mod mx;
 pub mod policy;
 pub mod ports;

@@ -124,5 +124,8 @@ pub fn refresh_all(engine: &Engine, domains: &[Domain], concurrency: usize) -> R
         }
         if panicked { Err("a refresh thread panicked".to_string()) } else { Ok(()) }
     })?;
-    Ok(done.into_inner())
+    let done = done.into_inner();
+    let failed = done.iter().filter(|r| r.is_warning()).count();
+    tracing::info!(target: "mtasts::refresh", domains = done.len(), failed, "refresh pass");
+    Ok(done)
 }

@@ -200,6 +200,19 @@ pub enum Dane {
 }
 
 impl Dane {
+    /// Lower-case name used in logs: `not-applicable`, `pending`, `passed`, `tlsa-invalid`,
+    /// `dnssec-invalid`, `dane-required`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotApplicable => "not-applicable",
+            Self::Pending => "pending",
+            Self::Passed => "passed",
+            Self::Failed => "tlsa-invalid",
+            Self::DnssecInvalid => "dnssec-invalid",
+            Self::Required => "dane-required",
+        }
+    }
+
     /// True when DANE decides for this MX (it applies, whatever the outcome).
     pub fn applies(self) -> bool {
         self != Self::NotApplicable

@@ -386,11 +386,16 @@ pub struct Entry {
     pub failed: Option<FailedFetch>,
 }
 
-/// Says something an operator should know on standard error (never a panic if stderr is closed:
-/// this runs inside MTAs).
+/// Says something an operator should know, as a `warn` event (`crate::logging`); on standard
+/// error when the process has no subscriber (never a panic if stderr is closed: this runs inside
+/// MTAs).
 pub(crate) fn warn(message: fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "mtasts: {message}");
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!(target: "mtasts", "{message}");
+    } else {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "mtasts: {message}");
+    }
 }
 
 /// Rebuilds a stored policy from its columns. The text is parsed again, so a stored policy obeys

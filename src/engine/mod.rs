@@ -594,7 +594,7 @@ impl Engine {
         // (UTS #46) would let `ｍｘ．example．com` pass as `mx.example.com` (src/mx.rs).
         let mx = mx::parse_host(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
-        let resolution = self.resolve_at(&domain, now, false);
+        let (resolution, layer) = self.resolve_layered(&domain, now, false);
         // The engine's own DANE, unless the caller judged DANE itself (RFC 8461 §2: where DANE
         // applies, it decides).
         let judged = match (&mx, dane) {
@@ -622,6 +622,7 @@ impl Engine {
                 };
             }
         }
+        log_decision(&domain, &mx, tls, layer, &outcome);
         if !matches!(tls, Tls::NotChecked) && dane == Dane::NotApplicable {
             // A session's outcome (after the handshake, or without TLS) counts for TLSRPT.
             let host = mx.ok();
@@ -695,6 +696,44 @@ impl Engine {
         }
         Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail, dane: None }
     }
+}
+
+/// The decision log: one `info` event per check under the target `mtasts::decision`
+/// (`crate::logging`), with the fields an operator searches by.
+fn log_decision(
+    domain: &Domain,
+    mx: &Result<Domain, (&str, DomainError)>,
+    tls: Tls<'_>,
+    layer: &str,
+    o: &Outcome,
+) {
+    if !tracing::enabled!(target: "mtasts::decision", tracing::Level::INFO) {
+        return;
+    }
+    let mx = match mx {
+        Ok(host) => host.as_str(),
+        Err((raw, _)) => raw,
+    };
+    let stage = match tls {
+        Tls::NotChecked => "before-connect",
+        Tls::NotNegotiated => "no-tls",
+        Tls::Chain(_) => "tls",
+    };
+    let dane = o.dane.as_ref().map_or("not-applicable", |d| d.dane.as_str());
+    tracing::info!(
+        target: "mtasts::decision",
+        domain = domain.as_str(),
+        mx,
+        stage,
+        verdict = o.verdict.as_str(),
+        reason = o.reason.as_str(),
+        mode = o.mode().map_or("none", |m| m.as_str()),
+        policy_id = o.policy.as_ref().map_or("", |p| p.id.as_str()),
+        source = if o.policy.is_some() { layer } else { "none" },
+        dane,
+        detail = o.detail.as_deref().unwrap_or(""),
+        "decision"
+    );
 }
 
 /// Parses the Policy Domain; `Ok(None)` for an address literal, which has no policy (HOST-5).

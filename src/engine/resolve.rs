@@ -50,10 +50,11 @@ impl Engine {
     }
 
     /// Fills an empty in-process entry from the persistent store (a miss of the memory layer).
-    fn warm_from_store(&self, domain: &Domain, now: u64) {
-        let Some(store) = &self.store else { return };
+    /// True when the store had the domain.
+    fn warm_from_store(&self, domain: &Domain, now: u64) -> bool {
+        let Some(store) = &self.store else { return false };
         if self.cache.read(domain, |e| e.is_some()) {
-            return;
+            return false;
         }
         match store.load(domain) {
             Ok(Some(stored)) => {
@@ -63,9 +64,16 @@ impl Engine {
                         *e = stored;
                     }
                 });
+                true
             }
-            Ok(None) => self.store_answered(),
-            Err(e) => self.report_store_error(&e),
+            Ok(None) => {
+                self.store_answered();
+                false
+            }
+            Err(e) => {
+                self.report_store_error(&e);
+                false
+            }
         }
     }
 
@@ -96,21 +104,40 @@ impl Engine {
 
     /// The policy state of `domain` at `now`; `force` skips the DNS check intervals.
     pub(super) fn resolve_at(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+        self.resolve_layered(domain, now, force).0
+    }
+
+    /// As [`Self::resolve_at`], with the layer the answer came from: `memory`, `store` (loaded
+    /// from the persistent store by this call) or `network` (fetched by this call), for the
+    /// decision log.
+    pub(super) fn resolve_layered(
+        &self,
+        domain: &Domain,
+        now: u64,
+        force: bool,
+    ) -> (Resolution, &'static str) {
         if !force {
             if let Some(resolution) = self.cached_resolution(domain, now) {
-                return resolution;
+                return (resolution, "memory");
             }
         }
         // A miss of the memory layer: the persistent store may know the domain.
+        let mut layer = "memory";
         if self.store.is_some() {
-            self.warm_from_store(domain, now);
+            if self.warm_from_store(domain, now) {
+                layer = "store";
+            }
             if !force {
                 if let Some(resolution) = self.cached_resolution(domain, now) {
-                    return resolution;
+                    return (resolution, layer);
                 }
             }
         }
-        self.single_flight(domain, now, force)
+        let resolution = self.single_flight(domain, now, force);
+        if resolution.source == Source::Network {
+            layer = "network";
+        }
+        (resolution, layer)
     }
 
     /// The resolution the in-process cache gives without I/O, if its entry is fresh. A failed
@@ -270,6 +297,7 @@ impl Engine {
             }
         };
         let fetched_now = matches!(fetched, Some(Ok(_)));
+        log_discovery(domain, &resolution, fetched.as_ref().map(|f| f.is_ok()));
         let saved = self.cache.update(domain, now, |e| {
             if entry.policy.as_ref().map(|p| p.fetched_at) > e.policy.as_ref().map(|p| p.fetched_at) {
                 e.policy = entry.policy.clone();
@@ -311,4 +339,40 @@ impl Engine {
 
 fn failure(reason: Reason, detail: String) -> Failure {
     Failure { reason, detail }
+}
+
+/// The log of one discovery: `info` for its outcome, `warn` when a fetch failed or the record is
+/// broken while an `enforce` or `testing` policy is still applied from the cache (CACHE-7).
+fn log_discovery(domain: &Domain, r: &Resolution, fetched: Option<bool>) {
+    let record = match &r.record {
+        RecordState::Found(_) => "found",
+        RecordState::NotLooked => "not-looked",
+        RecordState::Absent => "absent",
+        RecordState::DnsError => "dns-error",
+    };
+    let id = match &r.record {
+        RecordState::Found(id) => id.as_str(),
+        _ => "",
+    };
+    let fetch = match fetched {
+        None => "not-needed",
+        Some(true) => "fetched",
+        Some(false) => "failed",
+    };
+    let mode = r.mode().map_or("none", |m| m.as_str());
+    let error = r.error.as_ref().map_or(String::new(), |e| format!("{}: {}", e.reason.as_str(), e.detail));
+    if r.needs_attention() {
+        tracing::warn!(
+            target: "mtasts::discovery",
+            domain = domain.as_str(),
+            record,
+            id,
+            fetch,
+            mode,
+            error,
+            "discovery failed; the cached policy still applies"
+        );
+    } else {
+        tracing::info!(target: "mtasts::discovery", domain = domain.as_str(), record, id, fetch, mode, error, "discovery");
+    }
 }

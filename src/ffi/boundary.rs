@@ -45,6 +45,13 @@ pub(super) fn last_error() -> String {
 /// Runs `f`, turning a panic into `on_panic`. Safe to use from thread-local destructors: it
 /// touches its own thread-local only through `try_with`.
 pub(super) fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    let result = guarded(on_panic, f);
+    // Log lines this call produced go to the caller's callback now, with no library lock held.
+    let _ = catch_unwind(crate::logging::deliver_queued);
+    result
+}
+
+fn guarded<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(payload) => {

@@ -123,6 +123,7 @@ pub unsafe extern "C" fn mtasts_engine_new(
             None => Ok(Config::default()),
             Some(path) => Config::from_file(Path::new(path)),
         };
+        let config = config.inspect(|c| crate::logging::apply(&c.log));
         match config.and_then(|c| c.build_engine()) {
             Ok(engine) => {
                 engine_out.write(new_handle(mtasts_engine { engine }));

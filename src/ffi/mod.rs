@@ -18,6 +18,7 @@
 //! | `boundary` | the panic guard, argument readers, out-parameters, `mtasts_last_error`'s thread-local |
 //! | `registry` | the per-process registry of the engines the library keeps (the default engine and Exim's `{config=...}` engines), fork handling, the flush at `exit()` |
 //! | `engine` | `mtasts_check`, `mtasts_record` and the `mtasts_engine_*` handle API |
+//! | `log` | `mtasts_set_log_callback`: the library's log lines into the MTA's log |
 //! | `policy` | `mtasts_engine_policy` and the `mtasts_policy_*` accessors |
 //! | `types` | the C enums and structs and their static names |
 //! | [`exim`] | Exim's `${dlfunc}` entry points |
@@ -29,6 +30,7 @@
 mod boundary;
 mod engine;
 pub mod exim;
+mod log;
 mod policy;
 mod registry;
 mod types;
@@ -36,6 +38,7 @@ mod types;
 use std::ffi::{CStr, c_char};
 
 pub use engine::*;
+pub use log::*;
 pub use policy::*;
 pub use types::*;
 

@@ -97,6 +97,7 @@ impl Source {
             Self::Default => Config::load(None),
             Self::File(path) => Config::from_file(path),
         };
+        let config = config.inspect(|c| crate::logging::apply(&c.log));
         config.and_then(|c| c.build_engine()).map_err(|e| e.to_string())
     }
 }

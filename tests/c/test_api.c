@@ -1411,6 +1411,49 @@ static void test_fork(const mtasts_engine *engine) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* mtasts_set_log_callback: lines come to the callback (with their level), never while a library
+ * lock is held (the callback calls back into the library), and NULL sends them to stderr again. */
+struct log_seen {
+    int lines, decisions, max_level, reentered;
+    char last[512];
+};
+
+static void on_log(void *user_data, int level, const char *line) {
+    struct log_seen *seen = user_data;
+    seen->lines++;
+    if (level > seen->max_level) seen->max_level = level;
+    if (strstr(line, "decision") && strstr(line, "domain=\"enforce.test\"") &&
+        strstr(line, "verdict=\"pass\""))
+        seen->decisions++;
+    snprintf(seen->last, sizeof seen->last, "%s", line);
+    /* Calling back into the library from the callback must not deadlock. */
+    if (mtasts_set_log_callback(on_log, user_data, MTASTS_LOG_INFO) == MTASTS_STATUS_OK)
+        seen->reentered++;
+}
+
+static void test_log_callback(const mtasts_engine *engine) {
+    section("mtasts_set_log_callback");
+    CHECK_STATUS(mtasts_set_log_callback(on_log, NULL, 5), MTASTS_STATUS_INVALID_ARGUMENT);
+    CHECK_STATUS(mtasts_set_log_callback(on_log, NULL, -1), MTASTS_STATUS_INVALID_ARGUMENT);
+    struct log_seen seen = {0};
+    CHECK_STATUS(mtasts_set_log_callback(on_log, &seen, MTASTS_LOG_INFO), MTASTS_STATUS_OK);
+    mtasts_result r;
+    CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", "mx.enforce.test", &r), MTASTS_STATUS_OK);
+    CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
+    CHECK_EQ(seen.decisions, 1);
+    CHECK_EQ(seen.max_level, MTASTS_LOG_INFO);
+    CHECK(seen.reentered >= 1);
+    /* Above the callback's level: nothing. */
+    CHECK_STATUS(mtasts_set_log_callback(on_log, &seen, MTASTS_LOG_WARN), MTASTS_STATUS_OK);
+    int before = seen.lines;
+    CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", "mx.enforce.test", &r), MTASTS_STATUS_OK);
+    CHECK_EQ(seen.lines, before);
+    /* Back to standard error. */
+    CHECK_STATUS(mtasts_set_log_callback(NULL, NULL, MTASTS_LOG_OFF), MTASTS_STATUS_OK);
+    CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", "mx.enforce.test", &r), MTASTS_STATUS_OK);
+    CHECK_EQ(seen.lines, before);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s CONFIG DIR\n", argv[0]);
@@ -1439,6 +1482,7 @@ int main(int argc, char **argv) {
     test_engine_checks(engine);
     test_store_state(engine);
     test_dane_calls(engine);
+    test_log_callback(engine);
 
     mtasts_policy *policy = NULL;
     CHECK_STATUS(mtasts_engine_policy(engine, "enforce.test", &policy), MTASTS_STATUS_OK);

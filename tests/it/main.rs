@@ -19,6 +19,7 @@ mod engine;
 mod fetch;
 mod header;
 mod live;
+mod logging;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod report_flow;

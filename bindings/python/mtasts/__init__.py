@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -85,6 +86,7 @@ __all__ = [
     "Engine",
     "check",
     "store_status",
+    "set_log_level",
     "CertificateChain",
     "MxName",
 ]
@@ -647,3 +649,49 @@ def check(domain: str, mx: MxName, cert: Optional[CertificateChain] = None) -> V
 def store_status() -> StoreStatus:
     """As :meth:`Engine.store_status`, for the process-wide default engine of :func:`check`."""
     return _store_status(_lib.lib.mtasts_default_store_state)
+
+
+#: The logger the library's lines go to: warnings, and at ``INFO`` one ``decision`` line per check
+#: (domain, MX, verdict, reason, mode, policy id, source, DANE) and one per discovery.
+logger = logging.getLogger("mtasts")
+
+_C_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}
+
+
+def _c_level(level: int) -> int:
+    """The library's level (``MTASTS_LOG_*``) for a :mod:`logging` level."""
+    if level <= logging.DEBUG:
+        return 4
+    if level <= logging.INFO:
+        return 3
+    if level <= logging.WARNING:
+        return 2
+    if level <= logging.CRITICAL:
+        return 1
+    return 0
+
+
+def _log_line(_user_data: Optional[int], level: int, line: bytes) -> None:
+    try:
+        logger.log(_C_LEVELS.get(level, logging.INFO), line.decode("utf-8", "replace"))
+    except Exception:  # a logging handler's failure must not unwind into C
+        pass
+
+
+# Kept referenced for the life of the module: the library holds the pointer.
+_on_log = _lib.LOG_CALLBACK(_log_line)
+
+
+def set_log_level(level: Union[int, str]) -> None:
+    """Sets the level of the ``mtasts`` logger and asks the library for lines at that level and
+    above (``logging.INFO`` adds the decision log to the warnings). The library's lines go to the
+    ``mtasts`` logger from the import of this package on, at the level that logger had then
+    (``WARNING`` unless configured): the library formats only the lines asked for, so call this
+    rather than ``logger.setLevel`` alone to get more. Thread-safe."""
+    logger.setLevel(level)
+    status = _lib.lib.mtasts_set_log_callback(_on_log, None, _c_level(logger.getEffectiveLevel()))
+    if status != Status.OK:
+        raise error_from_status(Status(status))
+
+
+set_log_level(logger.level)

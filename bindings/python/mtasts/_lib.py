@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from ctypes import POINTER, c_char, c_char_p, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
+from ctypes import CFUNCTYPE, POINTER, c_char, c_char_p, c_int, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._version import __version__
@@ -59,6 +59,9 @@ class Dane(ctypes.Structure):
         ("decided_by", c_uint32),
     ]
 
+
+#: ``mtasts_log_callback``: ``(user_data, level, line)``.
+LOG_CALLBACK = CFUNCTYPE(None, c_void_p, c_int, c_char_p)
 
 # name -> (restype, argtypes), in the order of include/mtasts.h.
 SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
@@ -98,6 +101,7 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
         c_uint32,
         [POINTER(c_uint32), POINTER(c_char), c_size_t, POINTER(c_size_t)],
     ),
+    "mtasts_set_log_callback": (c_uint32, [LOG_CALLBACK, c_void_p, c_int]),
     "mtasts_policy_free": (None, [c_void_p]),
     "mtasts_policy_mode": (c_uint32, [c_void_p]),
     "mtasts_policy_max_age": (c_uint32, [c_void_p]),

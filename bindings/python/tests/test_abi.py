@@ -62,12 +62,16 @@ def expected_ctype(c_type: str) -> Any:
     """The ctypes type a C type of the header must be declared as."""
     if c_type == "void":
         return None
+    if c_type == "mtasts_log_callback":
+        return _lib.LOG_CALLBACK
     if c_type in ("uint32_t", "size_t", "uint64_t") or (
         c_type.startswith("mtasts_") and "*" not in c_type
     ):
         return {"size_t": ctypes.c_size_t, "uint64_t": ctypes.c_uint64}.get(c_type, ctypes.c_uint32)
     return {
         "const char *": ctypes.c_char_p,
+        "int": ctypes.c_int,
+        "void *": ctypes.c_void_p,
         "char *": ctypes.POINTER(ctypes.c_char),
         "size_t *": ctypes.POINTER(ctypes.c_size_t),
         "mtasts_store_state *": ctypes.POINTER(ctypes.c_uint32),
@@ -126,7 +130,7 @@ def test_unknown_values_have_the_name_unknown() -> None:
 
 def test_every_header_function_is_declared() -> None:
     functions = header_functions()
-    assert len(functions) == 26, sorted(functions)
+    assert len(functions) == 27, sorted(functions)
     assert set(functions) == set(_lib.SIGNATURES)
     for name, (returns, params) in functions.items():
         restype, argtypes = _lib.SIGNATURES[name]

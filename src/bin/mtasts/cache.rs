@@ -65,6 +65,7 @@ const NO_STORE: &str = "[cache] path is \"memory\": there is no persistent store
 
 fn load(config: Option<&std::path::Path>, cache: Option<&str>) -> Result<Config, String> {
     let mut config = Config::load(config).map_err(|e| e.to_string())?;
+    mtasts::logging::apply(&config.log);
     if let Some(cache) = cache {
         config.cache.path = cache.to_owned();
     }

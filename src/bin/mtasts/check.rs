@@ -113,6 +113,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         None => None,
     };
     let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    mtasts::logging::apply(&config.log);
     if let Some(ca) = &args.ca_file {
         config.https.ca_file = Some(ca.clone());
     }

@@ -482,6 +482,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
     let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    mtasts::logging::apply(&config.log);
     if let Some(cache) = &args.cache {
         config.cache.path = cache.clone();
     }

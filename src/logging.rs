@@ -1,0 +1,252 @@
+//! What mtasts tells an operator: warnings, and at `info` one line per decision and per
+//! discovery, fetch and refresh outcome.
+//!
+//! The library emits [`tracing`] events under the target `mtasts` (decisions under
+//! `mtasts::decision`). It installs nothing by itself: a Rust program that embeds the crate sees
+//! the events through its own subscriber. The front-ends (the `mtasts` CLI and `serve`, the C
+//! library, Exim, Python) call [`install`], which sets one process-wide subscriber whose output
+//! follows [`LogSettings`] (the `[log]` table of the configuration) and can be changed at any
+//! time ([`apply`], [`set_callback`]):
+//!
+//! | sink | when | format |
+//! |---|---|---|
+//! | standard error | no callback is set | `[log] format`: `text` (tracing-subscriber's compact form) or `json` (one object per line) |
+//! | a C callback ([`set_callback`]) | an MTA routes the lines into its own log | one text line per event, with its level |
+//!
+//! Both formats are written by `tracing-subscriber`; nothing here formats a line by hand.
+//!
+//! A callback never runs while a library lock is held: lines meant for it are queued per thread
+//! and handed over when the exported function that produced them returns (the C boundary calls
+//! [`deliver_queued`]). No thread is started (the process model of docs/architecture.md).
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use once_cell::sync::OnceCell;
+use parking_lot::RwLock;
+use serde::Deserialize;
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{FilterFn, LevelFilter};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{Layer, Registry};
+
+/// How much is said: `error`, `warn` (default), `info` or `debug`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Nothing at all.
+    Off,
+    /// Errors only.
+    Error,
+    /// Warnings and errors (the default): what an operator must act on.
+    #[default]
+    Warn,
+    /// Also one line per decision, discovery, fetch and refresh.
+    Info,
+    /// Also the details of each step.
+    Debug,
+}
+
+impl LogLevel {
+    fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn of(level: &Level) -> Self {
+        match *level {
+            Level::ERROR => Self::Error,
+            Level::WARN => Self::Warn,
+            Level::INFO => Self::Info,
+            _ => Self::Debug,
+        }
+    }
+
+    /// The level's number for C callers: 0 off, 1 error, 2 warn, 3 info, 4 debug.
+    pub fn number(self) -> i32 {
+        i32::from(self.as_u8())
+    }
+
+    /// The level for a C caller's number: 0 off, 1 error, 2 warn, 3 info, 4 debug.
+    pub fn from_number(level: i32) -> Option<Self> {
+        Some(match level {
+            0 => Self::Off,
+            1 => Self::Error,
+            2 => Self::Warn,
+            3 => Self::Info,
+            4 => Self::Debug,
+            _ => return None,
+        })
+    }
+}
+
+/// The form of the lines written to standard error.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+    Json,
+}
+
+/// `[log]`
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// How much is said.
+    pub level: LogLevel,
+    /// The form of the lines on standard error.
+    pub format: LogFormat,
+}
+
+/// Receives the log lines instead of standard error (the C callback is one): the level and the
+/// line, without its newline.
+pub type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// The level written to standard error (`LogLevel as u8`).
+static STDERR_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
+/// 0: text, 1: JSON.
+static STDERR_FORMAT: AtomicU8 = AtomicU8::new(0);
+/// The level handed to the callback, when one is set.
+static CALLBACK_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+/// Whether a sink is set (read on every event, without a lock).
+static SINK_SET: AtomicBool = AtomicBool::new(false);
+static INSTALLED: OnceCell<bool> = OnceCell::new();
+
+thread_local! {
+    /// Lines for the callback, produced during the current exported call.
+    static QUEUE: RefCell<Vec<(LogLevel, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn ours(meta: &Metadata<'_>) -> bool {
+    meta.target().starts_with("mtasts")
+}
+
+fn callback_set() -> bool {
+    SINK_SET.load(Ordering::Relaxed)
+}
+
+/// Installs the process-wide subscriber, once. Returns false when the process already had
+/// another one (a Rust host program): its subscriber then receives the events instead.
+pub fn install() -> bool {
+    *INSTALLED.get_or_init(|| {
+        let stderr_enabled = |format: u8| {
+            move |meta: &Metadata<'_>| {
+                ours(meta)
+                    && !callback_set()
+                    && STDERR_FORMAT.load(Ordering::Relaxed) == format
+                    && LogLevel::of(meta.level()).as_u8() <= STDERR_LEVEL.load(Ordering::Relaxed)
+            }
+        };
+        let text = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_ansi(false)
+            .with_filter(FilterFn::new(stderr_enabled(0)));
+        let json = tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(false)
+            .with_writer(io::stderr)
+            .with_filter(FilterFn::new(stderr_enabled(1)));
+        let callback = tracing_subscriber::fmt::layer()
+            .with_writer(QueueWriter)
+            .with_ansi(false)
+            .without_time()
+            .with_filter(FilterFn::new(|meta| {
+                ours(meta)
+                    && callback_set()
+                    && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
+            }));
+        let subscriber = Registry::default().with(text).with(json).with(callback).with(LevelFilter::DEBUG);
+        tracing::subscriber::set_global_default(subscriber).is_ok()
+    })
+}
+
+/// Applies `[log]` to standard error's output (installing the subscriber if needed).
+pub fn apply(settings: &LogSettings) {
+    STDERR_LEVEL.store(settings.level.as_u8(), Ordering::Relaxed);
+    STDERR_FORMAT.store(u8::from(settings.format == LogFormat::Json), Ordering::Relaxed);
+    install();
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// Routes log lines at `level` and above to `sink` instead of standard error; `None` goes back
+/// to standard error. Safe to call from any thread, before any engine exists.
+pub fn set_sink(sink: Option<Sink>, level: LogLevel) {
+    CALLBACK_LEVEL.store(level.as_u8(), Ordering::Relaxed);
+    let set = sink.is_some();
+    *SINK.write() = sink;
+    SINK_SET.store(set, Ordering::Relaxed);
+    install();
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// Hands this thread's queued lines to the sink. Called by the C boundary when an exported
+/// function returns, when no library lock is held; the sink itself runs with no lock held
+/// either, so it may call back into the library (even to change the sink).
+pub fn deliver_queued() {
+    let lines =
+        QUEUE.try_with(|q| q.try_borrow_mut().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default());
+    let Ok(lines) = lines else { return };
+    if lines.is_empty() {
+        return;
+    }
+    let Some(sink) = SINK.read().clone() else { return };
+    for (level, line) in lines {
+        sink(level, line.trim_end());
+    }
+}
+
+/// Collects one formatted event for the callback queue.
+struct QueueWriter;
+
+/// The writer of one event: its bytes, queued with the level when the event is written.
+struct QueuedLine {
+    level: LogLevel,
+    bytes: Vec<u8>,
+}
+
+impl io::Write for QueuedLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let line = String::from_utf8_lossy(&self.bytes).into_owned();
+        let level = self.level;
+        let _ = QUEUE.try_with(|q| {
+            if let Ok(mut q) = q.try_borrow_mut() {
+                // A runaway producer outside any exported call must not grow without bound.
+                if q.len() < 1000 {
+                    q.push((level, line));
+                }
+            }
+        });
+    }
+}
+
+impl<'a> MakeWriter<'a> for QueueWriter {
+    type Writer = QueuedLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        QueuedLine { level: LogLevel::Warn, bytes: Vec::new() }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        QueuedLine { level: LogLevel::of(meta.level()), bytes: Vec::new() }
+    }
+}
