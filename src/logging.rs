@@ -11,7 +11,8 @@
 //! | sink | when | format |
 //! |---|---|---|
 //! | standard error | no callback is set | `[log] format`: `text` (tracing-subscriber's compact form) or `json` (one object per line) |
-//! | a C callback ([`set_callback`]) | an MTA routes the lines into its own log | one text line per event, with its level |
+//! | syslog (`[log] target = "syslog"`) | no callback is set | one RFC 3164 message per event, facility `mail`, to `/dev/log` or `[log] syslog_socket` (journald reads the same socket) |
+//! | a C callback ([`set_sink`]) | an MTA routes the lines into its own log | one text line per event, with its level |
 //!
 //! Both formats are written by `tracing-subscriber`; nothing here formats a line by hand.
 //!
@@ -93,14 +94,32 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[log]`
+/// Where the lines go when no callback takes them.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// Standard error (default).
+    #[default]
+    Stderr,
+    /// The local syslog daemon (or journald, which reads the same socket), facility `mail`.
+    Syslog,
+}
+
+/// The socket syslog and journald listen on.
+pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+
+/// `[log]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// How much is said.
     pub level: LogLevel,
     /// The form of the lines on standard error.
     pub format: LogFormat,
+    /// Standard error or syslog.
+    pub target: LogTarget,
+    /// The syslog socket (`/dev/log` when not set).
+    pub syslog_socket: Option<std::path::PathBuf>,
 }
 
 /// Receives the log lines instead of standard error (the C callback is one): the level and the
@@ -109,8 +128,18 @@ pub type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 /// The level written to standard error (`LogLevel as u8`).
 static STDERR_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
-/// 0: text, 1: JSON.
+/// 0: text, 1: JSON, 2: syslog (text lines sent to the syslog socket).
 static STDERR_FORMAT: AtomicU8 = AtomicU8::new(0);
+/// The syslog connection, made for the socket and process it names (rebuilt after a `fork()`, as
+/// a syslog line carries the pid).
+static SYSLOG: parking_lot::Mutex<Option<Syslog>> = parking_lot::Mutex::new(None);
+static SYSLOG_SOCKET: RwLock<Option<std::path::PathBuf>> = RwLock::new(None);
+
+struct Syslog {
+    pid: u32,
+    socket: std::path::PathBuf,
+    logger: syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>,
+}
 /// The level handed to the callback, when one is set.
 static CALLBACK_LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
@@ -161,7 +190,13 @@ pub fn install() -> bool {
                     && callback_set()
                     && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
             }));
-        let subscriber = Registry::default().with(text).with(json).with(callback).with(LevelFilter::DEBUG);
+        let syslog = tracing_subscriber::fmt::layer()
+            .with_writer(SyslogWriter)
+            .with_ansi(false)
+            .without_time()
+            .with_filter(FilterFn::new(stderr_enabled(2)));
+        let subscriber =
+            Registry::default().with(text).with(json).with(syslog).with(callback).with(LevelFilter::DEBUG);
         tracing::subscriber::set_global_default(subscriber).is_ok()
     })
 }
@@ -169,7 +204,13 @@ pub fn install() -> bool {
 /// Applies `[log]` to standard error's output (installing the subscriber if needed).
 pub fn apply(settings: &LogSettings) {
     STDERR_LEVEL.store(settings.level.as_u8(), Ordering::Relaxed);
-    STDERR_FORMAT.store(u8::from(settings.format == LogFormat::Json), Ordering::Relaxed);
+    let format = match (settings.target, settings.format) {
+        (LogTarget::Syslog, _) => 2,
+        (LogTarget::Stderr, LogFormat::Json) => 1,
+        (LogTarget::Stderr, LogFormat::Text) => 0,
+    };
+    *SYSLOG_SOCKET.write() = settings.syslog_socket.clone();
+    STDERR_FORMAT.store(format, Ordering::Relaxed);
     install();
     tracing::callsite::rebuild_interest_cache();
 }
@@ -249,4 +290,77 @@ impl<'a> MakeWriter<'a> for QueueWriter {
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
         QueuedLine { level: LogLevel::of(meta.level()), bytes: Vec::new() }
     }
+}
+
+/// Sends each event as one syslog message (RFC 3164, facility `mail`), through the `syslog`
+/// crate. A line that cannot be sent (no syslog daemon) goes to standard error instead.
+struct SyslogWriter;
+
+impl<'a> MakeWriter<'a> for SyslogWriter {
+    type Writer = SyslogLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SyslogLine { level: LogLevel::Warn, bytes: Vec::new() }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        SyslogLine { level: LogLevel::of(meta.level()), bytes: Vec::new() }
+    }
+}
+
+/// One event on its way to syslog.
+struct SyslogLine {
+    level: LogLevel,
+    bytes: Vec<u8>,
+}
+
+impl io::Write for SyslogLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.bytes);
+        let line = line.trim_end();
+        if line.is_empty() || send_to_syslog(self.level, line).is_err() {
+            use io::Write as _;
+            let _ = writeln!(io::stderr(), "{line}");
+        }
+    }
+}
+
+fn send_to_syslog(level: LogLevel, line: &str) -> Result<(), String> {
+    let socket =
+        SYSLOG_SOCKET.read().clone().unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_SYSLOG_SOCKET));
+    let pid = std::process::id();
+    let mut slot = SYSLOG.lock();
+    if slot.as_ref().is_none_or(|s| s.pid != pid || s.socket != socket) {
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_MAIL,
+            hostname: None,
+            process: "mtasts".into(),
+            pid,
+        };
+        let logger = syslog::unix_custom(formatter, &socket).map_err(|e| e.to_string())?;
+        *slot = Some(Syslog { pid, socket, logger });
+    }
+    let Some(syslog) = slot.as_mut() else { return Err("no syslog".into()) };
+    let sent = match level {
+        LogLevel::Off => Ok(()),
+        LogLevel::Error => syslog.logger.err(line),
+        LogLevel::Warn => syslog.logger.warning(line),
+        LogLevel::Info => syslog.logger.info(line),
+        LogLevel::Debug => syslog.logger.debug(line),
+    };
+    sent.map_err(|e| {
+        *slot = None;
+        e.to_string()
+    })
 }

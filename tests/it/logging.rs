@@ -88,3 +88,36 @@ fn a_bad_log_setting_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loud"));
 }
+
+#[test]
+fn syslog_target_sends_one_message_per_line_with_facility_mail() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("mtasts-syslog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let socket_path = dir.join("log");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind a syslog socket");
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let w = world(
+        "syslog",
+        &format!("level = \"info\"\ntarget = \"syslog\"\nsyslog_socket = \"{}\"\n", socket_path.display()),
+    );
+    let out = check(&w, "example.test", "mx.example.test");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "nothing on stderr with target = syslog");
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    socket.set_nonblocking(false).expect("blocking");
+    while let Ok(n) = socket.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if messages.iter().any(|m| m.contains("mtasts::decision")) {
+            break;
+        }
+    }
+    let decision = messages.iter().find(|m| m.contains("mtasts::decision")).expect("a decision message");
+    // RFC 3164: <PRI> with facility mail (2) and severity info (6): 2 * 8 + 6 = 22.
+    assert!(decision.starts_with("<22>"), "{decision}");
+    assert!(decision.contains("mtasts["), "process name and pid: {decision}");
+    assert!(decision.contains("verdict=\"pass\""), "{decision}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
