@@ -100,6 +100,36 @@ impl Source {
         let config = config.inspect(|c| crate::logging::apply(&c.log));
         config.and_then(|c| c.build_engine()).map_err(|e| e.to_string())
     }
+
+    /// The file whose changes make the engine be built again: the one `build` reads (for the
+    /// default source, the default path even while it does not exist: creating it counts).
+    fn watched(&self) -> PathBuf {
+        match self {
+            Self::Default => std::env::var_os(crate::config::ENV_VAR)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH), PathBuf::from),
+            Self::File(path) => path.clone(),
+        }
+    }
+}
+
+/// What identifies a version of a configuration file: modification time, size and inode
+/// (`None`: the file does not exist or cannot be read).
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// An engine of the registry, with the configuration version it was built from. A new version
+/// of the file replaces the engine; calls already holding the old one finish with it, and the
+/// last of them drops it (its pending TLSRPT counts are then flushed).
+struct Loaded {
+    engine: Mutex<Arc<Engine>>,
+    /// The version the engine was built from, or the last version that failed to build.
+    stamp: Mutex<Stamp>,
 }
 
 /// Every engine this process built, by source. An engine is built in its cell outside the map's
@@ -108,24 +138,65 @@ impl Source {
 /// call.
 #[derive(Default)]
 struct Engines {
-    by_source: Mutex<HashMap<Source, Arc<OnceCell<Arc<Engine>>>>>,
+    by_source: Mutex<HashMap<Source, Arc<OnceCell<Loaded>>>>,
 }
 
 impl Engines {
     fn engine(&self, source: Source) -> Result<Arc<Engine>, String> {
         let cell = Arc::clone(self.by_source.lock().entry(source.clone()).or_default());
-        let engine = cell.get_or_try_init(|| {
+        let loaded = cell.get_or_try_init(|| {
             flush_at_exit();
-            source.build().map(Arc::new)
+            let before = stamp(&source.watched());
+            source.build().map(|e| Loaded { engine: Mutex::new(Arc::new(e)), stamp: Mutex::new(before) })
         })?;
-        Ok(Arc::clone(engine))
+        Ok(Arc::clone(&loaded.engine.lock()))
+    }
+
+    /// Builds again every engine whose configuration file changed since it was built. A new
+    /// configuration that fails to build is reported (a `warn` event) and the engine in use kept;
+    /// it is tried again when the file changes again. True when an engine was replaced.
+    fn reload_changed(&self) -> bool {
+        let cells: Vec<(Source, Arc<OnceCell<Loaded>>)> =
+            self.by_source.lock().iter().map(|(s, c)| (s.clone(), Arc::clone(c))).collect();
+        let mut replaced = false;
+        for (source, cell) in cells {
+            let Some(loaded) = cell.get() else { continue };
+            let path = source.watched();
+            let now = stamp(&path);
+            if *loaded.stamp.lock() == now {
+                continue;
+            }
+            *loaded.stamp.lock() = now;
+            match source.build() {
+                Ok(engine) => {
+                    tracing::info!(target: "mtasts", config = %path.display(), "configuration reloaded");
+                    // The old engine is dropped by its last user, outside this lock.
+                    let old = std::mem::replace(&mut *loaded.engine.lock(), Arc::new(engine));
+                    drop(old);
+                    replaced = true;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        target: "mtasts",
+                        config = %path.display(),
+                        "the changed configuration is not used: {e}; the previous one stays in force"
+                    );
+                }
+            }
+        }
+        replaced
     }
 
     /// The engines built so far, or `None` when another thread holds the registry (exit handlers
     /// never wait).
     fn built(&self) -> Option<Vec<Arc<Engine>>> {
         let by_source = self.by_source.try_lock()?;
-        Some(by_source.values().filter_map(|cell| cell.get().cloned()).collect())
+        Some(
+            by_source
+                .values()
+                .filter_map(|cell| cell.get().and_then(|l| l.engine.try_lock().map(|e| Arc::clone(&e))))
+                .collect(),
+        )
     }
 
     #[cfg(test)]
@@ -139,7 +210,35 @@ static ENGINES: PerProcess<Engines> = PerProcess::new();
 
 /// The engine of an Exim `{config=...}` path, built on first use in each process.
 pub(crate) fn configured_engine(path: &Path) -> Result<Arc<Engine>, String> {
+    reload_if_due();
     ENGINES.get().engine(Source::File(path.to_path_buf()))
+}
+
+/// Incremented when an engine of the registry is replaced by a reload, so that per-thread
+/// references to the default engine are dropped.
+static RELOAD_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The second (of the coarse monotonic clock) of the last look at the configuration files.
+static LAST_RELOAD_CHECK: AtomicU64 = AtomicU64::new(0);
+
+/// Looks at the configuration files of the registry's engines at most once a second (one thread
+/// does; the others go on), and builds again those that changed.
+fn reload_if_due() {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the current time into `now`; CLOCK_MONOTONIC_COARSE is answered from the
+    // vDSO without a system call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) } != 0 {
+        return;
+    }
+    let second = u64::try_from(now.tv_sec).unwrap_or(0);
+    let last = LAST_RELOAD_CHECK.load(Ordering::Relaxed);
+    if second == last
+        || LAST_RELOAD_CHECK.compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    if last != 0 && ENGINES.get().reload_changed() {
+        RELOAD_GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// The default engine of this process, built on first use from the configuration file
@@ -152,7 +251,9 @@ pub(crate) fn default_engine() -> Result<Arc<Engine>, String> {
         static MINE: std::cell::RefCell<Option<(u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
     }
     watch_forks();
-    let generation = FORK_GENERATION.load(Ordering::Acquire);
+    reload_if_due();
+    let generation =
+        FORK_GENERATION.load(Ordering::Acquire) ^ (RELOAD_GENERATION.load(Ordering::Acquire) << 32);
     let mine =
         MINE.with(|m| m.borrow().as_ref().filter(|(g, _)| *g == generation).map(|(_, e)| Arc::clone(e)));
     if let Some(engine) = mine {

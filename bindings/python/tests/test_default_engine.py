@@ -92,3 +92,50 @@ def test_module_level_check_rejects_bad_arguments_without_an_engine() -> None:
             pass
         else:
             raise AssertionError(f"no error for {args!r}")
+
+
+RELOAD_SCRIPT = """
+import logging, os, shutil, sys, time
+import mtasts
+
+config, with_store, broken = sys.argv[1], sys.argv[2], sys.argv[3]
+seen = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        seen.append(record.getMessage())
+mtasts.logger.addHandler(Keep())
+
+def changed_to(source):
+    # A new version of the file; the library looks at most once a second.
+    shutil.copyfile(source, config + ".new")
+    os.replace(config + ".new", config)
+    time.sleep(1.2)
+    mtasts.check("enforce.test", "mx.enforce.test")
+
+states = [mtasts.store_status().state.name]
+changed_to(with_store)
+states.append(mtasts.store_status().state.name)
+changed_to(broken)
+states.append(mtasts.store_status().state.name)
+print(" ".join(states))
+print(any("previous one stays in force" in m for m in seen))
+"""
+
+
+def test_the_default_engine_follows_its_configuration_file(fixture: Fixture, tmp_path: pathlib.Path) -> None:
+    """A changed configuration file is read again (checked at most once a second); an invalid new
+    one is reported on the mtasts logger and the engine in use is kept."""
+    config = tmp_path / "mtasts.toml"
+    config.write_text(fixture.config.read_text())
+    with_store = tmp_path / "with-store.toml"
+    with_store.write_text(fixture.config.read_text().replace('path = "memory"', f'path = "{tmp_path}/s.sqlite"'))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[dns]\nnot_a_key = 1\n")
+    done = run_python(
+        RELOAD_SCRIPT.replace("sys.argv[1], sys.argv[2], sys.argv[3]", f"{str(config)!r}, {str(with_store)!r}, {str(broken)!r}"),
+        env={"MTASTS_CONFIG": str(config)},
+    )
+    assert done.returncode == 0, done.stderr
+    states, warned = done.stdout.split("\n")[:2]
+    assert states == "NONE OK OK", done.stdout + done.stderr
+    assert warned == "True", done.stdout + done.stderr
