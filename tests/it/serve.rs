@@ -679,9 +679,10 @@ fn run(cmd: &mut Command) -> String {
 ///   opportunistic TLS).
 ///
 /// Postfix cannot be pointed at the DNS fixture's port, so DNS is off in Postfix
-/// (`smtp_dns_support_level = disabled`, native lookups) and the three domains resolve through a
-/// private /etc/hosts bind-mounted in a mount namespace of the master process (`unshare -m`, as
-/// root). The next hop is the recipient domain itself, so the TLS policy lookup key is the domain,
+/// (`smtp_dns_support_level = disabled` and native lookups, set after the example, which asks for
+/// `dnssec`) and the three domains resolve through a private /etc/hosts bind-mounted in a mount
+/// namespace of the master process (`unshare -m`, as root). The next hop is the recipient domain
+/// itself, so the TLS policy lookup key is the domain,
 /// as with MX records; the certificate checks are Postfix's own (OpenSSL, `smtp_tls_CAfile`).
 #[test]
 #[ignore = "needs an unpacked Postfix: bash tests/e2e/postfix/run.sh"]
@@ -741,9 +742,12 @@ fn postfix_full_delivery() {
              mail_owner = daemon\nsetgid_group = mail\nmyhostname = sender.test\nmydomain = sender.test\nmyorigin = sender.test\n\
              mydestination =\nlocal_transport = error:no local delivery\nalias_maps =\nalias_database =\ninet_interfaces = loopback-only\n\
              inet_protocols = ipv4\nmaillog_file = {log}\nmaillog_file_prefixes = {w}\nimport_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C LD_LIBRARY_PATH={libs}\n\
-             smtp_dns_support_level = disabled\nsmtp_host_lookup = native\nsmtp_tcp_port = {port}\n\
+             smtp_tcp_port = {port}\n\
              smtp_connection_cache_on_demand = no\nbounce_queue_lifetime = 0\n\
-             mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\n{example}",
+             mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\n{example}\n\
+             # After the example, which asks for DNSSEC lookups: this Postfix cannot reach the\n\
+             # DNS fixture, so names come from the private hosts file.\n\
+             smtp_dns_support_level = disabled\nsmtp_host_lookup = native\n",
             q = queue.display(),
             d = data.display(),
             r = root.display(),
@@ -884,5 +888,225 @@ fn submit(port: u16, rcpt: &str) {
     ] {
         write!(w, "{cmd}\r\n").expect("send");
         expect(code);
+    }
+}
+
+/// The DANE world of the socketmap tests: zones signed at test time under `test.` (trust anchor
+/// in the configuration, `[dns] dnssec = "validate"`) and MTA-STS policies on the HTTPS fixture.
+///
+/// The provider zone `dane.test` (signed) holds the MX hosts: `mx1` and `mx2` publish a usable
+/// `3 1 1` record, `weak` only a PKIX-EE `1 1 1` one (unusable for SMTP), `plain` none, `bogus` a
+/// spoiled TLSA RRset, and the TLSA name of `lame` answers SERVFAIL. Each policy domain is a zone
+/// of its own whose MX RRset names some of them; [`DANE_ROWS`] says which, and the reply each
+/// must get (the README table "DANE in socketmap replies", docs/dane.md DANE-SM-*).
+struct DaneWorld {
+    world: mtasts_fixtures::world::World,
+    config: PathBuf,
+}
+
+/// (policy domain, signed zone, MX hosts in `dane.test`, MTA-STS mode or "" for no policy).
+const DANE_DOMAINS: &[(&str, bool, &[&str], &str)] = &[
+    ("badmx.test", true, &["mx1"], "enforce"),
+    ("failmx.test", true, &["mx1"], ""),
+    ("bogustlsa.test", true, &["mx1", "bogus"], "enforce"),
+    ("lametlsa.test", true, &["lame"], ""),
+    ("stsonly.test", true, &["plain"], "enforce"),
+    ("plainonly.test", true, &["plain"], ""),
+    ("hostedplain.test", false, &["plain"], "enforce"),
+    ("all.test", true, &["mx1", "mx2"], "enforce"),
+    ("allnopolicy.test", true, &["mx1", "mx2"], ""),
+    ("weak.test", true, &["mx1", "weak"], "enforce"),
+    ("some.test", true, &["mx1", "plain"], "enforce"),
+    ("sometesting.test", true, &["mx1", "plain"], "testing"),
+    ("somenopolicy.test", true, &["mx1", "plain"], ""),
+    ("hosted.test", false, &["mx1", "plain"], "enforce"),
+    ("hostedall.test", false, &["mx1"], ""),
+];
+
+/// (DANE-SM id, key, expected reply; a reply ending in `*` is a prefix).
+const DANE_ROWS: &[(&str, &str, &str)] = &[
+    ("DANE-SM-1", "badmx.test", "TEMP the MX RRset of badmx.test did not validate (bogus)*"),
+    ("DANE-SM-1", "failmx.test", "TEMP the MX RRset of failmx.test could not be looked up*"),
+    (
+        "DANE-SM-2",
+        "bogustlsa.test",
+        "TEMP the TLSA records of bogus.dane.test, an MX host of bogustlsa.test, did not validate (bogus)*",
+    ),
+    (
+        "DANE-SM-2",
+        "lametlsa.test",
+        "TEMP the TLSA records of lame.dane.test, an MX host of lametlsa.test, could not be looked up*",
+    ),
+    ("DANE-SM-3", "stsonly.test", "OK secure match=plain.dane.test servername=hostname"),
+    ("DANE-SM-3", "plainonly.test", "NOTFOUND "),
+    ("DANE-SM-3", "hostedplain.test", "OK secure match=plain.dane.test servername=hostname"),
+    ("DANE-SM-4", "all.test", "OK dane-only"),
+    ("DANE-SM-4", "allnopolicy.test", "OK dane-only"),
+    ("DANE-SM-5", "weak.test", "OK dane"),
+    ("DANE-SM-6", "some.test", "OK dane-only"),
+    ("DANE-SM-7", "sometesting.test", "OK dane"),
+    ("DANE-SM-7", "somenopolicy.test", "OK dane"),
+    ("DANE-SM-8", "hosted.test", "OK dane"),
+    ("DANE-SM-8", "hostedall.test", "OK dane"),
+    // Keys that are no policy domain are still NOTFOUND.
+    ("DANE-SM-3", ".all.test", "NOTFOUND "),
+    ("DANE-SM-3", "[mx1.dane.test]:25", "NOTFOUND "),
+];
+
+impl DaneWorld {
+    fn start(name: &str, serve: &str) -> Self {
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{RData, RecordType};
+        use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
+        let world = mtasts_fixtures::world::World::start(&format!("serve-dane-{name}")).expect("fixtures");
+        let lo = Ipv4Addr::LOCALHOST;
+        let digest = [0x5a; 32];
+        let mut z = ZoneSet::new("test");
+        z.zone("dane.test", true);
+        for host in ["mx1", "mx2", "weak", "plain", "bogus", "lame"] {
+            z.a(&format!("{host}.dane.test"), lo);
+        }
+        z.tlsa("_25._tcp.mx1.dane.test", 3, 1, 1, &digest)
+            .tlsa("_25._tcp.mx2.dane.test", 3, 1, 1, &digest)
+            .tlsa("_25._tcp.weak.dane.test", 1, 1, 1, &digest)
+            .tlsa("_25._tcp.bogus.dane.test", 3, 1, 1, &digest)
+            .spoil("_25._tcp.bogus.dane.test", RecordType::TLSA)
+            .tlsa("_25._tcp.lame.dane.test", 3, 1, 1, &digest);
+        for (domain, signed, hosts, mode) in DANE_DOMAINS {
+            z.zone(domain, *signed);
+            for (i, host) in hosts.iter().enumerate() {
+                z.mx(domain, 10 * (u16::try_from(i).expect("few") + 1), &format!("{host}.dane.test"));
+            }
+            if !mode.is_empty() {
+                z.add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=1".into()])))
+                    .a(&format!("mta-sts.{domain}"), lo);
+                let patterns: Vec<String> = hosts.iter().map(|h| format!("{h}.dane.test")).collect();
+                let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                // The HTTPS side only: DNS comes from the signed zones.
+                world.publish(domain, "1", &policy(mode, &patterns));
+            }
+        }
+        z.spoil("badmx.test", RecordType::MX);
+        let zones = z.sign();
+        let anchor = world.path("anchor");
+        std::fs::write(&anchor, format!("{}\n", zones.trust_anchor(AnchorForm::Ds))).expect("anchor");
+        world.dns.serve_zones(zones);
+        world.dns.set_servfail("failmx.test");
+        world.dns.set_servfail("_25._tcp.lame.dane.test");
+        let base = world.base_config(true).replacen("timeout_ms = 3000", "timeout_ms = 10000", 1).replace(
+            "dnssec = \"off\"",
+            &format!("dnssec = \"validate\"\ntrust_anchor = \"{}\"", anchor.display()),
+        );
+        let config = world.write_config_text(&format!("{base}[cache]\npath = \"memory\"\n{serve}"));
+        Self { world, config }
+    }
+
+    fn serve(&self) -> Server {
+        Server::start(&self.config, "inet:127.0.0.1:0")
+    }
+}
+
+/// Whether `reply` is what a row of [`DANE_ROWS`] expects.
+fn dane_row_matches(reply: &str, want: &str) -> bool {
+    want.strip_suffix('*').map_or(reply == want, |prefix| reply.starts_with(prefix))
+}
+
+/// Every row of the README table "DANE in socketmap replies" through `mtasts serve`, over the
+/// socketmap protocol, against the signed fixture zones (DANE-SM-1 to DANE-SM-8).
+#[test]
+fn dane_replies_for_each_row_of_the_table() {
+    let w = DaneWorld::start("rows", "");
+    let server = w.serve();
+    let mut c = server.connect();
+    for (id, key, want) in DANE_ROWS {
+        let reply = c.lookup(key);
+        assert!(dane_row_matches(&reply, want), "{id} {key}: {reply:?}, want {want:?}\n{}", server.stderr());
+    }
+    // Answered again from the engine's caches: the same replies.
+    for (id, key, want) in DANE_ROWS {
+        let reply = c.lookup(key);
+        assert!(dane_row_matches(&reply, want), "{id} {key} (cached): {reply:?}, want {want:?}");
+    }
+    // Sendmail's map name gets the same replies.
+    c.send(&netstring("sts all.test"));
+    assert_eq!(c.reply().as_deref(), Some("OK dane-only"));
+}
+
+/// DANE-SM-6 with `strict_testing`: a `testing` policy is then in force, so DANE on some MX hosts
+/// gives the stricter `dane-only`; `[dns] dnssec = "off"` gives the MTA-STS replies of before.
+#[test]
+fn dane_replies_follow_strict_testing_and_dnssec_off() {
+    let w = DaneWorld::start("strict", "[serve]\nstrict_testing = true\n");
+    let server = w.serve();
+    assert_eq!(server.lookup("sometesting.test"), "OK dane-only");
+    assert_eq!(server.lookup("somenopolicy.test"), "OK dane");
+    drop(server);
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let text = text.replace("dnssec = \"validate\"", "dnssec = \"off\"");
+    let text: String =
+        text.lines().filter(|l| !l.starts_with("trust_anchor")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&w.config, text).expect("config");
+    let server = w.serve();
+    assert_eq!(server.lookup("all.test"), "OK secure match=mx1.dane.test:mx2.dane.test servername=hostname");
+    assert_eq!(server.lookup("badmx.test"), "OK secure match=mx1.dane.test servername=hostname");
+    assert_eq!(server.lookup("allnopolicy.test"), "NOTFOUND ");
+}
+
+/// Every row of the README table "DANE in socketmap replies" as Postfix's own `postmap -q` sees
+/// it through `socketmap:` (Postfix 3.7 unpacked by `bash tests/e2e/postfix/run.sh`, which runs
+/// this test): `OK x` prints `x` and exits 0, `NOTFOUND ` exits 1 silently, `TEMP` exits 1
+/// with a fatal error (a lookup error: Postfix defers the mail).
+#[test]
+#[ignore = "needs an unpacked Postfix: bash tests/e2e/postfix/run.sh"]
+fn postfix_postmap_dane_rows() {
+    let root = PathBuf::from(std::env::var_os("MTASTS_E2E_POSTFIX_ROOT").expect("MTASTS_E2E_POSTFIX_ROOT"));
+    let w = DaneWorld::start("postmap", "");
+    let server = w.serve();
+    let etc = w.world.path("postfix-etc");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/postfix/main.cf"))
+            .expect("examples/postfix/main.cf")
+            .replace("127.0.0.1:8461", &format!("127.0.0.1:{}", server.port()));
+    std::fs::write(
+        etc.join("main.cf"),
+        format!("compatibility_level = 3.6\nmail_owner = daemon\nsetgid_group = mail\n{example}"),
+    )
+    .expect("main.cf");
+    let libs = root.join("usr/lib/postfix");
+    let map = format!("socketmap:inet:127.0.0.1:{}:postfix", server.port());
+    for (id, key, want) in DANE_ROWS {
+        let out = Command::new(root.join("usr/sbin/postmap"))
+            .arg("-c")
+            .arg(&etc)
+            .args(["-q", key, &map])
+            .env("LD_LIBRARY_PATH", &libs)
+            .output()
+            .expect("postmap");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let code = out.status.code();
+        if let Some(value) = want.strip_prefix("OK ") {
+            assert!(
+                code == Some(0) && dane_row_matches(&stdout, value) && !stderr.contains("fatal"),
+                "{id} postmap -q {key}: {code:?} {stdout:?} {stderr}"
+            );
+        } else if want.starts_with("TEMP ") {
+            assert!(
+                code == Some(1) && stdout.is_empty() && stderr.contains("fatal"),
+                "{id} postmap -q {key}: {code:?} {stdout:?} {stderr}"
+            );
+        } else {
+            assert!(
+                code == Some(1) && stdout.is_empty() && !stderr.contains("fatal"),
+                "{id} postmap -q {key}: {code:?} {stdout:?} {stderr}"
+            );
+        }
+        eprintln!(
+            "ok   {id} postmap -q {key} -> {code:?} {stdout:?} {}",
+            stderr.lines().next().unwrap_or("")
+        );
     }
 }
