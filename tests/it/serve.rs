@@ -1110,3 +1110,95 @@ fn postfix_postmap_dane_rows() {
         );
     }
 }
+
+/// What a Sendmail operator gets for DANE destinations (README "DANE in socketmap replies"):
+/// Debian 12's sendmail 8.17 (unpacked by `bash tests/e2e/sendmail/run.sh`, which runs this test:
+/// `MTASTS_E2E_SENDMAIL_ROOT`), its `FEATURE(sts)` rulesets built by m4 from
+/// `examples/sendmail/sts.mc`, in address test mode. Sendmail receives the same replies as
+/// Postfix; `STS_Check` acts only on `secure` ones, so a `dane-only` or `dane` destination gets no
+/// MTA-STS check (any MX is accepted), a DNSSEC failure (`TEMP`) defers with 450, and a
+/// destination without TLSA records keeps its MTA-STS check.
+#[test]
+#[ignore = "needs an unpacked Sendmail: bash tests/e2e/sendmail/run.sh"]
+fn sendmail_sts_check_of_dane_replies() {
+    let root = PathBuf::from(std::env::var_os("MTASTS_E2E_SENDMAIL_ROOT").expect("MTASTS_E2E_SENDMAIL_ROOT"));
+    let w = DaneWorld::start("sendmail", "");
+    let server = w.serve();
+    // Sendmail refuses configuration files in world-writable directories such as /tmp.
+    std::fs::create_dir_all("/var/tmp/mtasts-e2e").expect("mkdir");
+    let dir = PathBuf::from(format!("/var/tmp/mtasts-e2e/sendmail-dane-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    run(Command::new("chmod").arg("755").arg(&dir));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(dir.clone());
+    let libs = root.join("usr/lib/x86_64-linux-gnu");
+    let cf_dir = root.join("usr/share/sendmail/cf");
+    let mc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sendmail/sts.mc"))
+        .expect("examples/sendmail/sts.mc")
+        .replace("inet:8461@127.0.0.1", &format!("inet:{}@127.0.0.1", server.port()));
+    std::fs::write(dir.join("sts.mc"), mc).expect("sts.mc");
+    let cf = run(Command::new(root.join("usr/bin/m4"))
+        .arg(format!("-D_CF_DIR_={}/", cf_dir.display()))
+        .arg(cf_dir.join("m4/cf.m4"))
+        .arg(dir.join("sts.mc"))
+        .env("LD_LIBRARY_PATH", &libs));
+    std::fs::write(dir.join("sts.cf"), cf).expect("sts.cf");
+    // Sendmail waits 60 s at start when it cannot qualify the host name: a private /etc/hosts
+    // that gives it a domain, bind-mounted in a mount namespace of this sendmail only.
+    let host = run(&mut Command::new("hostname")).trim().to_owned();
+    let hosts = format!(
+        "127.0.0.1\t{host}.localdomain {host} localhost\n{}",
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    );
+    std::fs::write(dir.join("hosts"), hosts).expect("hosts");
+    let sendmail = root.join("usr/libexec/sendmail/sendmail");
+    let bt = |input: &str| {
+        let mut child = Command::new("unshare")
+            .args(["-m", "sh", "-c", "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"", "sh"])
+            .arg(dir.join("hosts"))
+            .arg(&sendmail)
+            .arg(format!("-C{}", dir.join("sts.cf").display()))
+            .arg("-bt")
+            .env("LD_LIBRARY_PATH", &libs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sendmail -bt");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("input");
+        let out = child.wait_with_output().expect("sendmail -bt");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let sts_check = |rcpt: &str, mx: &str| {
+        bt(&format!(
+            ".D{{rcpt_addr}}{rcpt}\n.D{{server_name}}{mx}\n.C{{cert_altnames}}{mx}\nSTS_Check {rcpt}\n"
+        ))
+    };
+    // `STS_Check` said `ok`: the rules let the delivery go on.
+    let accepted =
+        |out: &str| out.lines().any(|l| l.contains("STS_Check") && l.trim_end().ends_with("returns: ok"));
+    let out = bt("/map sts all.test\n/map sts hosted.test\n");
+    assert!(out.contains("sts (all.test) returns dane-only"), "{out}");
+    assert!(out.contains("sts (hosted.test) returns dane"), "{out}");
+    // dane-only / dane: FEATURE(sts) makes no check, even for a host the MTA-STS policy omits.
+    for rcpt in ["user@all.test", "user@some.test", "user@hosted.test"] {
+        let out = sts_check(rcpt, "evil.example");
+        assert!(accepted(&out), "{rcpt}: {out}");
+    }
+    // A DNSSEC failure: TEMP, which the -T<TMPF> map flag turns into a 450.
+    for rcpt in ["user@badmx.test", "user@bogustlsa.test"] {
+        let out = sts_check(rcpt, "mx1.dane.test");
+        assert!(out.contains("450 STS lookup temp fail"), "{rcpt}: {out}");
+    }
+    // No TLSA records: the MTA-STS check as before.
+    let out = sts_check("user@stsonly.test", "evil.example");
+    assert!(out.contains("450 evil . example not found in"), "{out}");
+    let out = sts_check("user@stsonly.test", "plain.dane.test");
+    assert!(accepted(&out), "{out}");
+}
