@@ -896,62 +896,98 @@ fn submit(port: u16, rcpt: &str) {
 ///
 /// The provider zone `dane.test` (signed) holds the MX hosts: `mx1` and `mx2` publish a usable
 /// `3 1 1` record, `weak` only a PKIX-EE `1 1 1` one (unusable for SMTP), `plain` none, `bogus` a
-/// spoiled TLSA RRset, and the TLSA name of `lame` answers SERVFAIL. Each policy domain is a zone
-/// of its own whose MX RRset names some of them; [`DANE_ROWS`] says which, and the reply each
-/// must get (the README table "DANE in socketmap replies", docs/dane.md DANE-SM-*).
+/// spoiled TLSA RRset, and the TLSA name of `lame` answers SERVFAIL. For every row of
+/// [`DANE_TABLE`] (a row of the README table "DANE in socketmap replies") and every MTA-STS
+/// mode of [`MODES`], the policy domain `ROW-MODE.test` is a zone of its own whose MX RRset names
+/// the row's hosts.
 struct DaneWorld {
     world: mtasts_fixtures::world::World,
     config: PathBuf,
 }
 
-/// (policy domain, signed zone, MX hosts in `dane.test`, MTA-STS mode or "" for no policy).
-const DANE_DOMAINS: &[(&str, bool, &[&str], &str)] = &[
-    ("badmx.test", true, &["mx1"], "enforce"),
-    ("failmx.test", true, &["mx1"], ""),
-    ("bogustlsa.test", true, &["mx1", "bogus"], "enforce"),
-    ("lametlsa.test", true, &["lame"], ""),
-    ("stsonly.test", true, &["plain"], "enforce"),
-    ("plainonly.test", true, &["plain"], ""),
-    ("hostedplain.test", false, &["plain"], "enforce"),
-    ("all.test", true, &["mx1", "mx2"], "enforce"),
-    ("allnopolicy.test", true, &["mx1", "mx2"], ""),
-    ("weak.test", true, &["mx1", "weak"], "enforce"),
-    ("some.test", true, &["mx1", "plain"], "enforce"),
-    ("sometesting.test", true, &["mx1", "plain"], "testing"),
-    ("somenopolicy.test", true, &["mx1", "plain"], ""),
-    ("hosted.test", false, &["mx1", "plain"], "enforce"),
-    ("hostedall.test", false, &["mx1"], ""),
+/// A row of the README table: (name, DANE-SM id, MX RRset, MX hosts in `dane.test`).
+struct DaneRow {
+    name: &'static str,
+    id: &'static str,
+    mx: MxKind,
+    hosts: &'static [&'static str],
+}
+
+/// How the fixture serves a row's MX RRset.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MxKind {
+    Secure,
+    Insecure,
+    Bogus,
+    Servfail,
+}
+
+const DANE_TABLE: &[DaneRow] = &[
+    DaneRow { name: "sall", id: "DANE-SM-4", mx: MxKind::Secure, hosts: &["mx1", "mx2"] },
+    DaneRow { name: "sweak", id: "DANE-SM-5", mx: MxKind::Secure, hosts: &["mx1", "weak"] },
+    DaneRow { name: "ssome", id: "DANE-SM-6/7", mx: MxKind::Secure, hosts: &["mx1", "plain"] },
+    DaneRow { name: "snone", id: "DANE-SM-3", mx: MxKind::Secure, hosts: &["plain"] },
+    DaneRow { name: "iall", id: "DANE-SM-8", mx: MxKind::Insecure, hosts: &["mx1", "mx2"] },
+    DaneRow { name: "isome", id: "DANE-SM-8", mx: MxKind::Insecure, hosts: &["mx1", "plain"] },
+    DaneRow { name: "inone", id: "DANE-SM-3", mx: MxKind::Insecure, hosts: &["plain"] },
+    DaneRow { name: "bogusmx", id: "DANE-SM-1", mx: MxKind::Bogus, hosts: &["mx1"] },
+    DaneRow { name: "failmx", id: "DANE-SM-1", mx: MxKind::Servfail, hosts: &["mx1"] },
+    DaneRow { name: "bogustlsa", id: "DANE-SM-2", mx: MxKind::Secure, hosts: &["mx1", "bogus"] },
+    DaneRow { name: "lametlsa", id: "DANE-SM-2", mx: MxKind::Secure, hosts: &["lame"] },
 ];
 
-/// (DANE-SM id, key, expected reply; a reply ending in `*` is a prefix).
-const DANE_ROWS: &[(&str, &str, &str)] = &[
-    ("DANE-SM-1", "badmx.test", "TEMP the MX RRset of badmx.test did not validate (bogus)*"),
-    ("DANE-SM-1", "failmx.test", "TEMP the MX RRset of failmx.test could not be looked up*"),
-    (
-        "DANE-SM-2",
-        "bogustlsa.test",
-        "TEMP the TLSA records of bogus.dane.test, an MX host of bogustlsa.test, did not validate (bogus)*",
-    ),
-    (
-        "DANE-SM-2",
-        "lametlsa.test",
-        "TEMP the TLSA records of lame.dane.test, an MX host of lametlsa.test, could not be looked up*",
-    ),
-    ("DANE-SM-3", "stsonly.test", "OK secure match=plain.dane.test servername=hostname"),
-    ("DANE-SM-3", "plainonly.test", "NOTFOUND "),
-    ("DANE-SM-3", "hostedplain.test", "OK secure match=plain.dane.test servername=hostname"),
-    ("DANE-SM-4", "all.test", "OK dane-only"),
-    ("DANE-SM-4", "allnopolicy.test", "OK dane-only"),
-    ("DANE-SM-5", "weak.test", "OK dane"),
-    ("DANE-SM-6", "some.test", "OK dane-only"),
-    ("DANE-SM-7", "sometesting.test", "OK dane"),
-    ("DANE-SM-7", "somenopolicy.test", "OK dane"),
-    ("DANE-SM-8", "hosted.test", "OK dane"),
-    ("DANE-SM-8", "hostedall.test", "OK dane"),
-    // Keys that are no policy domain are still NOTFOUND.
-    ("DANE-SM-3", ".all.test", "NOTFOUND "),
-    ("DANE-SM-3", "[mx1.dane.test]:25", "NOTFOUND "),
-];
+/// The MTA-STS columns of the table: a policy of each mode, and none at all.
+const MODES: &[&str] = &["enforce", "testing", "none", "nopolicy"];
+
+/// The reply the README table gives for `row` and `mode` (a reply ending in `*` is a prefix).
+fn dane_expected(row: &DaneRow, mode: &str, strict_testing: bool) -> String {
+    let domain = format!("{}-{mode}.test", row.name);
+    let in_force = mode == "enforce" || (mode == "testing" && strict_testing);
+    let sts = if in_force {
+        let patterns: Vec<String> = row.hosts.iter().map(|h| format!("{h}.dane.test")).collect();
+        format!("OK secure match={} servername=hostname", patterns.join(":"))
+    } else {
+        "NOTFOUND ".to_owned()
+    };
+    match row.name {
+        "sall" => "OK dane-only".into(),
+        "sweak" | "iall" | "isome" => "OK dane".into(),
+        "ssome" if in_force => "OK dane-only".into(),
+        "ssome" => "OK dane".into(),
+        "snone" | "inone" => sts,
+        "bogusmx" => format!("TEMP the MX RRset of {domain} did not validate (bogus)*"),
+        "failmx" => format!("TEMP the MX RRset of {domain} could not be looked up*"),
+        "bogustlsa" => {
+            format!(
+                "TEMP the TLSA records of bogus.dane.test, an MX host of {domain}, did not validate (bogus)*"
+            )
+        }
+        "lametlsa" => {
+            format!(
+                "TEMP the TLSA records of lame.dane.test, an MX host of {domain}, could not be looked up*"
+            )
+        }
+        other => panic!("no expectation for row {other}"),
+    }
+}
+
+/// Every cell of the table: (DANE-SM id, key, expected reply), then keys that are no policy
+/// domain.
+fn dane_cells(strict_testing: bool) -> Vec<(&'static str, String, String)> {
+    let mut cells = Vec::new();
+    for row in DANE_TABLE {
+        for mode in MODES {
+            cells.push((
+                row.id,
+                format!("{}-{mode}.test", row.name),
+                dane_expected(row, mode, strict_testing),
+            ));
+        }
+    }
+    cells.push(("DANE-SM-3", ".sall-enforce.test".into(), "NOTFOUND ".into()));
+    cells.push(("DANE-SM-3", "[mx1.dane.test]:25".into(), "NOTFOUND ".into()));
+    cells
+}
 
 impl DaneWorld {
     fn start(name: &str, serve: &str) -> Self {
@@ -972,26 +1008,38 @@ impl DaneWorld {
             .tlsa("_25._tcp.bogus.dane.test", 3, 1, 1, &digest)
             .spoil("_25._tcp.bogus.dane.test", RecordType::TLSA)
             .tlsa("_25._tcp.lame.dane.test", 3, 1, 1, &digest);
-        for (domain, signed, hosts, mode) in DANE_DOMAINS {
-            z.zone(domain, *signed);
-            for (i, host) in hosts.iter().enumerate() {
-                z.mx(domain, 10 * (u16::try_from(i).expect("few") + 1), &format!("{host}.dane.test"));
-            }
-            if !mode.is_empty() {
-                z.add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=1".into()])))
-                    .a(&format!("mta-sts.{domain}"), lo);
-                let patterns: Vec<String> = hosts.iter().map(|h| format!("{h}.dane.test")).collect();
-                let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
-                // The HTTPS side only: DNS comes from the signed zones.
-                world.publish(domain, "1", &policy(mode, &patterns));
+        let mut servfail = Vec::new();
+        for row in DANE_TABLE {
+            for mode in MODES {
+                let domain = format!("{}-{mode}.test", row.name);
+                z.zone(&domain, row.mx != MxKind::Insecure);
+                for (i, host) in row.hosts.iter().enumerate() {
+                    z.mx(&domain, 10 * (u16::try_from(i).expect("few") + 1), &format!("{host}.dane.test"));
+                }
+                match row.mx {
+                    MxKind::Bogus => {
+                        z.spoil(&domain, RecordType::MX);
+                    }
+                    MxKind::Servfail => servfail.push(domain.clone()),
+                    MxKind::Secure | MxKind::Insecure => {}
+                }
+                if *mode != "nopolicy" {
+                    z.add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=1".into()])))
+                        .a(&format!("mta-sts.{domain}"), lo);
+                    let patterns: Vec<String> = row.hosts.iter().map(|h| format!("{h}.dane.test")).collect();
+                    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                    // The HTTPS side only: DNS comes from the signed zones.
+                    world.publish(&domain, "1", &policy(mode, &patterns));
+                }
             }
         }
-        z.spoil("badmx.test", RecordType::MX);
         let zones = z.sign();
         let anchor = world.path("anchor");
         std::fs::write(&anchor, format!("{}\n", zones.trust_anchor(AnchorForm::Ds))).expect("anchor");
         world.dns.serve_zones(zones);
-        world.dns.set_servfail("failmx.test");
+        for domain in &servfail {
+            world.dns.set_servfail(domain);
+        }
         world.dns.set_servfail("_25._tcp.lame.dane.test");
         let base = world.base_config(true).replacen("timeout_ms = 3000", "timeout_ms = 10000", 1).replace(
             "dnssec = \"off\"",
@@ -1006,40 +1054,48 @@ impl DaneWorld {
     }
 }
 
-/// Whether `reply` is what a row of [`DANE_ROWS`] expects.
+/// Whether `reply` is what a cell expects.
 fn dane_row_matches(reply: &str, want: &str) -> bool {
     want.strip_suffix('*').map_or(reply == want, |prefix| reply.starts_with(prefix))
 }
 
-/// Every row of the README table "DANE in socketmap replies" through `mtasts serve`, over the
-/// socketmap protocol, against the signed fixture zones (DANE-SM-1 to DANE-SM-8).
+/// Every cell of the README table "DANE in socketmap replies" (each row × each MTA-STS mode)
+/// through `mtasts serve`, over the socketmap protocol, against the signed fixture zones
+/// (DANE-SM-1 to DANE-SM-8); DANE-SM-9: Sendmail's map name gets the same replies.
 #[test]
 fn dane_replies_for_each_row_of_the_table() {
     let w = DaneWorld::start("rows", "");
     let server = w.serve();
     let mut c = server.connect();
-    for (id, key, want) in DANE_ROWS {
+    let cells = dane_cells(false);
+    assert_eq!(cells.len(), DANE_TABLE.len() * MODES.len() + 2);
+    for (id, key, want) in &cells {
         let reply = c.lookup(key);
         assert!(dane_row_matches(&reply, want), "{id} {key}: {reply:?}, want {want:?}\n{}", server.stderr());
     }
     // Answered again from the engine's caches: the same replies.
-    for (id, key, want) in DANE_ROWS {
+    for (id, key, want) in &cells {
         let reply = c.lookup(key);
         assert!(dane_row_matches(&reply, want), "{id} {key} (cached): {reply:?}, want {want:?}");
     }
     // Sendmail's map name gets the same replies.
-    c.send(&netstring("sts all.test"));
+    c.send(&netstring("sts sall-none.test"));
     assert_eq!(c.reply().as_deref(), Some("OK dane-only"));
 }
 
-/// DANE-SM-6 with `strict_testing`: a `testing` policy is then in force, so DANE on some MX hosts
-/// gives the stricter `dane-only`; `[dns] dnssec = "off"` gives the MTA-STS replies of before.
+/// With `strict_testing` a `testing` policy is in force: DANE on some MX hosts gives the stricter
+/// `dane-only` (DANE-SM-6), and without TLSA records the `secure match=` reply; with
+/// `[dns] dnssec = "off"` every reply is the MTA-STS one.
 #[test]
 fn dane_replies_follow_strict_testing_and_dnssec_off() {
     let w = DaneWorld::start("strict", "[serve]\nstrict_testing = true\n");
     let server = w.serve();
-    assert_eq!(server.lookup("sometesting.test"), "OK dane-only");
-    assert_eq!(server.lookup("somenopolicy.test"), "OK dane");
+    let mut c = server.connect();
+    for (id, key, want) in dane_cells(true) {
+        let reply = c.lookup(&key);
+        assert!(dane_row_matches(&reply, &want), "{id} {key} (strict_testing): {reply:?}, want {want:?}");
+    }
+    assert_eq!(c.lookup("ssome-testing.test"), "OK dane-only");
     drop(server);
     let text = std::fs::read_to_string(&w.config).expect("config");
     let text = text.replace("dnssec = \"validate\"", "dnssec = \"off\"");
@@ -1047,9 +1103,12 @@ fn dane_replies_follow_strict_testing_and_dnssec_off() {
         text.lines().filter(|l| !l.starts_with("trust_anchor")).map(|l| format!("{l}\n")).collect();
     std::fs::write(&w.config, text).expect("config");
     let server = w.serve();
-    assert_eq!(server.lookup("all.test"), "OK secure match=mx1.dane.test:mx2.dane.test servername=hostname");
-    assert_eq!(server.lookup("badmx.test"), "OK secure match=mx1.dane.test servername=hostname");
-    assert_eq!(server.lookup("allnopolicy.test"), "NOTFOUND ");
+    assert_eq!(
+        server.lookup("sall-enforce.test"),
+        "OK secure match=mx1.dane.test:mx2.dane.test servername=hostname"
+    );
+    assert_eq!(server.lookup("bogusmx-enforce.test"), "OK secure match=mx1.dane.test servername=hostname");
+    assert_eq!(server.lookup("sall-nopolicy.test"), "NOTFOUND ");
 }
 
 /// Every row of the README table "DANE in socketmap replies" as Postfix's own `postmap -q` sees
@@ -1075,11 +1134,11 @@ fn postfix_postmap_dane_rows() {
     .expect("main.cf");
     let libs = root.join("usr/lib/postfix");
     let map = format!("socketmap:inet:127.0.0.1:{}:postfix", server.port());
-    for (id, key, want) in DANE_ROWS {
+    for (id, key, want) in &dane_cells(false) {
         let out = Command::new(root.join("usr/sbin/postmap"))
             .arg("-c")
             .arg(&etc)
-            .args(["-q", key, &map])
+            .args(["-q", key.as_str(), &map])
             .env("LD_LIBRARY_PATH", &libs)
             .output()
             .expect("postmap");
@@ -1183,22 +1242,22 @@ fn sendmail_sts_check_of_dane_replies() {
     // `STS_Check` said `ok`: the rules let the delivery go on.
     let accepted =
         |out: &str| out.lines().any(|l| l.contains("STS_Check") && l.trim_end().ends_with("returns: ok"));
-    let out = bt("/map sts all.test\n/map sts hosted.test\n");
-    assert!(out.contains("sts (all.test) returns dane-only"), "{out}");
-    assert!(out.contains("sts (hosted.test) returns dane"), "{out}");
+    let out = bt("/map sts sall-enforce.test\n/map sts isome-enforce.test\n");
+    assert!(out.contains("sts (sall-enforce.test) returns dane-only"), "{out}");
+    assert!(out.contains("sts (isome-enforce.test) returns dane"), "{out}");
     // dane-only / dane: FEATURE(sts) makes no check, even for a host the MTA-STS policy omits.
-    for rcpt in ["user@all.test", "user@some.test", "user@hosted.test"] {
+    for rcpt in ["user@sall-enforce.test", "user@ssome-enforce.test", "user@isome-enforce.test"] {
         let out = sts_check(rcpt, "evil.example");
         assert!(accepted(&out), "{rcpt}: {out}");
     }
     // A DNSSEC failure: TEMP, which the -T<TMPF> map flag turns into a 450.
-    for rcpt in ["user@badmx.test", "user@bogustlsa.test"] {
+    for rcpt in ["user@bogusmx-enforce.test", "user@bogustlsa-enforce.test"] {
         let out = sts_check(rcpt, "mx1.dane.test");
         assert!(out.contains("450 STS lookup temp fail"), "{rcpt}: {out}");
     }
     // No TLSA records: the MTA-STS check as before.
-    let out = sts_check("user@stsonly.test", "evil.example");
+    let out = sts_check("user@snone-enforce.test", "evil.example");
     assert!(out.contains("450 evil . example not found in"), "{out}");
-    let out = sts_check("user@stsonly.test", "plain.dane.test");
+    let out = sts_check("user@snone-enforce.test", "plain.dane.test");
     assert!(accepted(&out), "{out}");
 }
