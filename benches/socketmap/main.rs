@@ -26,6 +26,12 @@
 //! * `mtasts serve`: the release binary, with a SQLite store, against the local DNS and HTTPS
 //!   fixtures; the policy is fetched by the warm-up lookup, so the measurement is the cached path.
 //!   The DNS fixture's query log is checked to be unchanged by the measurement.
+//! * `mtasts serve (DANE on)`: the same with `[dns] dnssec = "validate"` (the default of a real
+//!   configuration) and the fixture's trust anchor: each lookup also reads the domain's validated
+//!   MX RRset and its MX host's TLSA state from the engine's caches before replying (the host has
+//!   no TLSA records, so the reply is the same `secure match=` one). The zones are signed at
+//!   start-up and every answer has a TTL of 300 s: runs longer than that in total would make the
+//!   DANE answers expire and be looked up again, which the query-log check then reports.
 //! * `postfix-mta-sts-resolver` (PyPI, asyncio with uvloop): started by `resolver_launcher.py`,
 //!   which fills its in-memory cache with the same policies (it resolves through the system
 //!   resolver and port 443, which cannot reach the fixtures) and makes any DNS or HTTPS attempt
@@ -39,7 +45,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use hickory_proto::rr::RData;
+use hickory_proto::rr::rdata::TXT;
 use mtasts_fixtures::dns::DnsServer;
+use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
 use mtasts_fixtures::https::{HttpsServer, Response};
 use mtasts_fixtures::pki::pki;
 
@@ -69,7 +78,8 @@ fn main() {
     let fixtures = Fixtures::start(&dir);
     let mut servers: Vec<Target> = Vec::new();
     servers.push(Target::start_null());
-    servers.push(Target::start_mtasts(&dir, &fixtures));
+    servers.push(Target::start_mtasts(&dir, &fixtures, false));
+    servers.push(Target::start_mtasts(&dir, &fixtures, true));
     if let Some(python) = &resolver_python {
         servers.push(Target::start_resolver(&dir, python));
     }
@@ -158,16 +168,23 @@ impl Target {
         Self { name: "null (do-nothing) server", port, child, stderr_file: None, reply: Vec::new() }
     }
 
-    fn start_mtasts(dir: &Path, fixtures: &Fixtures) -> Self {
-        let config = dir.join("mtasts.toml");
+    /// `mtasts serve`, with DANE (`[dns] dnssec = "validate"` from the fixture's trust anchor) or
+    /// without (`off`).
+    fn start_mtasts(dir: &Path, fixtures: &Fixtures, dane: bool) -> Self {
+        let (tag, dnssec) = if dane {
+            ("dane", format!("dnssec = \"validate\"\ntrust_anchor = \"{}\"", dir.join("anchor").display()))
+        } else {
+            ("plain", "dnssec = \"off\"".to_owned())
+        };
+        let config = dir.join(format!("mtasts-{tag}.toml"));
         std::fs::write(
             &config,
             format!(
-                "[dns]\nnameservers = [\"{}\"]\ndnssec = \"off\"\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
+                "[dns]\nnameservers = [\"{}\"]\n{dnssec}\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
                 fixtures.dns.addr(),
                 dir.join("ca.pem").display(),
                 fixtures.https.addr().port(),
-                dir.join("policies.sqlite").display()
+                dir.join(format!("policies-{tag}.sqlite")).display()
             ),
         )
         .expect("config");
@@ -179,7 +196,8 @@ impl Target {
             .spawn()
             .expect("start mtasts serve");
         let port = read_listening_port(&mut child);
-        Self { name: "mtasts serve", port, child, stderr_file: None, reply: Vec::new() }
+        let name = if dane { "mtasts serve (DANE on)" } else { "mtasts serve" };
+        Self { name, port, child, stderr_file: None, reply: Vec::new() }
     }
 
     fn start_resolver(dir: &Path, python: &Path) -> Self {
@@ -387,7 +405,9 @@ fn measure(server: &Target, conns: usize, threads: usize, window: Duration) -> R
     Run { rate: total as f64 / window.as_secs_f64(), p50_us: pct(50), p99_us: pct(99) }
 }
 
-/// DNS and HTTPS fixtures publishing the policies (only `enforce.test` is measured).
+/// DNS and HTTPS fixtures publishing the policies (only `enforce.test` is measured), from zones
+/// signed at start-up: `enforce.test` has the MX host `mx.enforce.test`, which publishes no TLSA
+/// records. The trust anchor is written to `anchor` in the directory.
 struct Fixtures {
     dns: DnsServer,
     https: HttpsServer,
@@ -398,6 +418,7 @@ impl Fixtures {
         let dns = DnsServer::start().expect("dns fixture");
         let https = HttpsServer::start().expect("https fixture");
         pki().write_root(&dir.join("ca.pem")).expect("ca");
+        let mut zones = ZoneSet::new("test");
         for (domain, body) in [
             (
                 "enforce.test",
@@ -407,11 +428,18 @@ impl Fixtures {
             ("none.test", "version: STSv1\nmode: none\nmax_age: 604800\n"),
         ] {
             let host = format!("mta-sts.{domain}");
-            dns.set_txt1(&format!("_mta-sts.{domain}"), &["v=STSv1; id=bench1"]);
-            dns.set_a(&host, Ipv4Addr::LOCALHOST);
+            zones
+                .zone(domain, true)
+                .add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=bench1".into()])))
+                .a(&host, Ipv4Addr::LOCALHOST);
             https.set_cert(&host, &pki().leaf(&[&host]));
             https.set_response(&host, Response::policy(body));
         }
+        zones.mx("enforce.test", 10, "mx.enforce.test").a("mx.enforce.test", Ipv4Addr::LOCALHOST);
+        let zones = zones.sign();
+        std::fs::write(dir.join("anchor"), format!("{}\n", zones.trust_anchor(AnchorForm::Ds)))
+            .expect("anchor");
+        dns.serve_zones(zones);
         Self { dns, https }
     }
 }
@@ -520,19 +548,35 @@ fn report(
         let _ = writeln!(s);
     }
     let _ = writeln!(s);
-    // Ratios against the targets: mtasts is servers[1], the null server servers[0].
+    // Ratios against the targets.
+    let find = |name: &str| servers.iter().position(|t| t.name == name).map(|i| &medians[i]);
+    let (Some(null), Some(plain)) = (find("null (do-nothing) server"), find("mtasts serve")) else {
+        return s;
+    };
+    let (dane, resolver) = (find("mtasts serve (DANE on)"), find("postfix-mta-sts-resolver"));
     for (ci, n) in conns.iter().enumerate() {
-        let null = medians[0][ci].rate;
-        let mt = medians[1][ci];
+        let mt = plain[ci];
         let _ = write!(
             s,
             "- {n} connection(s): mtasts serve = {:.0}% of the null server",
-            100.0 * mt.rate / null
+            100.0 * mt.rate / null[ci].rate
         );
-        if let Some(res) = medians.get(2) {
+        if let Some(res) = resolver {
             let _ = write!(s, ", {:.1}x postfix-mta-sts-resolver", mt.rate / res[ci].rate);
         }
-        let _ = writeln!(s, ", p99 {:.2} ms", mt.p99_us / 1000.0);
+        let _ = write!(s, ", p99 {:.2} ms", mt.p99_us / 1000.0);
+        if let Some(d) = dane {
+            let d = d[ci];
+            let _ = write!(
+                s,
+                "; with DANE on {:.0}% of the null server ({:.0}% of DANE off), p50 {:.1} µs, p99 {:.2} ms",
+                100.0 * d.rate / null[ci].rate,
+                100.0 * d.rate / mt.rate,
+                d.p50_us,
+                d.p99_us / 1000.0
+            );
+        }
+        let _ = writeln!(s);
     }
     s
 }

@@ -679,9 +679,10 @@ fn run(cmd: &mut Command) -> String {
 ///   opportunistic TLS).
 ///
 /// Postfix cannot be pointed at the DNS fixture's port, so DNS is off in Postfix
-/// (`smtp_dns_support_level = disabled`, native lookups) and the three domains resolve through a
-/// private /etc/hosts bind-mounted in a mount namespace of the master process (`unshare -m`, as
-/// root). The next hop is the recipient domain itself, so the TLS policy lookup key is the domain,
+/// (`smtp_dns_support_level = disabled` and native lookups, set after the example, which asks for
+/// `dnssec`) and the three domains resolve through a private /etc/hosts bind-mounted in a mount
+/// namespace of the master process (`unshare -m`, as root). The next hop is the recipient domain
+/// itself, so the TLS policy lookup key is the domain,
 /// as with MX records; the certificate checks are Postfix's own (OpenSSL, `smtp_tls_CAfile`).
 #[test]
 #[ignore = "needs an unpacked Postfix: bash tests/e2e/postfix/run.sh"]
@@ -741,9 +742,12 @@ fn postfix_full_delivery() {
              mail_owner = daemon\nsetgid_group = mail\nmyhostname = sender.test\nmydomain = sender.test\nmyorigin = sender.test\n\
              mydestination =\nlocal_transport = error:no local delivery\nalias_maps =\nalias_database =\ninet_interfaces = loopback-only\n\
              inet_protocols = ipv4\nmaillog_file = {log}\nmaillog_file_prefixes = {w}\nimport_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C LD_LIBRARY_PATH={libs}\n\
-             smtp_dns_support_level = disabled\nsmtp_host_lookup = native\nsmtp_tcp_port = {port}\n\
+             smtp_tcp_port = {port}\n\
              smtp_connection_cache_on_demand = no\nbounce_queue_lifetime = 0\n\
-             mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\n{example}",
+             mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\n{example}\n\
+             # After the example, which asks for DNSSEC lookups: this Postfix cannot reach the\n\
+             # DNS fixture, so names come from the private hosts file.\n\
+             smtp_dns_support_level = disabled\nsmtp_host_lookup = native\n",
             q = queue.display(),
             d = data.display(),
             r = root.display(),
@@ -885,4 +889,375 @@ fn submit(port: u16, rcpt: &str) {
         write!(w, "{cmd}\r\n").expect("send");
         expect(code);
     }
+}
+
+/// The DANE world of the socketmap tests: zones signed at test time under `test.` (trust anchor
+/// in the configuration, `[dns] dnssec = "validate"`) and MTA-STS policies on the HTTPS fixture.
+///
+/// The provider zone `dane.test` (signed) holds the MX hosts: `mx1` and `mx2` publish a usable
+/// `3 1 1` record, `weak` only a PKIX-EE `1 1 1` one (unusable for SMTP), `plain` none, `bogus` a
+/// spoiled TLSA RRset, and the TLSA name of `lame` answers SERVFAIL. For every row of
+/// [`DANE_TABLE`] (a row of the README table "DANE in socketmap replies") and every MTA-STS
+/// mode of [`MODES`], the policy domain `ROW-MODE.test` is a zone of its own whose MX RRset names
+/// the row's hosts.
+struct DaneWorld {
+    world: mtasts_fixtures::world::World,
+    config: PathBuf,
+}
+
+/// A row of the README table: (name, DANE-SM id, MX RRset, MX hosts in `dane.test`).
+struct DaneRow {
+    name: &'static str,
+    id: &'static str,
+    mx: MxKind,
+    hosts: &'static [&'static str],
+}
+
+/// How the fixture serves a row's MX RRset.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MxKind {
+    Secure,
+    Insecure,
+    Bogus,
+    Servfail,
+}
+
+const DANE_TABLE: &[DaneRow] = &[
+    DaneRow { name: "sall", id: "DANE-SM-4", mx: MxKind::Secure, hosts: &["mx1", "mx2"] },
+    DaneRow { name: "sweak", id: "DANE-SM-5", mx: MxKind::Secure, hosts: &["mx1", "weak"] },
+    DaneRow { name: "ssome", id: "DANE-SM-6/7", mx: MxKind::Secure, hosts: &["mx1", "plain"] },
+    DaneRow { name: "snone", id: "DANE-SM-3", mx: MxKind::Secure, hosts: &["plain"] },
+    DaneRow { name: "iall", id: "DANE-SM-8", mx: MxKind::Insecure, hosts: &["mx1", "mx2"] },
+    DaneRow { name: "isome", id: "DANE-SM-8", mx: MxKind::Insecure, hosts: &["mx1", "plain"] },
+    DaneRow { name: "inone", id: "DANE-SM-3", mx: MxKind::Insecure, hosts: &["plain"] },
+    DaneRow { name: "bogusmx", id: "DANE-SM-1", mx: MxKind::Bogus, hosts: &["mx1"] },
+    DaneRow { name: "failmx", id: "DANE-SM-1", mx: MxKind::Servfail, hosts: &["mx1"] },
+    DaneRow { name: "bogustlsa", id: "DANE-SM-2", mx: MxKind::Secure, hosts: &["mx1", "bogus"] },
+    DaneRow { name: "lametlsa", id: "DANE-SM-2", mx: MxKind::Secure, hosts: &["lame"] },
+];
+
+/// The MTA-STS columns of the table: a policy of each mode, and none at all.
+const MODES: &[&str] = &["enforce", "testing", "none", "nopolicy"];
+
+/// The reply the README table gives for `row` and `mode` (a reply ending in `*` is a prefix).
+fn dane_expected(row: &DaneRow, mode: &str, strict_testing: bool) -> String {
+    let domain = format!("{}-{mode}.test", row.name);
+    let in_force = mode == "enforce" || (mode == "testing" && strict_testing);
+    let sts = if in_force {
+        let patterns: Vec<String> = row.hosts.iter().map(|h| format!("{h}.dane.test")).collect();
+        format!("OK secure match={} servername=hostname", patterns.join(":"))
+    } else {
+        "NOTFOUND ".to_owned()
+    };
+    match row.name {
+        "sall" => "OK dane-only".into(),
+        "sweak" | "iall" | "isome" => "OK dane".into(),
+        "ssome" if in_force => "OK dane-only".into(),
+        "ssome" => "OK dane".into(),
+        "snone" | "inone" => sts,
+        "bogusmx" => format!("TEMP the MX RRset of {domain} did not validate (bogus)*"),
+        "failmx" => format!("TEMP the MX RRset of {domain} could not be looked up*"),
+        "bogustlsa" => {
+            format!(
+                "TEMP the TLSA records of bogus.dane.test, an MX host of {domain}, did not validate (bogus)*"
+            )
+        }
+        "lametlsa" => {
+            format!(
+                "TEMP the TLSA records of lame.dane.test, an MX host of {domain}, could not be looked up*"
+            )
+        }
+        other => panic!("no expectation for row {other}"),
+    }
+}
+
+/// Every cell of the table: (DANE-SM id, key, expected reply), then keys that are no policy
+/// domain.
+fn dane_cells(strict_testing: bool) -> Vec<(&'static str, String, String)> {
+    let mut cells = Vec::new();
+    for row in DANE_TABLE {
+        for mode in MODES {
+            cells.push((
+                row.id,
+                format!("{}-{mode}.test", row.name),
+                dane_expected(row, mode, strict_testing),
+            ));
+        }
+    }
+    cells.push(("DANE-SM-3", ".sall-enforce.test".into(), "NOTFOUND ".into()));
+    cells.push(("DANE-SM-3", "[mx1.dane.test]:25".into(), "NOTFOUND ".into()));
+    cells
+}
+
+impl DaneWorld {
+    fn start(name: &str, serve: &str) -> Self {
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{RData, RecordType};
+        use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
+        let world = mtasts_fixtures::world::World::start(&format!("serve-dane-{name}")).expect("fixtures");
+        let lo = Ipv4Addr::LOCALHOST;
+        let digest = [0x5a; 32];
+        let mut z = ZoneSet::new("test");
+        z.zone("dane.test", true);
+        for host in ["mx1", "mx2", "weak", "plain", "bogus", "lame"] {
+            z.a(&format!("{host}.dane.test"), lo);
+        }
+        z.tlsa("_25._tcp.mx1.dane.test", 3, 1, 1, &digest)
+            .tlsa("_25._tcp.mx2.dane.test", 3, 1, 1, &digest)
+            .tlsa("_25._tcp.weak.dane.test", 1, 1, 1, &digest)
+            .tlsa("_25._tcp.bogus.dane.test", 3, 1, 1, &digest)
+            .spoil("_25._tcp.bogus.dane.test", RecordType::TLSA)
+            .tlsa("_25._tcp.lame.dane.test", 3, 1, 1, &digest);
+        let mut servfail = Vec::new();
+        for row in DANE_TABLE {
+            for mode in MODES {
+                let domain = format!("{}-{mode}.test", row.name);
+                z.zone(&domain, row.mx != MxKind::Insecure);
+                for (i, host) in row.hosts.iter().enumerate() {
+                    z.mx(&domain, 10 * (u16::try_from(i).expect("few") + 1), &format!("{host}.dane.test"));
+                }
+                match row.mx {
+                    MxKind::Bogus => {
+                        z.spoil(&domain, RecordType::MX);
+                    }
+                    MxKind::Servfail => servfail.push(domain.clone()),
+                    MxKind::Secure | MxKind::Insecure => {}
+                }
+                if *mode != "nopolicy" {
+                    z.add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=1".into()])))
+                        .a(&format!("mta-sts.{domain}"), lo);
+                    let patterns: Vec<String> = row.hosts.iter().map(|h| format!("{h}.dane.test")).collect();
+                    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+                    // The HTTPS side only: DNS comes from the signed zones.
+                    world.publish(&domain, "1", &policy(mode, &patterns));
+                }
+            }
+        }
+        let zones = z.sign();
+        let anchor = world.path("anchor");
+        std::fs::write(&anchor, format!("{}\n", zones.trust_anchor(AnchorForm::Ds))).expect("anchor");
+        world.dns.serve_zones(zones);
+        for domain in &servfail {
+            world.dns.set_servfail(domain);
+        }
+        world.dns.set_servfail("_25._tcp.lame.dane.test");
+        let base = world.base_config(true).replacen("timeout_ms = 3000", "timeout_ms = 10000", 1).replace(
+            "dnssec = \"off\"",
+            &format!("dnssec = \"validate\"\ntrust_anchor = \"{}\"", anchor.display()),
+        );
+        let config = world.write_config_text(&format!("{base}[cache]\npath = \"memory\"\n{serve}"));
+        Self { world, config }
+    }
+
+    fn serve(&self) -> Server {
+        Server::start(&self.config, "inet:127.0.0.1:0")
+    }
+}
+
+/// Whether `reply` is what a cell expects.
+fn dane_row_matches(reply: &str, want: &str) -> bool {
+    want.strip_suffix('*').map_or(reply == want, |prefix| reply.starts_with(prefix))
+}
+
+/// Every cell of the README table "DANE in socketmap replies" (each row × each MTA-STS mode)
+/// through `mtasts serve`, over the socketmap protocol, against the signed fixture zones
+/// (DANE-SM-1 to DANE-SM-8); DANE-SM-9: Sendmail's map name gets the same replies.
+#[test]
+fn dane_replies_for_each_row_of_the_table() {
+    let w = DaneWorld::start("rows", "");
+    let server = w.serve();
+    let mut c = server.connect();
+    let cells = dane_cells(false);
+    assert_eq!(cells.len(), DANE_TABLE.len() * MODES.len() + 2);
+    for (id, key, want) in &cells {
+        let reply = c.lookup(key);
+        assert!(dane_row_matches(&reply, want), "{id} {key}: {reply:?}, want {want:?}\n{}", server.stderr());
+    }
+    // Answered again from the engine's caches: the same replies.
+    for (id, key, want) in &cells {
+        let reply = c.lookup(key);
+        assert!(dane_row_matches(&reply, want), "{id} {key} (cached): {reply:?}, want {want:?}");
+    }
+    // Sendmail's map name gets the same replies.
+    c.send(&netstring("sts sall-none.test"));
+    assert_eq!(c.reply().as_deref(), Some("OK dane-only"));
+}
+
+/// With `strict_testing` a `testing` policy is in force: DANE on some MX hosts gives the stricter
+/// `dane-only` (DANE-SM-6), and without TLSA records the `secure match=` reply; with
+/// `[dns] dnssec = "off"` every reply is the MTA-STS one.
+#[test]
+fn dane_replies_follow_strict_testing_and_dnssec_off() {
+    let w = DaneWorld::start("strict", "[serve]\nstrict_testing = true\n");
+    let server = w.serve();
+    let mut c = server.connect();
+    for (id, key, want) in dane_cells(true) {
+        let reply = c.lookup(&key);
+        assert!(dane_row_matches(&reply, &want), "{id} {key} (strict_testing): {reply:?}, want {want:?}");
+    }
+    assert_eq!(c.lookup("ssome-testing.test"), "OK dane-only");
+    drop(server);
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let text = text.replace("dnssec = \"validate\"", "dnssec = \"off\"");
+    let text: String =
+        text.lines().filter(|l| !l.starts_with("trust_anchor")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&w.config, text).expect("config");
+    let server = w.serve();
+    assert_eq!(
+        server.lookup("sall-enforce.test"),
+        "OK secure match=mx1.dane.test:mx2.dane.test servername=hostname"
+    );
+    assert_eq!(server.lookup("bogusmx-enforce.test"), "OK secure match=mx1.dane.test servername=hostname");
+    assert_eq!(server.lookup("sall-nopolicy.test"), "NOTFOUND ");
+}
+
+/// Every row of the README table "DANE in socketmap replies" as Postfix's own `postmap -q` sees
+/// it through `socketmap:` (Postfix 3.7 unpacked by `bash tests/e2e/postfix/run.sh`, which runs
+/// this test): `OK x` prints `x` and exits 0, `NOTFOUND ` exits 1 silently, `TEMP` exits 1
+/// with a fatal error (a lookup error: Postfix defers the mail).
+#[test]
+#[ignore = "needs an unpacked Postfix: bash tests/e2e/postfix/run.sh"]
+fn postfix_postmap_dane_rows() {
+    let root = PathBuf::from(std::env::var_os("MTASTS_E2E_POSTFIX_ROOT").expect("MTASTS_E2E_POSTFIX_ROOT"));
+    let w = DaneWorld::start("postmap", "");
+    let server = w.serve();
+    let etc = w.world.path("postfix-etc");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/postfix/main.cf"))
+            .expect("examples/postfix/main.cf")
+            .replace("127.0.0.1:8461", &format!("127.0.0.1:{}", server.port()));
+    std::fs::write(
+        etc.join("main.cf"),
+        format!("compatibility_level = 3.6\nmail_owner = daemon\nsetgid_group = mail\n{example}"),
+    )
+    .expect("main.cf");
+    let libs = root.join("usr/lib/postfix");
+    let map = format!("socketmap:inet:127.0.0.1:{}:postfix", server.port());
+    for (id, key, want) in &dane_cells(false) {
+        let out = Command::new(root.join("usr/sbin/postmap"))
+            .arg("-c")
+            .arg(&etc)
+            .args(["-q", key.as_str(), &map])
+            .env("LD_LIBRARY_PATH", &libs)
+            .output()
+            .expect("postmap");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).trim_end().to_owned(),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let code = out.status.code();
+        if let Some(value) = want.strip_prefix("OK ") {
+            assert!(
+                code == Some(0) && dane_row_matches(&stdout, value) && !stderr.contains("fatal"),
+                "{id} postmap -q {key}: {code:?} {stdout:?} {stderr}"
+            );
+        } else if want.starts_with("TEMP ") {
+            assert!(
+                code == Some(1) && stdout.is_empty() && stderr.contains("fatal"),
+                "{id} postmap -q {key}: {code:?} {stdout:?} {stderr}"
+            );
+        } else {
+            assert!(
+                code == Some(1) && stdout.is_empty() && !stderr.contains("fatal"),
+                "{id} postmap -q {key}: {code:?} {stdout:?} {stderr}"
+            );
+        }
+        eprintln!(
+            "ok   {id} postmap -q {key} -> {code:?} {stdout:?} {}",
+            stderr.lines().next().unwrap_or("")
+        );
+    }
+}
+
+/// What a Sendmail operator gets for DANE destinations (README "DANE in socketmap replies"):
+/// Debian 12's sendmail 8.17 (unpacked by `bash tests/e2e/sendmail/run.sh`, which runs this test:
+/// `MTASTS_E2E_SENDMAIL_ROOT`), its `FEATURE(sts)` rulesets built by m4 from
+/// `examples/sendmail/sts.mc`, in address test mode. Sendmail receives the same replies as
+/// Postfix; `STS_Check` acts only on `secure` ones, so a `dane-only` or `dane` destination gets no
+/// MTA-STS check (any MX is accepted), a DNSSEC failure (`TEMP`) defers with 450, and a
+/// destination without TLSA records keeps its MTA-STS check.
+#[test]
+#[ignore = "needs an unpacked Sendmail: bash tests/e2e/sendmail/run.sh"]
+fn sendmail_sts_check_of_dane_replies() {
+    let root = PathBuf::from(std::env::var_os("MTASTS_E2E_SENDMAIL_ROOT").expect("MTASTS_E2E_SENDMAIL_ROOT"));
+    let w = DaneWorld::start("sendmail", "");
+    let server = w.serve();
+    // Sendmail refuses configuration files in world-writable directories such as /tmp.
+    std::fs::create_dir_all("/var/tmp/mtasts-e2e").expect("mkdir");
+    let dir = PathBuf::from(format!("/var/tmp/mtasts-e2e/sendmail-dane-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    run(Command::new("chmod").arg("755").arg(&dir));
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(dir.clone());
+    let libs = root.join("usr/lib/x86_64-linux-gnu");
+    let cf_dir = root.join("usr/share/sendmail/cf");
+    let mc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sendmail/sts.mc"))
+        .expect("examples/sendmail/sts.mc")
+        .replace("inet:8461@127.0.0.1", &format!("inet:{}@127.0.0.1", server.port()));
+    std::fs::write(dir.join("sts.mc"), mc).expect("sts.mc");
+    let cf = run(Command::new(root.join("usr/bin/m4"))
+        .arg(format!("-D_CF_DIR_={}/", cf_dir.display()))
+        .arg(cf_dir.join("m4/cf.m4"))
+        .arg(dir.join("sts.mc"))
+        .env("LD_LIBRARY_PATH", &libs));
+    std::fs::write(dir.join("sts.cf"), cf).expect("sts.cf");
+    // Sendmail waits 60 s at start when it cannot qualify the host name: a private /etc/hosts
+    // that gives it a domain, bind-mounted in a mount namespace of this sendmail only.
+    let host = run(&mut Command::new("hostname")).trim().to_owned();
+    let hosts = format!(
+        "127.0.0.1\t{host}.localdomain {host} localhost\n{}",
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    );
+    std::fs::write(dir.join("hosts"), hosts).expect("hosts");
+    let sendmail = root.join("usr/libexec/sendmail/sendmail");
+    let bt = |input: &str| {
+        let mut child = Command::new("unshare")
+            .args(["-m", "sh", "-c", "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"", "sh"])
+            .arg(dir.join("hosts"))
+            .arg(&sendmail)
+            .arg(format!("-C{}", dir.join("sts.cf").display()))
+            .arg("-bt")
+            .env("LD_LIBRARY_PATH", &libs)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sendmail -bt");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("input");
+        let out = child.wait_with_output().expect("sendmail -bt");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let sts_check = |rcpt: &str, mx: &str| {
+        bt(&format!(
+            ".D{{rcpt_addr}}{rcpt}\n.D{{server_name}}{mx}\n.C{{cert_altnames}}{mx}\nSTS_Check {rcpt}\n"
+        ))
+    };
+    // `STS_Check` said `ok`: the rules let the delivery go on.
+    let accepted =
+        |out: &str| out.lines().any(|l| l.contains("STS_Check") && l.trim_end().ends_with("returns: ok"));
+    let out = bt("/map sts sall-enforce.test\n/map sts isome-enforce.test\n");
+    assert!(out.contains("sts (sall-enforce.test) returns dane-only"), "{out}");
+    assert!(out.contains("sts (isome-enforce.test) returns dane"), "{out}");
+    // dane-only / dane: FEATURE(sts) makes no check, even for a host the MTA-STS policy omits.
+    for rcpt in ["user@sall-enforce.test", "user@ssome-enforce.test", "user@isome-enforce.test"] {
+        let out = sts_check(rcpt, "evil.example");
+        assert!(accepted(&out), "{rcpt}: {out}");
+    }
+    // A DNSSEC failure: TEMP, which the -T<TMPF> map flag turns into a 450.
+    for rcpt in ["user@bogusmx-enforce.test", "user@bogustlsa-enforce.test"] {
+        let out = sts_check(rcpt, "mx1.dane.test");
+        assert!(out.contains("450 STS lookup temp fail"), "{rcpt}: {out}");
+    }
+    // No TLSA records: the MTA-STS check as before.
+    let out = sts_check("user@snone-enforce.test", "evil.example");
+    assert!(out.contains("450 evil . example not found in"), "{out}");
+    let out = sts_check("user@snone-enforce.test", "plain.dane.test");
+    assert!(accepted(&out), "{out}");
 }

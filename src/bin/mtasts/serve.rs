@@ -7,7 +7,8 @@
 //! Protocol (socketmap_table(5)): each request is a netstring `LEN:NAME KEY,`, each reply a
 //! netstring; a connection carries any number of them, and pipelined requests are answered in
 //! order, with one write per batch (or per [`MAX_PENDING_OUTPUT`] bytes of replies). The replies
-//! are those of docs/architecture.md §6.3, see [`reply`].
+//! are those of docs/architecture.md §6.3, see [`reply`]; where DANE applies to a destination, the
+//! DANE reply of [`dane`] replaces the MTA-STS one (README "DANE in socketmap replies").
 //!
 //! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
 //!   from a per-thread copy of its cache, without locks.
@@ -31,6 +32,7 @@
 //! Standard output gets one line, `listening on inet:127.0.0.1:8461` (the real port when 0 was
 //! asked for); everything else goes to standard error.
 
+mod dane;
 mod refresher;
 mod reply;
 mod settings;
@@ -49,6 +51,7 @@ use std::time::{Duration, Instant};
 use mtasts::Engine;
 use mtasts::config::Config;
 use mtasts::engine::RecordState;
+use mtasts::ports::TlsaLookup;
 use parking_lot::{Condvar, Mutex};
 
 use refresher::{Known, Stop};
@@ -277,30 +280,57 @@ impl Server {
                     if resolution.record != RecordState::NotLooked {
                         self.slow_path(key, &resolution);
                     }
-                    let policy = resolution.policy.as_deref();
-                    if policy.is_none() {
-                        if let Some(why) = self.engine.holds_mail_without_policy() {
-                            // `[engine] on_store_error = "tempfail"`: defer rather than send
-                            // unprotected while a stored policy cannot be read.
-                            scratch.extend_from_slice(b"TEMP ");
-                            scratch.extend_from_slice(why.as_bytes());
-                            reply::put_netstring(out, scratch);
-                            return;
-                        }
-                    }
-                    if self.options.postfix_tlsrpt && policy.is_some() {
-                        let domain =
-                            mtasts::Domain::parse(key).map_or_else(|_| key.to_owned(), |d| d.to_string());
-                        reply::policy_reply(&domain, policy, self.options, scratch);
-                    } else {
-                        reply::policy_reply(key, policy, self.options, scratch);
-                    }
+                    self.sts_reply(key, &resolution, scratch);
+                    self.dane_decision(key, scratch).apply(scratch);
                 }
                 // Address literals and names that are no domain names have no policy.
                 Ok(None) | Err(_) => scratch.extend_from_slice(b"NOTFOUND "),
             },
         }
         reply::put_netstring(out, scratch);
+    }
+
+    /// The MTA-STS reply for `key` (docs/architecture.md §6.3), as without DANE.
+    fn sts_reply(&self, key: &str, resolution: &mtasts::engine::Resolution, scratch: &mut Vec<u8>) {
+        let policy = resolution.policy.as_deref();
+        if policy.is_none() {
+            if let Some(why) = self.engine.holds_mail_without_policy() {
+                // `[engine] on_store_error = "tempfail"`: defer rather than send unprotected
+                // while a stored policy cannot be read.
+                scratch.extend_from_slice(b"TEMP ");
+                scratch.extend_from_slice(why.as_bytes());
+                return;
+            }
+        }
+        if self.options.postfix_tlsrpt && policy.is_some() {
+            let domain = mtasts::Domain::parse(key).map_or_else(|_| key.to_owned(), |d| d.to_string());
+            reply::policy_reply(&domain, policy, self.options, scratch);
+        } else {
+            reply::policy_reply(key, policy, self.options, scratch);
+        }
+    }
+
+    /// What DANE makes of the reply for `key` ([`dane`]): nothing when the engine does no DANE
+    /// (`[dns] dnssec = "off"`), else the decision from the MX RRset and its hosts' TLSA states,
+    /// all DNSSEC-validated and cached by the engine. `sts` is the MTA-STS reply.
+    fn dane_decision(&self, key: &str, sts: &[u8]) -> dane::Decision {
+        let Ok(domain) = mtasts::Domain::parse(key) else { return dane::Decision::MtaSts };
+        let Some(mx) = self.engine.mx_state(&domain) else { return dane::Decision::MtaSts };
+        let name = domain.to_string();
+        let names = dane::mx_hosts(&name, &mx);
+        let mut states = Vec::with_capacity(names.len());
+        for host in &names {
+            // A name that is no domain name has no TLSA records (and gets no mail either).
+            let state = match mtasts::Domain::parse(host) {
+                Ok(h) => self.engine.tlsa_state(&h),
+                Err(_) => None,
+            };
+            states.push(state.unwrap_or_else(|| Arc::new(TlsaLookup::NotApplicable)));
+        }
+        let hosts: Vec<(&str, &TlsaLookup)> =
+            names.iter().map(String::as_str).zip(states.iter().map(|s| &**s)).collect();
+        let sts_secure = sts.starts_with(b"OK secure") || sts.starts_with(b"TEMP");
+        dane::decide(&name, &mx, &hosts, sts_secure)
     }
 
     /// After a lookup that asked DNS: remember the domain for the refresher, say why a policy

@@ -14,6 +14,8 @@
 # 1. `postmap -q` against `mtasts serve` (socketmap), with examples/postfix/main.cf, for the
 #    fixture domains and the keys Postfix itself sends (.parent, [host]:port, [ip]).
 # 2. A full delivery by the Postfix master and smtp(8) (tests/it/serve.rs, postfix_full_delivery).
+# 3. `postmap -q` for every row of the README table "DANE in socketmap replies", against zones
+#    signed at test time (tests/it/serve.rs, postfix_postmap_dane_rows).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT_DIR=$PWD
@@ -99,6 +101,7 @@ else
 fi
 echo "postmap: $pass passed, $fail failed"
 
-# Full delivery through the Postfix master and smtp(8).
-MTASTS_E2E_POSTFIX_ROOT=$R cargo test --test it -- --ignored --exact serve::postfix_full_delivery
+# Full delivery through the Postfix master and smtp(8); postmap for each DANE row.
+MTASTS_E2E_POSTFIX_ROOT=$R cargo test --test it -- --ignored --exact serve::postfix_full_delivery \
+    serve::postfix_postmap_dane_rows
 [ "$fail" = 0 ]

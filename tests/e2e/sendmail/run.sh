@@ -15,6 +15,8 @@
 # 2. The FEATURE(sts) rulesets, sendmail.cf built by m4 from examples/sendmail/sts.mc:
 #    `STS_Check` accepts a listed MX, refuses an unlisted one with 450, and says
 #    "450 STS lookup temp fail" when the server cannot be reached.
+# 3. What FEATURE(sts) makes of the DANE replies (`dane-only`, `dane`, `TEMP`), against zones
+#    signed at test time (tests/it/serve.rs, sendmail_sts_check_of_dane_replies).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT_DIR=$PWD
@@ -116,4 +118,8 @@ out=$(sts_check user@enforce.test mx.enforce.test "$W/dead.cf")
 expect "STS_Check: server unreachable -> 450 STS lookup temp fail" "$out" '450 STS lookup temp fail'
 
 echo "sendmail: $pass passed, $fail failed"
+
+# 3. DANE replies through FEATURE(sts) (the test sets LD_LIBRARY_PATH for sendmail and m4 itself).
+env -u LD_LIBRARY_PATH MTASTS_E2E_SENDMAIL_ROOT="$S" \
+    cargo test --test it -- --ignored --exact serve::sendmail_sts_check_of_dane_replies
 [ "$fail" = 0 ]

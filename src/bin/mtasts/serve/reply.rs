@@ -10,6 +10,9 @@
 //! | `.parent`, IP literal, `[host]`, `[host]:port`, `host:port`, not a domain name | `NOTFOUND ` |
 //! | not `NAME KEY`, empty key, not UTF-8, control characters | `PERM <reason>` |
 //!
+//! These are the MTA-STS replies; where DANE applies to a destination, `super::dane` replaces them
+//! with `dane-only`, `dane` or `TEMP` (README "DANE in socketmap replies").
+//!
 //! A name that is not a domain name (a Postfix unix-socket next hop such as `/path`, a name with
 //! `_`) cannot publish a policy, so it gets `NOTFOUND ` like an address literal: a `PERM` would make
 //! Postfix defer the mail for good, for a destination MTA-STS has nothing to say about.
