@@ -264,6 +264,15 @@ impl DaneInfo {
         }
     }
 
+    /// The TLSA base domain when it is not the MX host (the records were found at the host's
+    /// CNAME-expanded name).
+    pub fn base(&self) -> Option<&Domain> {
+        match &*self.lookup {
+            TlsaLookup::Secure { base, .. } => base.as_ref(),
+            _ => None,
+        }
+    }
+
     /// True when the TLSA RRset was DNSSEC-secure.
     pub fn secure(&self) -> bool {
         matches!(&*self.lookup, TlsaLookup::Secure { .. })

@@ -293,7 +293,10 @@ fn judge(engine: &Engine, domain: &str, host: &str, chain: Option<&[u8]>) -> Jud
         _ => None,
     };
     let tlsa = match (o.dane.as_deref(), chain, &name) {
-        (Some(d), Some(chain), Some(name)) => matching_tlsa(d.records(), chain, name, engine.now()),
+        (Some(d), Some(chain), Some(name)) => {
+            let names: Vec<Domain> = d.base().into_iter().chain([name]).cloned().collect();
+            matching_tlsa(d.records(), chain, &names, engine.now())
+        }
         _ => Vec::new(),
     };
     Judged {
@@ -308,18 +311,16 @@ fn judge(engine: &Engine, domain: &str, host: &str, chain: Option<&[u8]>) -> Jud
 
 /// The records of a secure TLSA RRset that authenticate `chain` each on its own: among those
 /// that take part in matching (usable, digest agility applied), the ones that
-/// [`mtasts::tlsa::verify`] passes alone. The MX host name stands for the TLSA base domain.
-fn matching_tlsa(records: &[TlsaRecord], chain: &[u8], host: &Domain, now: u64) -> Vec<String> {
+/// [`mtasts::tlsa::verify`] passes alone. `names`: the TLSA base domain and the MX host name,
+/// the names a DANE-TA leaf may carry.
+fn matching_tlsa(records: &[TlsaRecord], chain: &[u8], names: &[Domain], now: u64) -> Vec<String> {
     let usable = mtasts::tlsa::usable(records);
     records
         .iter()
         .filter(|r| UsableTlsa::parse(r).is_ok_and(|u| usable.contains(&u)))
         .filter(|r| {
             let one = std::slice::from_ref(*r);
-            matches!(
-                mtasts::tlsa::verify(one, chain, std::slice::from_ref(host), now),
-                DaneMatch::Passed { .. }
-            )
+            matches!(mtasts::tlsa::verify(one, chain, names, now), DaneMatch::Passed { .. })
         })
         .map(ToString::to_string)
         .collect()
