@@ -1,14 +1,24 @@
 //! TLSRPT accounting (RFC 8460): the sessions the engine judged, and the ones the MTA reports
 //! itself, counted per day in a [`Tally`] and flushed to the store's [`CountStore`].
 //!
+//! A session is counted under every policy that applied to it, each with its own judgement: the
+//! MTA-STS policy of the recipient domain (`sts`), and the DANE policy of the MX host (`tlsa`,
+//! whose policy domain is the TLSA base domain, RFC 8460 §3). docs/conformance.md, DANE-4 and
+//! RPT-18..RPT-21.
+//!
 //! [`CountStore`]: crate::cache::CountStore
 
-use super::{Engine, InputError, Outcome, parse_policy_domain};
+use std::sync::Arc;
+
+use super::tally::TlsaPolicy;
+use super::{Engine, InputError, parse_policy_domain};
+use crate::cache::CachedPolicy;
 use crate::counts::{Day, DayCounts, FailureKey, ResultType};
 use crate::domain::Domain;
 use crate::mx;
 use crate::policy::Mode;
-use crate::verdict::{Reason, Verdict};
+use crate::ports::TlsaLookup;
+use crate::verdict::Reason;
 
 /// What the MTA knows about a session beyond its result, for TLSRPT `failure-details`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,27 +31,62 @@ pub struct SessionDetails {
     pub failure_reason_code: Option<String>,
 }
 
+/// One session to count.
+pub(super) struct Session<'a> {
+    /// The policy domain (the recipient domain).
+    pub domain: &'a Domain,
+    /// The MTA-STS policy that applied, if any (counted only under `enforce` or `testing`,
+    /// APPLY-10).
+    pub policy: Option<&'a Arc<CachedPolicy>>,
+    /// What MTA-STS alone made of the session ([`Reason::None`] for a pass).
+    pub sts_reason: Reason,
+    /// The MX host, when it is a host name.
+    pub mx: Option<&'a Domain>,
+    /// The DANE side, where DANE applied.
+    pub dane: Option<DaneSession<'a>>,
+    /// What the MTA knows beyond the result.
+    pub details: &'a SessionDetails,
+}
+
+/// The DANE side of a session to count: the MX host's `tlsa` policy and DANE's judgement of the
+/// session ([`Reason::None`] for a pass).
+pub(super) struct DaneSession<'a> {
+    pub policy: TlsaPolicy<'a>,
+    pub reason: Reason,
+}
+
 impl Engine {
-    /// Counts a session for TLSRPT (RFC 8460): sessions under an `enforce` or `testing` policy,
-    /// successful or not. Nothing is counted without a policy or under `mode: none` (APPLY-10).
-    pub(super) fn count_session(
+    /// Counts a session for TLSRPT (RFC 8460) under each policy that applied to it, each with its
+    /// own judgement (see [`Session`]). A session DANE passed but MTA-STS failed is thus a `tlsa`
+    /// success and an `sts` failure (DANE-4).
+    pub(super) fn count_session(&self, now: u64, s: Session<'_>) {
+        let mut flush = self.count_sts(now, s.domain, s.policy, s.sts_reason, s.mx, s.details);
+        if let (Some(host), Some(dane)) = (s.mx, s.dane) {
+            flush |= self.count_tlsa(now, host, dane, s.details);
+        }
+        if flush {
+            self.flush_reports();
+        }
+    }
+
+    /// Counts a session under an `enforce` or `testing` MTA-STS policy; true when a flush is due.
+    fn count_sts(
         &self,
         now: u64,
         domain: &Domain,
-        outcome: &Outcome,
+        policy: Option<&Arc<CachedPolicy>>,
+        reason: Reason,
         mx: Option<&Domain>,
         details: &SessionDetails,
-    ) {
-        let Some(policy) = outcome.policy.as_ref().filter(|p| p.mode() != Mode::None) else { return };
-        let failure = match outcome.reason {
+    ) -> bool {
+        let Some(policy) = policy.filter(|p| p.mode() != Mode::None) else { return false };
+        let failure = match reason {
             Reason::None => None,
             // DANE outcomes are reported under DANE's policy, not MTA-STS's.
-            Reason::TlsaInvalid | Reason::DnssecInvalid | Reason::DaneRequired => return,
+            Reason::TlsaInvalid | Reason::DnssecInvalid | Reason::DaneRequired => return false,
             reason => {
-                let Some(result_type) = ResultType::from_reason(reason) else { return };
-                let mut key = FailureKey::new(result_type, mx.cloned());
-                key.sending_mta_ip = details.sending_ip;
-                key.receiving_ip = details.receiving_ip;
+                let Some(result_type) = ResultType::from_reason(reason) else { return false };
+                let mut key = failure_key(result_type, mx, details);
                 key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
                     (reason == Reason::MxMismatch)
                         .then(|| "mx-mismatch: the MX host matches no policy pattern".into())
@@ -49,16 +94,53 @@ impl Engine {
                 Some(key)
             }
         };
-        if self.tally.add(now, domain, Some(policy), failure) {
-            self.flush_reports();
-        }
+        self.tally.add(now, domain, Some(policy), failure)
+    }
+
+    /// Counts a session under the DANE policy of the MX host `host`, the TLSA base domain and so
+    /// the `policy-domain` of RFC 8460 §3; true when a flush is due.
+    fn count_tlsa(&self, now: u64, host: &Domain, dane: DaneSession<'_>, details: &SessionDetails) -> bool {
+        let failure = match dane.reason {
+            Reason::None => None,
+            // RFC 8460's `dane-required` means "the sender requires DANE and the MX has no secure
+            // TLSA records"; a DANE MX that did not negotiate TLS is `starttls-not-supported`.
+            Reason::DaneRequired => {
+                let mut key = failure_key(ResultType::StarttlsNotSupported, Some(host), details);
+                key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
+                    Some("dane: the MX has DNSSEC-secure TLSA records, so TLS is mandatory; none was negotiated".into())
+                });
+                Some(key)
+            }
+            Reason::TlsaInvalid
+            | Reason::DnssecInvalid
+            | Reason::StarttlsNotSupported
+            | Reason::CertificateHostMismatch
+            | Reason::CertificateExpired
+            | Reason::CertificateNotTrusted
+            | Reason::ValidationFailure => {
+                let Some(result_type) = ResultType::from_reason(dane.reason) else { return false };
+                let mut key = failure_key(result_type, Some(host), details);
+                key.failure_reason_code = details.failure_reason_code.clone();
+                Some(key)
+            }
+            // MTA-STS's own failures, and a held message: not DANE's.
+            _ => return false,
+        };
+        self.tally.add_tlsa(now, host, dane.policy, failure)
     }
 
     /// Records the outcome of a session the MTA judged itself (for TLSRPT): `result` is `None`
     /// for a session that negotiated TLS and satisfied the policy, or the RFC 8460 result type
     /// (`starttls-not-supported`, `certificate-not-trusted`, ...). Use it for sessions that did
     /// not go through [`Engine::check`] (which counts its own), e.g. a TLS handshake that failed
-    /// before any certificate was seen. Counted only under an `enforce` or `testing` policy.
+    /// before any certificate was seen.
+    ///
+    /// Counted under an `enforce` or `testing` MTA-STS policy of `domain`, except the DANE
+    /// results (`tlsa-invalid`, `dnssec-invalid`, `dane-required`); and, when the engine does DANE
+    /// and `mx` has DNSSEC-secure TLSA records, under the `tlsa` policy of `mx` too. The DANE
+    /// results are always counted under the `tlsa` policy of `mx` (with its records when the
+    /// engine knows them). The TLSA state comes from the engine's cache, as the check of the
+    /// same MX left it (looked up if it is not there).
     pub fn record_session(
         &self,
         domain: &str,
@@ -71,15 +153,26 @@ impl Engine {
         let resolution = self.resolve_at(&domain, now, false);
         let mx = mx::parse_host(mx).ok();
         let reason = result.unwrap_or(Reason::None);
-        let outcome = Outcome {
-            verdict: Verdict::Pass,
-            reason,
-            policy: resolution.policy,
-            mx_matches: false,
-            detail: None,
-            dane: None,
+        let dane_result =
+            matches!(reason, Reason::TlsaInvalid | Reason::DnssecInvalid | Reason::DaneRequired);
+        let state = mx.as_ref().and_then(|host| self.tlsa_state(host));
+        let policy = match &state {
+            Some(lookup) if dane_result || matches!(&**lookup, TlsaLookup::Secure { .. }) => {
+                Some(TlsaPolicy::Known(lookup))
+            }
+            _ if dane_result => Some(TlsaPolicy::Unknown),
+            _ => None,
         };
-        self.count_session(now, &domain, &outcome, mx.as_ref(), details);
+        let dane = policy.map(|policy| DaneSession { policy, reason });
+        let session = Session {
+            domain: &domain,
+            policy: resolution.policy.as_ref(),
+            sts_reason: reason,
+            mx: mx.as_ref(),
+            dane,
+            details,
+        };
+        self.count_session(now, session);
         Ok(())
     }
 
@@ -115,4 +208,12 @@ impl Engine {
         }
         counts
     }
+}
+
+/// A failure key for a session with `mx`, with the addresses the MTA gave.
+fn failure_key(result_type: ResultType, mx: Option<&Domain>, details: &SessionDetails) -> FailureKey {
+    let mut key = FailureKey::new(result_type, mx.cloned());
+    key.sending_mta_ip = details.sending_ip;
+    key.receiving_ip = details.receiving_ip;
+    key
 }
