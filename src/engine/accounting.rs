@@ -60,73 +60,19 @@ impl Engine {
     /// own judgement (see [`Session`]). A session DANE passed but MTA-STS failed is thus a `tlsa`
     /// success and an `sts` failure (DANE-4).
     pub(super) fn count_session(&self, now: u64, s: Session<'_>) {
-        let mut flush = self.count_sts(now, s.domain, s.policy, s.sts_reason, s.mx, s.details);
-        if let (Some(host), Some(dane)) = (s.mx, s.dane) {
-            flush |= self.count_tlsa(now, host, dane, s.details);
-        }
-        if flush {
+        let sts = s
+            .policy
+            .filter(|p| p.mode() != Mode::None)
+            .and_then(|p| Some((s.domain, p, sts_failure(s.sts_reason, s.mx, s.details)?)));
+        let tlsa = match (s.mx, s.dane) {
+            (Some(host), Some(dane)) => {
+                tlsa_failure(dane.reason, host, s.details).map(|failure| (host, dane.policy, failure))
+            }
+            _ => None,
+        };
+        if self.tally.add_session(now, sts, tlsa) {
             self.flush_reports();
         }
-    }
-
-    /// Counts a session under an `enforce` or `testing` MTA-STS policy; true when a flush is due.
-    fn count_sts(
-        &self,
-        now: u64,
-        domain: &Domain,
-        policy: Option<&Arc<CachedPolicy>>,
-        reason: Reason,
-        mx: Option<&Domain>,
-        details: &SessionDetails,
-    ) -> bool {
-        let Some(policy) = policy.filter(|p| p.mode() != Mode::None) else { return false };
-        let failure = match reason {
-            Reason::None => None,
-            // DANE outcomes are reported under DANE's policy, not MTA-STS's.
-            Reason::TlsaInvalid | Reason::DnssecInvalid | Reason::DaneRequired => return false,
-            reason => {
-                let Some(result_type) = ResultType::from_reason(reason) else { return false };
-                let mut key = failure_key(result_type, mx, details);
-                key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
-                    (reason == Reason::MxMismatch)
-                        .then(|| "mx-mismatch: the MX host matches no policy pattern".into())
-                });
-                Some(key)
-            }
-        };
-        self.tally.add(now, domain, Some(policy), failure)
-    }
-
-    /// Counts a session under the DANE policy of the MX host `host`, the TLSA base domain and so
-    /// the `policy-domain` of RFC 8460 §3; true when a flush is due.
-    fn count_tlsa(&self, now: u64, host: &Domain, dane: DaneSession<'_>, details: &SessionDetails) -> bool {
-        let failure = match dane.reason {
-            Reason::None => None,
-            // RFC 8460's `dane-required` means "the sender requires DANE and the MX has no secure
-            // TLSA records"; a DANE MX that did not negotiate TLS is `starttls-not-supported`.
-            Reason::DaneRequired => {
-                let mut key = failure_key(ResultType::StarttlsNotSupported, Some(host), details);
-                key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
-                    Some("dane: the MX has DNSSEC-secure TLSA records, so TLS is mandatory; none was negotiated".into())
-                });
-                Some(key)
-            }
-            Reason::TlsaInvalid
-            | Reason::DnssecInvalid
-            | Reason::StarttlsNotSupported
-            | Reason::CertificateHostMismatch
-            | Reason::CertificateExpired
-            | Reason::CertificateNotTrusted
-            | Reason::ValidationFailure => {
-                let Some(result_type) = ResultType::from_reason(dane.reason) else { return false };
-                let mut key = failure_key(result_type, Some(host), details);
-                key.failure_reason_code = details.failure_reason_code.clone();
-                Some(key)
-            }
-            // MTA-STS's own failures, and a held message: not DANE's.
-            _ => return false,
-        };
-        self.tally.add_tlsa(now, host, dane.policy, failure)
     }
 
     /// Records the outcome of a session the MTA judged itself (for TLSRPT): `result` is `None`
@@ -216,4 +162,51 @@ fn failure_key(result_type: ResultType, mx: Option<&Domain>, details: &SessionDe
     key.sending_mta_ip = details.sending_ip;
     key.receiving_ip = details.receiving_ip;
     key
+}
+
+/// What a session MTA-STS judged `reason` is counted as under an `enforce` or `testing` policy:
+/// `Some(None)` a success, `Some(Some(key))` a failure, `None` nothing (APPLY-10; DANE's results
+/// are reported under DANE's policy, not MTA-STS's).
+fn sts_failure(reason: Reason, mx: Option<&Domain>, details: &SessionDetails) -> Option<Option<FailureKey>> {
+    match reason {
+        Reason::None => Some(None),
+        Reason::TlsaInvalid | Reason::DnssecInvalid | Reason::DaneRequired => None,
+        reason => {
+            let result_type = ResultType::from_reason(reason)?;
+            let mut key = failure_key(result_type, mx, details);
+            key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
+                (reason == Reason::MxMismatch)
+                    .then(|| "mx-mismatch: the MX host matches no policy pattern".into())
+            });
+            Some(Some(key))
+        }
+    }
+}
+
+/// What a session DANE judged `reason` is counted as under the `tlsa` policy of the MX host
+/// `host`, the TLSA base domain and so the `policy-domain` of RFC 8460 §3: `Some(None)` a
+/// success, `Some(Some(key))` a failure, `None` nothing.
+fn tlsa_failure(reason: Reason, host: &Domain, details: &SessionDetails) -> Option<Option<FailureKey>> {
+    let result_type = match reason {
+        Reason::None => return Some(None),
+        // RFC 8460's `dane-required` means "the sender requires DANE and the MX has no secure
+        // TLSA records"; a DANE MX that did not negotiate TLS is `starttls-not-supported`.
+        Reason::DaneRequired => ResultType::StarttlsNotSupported,
+        Reason::TlsaInvalid
+        | Reason::DnssecInvalid
+        | Reason::StarttlsNotSupported
+        | Reason::CertificateHostMismatch
+        | Reason::CertificateExpired
+        | Reason::CertificateNotTrusted
+        | Reason::ValidationFailure => ResultType::from_reason(reason)?,
+        // MTA-STS's own failures, and a held message: not DANE's.
+        _ => return None,
+    };
+    let mut key = failure_key(result_type, Some(host), details);
+    key.failure_reason_code = details.failure_reason_code.clone().or_else(|| {
+        (reason == Reason::DaneRequired).then(|| {
+            "dane: the MX has DNSSEC-secure TLSA records, so TLS is mandatory; none was negotiated".into()
+        })
+    });
+    Some(Some(key))
 }

@@ -27,39 +27,26 @@ const KEPT_COUNTERS: usize = 10_000;
 /// Seconds after which pending counts are flushed on the next session.
 const FLUSH_AFTER: u64 = 10;
 
-/// The policy a session was counted under, compared by identity: the thread's copy of a cached
-/// MTA-STS policy (copies of one policy are merged when counts are flushed), or the TLSA answer of
-/// an MX host (made once per host and lookup by the engine's TLSA cache, so it names the host too).
-/// A DANE session whose records the engine does not know (the caller judged DANE itself) is
-/// counted under its MX host with no records.
+/// The policy a session was counted under: the thread's copy of a cached MTA-STS policy (copies
+/// of one policy are merged when counts are flushed), or the TLSA answer of an MX host (made once
+/// per host and lookup by the engine's TLSA cache, so it names the host too). A DANE session whose
+/// records the engine does not know (the caller judged DANE itself) is counted under its MX host
+/// with no records. Held by the counters' slot, which keeps the address of its [`PolicyId`] alive.
 #[derive(Clone, Debug)]
 enum PolicyRef {
     Sts(Arc<CachedPolicy>),
     Tlsa(Arc<TlsaLookup>),
+    TlsaUnknown,
+}
+
+/// What the counters are keyed by: the policy's identity (its address while a slot holds it), so
+/// that counting a session under a policy already counted costs neither an allocation nor a
+/// reference-count update.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PolicyId {
+    Sts(usize),
+    Tlsa(usize),
     TlsaUnknown(Domain),
-}
-
-impl PartialEq for PolicyRef {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Sts(a), Self::Sts(b)) => Arc::ptr_eq(a, b),
-            (Self::Tlsa(a), Self::Tlsa(b)) => Arc::ptr_eq(a, b),
-            (Self::TlsaUnknown(a), Self::TlsaUnknown(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for PolicyRef {}
-
-impl Hash for PolicyRef {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        match self {
-            Self::Sts(p) => Arc::as_ptr(p).hash(state),
-            Self::Tlsa(l) => Arc::as_ptr(l).hash(state),
-            Self::TlsaUnknown(d) => d.hash(state),
-        }
-    }
 }
 
 impl PolicyRef {
@@ -74,7 +61,7 @@ impl PolicyRef {
                 }
                 _ => PolicyKey::tlsa(Vec::new()),
             },
-            Self::TlsaUnknown(_) => PolicyKey::tlsa(Vec::new()),
+            Self::TlsaUnknown => PolicyKey::tlsa(Vec::new()),
         }
     }
 }
@@ -94,6 +81,7 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// The counts of one policy on one day.
 #[derive(Debug)]
 struct Slot {
+    policy: PolicyRef,
     domain: Domain,
     successes: u64,
     failures: FxMap<FailureKey, u64>,
@@ -134,7 +122,7 @@ impl Hasher for FxHasher {
 #[derive(Debug, Default)]
 struct Inner {
     /// Sessions under a policy, by day and policy: a success costs no allocation.
-    counts: FxMap<(Day, PolicyRef), Slot>,
+    counts: FxMap<(Day, PolicyId), Slot>,
     /// Failures with no policy (`no-policy-found`), by day, domain and failure.
     no_policy: FxMap<(Day, Domain, FailureKey), u64>,
     sessions: usize,
@@ -148,6 +136,28 @@ struct Inner {
 }
 
 impl Inner {
+    /// Adds one session to the counts of the policy `id` on `day` (`policy` makes what the slot
+    /// holds, the first time).
+    fn count(
+        &mut self,
+        day: Day,
+        domain: &Domain,
+        id: PolicyId,
+        policy: impl FnOnce() -> PolicyRef,
+        failure: Option<FailureKey>,
+    ) {
+        let slot = self.counts.entry((day, id)).or_insert_with(|| Slot {
+            policy: policy(),
+            domain: domain.clone(),
+            successes: 0,
+            failures: FxMap::default(),
+        });
+        match failure {
+            None => slot.successes += 1,
+            Some(f) => *slot.failures.entry(f).or_insert(0) += 1,
+        }
+    }
+
     /// Notes one more session counted at `now`; true when a flush is due.
     fn counted(&mut self, now: u64) -> bool {
         if self.last_flush == 0 {
@@ -189,7 +199,7 @@ impl Tally {
         failure: Option<FailureKey>,
     ) -> bool {
         match policy {
-            Some(p) => self.add_under(now, domain, || PolicyRef::Sts(Arc::clone(p)), failure),
+            Some(p) => self.add_session(now, Some((domain, p, failure)), None),
             None => {
                 let Some(f) = failure else { return false }; // a success without a policy is not reported
                 let day = Day::from_unix(now);
@@ -210,34 +220,39 @@ impl Tally {
         policy: TlsaPolicy<'_>,
         failure: Option<FailureKey>,
     ) -> bool {
-        match policy {
-            TlsaPolicy::Known(lookup) => {
-                self.add_under(now, host, || PolicyRef::Tlsa(Arc::clone(lookup)), failure)
-            }
-            TlsaPolicy::Unknown => {
-                self.add_under(now, host, || PolicyRef::TlsaUnknown(host.clone()), failure)
-            }
-        }
+        self.add_session(now, None, Some((host, policy, failure)))
     }
 
-    fn add_under(
+    /// Counts one session under an MTA-STS policy of its domain and under the `tlsa` policy of its
+    /// MX host, either being optional, under one lock (a session DANE applied to is usually
+    /// counted under both); true when a flush is due.
+    pub fn add_session(
         &self,
         now: u64,
-        domain: &Domain,
-        policy: impl FnOnce() -> PolicyRef,
-        failure: Option<FailureKey>,
+        sts: Option<(&Domain, &Arc<CachedPolicy>, Option<FailureKey>)>,
+        tlsa: Option<(&Domain, TlsaPolicy<'_>, Option<FailureKey>)>,
     ) -> bool {
+        if sts.is_none() && tlsa.is_none() {
+            return false;
+        }
         let day = Day::from_unix(now);
         let mut guard = self.inner.lock();
         let inner = guard.own();
-        let slot = inner.counts.entry((day, policy())).or_insert_with(|| Slot {
-            domain: domain.clone(),
-            successes: 0,
-            failures: FxMap::default(),
-        });
-        match failure {
-            None => slot.successes += 1,
-            Some(f) => *slot.failures.entry(f).or_insert(0) += 1,
+        if let Some((domain, policy, failure)) = sts {
+            let id = PolicyId::Sts(Arc::as_ptr(policy) as usize);
+            inner.count(day, domain, id, || PolicyRef::Sts(Arc::clone(policy)), failure);
+        }
+        if let Some((host, policy, failure)) = tlsa {
+            match policy {
+                TlsaPolicy::Known(lookup) => {
+                    let id = PolicyId::Tlsa(Arc::as_ptr(lookup) as usize);
+                    inner.count(day, host, id, || PolicyRef::Tlsa(Arc::clone(lookup)), failure);
+                }
+                TlsaPolicy::Unknown => {
+                    let id = PolicyId::TlsaUnknown(host.clone());
+                    inner.count(day, host, id, || PolicyRef::TlsaUnknown, failure);
+                }
+            }
         }
         inner.counted(now)
     }
@@ -252,8 +267,8 @@ impl Tally {
             (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
         };
         let mut days: BTreeMap<Day, DayCounts> = BTreeMap::new();
-        for ((day, policy), slot) in counts {
-            let key = policy.key();
+        for ((day, _), slot) in counts {
+            let key = slot.policy.key();
             let day = days.entry(day).or_default();
             if slot.successes > 0 {
                 day.add_success(&slot.domain, &key, slot.successes);
