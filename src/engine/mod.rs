@@ -623,34 +623,30 @@ impl Engine {
                 };
             }
         }
-        if !matches!(tls, Tls::NotChecked) {
+        if !matches!(tls, Tls::NotChecked) && outcome.reason != Reason::StoreUnavailable {
             // A session's outcome (after the handshake, or without TLS) counts for TLSRPT, under
             // MTA-STS with MTA-STS's own judgement, and under DANE where DANE applied.
             let host = mx.ok();
-            let dane_info = outcome.dane.clone();
-            let caller_state = match (&dane_info, caller_dane, &host) {
-                (None, Dane::Passed | Dane::Failed | Dane::DnssecInvalid | Dane::Required, Some(h)) => {
-                    Some(self.tlsa_state(h))
-                }
-                _ => None,
-            };
-            let dane_session = match (&dane_info, &caller_state) {
+            let dane_session = match (&outcome.dane, caller_dane) {
                 // The engine's own DANE: the MX host's TLSA answer, and what DANE concluded.
                 (Some(info), _) => Some(accounting::DaneSession {
                     policy: tally::TlsaPolicy::Known(&info.lookup),
                     reason: if info.dane == Dane::Passed { Reason::None } else { outcome.reason },
                 }),
-                // The caller's DANE: the records if the engine knows them.
-                (None, Some(state)) => Some(accounting::DaneSession {
-                    policy: state.as_ref().map_or(tally::TlsaPolicy::Unknown, tally::TlsaPolicy::Known),
-                    reason: match caller_dane {
-                        Dane::Failed => Reason::TlsaInvalid,
-                        Dane::DnssecInvalid => Reason::DnssecInvalid,
-                        Dane::Required => Reason::DaneRequired,
-                        _ => Reason::None,
-                    },
-                }),
-                (None, None) => None,
+                // The caller's own DANE: the engine did not look up the records (no DNS in a
+                // check the caller judged), so the `tlsa` policy has none.
+                (None, Dane::Passed | Dane::Failed | Dane::DnssecInvalid | Dane::Required) => {
+                    Some(accounting::DaneSession {
+                        policy: tally::TlsaPolicy::Unknown,
+                        reason: match caller_dane {
+                            Dane::Failed => Reason::TlsaInvalid,
+                            Dane::DnssecInvalid => Reason::DnssecInvalid,
+                            Dane::Required => Reason::DaneRequired,
+                            _ => Reason::None,
+                        },
+                    })
+                }
+                (None, _) => None,
             };
             let session = accounting::Session {
                 domain: &domain,
