@@ -460,4 +460,18 @@ fn rpt_dane_sessions_from_many_processes_are_reported_under_tlsa() {
     let json = report("mx2.example.test");
     assert_eq!(json["policies"].as_array().expect("policies").len(), 1, "{json}");
     assert_eq!(summary(&policy(&json, "tlsa")), (20, 0));
+
+    // Sent: the MX hosts' reports go to the addresses of their own `_smtp._tls` records.
+    let out = w.mtasts(&["report", "send"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mails: Vec<String> = std::fs::read_dir(&w.dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .map(|e| std::fs::read_to_string(e.path()).expect("mail"))
+        .collect();
+    assert_eq!(mails.len(), 3);
+    let mx_mail = mails.iter().find(|m| m.contains("TLS-Report-Domain: mx.example.test")).expect("mx mail");
+    assert!(mx_mail.contains("reports@mx.example.test"), "{mx_mail}");
+    assert!(mx_mail.contains("Policy tlsa: 40 successful sessions, 40 failed sessions"), "{mx_mail}");
 }
