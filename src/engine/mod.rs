@@ -601,8 +601,9 @@ impl Engine {
             (Ok(host), Dane::NotApplicable) => Some(self.judge_dane(&domain, host, tls, now)),
             _ => None,
         };
+        let caller_dane = dane;
         let dane = judged.as_ref().map_or(dane, |j| j.dane);
-        let mut outcome = self.apply(resolution, &mx, tls, dane, now);
+        let (mut outcome, sts_reason) = self.apply(resolution, &mx, tls, dane, now);
         if let Some(j) = judged {
             if let Some((reason, detail)) = j.failure {
                 outcome.reason = reason;
@@ -623,10 +624,40 @@ impl Engine {
             }
         }
         log_decision(&domain, &mx, tls, layer, &outcome);
-        if !matches!(tls, Tls::NotChecked) && dane == Dane::NotApplicable {
-            // A session's outcome (after the handshake, or without TLS) counts for TLSRPT.
+        if !matches!(tls, Tls::NotChecked) && outcome.reason != Reason::StoreUnavailable {
+            // A session's outcome (after the handshake, or without TLS) counts for TLSRPT, under
+            // MTA-STS with MTA-STS's own judgement, and under DANE where DANE applied.
             let host = mx.ok();
-            self.count_session(now, &domain, &outcome, host.as_ref(), &SessionDetails::default());
+            let dane_session = match (&outcome.dane, caller_dane) {
+                // The engine's own DANE: the MX host's TLSA answer, and what DANE concluded.
+                (Some(info), _) => Some(accounting::DaneSession {
+                    policy: tally::TlsaPolicy::Known(&info.lookup),
+                    reason: if info.dane == Dane::Passed { Reason::None } else { outcome.reason },
+                }),
+                // The caller's own DANE: the engine did not look up the records (no DNS in a
+                // check the caller judged), so the `tlsa` policy has none.
+                (None, Dane::Passed | Dane::Failed | Dane::DnssecInvalid | Dane::Required) => {
+                    Some(accounting::DaneSession {
+                        policy: tally::TlsaPolicy::Unknown,
+                        reason: match caller_dane {
+                            Dane::Failed => Reason::TlsaInvalid,
+                            Dane::DnssecInvalid => Reason::DnssecInvalid,
+                            Dane::Required => Reason::DaneRequired,
+                            _ => Reason::None,
+                        },
+                    })
+                }
+                (None, _) => None,
+            };
+            let session = accounting::Session {
+                domain: &domain,
+                policy: outcome.policy.as_ref(),
+                sts_reason,
+                mx: host.as_ref(),
+                dane: dane_session,
+                details: &SessionDetails::default(),
+            };
+            self.count_session(now, session);
         }
         Ok(outcome)
     }
@@ -651,7 +682,7 @@ impl Engine {
         tls: Tls<'_>,
         dane: Dane,
         now: u64,
-    ) -> Outcome {
+    ) -> (Outcome, Reason) {
         let mx_name = mx.as_ref().map_err(|(raw, e)| format!("`{raw}` is not a host name ({e}) and"));
         let mx = mx.as_ref().ok();
         let mode = resolution.mode();
@@ -677,6 +708,13 @@ impl Engine {
             },
         };
         let Decision { verdict, mut reason } = verdict::decide(mode, mx_matches, tls, dane);
+        // What MTA-STS alone made of the session, for its TLSRPT counts (where DANE applied, the
+        // verdict's reason is DANE's).
+        let sts_reason = if dane.applies() {
+            verdict::decide(mode, mx_matches, tls, Dane::NotApplicable).reason
+        } else {
+            reason
+        };
         if reason == Reason::MxMismatch {
             detail = Some(Cow::Owned(match &mx_name {
                 Ok(host) => format!("{host} matches no mx pattern of the policy"),
@@ -694,7 +732,7 @@ impl Engine {
                 detail = Some(Cow::Owned(e.detail.clone()));
             }
         }
-        Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail, dane: None }
+        (Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail, dane: None }, sts_reason)
     }
 }
 

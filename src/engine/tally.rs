@@ -2,7 +2,8 @@
 //!
 //! Counting a session must cost next to nothing, so it is a map increment under a short lock.
 //! The policy is kept by reference (its `policy-string` lines are built only when the counters
-//! are flushed), and the engine flushes to its persistent store every few hundred sessions, every
+//! are flushed): an MTA-STS policy by its cached copy, a DANE (`tlsa`) policy by the MX host's
+//! TLSA answer. The engine flushes to its persistent store every few hundred sessions, every
 //! few seconds, when asked, and when it is dropped. Counts of several processes then add up in the
 //! store.
 
@@ -15,6 +16,7 @@ use parking_lot::Mutex;
 use crate::cache::CachedPolicy;
 use crate::counts::{Day, DayCounts, FailureKey, PolicyKey};
 use crate::domain::Domain;
+use crate::ports::TlsaLookup;
 
 /// Sessions counted before a flush is due.
 const FLUSH_EVERY: usize = 256;
@@ -25,23 +27,53 @@ const KEPT_COUNTERS: usize = 10_000;
 /// Seconds after which pending counts are flushed on the next session.
 const FLUSH_AFTER: u64 = 10;
 
-/// The policy a session was counted under, compared by identity (the thread's copy of a cached
-/// policy; copies of one policy are merged when counts are flushed).
+/// The policy a session was counted under: the thread's copy of a cached MTA-STS policy (copies
+/// of one policy are merged when counts are flushed), or the TLSA answer of an MX host (made once
+/// per host and lookup by the engine's TLSA cache, so it names the host too). A DANE session whose
+/// records the engine does not know (the caller judged DANE itself) is counted under its MX host
+/// with no records. Held by the counters' slot, which keeps the address of its [`PolicyId`] alive.
 #[derive(Clone, Debug)]
-struct PolicyRef(Arc<CachedPolicy>);
+enum PolicyRef {
+    Sts(Arc<CachedPolicy>),
+    Tlsa(Arc<TlsaLookup>),
+    TlsaUnknown,
+}
 
-impl PartialEq for PolicyRef {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+/// What the counters are keyed by: the policy's identity (its address while a slot holds it), so
+/// that counting a session under a policy already counted costs neither an allocation nor a
+/// reference-count update.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PolicyId {
+    Sts(usize),
+    Tlsa(usize),
+    TlsaUnknown(Domain),
+}
+
+impl PolicyRef {
+    /// The report's policy: `sts` with the policy's lines, or `tlsa` with the records in
+    /// presentation form (none when the answer was not secure or is not known).
+    fn key(&self) -> PolicyKey {
+        match self {
+            Self::Sts(p) => PolicyKey::sts_from_body(p.text.as_bytes(), &p.policy),
+            Self::Tlsa(lookup) => match &**lookup {
+                TlsaLookup::Secure { records, .. } => {
+                    PolicyKey::tlsa(records.iter().map(ToString::to_string).collect())
+                }
+                _ => PolicyKey::tlsa(Vec::new()),
+            },
+            Self::TlsaUnknown => PolicyKey::tlsa(Vec::new()),
+        }
     }
 }
 
-impl Eq for PolicyRef {}
-
-impl Hash for PolicyRef {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.0).hash(state);
-    }
+/// The DANE policy a session is counted under (RFC 8460 §3: its policy domain is the TLSA base
+/// domain, here the MX host).
+#[derive(Clone, Copy, Debug)]
+pub enum TlsaPolicy<'a> {
+    /// The MX host's TLSA answer as the engine looked it up (secure, bogus or failed).
+    Known(&'a Arc<TlsaLookup>),
+    /// The caller judged DANE itself and the engine does not know the records.
+    Unknown,
 }
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
@@ -49,6 +81,7 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// The counts of one policy on one day.
 #[derive(Debug)]
 struct Slot {
+    policy: PolicyRef,
     domain: Domain,
     successes: u64,
     failures: FxMap<FailureKey, u64>,
@@ -89,7 +122,7 @@ impl Hasher for FxHasher {
 #[derive(Debug, Default)]
 struct Inner {
     /// Sessions under a policy, by day and policy: a success costs no allocation.
-    counts: FxMap<(Day, PolicyRef), Slot>,
+    counts: FxMap<(Day, PolicyId), Slot>,
     /// Failures with no policy (`no-policy-found`), by day, domain and failure.
     no_policy: FxMap<(Day, Domain, FailureKey), u64>,
     sessions: usize,
@@ -103,6 +136,37 @@ struct Inner {
 }
 
 impl Inner {
+    /// Adds one session to the counts of the policy `id` on `day` (`policy` makes what the slot
+    /// holds, the first time).
+    fn count(
+        &mut self,
+        day: Day,
+        domain: &Domain,
+        id: PolicyId,
+        policy: impl FnOnce() -> PolicyRef,
+        failure: Option<FailureKey>,
+    ) {
+        let slot = self.counts.entry((day, id)).or_insert_with(|| Slot {
+            policy: policy(),
+            domain: domain.clone(),
+            successes: 0,
+            failures: FxMap::default(),
+        });
+        match failure {
+            None => slot.successes += 1,
+            Some(f) => *slot.failures.entry(f).or_insert(0) += 1,
+        }
+    }
+
+    /// Notes one more session counted at `now`; true when a flush is due.
+    fn counted(&mut self, now: u64) -> bool {
+        if self.last_flush == 0 {
+            self.last_flush = now;
+        }
+        self.sessions += 1;
+        self.sessions >= FLUSH_EVERY || now >= self.last_flush.saturating_add(FLUSH_AFTER)
+    }
+
     /// Leaves out counts inherited through `fork()`: they are the parent's, which writes them
     /// itself, so a child that used or dropped the engine would count them twice.
     fn own(&mut self) -> &mut Self {
@@ -134,29 +198,69 @@ impl Tally {
         policy: Option<&Arc<CachedPolicy>>,
         failure: Option<FailureKey>,
     ) -> bool {
+        match policy {
+            Some(p) => self.add_session(now, Some((domain, p, failure)), None),
+            None => {
+                let Some(f) = failure else { return false }; // a success without a policy is not reported
+                let day = Day::from_unix(now);
+                let mut guard = self.inner.lock();
+                let inner = guard.own();
+                *inner.no_policy.entry((day, domain.clone(), f)).or_insert(0) += 1;
+                inner.counted(now)
+            }
+        }
+    }
+
+    /// Counts one session under the DANE (`tlsa`) policy of the MX host `host` (`failure: None`
+    /// for a success) at `now`; true when a flush is due.
+    pub fn add_tlsa(
+        &self,
+        now: u64,
+        host: &Domain,
+        policy: TlsaPolicy<'_>,
+        failure: Option<FailureKey>,
+    ) -> bool {
+        self.add_session(now, None, Some((host, policy, failure)))
+    }
+
+    /// Counts one session under an MTA-STS policy of its domain and under the `tlsa` policy of its
+    /// MX host, either being optional, under one lock (a session DANE applied to is usually
+    /// counted under both); true when a flush is due.
+    pub fn add_session(
+        &self,
+        now: u64,
+        sts: Option<(&Domain, &Arc<CachedPolicy>, Option<FailureKey>)>,
+        tlsa: Option<(&Domain, TlsaPolicy<'_>, Option<FailureKey>)>,
+    ) -> bool {
+        if sts.is_none() && tlsa.is_none() {
+            return false;
+        }
         let day = Day::from_unix(now);
         let mut guard = self.inner.lock();
         let inner = guard.own();
-        if inner.last_flush == 0 {
-            inner.last_flush = now;
+        if let Some((domain, policy, failure)) = sts {
+            let id = PolicyId::Sts(Arc::as_ptr(policy) as usize);
+            inner.count(day, domain, id, || PolicyRef::Sts(Arc::clone(policy)), failure);
         }
-        match (policy, failure) {
-            (Some(p), failure) => {
-                let slot = inner.counts.entry((day, PolicyRef(Arc::clone(p)))).or_insert_with(|| Slot {
-                    domain: domain.clone(),
-                    successes: 0,
-                    failures: FxMap::default(),
-                });
-                match failure {
-                    None => slot.successes += 1,
-                    Some(f) => *slot.failures.entry(f).or_insert(0) += 1,
+        if let Some((host, policy, failure)) = tlsa {
+            match policy {
+                TlsaPolicy::Known(lookup) => {
+                    // The policy domain is the TLSA base domain (RFC 8460 §3): the CNAME-expanded
+                    // name when the records were found there, else the MX host.
+                    let host = match &**lookup {
+                        TlsaLookup::Secure { base: Some(base), .. } => base,
+                        _ => host,
+                    };
+                    let id = PolicyId::Tlsa(Arc::as_ptr(lookup) as usize);
+                    inner.count(day, host, id, || PolicyRef::Tlsa(Arc::clone(lookup)), failure);
+                }
+                TlsaPolicy::Unknown => {
+                    let id = PolicyId::TlsaUnknown(host.clone());
+                    inner.count(day, host, id, || PolicyRef::TlsaUnknown, failure);
                 }
             }
-            (None, Some(f)) => *inner.no_policy.entry((day, domain.clone(), f)).or_insert(0) += 1,
-            (None, None) => return false, // a success without a policy is not reported
         }
-        inner.sessions += 1;
-        inner.sessions >= FLUSH_EVERY || now >= inner.last_flush.saturating_add(FLUSH_AFTER)
+        inner.counted(now)
     }
 
     /// Takes every pending count, as day counts.
@@ -169,8 +273,8 @@ impl Tally {
             (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
         };
         let mut days: BTreeMap<Day, DayCounts> = BTreeMap::new();
-        for ((day, policy), slot) in counts {
-            let key = PolicyKey::sts_from_body(policy.0.text.as_bytes(), &policy.0.policy);
+        for ((day, _), slot) in counts {
+            let key = slot.policy.key();
             let day = days.entry(day).or_default();
             if slot.successes > 0 {
                 day.add_success(&slot.domain, &key, slot.successes);
@@ -310,5 +414,46 @@ mod tests {
             .flat_map(|c| c.domains().flat_map(|d| c.policies(d).map(|(_, p)| p.total_failures())))
             .sum();
         assert_eq!(total, 1, "only the child's own session");
+    }
+
+    #[test]
+    fn tlsa_sessions_are_counted_under_the_records_of_the_mx_host() {
+        use crate::ports::TlsaRecord;
+        let tally = Tally::default();
+        let host = Domain::parse("mx.example.test").expect("domain");
+        let record = TlsaRecord { usage: 3, selector: 1, matching_type: 1, data: vec![0x0a, 0xff] };
+        let secure = || Arc::new(TlsaLookup::Secure { records: vec![record.clone()], ttl: 60, base: None });
+        // Two copies of one answer (e.g. looked up again after its TTL) are one policy.
+        let (a, b) = (secure(), secure());
+        let now = 1_800_000_000;
+        tally.add_tlsa(now, &host, TlsaPolicy::Known(&a), None);
+        tally.add_tlsa(now, &host, TlsaPolicy::Known(&b), None);
+        let bad = FailureKey::new(ResultType::TlsaInvalid, Some(host.clone()));
+        tally.add_tlsa(now, &host, TlsaPolicy::Known(&a), Some(bad.clone()));
+        let bogus = Arc::new(TlsaLookup::Bogus("expired".into()));
+        let dnssec = FailureKey::new(ResultType::DnssecInvalid, Some(host.clone()));
+        tally.add_tlsa(now, &host, TlsaPolicy::Known(&bogus), Some(dnssec.clone()));
+        tally.add_tlsa(now, &host, TlsaPolicy::Unknown, Some(bad.clone()));
+        let days = tally.take(now);
+        let counts = &days[&Day::from_unix(now)];
+        let policies: Vec<_> = counts.policies(&host).collect();
+        assert_eq!(policies.len(), 2, "{policies:?}");
+        let (with, c) = policies.iter().find(|(k, _)| !k.strings().is_empty()).expect("records");
+        assert_eq!(with.policy_type(), crate::counts::PolicyType::Tlsa);
+        assert_eq!(with.strings(), ["3 1 1 0aff"]);
+        assert_eq!((c.successes, c.failures.get(&bad).copied()), (2, Some(1)));
+        let (_, c) = policies.iter().find(|(k, _)| k.strings().is_empty()).expect("no records");
+        assert_eq!((c.failures.get(&dnssec).copied(), c.failures.get(&bad).copied()), (Some(1), Some(1)));
+
+        // An alias whose records were found at its CNAME-expanded name: counted under that name,
+        // the TLSA base domain (RFC 8460 §3).
+        let base = Domain::parse("mail.provider.test").expect("domain");
+        let aliased =
+            Arc::new(TlsaLookup::Secure { records: vec![record.clone()], ttl: 60, base: Some(base.clone()) });
+        tally.add_tlsa(now, &host, TlsaPolicy::Known(&aliased), None);
+        let days = tally.take(now);
+        let counts = &days[&Day::from_unix(now)];
+        assert_eq!(counts.policies(&host).count(), 0);
+        assert_eq!(counts.policies(&base).count(), 1);
     }
 }

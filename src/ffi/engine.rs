@@ -346,8 +346,11 @@ unsafe fn record(
 /// IPv6) and `failure_reason_code` (free text, e.g. the TLS library's error) may be NULL.
 ///
 /// `mtasts_engine_check` (and `mtasts_check`) already count the session they judge; use this
-/// only for sessions that did not go through them. Counted only under an `enforce` or `testing`
-/// policy (nothing under `mode: none` or without a policy). Counting costs a map increment; the
+/// only for sessions that did not go through them. Counted under an `enforce` or `testing`
+/// policy of `domain` (nothing under `mode: none` or without a policy), except the DANE results
+/// (`MTASTS_REASON_TLSA_INVALID`, `_DNSSEC_INVALID`, `_DANE_REQUIRED`); and, when the engine does
+/// DANE and `mx` has DNSSEC-secure TLSA records, also under the `tlsa` policy of `mx` (RFC 8460;
+/// the DANE results always go there, `_DANE_REQUIRED` as `starttls-not-supported`). Counting costs a map increment; the
 /// counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
 /// the engine is freed, and (for the default engine) at `exit()`.
 ///

@@ -353,8 +353,9 @@ const BAD_RESULT: &CStr =
 /// counts one SMTP session for TLSRPT (RFC 8460) under `DOMAIN`'s policy, for the `msg:delivery`
 /// and `msg:host:defer` events. `RESULT` is `success` or an RFC 8460 result type
 /// (`starttls-not-supported`, `certificate-not-trusted`, `certificate-host-mismatch`,
-/// `certificate-expired`, `validation-failure`). Counted only under an `enforce` or `testing`
-/// policy, and written to the store at once (Exim runs one short process per delivery). Yields
+/// `certificate-expired`, `validation-failure`, or the DANE ones `tlsa-invalid`, `dnssec-invalid`,
+/// `dane-required`). Counted under an `enforce` or `testing` policy, and under the `tlsa` policy
+/// of `MX` where DANE applies to it (as `Engine::record_session` says), and written to the store at once (Exim runs one short process per delivery). Yields
 /// the empty string.
 ///
 /// Returns `OK`; `FAIL` when `DOMAIN` is not a domain name; `ERROR` for usage (including an

@@ -31,6 +31,11 @@
 //!   `mx-host` is omitted for `no-policy-found`, as is `policy-string`.
 //! * **`policy-string`** for `sts` holds the policy body's lines, one string each, with line ends,
 //!   surrounding whitespace and blank lines removed ([`policy_lines`]).
+//! * **`tlsa` policies** (DANE, RFC 8460 §4.4): `policy-string` holds the MX host's TLSA records,
+//!   one `usage selector matching-type hex-data` string each; it is an empty array when no
+//!   DNSSEC-validated records were had (`dnssec-invalid`). `policy-domain` is the TLSA base domain
+//!   (RFC 8460 §3: for DANE the Policy Domain is the TLSA base domain of the receiving server), which
+//!   is the MX host: the report goes to the MX host's `_smtp._tls` record. No `mx-host`.
 //! * **The date range** is one UTC day: `start-datetime` `YYYY-MM-DDT00:00:00Z`, `end-datetime`
 //!   `YYYY-MM-DDT23:59:59Z`, as in RFC 8460 Appendix B and in Google's and Microsoft's reports.
 //!   The file name's end timestamp is the same instant (start + 86399), so the two agree (RPT-15).
@@ -294,7 +299,9 @@ impl Report {
                 .map(|p| WirePolicyReport {
                     policy: WirePolicy {
                         policy_type: p.policy.policy_type().as_str(),
-                        policy_string: p.policy.strings(),
+                        policy_string: (p.policy.policy_type() == PolicyType::Tlsa
+                            || !p.policy.strings().is_empty())
+                        .then(|| p.policy.strings()),
                         policy_domain: self.policy_domain.as_str(),
                         mx_host: p.policy.mx_hosts(),
                     },
@@ -355,8 +362,8 @@ struct WirePolicyReport<'a> {
 #[serde(rename_all = "kebab-case")]
 struct WirePolicy<'a> {
     policy_type: &'static str,
-    #[serde(skip_serializing_if = "no_strings")]
-    policy_string: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_string: Option<&'a [String]>,
     policy_domain: &'a str,
     #[serde(skip_serializing_if = "no_strings")]
     mx_host: &'a [String],

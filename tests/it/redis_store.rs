@@ -110,3 +110,45 @@ fn cache_12_two_hosts_share_policies_through_redis() {
     assert_eq!(o.verdict, Verdict::FailEnforce);
     assert_eq!(http2.fetches(), 0);
 }
+
+/// RPT-20 in Redis: an `sts` and a `tlsa` policy side by side for one domain and day, next to a
+/// counter written as the earlier versions wrote it (set here with `redis-cli`).
+#[test]
+fn rpt_20_counts_of_two_policy_types_per_domain_and_day() {
+    use mtasts::cache::CountStore;
+    use mtasts::mx::MxPattern;
+    use mtasts::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey, PolicyType, ResultType};
+    let server = redis_server();
+    let store = RedisStore::open(&server.url, 300).expect("connect");
+    let day = Day::from_unix(1_800_000_000);
+    let dom = Domain::parse("mail.example.test").expect("domain");
+    let old_policy = r#"{"type":"sts","strings":["version: STSv1","mode: enforce","mx: mail.example.test","max_age: 86400"],"mx":["mail.example.test"]}"#;
+    let field = serde_json::to_string(&("mail.example.test", old_policy, "")).expect("field");
+    let port = server.url.trim_start_matches("redis://127.0.0.1:").trim_end_matches("/0").to_owned();
+    let out = Command::new("redis-cli")
+        .args(["-p", &port, "HINCRBY", &format!("mtasts:tlsrpt:{}", day.days()), &field, "4"])
+        .output()
+        .expect("redis-cli must be installed (Debian package redis-tools)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sts = PolicyKey::sts(
+        ["version: STSv1", "mode: enforce", "mx: mail.example.test", "max_age: 86400"]
+            .map(str::to_owned)
+            .to_vec(),
+        &[MxPattern::parse("mail.example.test").expect("pattern")],
+    );
+    let tlsa = PolicyKey::tlsa(vec!["3 1 1 0a0b".to_owned()]);
+    let mut counts = DayCounts::new();
+    counts.add_success(&dom, &sts, 1);
+    counts.add_success(&dom, &tlsa, 5);
+    counts.add_failure(&dom, &tlsa, FailureKey::new(ResultType::DnssecInvalid, Some(dom.clone())), 2);
+    store.add_report_counts(day, &counts).expect("add");
+    store.add_report_counts(day, &counts).expect("add again");
+    let read = store.report_counts(day).expect("read");
+    let policies: Vec<_> = read.policies(&dom).collect();
+    assert_eq!(policies.len(), 2, "{policies:?}");
+    let (key, c) = policies.iter().find(|(k, _)| k.policy_type() == PolicyType::Sts).expect("sts");
+    assert_eq!((*key, c.successes), (&sts, 4 + 2), "the old counter and the new ones are one policy");
+    let (key, c) = policies.iter().find(|(k, _)| k.policy_type() == PolicyType::Tlsa).expect("tlsa");
+    assert_eq!(key.strings(), ["3 1 1 0a0b"]);
+    assert_eq!((c.successes, c.total_failures()), (10, 4));
+}

@@ -252,3 +252,226 @@ fn rpt_counts_from_many_processes_add_up_and_reports_validate() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("delivered").count(), 2, "{text}");
 }
+
+const DANE_WORKER_ENV: &str = "MTASTS_DANE_REPORT_WORKER";
+const DANE_CHAIN_ENV: &str = "MTASTS_DANE_REPORT_CHAIN";
+
+/// A DANE world: signed zones (`test.`, `example.test.`) with MTA-STS policies for `example.test`
+/// (testing, `mx: mx.example.test`) and for `mx.example.test` itself (enforce), TLSRPT records
+/// for the recipient domain and both MX hosts, and `3 1 1` TLSA records of the parent's `mx` leaf
+/// at `mx.example.test` and at `mx2.example.test` (an MX the policy does not list). The engine
+/// validates with the zones' trust anchor; counts go to a SQLite store.
+fn dane_world() -> World {
+    use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
+    let w = World(mtasts_fixtures::world::World::start("report-dane").expect("fixtures"));
+    let chain = &pki().chains["mx"];
+    let spki = {
+        let cert = rustls_pki_types::CertificateDer::from(chain.der[0].as_slice());
+        let ee = webpki::EndEntityCert::try_from(&cert).expect("certificate");
+        ring::digest::digest(&ring::digest::SHA256, ee.subject_public_key_info().as_ref()).as_ref().to_vec()
+    };
+    std::fs::write(w.path("mx-chain.pem"), chain.pem()).expect("chain");
+    let txt = |s: &str| hickory_proto::rr::RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![s.to_owned()]));
+    let lo = Ipv4Addr::LOCALHOST;
+    let mut z = ZoneSet::new("test");
+    z.zone("example.test", true);
+    z.add("_mta-sts.example.test", txt("v=STSv1; id=d1"))
+        .a("mta-sts.example.test", lo)
+        .add("_mta-sts.mx.example.test", txt("v=STSv1; id=m1"))
+        .a("mta-sts.mx.example.test", lo)
+        .add("_smtp._tls.example.test", txt("v=TLSRPTv1; rua=mailto:reports@example.test"))
+        .add("_smtp._tls.mx.example.test", txt("v=TLSRPTv1; rua=mailto:reports@mx.example.test"))
+        .add("_smtp._tls.mx2.example.test", txt("v=TLSRPTv1; rua=mailto:reports@mx2.example.test"))
+        .a("mx.example.test", lo)
+        .tlsa("_25._tcp.mx.example.test", 3, 1, 1, &spki)
+        .a("mx2.example.test", lo)
+        .tlsa("_25._tcp.mx2.example.test", 3, 1, 1, &spki);
+    let zones = z.sign();
+    std::fs::write(w.path("anchor"), format!("{}\n", zones.trust_anchor(AnchorForm::Ds))).expect("anchor");
+    w.dns.serve_zones(zones);
+    // The HTTPS side of the policies (their DNS side is in the zones).
+    w.0.publish("example.test", "d1", "version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 86400\n");
+    w.0.publish(
+        "mx.example.test",
+        "m1",
+        "version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 86400\n",
+    );
+    let sendmail = w.path("sendmail.sh");
+    std::fs::write(&sendmail, format!("#!/bin/sh\ncat > {}/mail.$$.eml\n", w.dir.display())).expect("script");
+    std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    w.write_config_text(&format!(
+        "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 10000\ndnssec = \"validate\"\ntrust_anchor = \"{}\"\n\
+         [https]\nca_file = \"{}\"\nport = {}\ntimeout_ms = 3000\nconnect_timeout_ms = 2000\n\
+         [cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\n\
+         sendmail = [\"{}\"]\n",
+        w.dns.addr(),
+        w.path("anchor").display(),
+        w.ca_file().display(),
+        w.https.addr().port(),
+        w.path("store.sqlite").display(),
+        sendmail.display()
+    ));
+    w
+}
+
+/// One worker process of the DANE flow: per round, sessions that DANE and MTA-STS both pass, that
+/// DANE passes and MTA-STS fails (mx2 is not listed), without TLS, to a domain that is its own
+/// MX, and a DANE failure the MTA records itself.
+#[test]
+#[ignore = "run by the tests below as a separate process"]
+fn dane_report_worker() {
+    let Ok(sessions) = std::env::var(DANE_WORKER_ENV) else { return };
+    let sessions: usize = sessions.parse().expect("number");
+    let chain = std::fs::read(std::env::var(DANE_CHAIN_ENV).expect("chain")).expect("chain file");
+    let config =
+        mtasts::config::Config::from_file(Path::new(&std::env::var("MTASTS_CONFIG").expect("config")))
+            .expect("config");
+    let engine = config.build_engine().expect("engine");
+    let details = mtasts::engine::SessionDetails::default();
+    for _ in 0..sessions {
+        let o = engine.check("example.test", "mx.example.test", Some(&chain)).expect("check");
+        assert_eq!(o.verdict, mtasts::Verdict::Pass, "{o:?}");
+        let o = engine.check("example.test", "mx2.example.test", Some(&chain)).expect("check");
+        assert_eq!(
+            (o.verdict, o.reason),
+            (mtasts::Verdict::FailTesting, mtasts::Reason::MxMismatch),
+            "{o:?}"
+        );
+        let o = engine.check("example.test", "mx.example.test", None).expect("check");
+        assert_eq!(o.reason, mtasts::Reason::DaneRequired, "{o:?}");
+        let o = engine.check("mx.example.test", "mx.example.test", Some(&chain)).expect("check");
+        assert_eq!(o.verdict, mtasts::Verdict::Pass, "{o:?}");
+        engine
+            .record_session("example.test", "mx.example.test", Some(mtasts::Reason::TlsaInvalid), &details)
+            .expect("record");
+    }
+}
+
+fn gunzip_json(path: &Path) -> Value {
+    use std::io::Read;
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
+        .read_to_string(&mut s)
+        .expect("gunzip");
+    serde_json::from_str(&s).expect("JSON")
+}
+
+/// RPT-18..RPT-21, DANE-4 end to end: DANE sessions judged by engines in two processes through a
+/// validating lookup of signed zones add up under `tlsa` policies of the MX hosts next to the
+/// `sts` policies; `mtasts report build` makes schema-valid reports, one of them (a domain that
+/// is its own MX) with both policies.
+#[test]
+fn rpt_dane_sessions_from_many_processes_are_reported_under_tlsa() {
+    let w = dane_world();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(std::env::current_exe().expect("exe"))
+                .args(["--exact", "report_flow::dane_report_worker", "--ignored", "--test-threads=1"])
+                .env(DANE_WORKER_ENV, "10")
+                .env(DANE_CHAIN_ENV, w.path("mx-chain.pem"))
+                .env("MTASTS_CONFIG", w.config())
+                .output()
+                .expect("worker")
+        })
+        .collect();
+    for out in children {
+        assert!(
+            out.status.success(),
+            "worker: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out_dir = w.dir.join("out");
+    let out = w.mtasts(&["report", "build", "--date", &today(), "--out", out_dir.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("3 report(s) built"), "{text}");
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(&out_dir).expect("out").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let status = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tlsrpt/check.py"))
+        .arg("schema")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tlsrpt/report.schema.json"))
+        .args(&files)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "every report validates against the schema");
+    let report = |domain: &str| {
+        let f = files.iter().find(|f| f.to_string_lossy().contains(&format!("!{domain}!"))).expect(domain);
+        gunzip_json(f)
+    };
+    let policy = |json: &Value, policy_type: &str| -> Value {
+        let found: Vec<&Value> = json["policies"]
+            .as_array()
+            .expect("policies")
+            .iter()
+            .filter(|p| p["policy"]["policy-type"] == policy_type)
+            .collect();
+        assert_eq!(found.len(), 1, "{json}");
+        found[0].clone()
+    };
+    let summary = |p: &Value| {
+        (
+            p["summary"]["total-successful-session-count"].as_u64().expect("n"),
+            p["summary"]["total-failure-session-count"].as_u64().expect("n"),
+        )
+    };
+    let details = |p: &Value| {
+        let mut d: Vec<(String, u64)> = p["failure-details"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        (
+                            f["result-type"].as_str().expect("type").to_owned(),
+                            f["failed-session-count"].as_u64().expect("n"),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        d.sort();
+        d
+    };
+    // The recipient domain: MTA-STS's judgement only (2 processes x 10 rounds).
+    let json = report("example.test");
+    assert_eq!(json["policies"].as_array().expect("policies").len(), 1, "{json}");
+    let sts = policy(&json, "sts");
+    assert_eq!(summary(&sts), (20, 40));
+    assert_eq!(
+        details(&sts),
+        [("starttls-not-supported".to_owned(), 20), ("validation-failure".to_owned(), 20)]
+    );
+    // The MX host: DANE's judgement of every session with it, and its own domain's sts policy.
+    let json = report("mx.example.test");
+    let tlsa = policy(&json, "tlsa");
+    assert_eq!(tlsa["policy"]["policy-domain"], "mx.example.test");
+    let strings = tlsa["policy"]["policy-string"].as_array().expect("records");
+    assert_eq!(strings.len(), 1);
+    assert!(strings[0].as_str().expect("record").starts_with("3 1 1 "), "{strings:?}");
+    assert_eq!(summary(&tlsa), (40, 40));
+    assert_eq!(details(&tlsa), [("starttls-not-supported".to_owned(), 20), ("tlsa-invalid".to_owned(), 20)]);
+    let sts = policy(&json, "sts");
+    assert_eq!(sts["policy"]["mx-host"], serde_json::json!(["mx.example.test"]));
+    assert_eq!(summary(&sts), (20, 0));
+    // DANE passed where MTA-STS failed.
+    let json = report("mx2.example.test");
+    assert_eq!(json["policies"].as_array().expect("policies").len(), 1, "{json}");
+    assert_eq!(summary(&policy(&json, "tlsa")), (20, 0));
+
+    // Sent: the MX hosts' reports go to the addresses of their own `_smtp._tls` records.
+    let out = w.mtasts(&["report", "send"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mails: Vec<String> = std::fs::read_dir(&w.dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .map(|e| std::fs::read_to_string(e.path()).expect("mail"))
+        .collect();
+    assert_eq!(mails.len(), 3);
+    let mx_mail = mails.iter().find(|m| m.contains("TLS-Report-Domain: mx.example.test")).expect("mx mail");
+    assert!(mx_mail.contains("reports@mx.example.test"), "{mx_mail}");
+    assert!(mx_mail.contains("Policy tlsa: 40 successful sessions, 40 failed sessions"), "{mx_mail}");
+}

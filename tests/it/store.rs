@@ -759,3 +759,50 @@ fn the_store_forgets_what_has_been_useless_for_the_prune_age() {
     assert!(!store.report_counts(Day::from_unix(now - day)).expect("counts").is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// RPT-20: a domain's day holds an `sts` and a `tlsa` policy side by side in the store, and rows
+/// written before DANE was counted (an `sts` policy row as the earlier versions wrote it) read
+/// back unchanged next to the new ones.
+#[test]
+fn rpt_20_counts_of_two_policy_types_per_domain_and_day() {
+    use mtasts::mx::MxPattern;
+    use mtasts::tlsrpt::report::{Day, DayCounts, FailureKey, PolicyKey, PolicyType, ResultType};
+    let dir = temp_dir("two-policies");
+    let path = dir.join("c.sqlite");
+    let store = SqliteStore::open(&path, 300).expect("open");
+    let day = Day::from_unix(1_800_000_000);
+    let dom = domain("mail.example.test");
+    // A row as the earlier versions wrote it: an sts policy, 4 successes.
+    let old_policy = r#"{"type":"sts","strings":["version: STSv1","mode: enforce","mx: mail.example.test","max_age: 86400"],"mx":["mail.example.test"]}"#;
+    {
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute(
+            "INSERT INTO tlsrpt_counts (day, domain, policy, failure, sessions) VALUES (?1, ?2, ?3, '', 4)",
+            rusqlite::params![day.days() as i64, "mail.example.test", old_policy],
+        )
+        .expect("old row");
+    }
+    let sts = PolicyKey::sts(
+        ["version: STSv1", "mode: enforce", "mx: mail.example.test", "max_age: 86400"]
+            .map(str::to_owned)
+            .to_vec(),
+        &[MxPattern::parse("mail.example.test").expect("pattern")],
+    );
+    let tlsa = PolicyKey::tlsa(vec!["3 1 1 0a0b".to_owned(), "2 0 1 ff00".to_owned()]);
+    let mut counts = DayCounts::new();
+    counts.add_success(&dom, &sts, 1);
+    counts.add_success(&dom, &tlsa, 5);
+    counts.add_failure(&dom, &tlsa, FailureKey::new(ResultType::TlsaInvalid, Some(dom.clone())), 2);
+    store.add_report_counts(day, &counts).expect("add");
+    store.add_report_counts(day, &counts).expect("add again");
+    let read = store.report_counts(day).expect("read");
+    let policies: Vec<_> = read.policies(&dom).collect();
+    assert_eq!(policies.len(), 2, "{policies:?}");
+    let (key, c) = policies.iter().find(|(k, _)| k.policy_type() == PolicyType::Sts).expect("sts");
+    assert_eq!((*key, c.successes), (&sts, 4 + 2), "the old row and the new ones are one policy");
+    let (key, c) = policies.iter().find(|(k, _)| k.policy_type() == PolicyType::Tlsa).expect("tlsa");
+    assert_eq!(key.strings(), ["3 1 1 0a0b", "2 0 1 ff00"]);
+    assert!(key.mx_hosts().is_empty());
+    assert_eq!((c.successes, c.total_failures()), (10, 4));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -526,6 +526,46 @@ fn rpt_json_schema_accepts_the_rfc_example_only() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("total-failure-session-count") && said.contains("mx-mismatch"), "{said}");
+
+    // RPT-18: a tlsa policy carries TLSA records in presentation form and no mx-host.
+    let example: Value =
+        serde_json::from_str(&std::fs::read_to_string(data("rfc8460-example.json")).expect("example"))
+            .expect("json");
+    let tlsa = |strings: Value, mx_host: Option<Value>| {
+        let mut report = example.clone();
+        let policy = &mut report["policies"][0]["policy"];
+        policy["policy-type"] = serde_json::json!("tlsa");
+        policy["policy-string"] = strings;
+        let object = policy.as_object_mut().expect("object");
+        object.remove("mx-host");
+        if let Some(mx) = mx_host {
+            object.insert("mx-host".into(), mx);
+        }
+        report
+    };
+    let good = dir.path("tlsa.json");
+    std::fs::write(&good, tlsa(serde_json::json!(["3 1 1 0aFF", "2 0 2 ab"]), None).to_string())
+        .expect("write");
+    assert_valid(&[&good]);
+    for (i, bad) in [
+        tlsa(serde_json::json!(["3 1 1 0aff"]), Some(serde_json::json!(["mx.example"]))),
+        tlsa(serde_json::json!(["3 1 1"]), None),
+        tlsa(serde_json::json!(["256 1 1 ab"]), None),
+        tlsa(serde_json::json!(["3 1 1 abc"]), None),
+        tlsa(serde_json::json!(["version: STSv1"]), None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = dir.path(&format!("bad-tlsa-{i}.json"));
+        std::fs::write(&path, bad.to_string()).expect("write");
+        let out = Command::new("python3")
+            .arg(data("check.py"))
+            .args([Path::new("schema"), &data("report.schema.json"), &path])
+            .output()
+            .expect("python3");
+        assert!(!out.status.success(), "refused: {bad}");
+    }
 }
 
 #[test]
@@ -1062,4 +1102,196 @@ fn rpt_14_state_survives_a_restart() {
     let back: DayCounts =
         serde_json::from_str(&serde_json::to_string(&counts).expect("json")).expect("counts");
     assert_eq!(back, counts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RPT-18..RPT-21, DANE-4: sessions judged under DANE, counted by the engine under `tlsa` policies.
+
+/// `3 1 1` (DANE-EE, SPKI, SHA-256) of a chain's leaf.
+fn dane_ee(chain: &Chain) -> mtasts::ports::TlsaRecord {
+    let cert = rustls_pki_types::CertificateDer::from(chain.der[0].as_slice());
+    let ee = webpki::EndEntityCert::try_from(&cert).expect("certificate");
+    let data = ring::digest::digest(&ring::digest::SHA256, ee.subject_public_key_info().as_ref());
+    mtasts::ports::TlsaRecord { usage: 3, selector: 1, matching_type: 1, data: data.as_ref().to_vec() }
+}
+
+/// The report of `domain` from the engine's counts of the fake clock's day, schema-validated.
+fn engine_report(h: &crate::common::Harness, domain: &str, dir: &TempDir) -> Value {
+    let day = Day::from_unix(h.engine.now());
+    let counts = h.engine.report_counts(day);
+    let report = build_report(
+        "Sender Example Ltd",
+        &addr("tlsrpt@mail.sender.example"),
+        &d("mail.sender.example"),
+        &d(domain),
+        day,
+        &counts,
+        id(day, &d(domain), 7),
+    )
+    .unwrap_or_else(|e| panic!("{domain}: {e}"));
+    assert_report_valid(&report, dir)
+}
+
+fn policy_of<'a>(json: &'a Value, policy_type: &str) -> &'a Value {
+    let policies = json["policies"].as_array().expect("policies");
+    let found: Vec<&Value> = policies.iter().filter(|p| p["policy"]["policy-type"] == policy_type).collect();
+    assert_eq!(found.len(), 1, "one {policy_type} policy in {json}");
+    found[0]
+}
+
+fn totals(policy: &Value) -> (u64, u64) {
+    (
+        policy["summary"]["total-successful-session-count"].as_u64().expect("n"),
+        policy["summary"]["total-failure-session-count"].as_u64().expect("n"),
+    )
+}
+
+fn sorted_details(policy: &Value) -> Vec<(String, u64)> {
+    let mut details = failure_details(policy);
+    details.sort();
+    details
+}
+
+/// RPT-18 (tlsa policy, records in presentation form, policy domain = TLSA base domain = the MX
+/// host), RPT-19 (DANE result types), RPT-21 (a DANE MX without TLS is `starttls-not-supported`),
+/// DANE-4 (a session under both policies, each with its own judgement): sessions through
+/// `Engine::check` and `Engine::record_session`, a DNSSEC-validating lookup faked per MX host.
+#[test]
+fn rpt_18_19_21_dane_sessions_are_counted_under_tlsa() {
+    use crate::common::{FakeTlsa, Harness};
+    use mtasts::engine::{SessionDetails, Tls};
+    use mtasts::ports::TlsaLookup;
+
+    let dir = TempDir::new("dane");
+    let chains = &pki().chains;
+    let good = chains["mx"].pem(); // valid for mx.example.test under the test root
+    let other_key = pki().leaf(&["mx.example.test"]).pem(); // right name, PKIX-valid, another key
+    let spare = mtasts::ports::TlsaRecord { data: vec![0xab; 32], ..dane_ee(&chains["mx"]) };
+    let fake = Arc::new(FakeTlsa::default());
+    let records = vec![dane_ee(&chains["mx"]), spare];
+    fake.set("mx.example.test", TlsaLookup::Secure { records: records.clone(), ttl: 3600, base: None });
+    fake.set(
+        "mx2.example.test",
+        TlsaLookup::Secure { records: vec![dane_ee(&chains["mx"])], ttl: 3600, base: None },
+    );
+    fake.set("mx3.example.test", TlsaLookup::Bogus("RRSIG expired".into()));
+    let h = Harness::with_tlsa(mtasts::Timing::default(), Some(fake));
+    // One policy for every domain of the fake: testing, listing mx.example.test only.
+    h.dns.set_records(&["v=STSv1; id=1"]);
+    h.http.set_body("version: STSv1\nmode: testing\nmx: mx.example.test\nmax_age: 86400\n");
+
+    let check = |domain: &str, mx: &str, chain: Option<&str>| {
+        h.engine.check(domain, mx, chain.map(str::as_bytes)).expect("check")
+    };
+    // DANE and MTA-STS both pass.
+    for _ in 0..3 {
+        assert_eq!(check("example.test", "mx.example.test", Some(&good)).verdict, Verdict::Pass);
+    }
+    // DANE fails (no record matches the key), MTA-STS passes: not delivered (DANE decides).
+    for _ in 0..2 {
+        let o = check("example.test", "mx.example.test", Some(&other_key));
+        assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::TlsaInvalid));
+    }
+    // No TLS with a DANE MX.
+    let o = check("example.test", "mx.example.test", None);
+    assert_eq!(o.reason, Reason::DaneRequired);
+    // DANE passes, MTA-STS fails (mx2 is not listed): delivered, and the STS failure reported.
+    for _ in 0..2 {
+        let o = check("example.test", "mx2.example.test", Some(&good));
+        assert_eq!((o.verdict, o.reason), (Verdict::FailTesting, Reason::MxMismatch));
+    }
+    // A bogus TLSA answer.
+    assert_eq!(check("example.test", "mx3.example.test", Some(&good)).reason, Reason::DnssecInvalid);
+    // The caller judged DANE itself, for an MX the engine has no TLSA records for.
+    let o = h
+        .engine
+        .check_with("example.test", "mx4.example.test", Tls::Chain(good.as_bytes()), Dane::Failed)
+        .expect("check");
+    assert_eq!(o.reason, Reason::TlsaInvalid);
+    // The MTA records sessions itself: a bad certificate, a DANE failure and a success.
+    let details = SessionDetails {
+        sending_ip: Some("192.0.2.25".parse().expect("ip")),
+        receiving_ip: Some("198.51.100.7".parse().expect("ip")),
+        failure_reason_code: None,
+    };
+    let record = |result: Option<Reason>, details: &SessionDetails| {
+        h.engine.record_session("example.test", "mx.example.test", result, details).expect("record")
+    };
+    record(Some(Reason::CertificateExpired), &details);
+    record(Some(Reason::TlsaInvalid), &SessionDetails::default());
+    record(None, &SessionDetails::default());
+    // A domain whose MX is itself: one report holds both its sts and its tlsa policy.
+    assert_eq!(check("mx.example.test", "mx.example.test", Some(&good)).verdict, Verdict::Pass);
+
+    // The recipient domain's report: MTA-STS's own judgement of every session.
+    let json = engine_report(&h, "example.test", &dir);
+    assert_eq!(json["policies"].as_array().expect("policies").len(), 1, "no tlsa policy here: {json}");
+    let sts = policy_of(&json, "sts");
+    assert_eq!(sts["policy"]["policy-domain"], "example.test");
+    assert_eq!(totals(sts), (3 + 2 + 1, 1 + 2 + 1 + 1 + 1), "{sts}");
+    // One validation-failure entry per unlisted MX (mx2 twice, mx3, mx4).
+    assert_eq!(
+        sorted_details(sts),
+        [
+            ("certificate-expired".to_owned(), 1),
+            ("starttls-not-supported".to_owned(), 1),
+            ("validation-failure".to_owned(), 1),
+            ("validation-failure".to_owned(), 1),
+            ("validation-failure".to_owned(), 2),
+        ]
+    );
+
+    // The MX host's report: DANE's judgement of the sessions with it, whatever the recipient
+    // domain, under its TLSA records; and the sts policy of the domain mx.example.test.
+    let json = engine_report(&h, "mx.example.test", &dir);
+    assert_eq!(json["policies"].as_array().expect("policies").len(), 2, "sts and tlsa: {json}");
+    let tlsa = policy_of(&json, "tlsa");
+    assert_eq!(tlsa["policy"]["policy-domain"], "mx.example.test");
+    let strings: Vec<String> = records.iter().map(ToString::to_string).collect();
+    assert_eq!(tlsa["policy"]["policy-string"], serde_json::json!(strings));
+    assert!(strings[0].starts_with("3 1 1 ") && strings[1] == format!("3 1 1 {}", "ab".repeat(32)));
+    assert!(tlsa["policy"].get("mx-host").is_none());
+    assert_eq!(totals(tlsa), (3 + 1 + 1, 2 + 1 + 1 + 1), "{tlsa}");
+    assert_eq!(
+        sorted_details(tlsa),
+        [
+            ("certificate-expired".to_owned(), 1),
+            ("starttls-not-supported".to_owned(), 1),
+            ("tlsa-invalid".to_owned(), 3),
+        ]
+    );
+    let no_tls = tlsa["failure-details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .find(|f| f["result-type"] == "starttls-not-supported")
+        .expect("no TLS");
+    assert_eq!(no_tls["receiving-mx-hostname"], "mx.example.test");
+    assert!(no_tls["failure-reason-code"].as_str().expect("code").contains("TLS is mandatory"));
+    let expired = tlsa["failure-details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .find(|f| f["result-type"] == "certificate-expired")
+        .expect("recorded");
+    assert_eq!(expired["sending-mta-ip"], "192.0.2.25");
+    assert_eq!(expired["receiving-ip"], "198.51.100.7");
+    let sts = policy_of(&json, "sts");
+    assert_eq!(sts["policy"]["policy-domain"], "mx.example.test");
+    assert_eq!(totals(sts), (1, 0));
+
+    // DANE passed where MTA-STS failed: a tlsa success.
+    let json = engine_report(&h, "mx2.example.test", &dir);
+    let tlsa = policy_of(&json, "tlsa");
+    assert_eq!(totals(tlsa), (2, 0));
+    assert_eq!(tlsa["policy"]["policy-string"], serde_json::json!([dane_ee(&chains["mx"]).to_string()]));
+    // A bogus answer: dnssec-invalid, under a tlsa policy without records.
+    let json = engine_report(&h, "mx3.example.test", &dir);
+    let tlsa = policy_of(&json, "tlsa");
+    assert_eq!(tlsa["policy"]["policy-string"], serde_json::json!([]));
+    assert_eq!((totals(tlsa), sorted_details(tlsa)), ((0, 1), vec![("dnssec-invalid".to_owned(), 1)]));
+    // The caller's DANE failure, records unknown to the engine.
+    let json = engine_report(&h, "mx4.example.test", &dir);
+    let tlsa = policy_of(&json, "tlsa");
+    assert_eq!((totals(tlsa), sorted_details(tlsa)), ((0, 1), vec![("tlsa-invalid".to_owned(), 1)]));
 }

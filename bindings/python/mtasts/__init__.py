@@ -527,7 +527,11 @@ class Engine(Managed):
         ``result`` is ``None`` for a session that negotiated TLS and satisfied the policy, or the
         failure (e.g. :attr:`Reason.STARTTLS_NOT_SUPPORTED` when the handshake failed).
         :meth:`check` already counts the session it judges: use this only for sessions that did
-        not go through it. Counted only under an ``enforce`` or ``testing`` policy. Raises
+        not go through it. Counted under an ``enforce`` or ``testing`` policy of ``domain``,
+        except the DANE results (:attr:`Reason.TLSA_INVALID`, :attr:`Reason.DNSSEC_INVALID`,
+        :attr:`Reason.DANE_REQUIRED`); and, when the engine does DANE and ``mx`` has
+        DNSSEC-secure TLSA records, also under the ``tlsa`` policy of ``mx`` (the DANE results
+        always go there). Raises
         :class:`InvalidDomainError`, :class:`InvalidArgumentError` (e.g. a malformed IP address),
         :class:`ClosedError`. Thread-safe.
         """

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import json
+import os
+import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import pytest
 
 import mtasts
 from mtasts import Mode, Reason, Status, Verdict, _lib
 from mtasts._errors import read_string
-from conftest import Fixture
+from conftest import Fixture, store_config
 
 V, R = Verdict, Reason
 
@@ -271,6 +274,51 @@ def test_record_sessions_for_tlsrpt(engine: mtasts.Engine) -> None:
         engine.record("enforce.test", "mx.enforce.test", sending_ip="not an address")
     with pytest.raises(mtasts.InvalidDomainError):
         engine.record("bad domain", "mx.enforce.test")
+
+
+def test_recorded_dane_results_go_under_the_mx_hosts_tlsa_policy(fixture: Fixture, tmp_path: Path) -> None:
+    """DANE results the MTA records (Python ``Engine.record``, Exim ``mtasts_exim_record``) are
+    counted under the MX host's ``tlsa`` policy (RFC 8460 §3: its policy domain is the TLSA base
+    domain), never under the recipient domain's ``sts`` policy; a DANE MX without TLS is
+    ``starttls-not-supported`` there (docs/dane.md DANE-R-4, docs/conformance.md RPT-21). The
+    fixture's zones are unsigned, so the engine knows no TLSA records: the ``tlsa`` policy has
+    none, and a plain success counts under ``sts`` only."""
+    config, store = store_config(fixture, tmp_path)
+    with mtasts.Engine(config) as e:
+        e.record("enforce.test", "mx.enforce.test")
+        e.record("enforce.test", "mx.enforce.test", Reason.TLSA_INVALID)
+        e.record("enforce.test", "mx.enforce.test", Reason.DANE_REQUIRED, receiving_ip="192.0.2.7")
+        e.flush()
+    lib = ctypes.CDLL(os.environ["MTASTS_LIBRARY"])
+    record = lib.mtasts_exim_record
+    record.restype = ctypes.c_int
+    args = [b"enforce.test", b"mx.enforce.test", b"dnssec-invalid", b"config=" + config.encode()]
+    argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+    out = ctypes.c_char_p()
+    assert record(ctypes.byref(out), len(args), argv) == 0, out.value
+    with sqlite3.connect(store) as db:
+        rows: List[Tuple[str, str, str, int]] = list(
+            db.execute("SELECT domain, policy, failure, sessions FROM tlsrpt_counts").fetchall()
+        )
+    got = sorted(
+        (
+            domain,
+            json.loads(policy)["type"],
+            json.loads(policy)["strings"],
+            json.loads(failure)["result_type"] if failure else "success",
+            n,
+        )
+        for domain, policy, failure, n in rows
+    )
+    assert len(got) == 4, got
+    domain, kind, strings, result, n = got[0]
+    assert (domain, kind, result, n) == ("enforce.test", "sts", "success", 1), got
+    assert "mode: enforce" in strings, strings
+    assert got[1:] == [
+        ("mx.enforce.test", "tlsa", [], "dnssec-invalid", 1),
+        ("mx.enforce.test", "tlsa", [], "starttls-not-supported", 1),
+        ("mx.enforce.test", "tlsa", [], "tlsa-invalid", 1),
+    ], got
 
 
 def test_store_status_shows_degraded_protection(fixture: Fixture, tmp_path: Path) -> None:
