@@ -41,6 +41,7 @@
 //! | [`refresh`] | refreshing stored policies before they age out, as `mtasts refresh` and `serve` do | §3.3, §10.2 |
 //! | [`tlsrpt`] | TLS reporting: the `_smtp._tls` record, counters, reports, delivery | RFC 8460 |
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
+//! | [`forks`] | which side of a `fork()` a process is on, without a system call | — |
 //!
 //! Private helpers: `taglist` (the `tag=value;` tokenizer of the `_mta-sts` and `_smtp._tls`
 //! records), `calendar` (UTC days and RFC 3339 times), `https` (the hardened HTTPS agent of the
@@ -66,6 +67,7 @@ pub mod domain;
 pub mod engine;
 pub mod fetch;
 pub mod ffi;
+pub mod forks;
 mod https;
 pub mod logging;
 pub mod mx;

@@ -131,8 +131,9 @@ struct Inner {
     kept: BTreeMap<Day, DayCounts>,
     /// Counters refused because `kept` was full.
     dropped: u64,
-    /// The process the pending counts were made in (0 before the first count).
-    pid: u32,
+    /// The fork generation (`crate::forks`) the pending counts were made in (`None` before the
+    /// first count).
+    generation: Option<u64>,
 }
 
 impl Inner {
@@ -170,14 +171,14 @@ impl Inner {
     /// Leaves out counts inherited through `fork()`: they are the parent's, which writes them
     /// itself, so a child that used or dropped the engine would count them twice.
     fn own(&mut self) -> &mut Self {
-        let pid = std::process::id();
-        if self.pid != pid {
-            if self.pid != 0 {
+        let generation = crate::forks::generation();
+        if self.generation != Some(generation) {
+            if self.generation.is_some() {
                 self.counts.clear();
                 self.no_policy.clear();
                 self.sessions = 0;
             }
-            self.pid = pid;
+            self.generation = Some(generation);
         }
         self
     }
@@ -402,10 +403,11 @@ mod tests {
         tally.add(1_800_000_000, &domain, None, failure());
         assert_eq!(tally.take(1_800_000_000).len(), 1, "a count of this process is taken");
         tally.add(1_800_000_000, &domain, None, failure());
-        // What a forked child sees: counts made under another pid (the parent's).
-        tally.inner.lock().pid = std::process::id().wrapping_add(1);
+        // What a forked child sees: counts made in another fork generation (the parent's).
+        let parent = Some(crate::forks::generation().wrapping_add(1));
+        tally.inner.lock().generation = parent;
         assert!(tally.take(1_800_000_000).is_empty(), "the parent's counts are not the child's");
-        tally.inner.lock().pid = std::process::id().wrapping_add(1);
+        tally.inner.lock().generation = parent;
         tally.add(1_800_000_000, &domain, None, failure());
         let days = tally.take(1_800_000_000);
         assert_eq!(days.len(), 1);

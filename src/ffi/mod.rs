@@ -23,7 +23,8 @@
 //! | `types` | the C enums and structs and their static names |
 //! | [`exim`] | Exim's `${dlfunc}` entry points |
 //!
-//! All `unsafe` code of the crate is in this module.
+//! All `unsafe` code of the crate is in this module, but for `crate::forks` (one
+//! `pthread_atfork` registration).
 
 #![allow(unsafe_code, non_camel_case_types)]
 

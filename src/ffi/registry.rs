@@ -246,41 +246,29 @@ fn reload_if_due() {
 /// in a forked child.
 pub(crate) fn default_engine() -> Result<Arc<Engine>, String> {
     thread_local! {
-        /// This thread's reference to the default engine, with the fork generation it was taken
-        /// in: the hot path then makes no system call (getpid) and takes no shared lock.
-        static MINE: std::cell::RefCell<Option<(u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
+        /// This thread's reference to the default engine, with the fork and reload generations it
+        /// was taken in: the hot path then makes no system call (getpid) and takes no shared lock.
+        static MINE: std::cell::RefCell<Option<(u64, u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
     }
-    watch_forks();
     reload_if_due();
-    let generation =
-        FORK_GENERATION.load(Ordering::Acquire) ^ (RELOAD_GENERATION.load(Ordering::Acquire) << 32);
-    let mine =
-        MINE.with(|m| m.borrow().as_ref().filter(|(g, _)| *g == generation).map(|(_, e)| Arc::clone(e)));
+    let forks = crate::forks::generation();
+    let reloads = RELOAD_GENERATION.load(Ordering::Acquire);
+    let mine = MINE.with(|m| {
+        m.borrow().as_ref().filter(|(f, r, _)| *f == forks && *r == reloads).map(|(_, _, e)| Arc::clone(e))
+    });
     if let Some(engine) = mine {
         return Ok(engine);
     }
     let engine = ENGINES.get().engine(Source::Default)?;
-    let inherited = MINE.with(|m| m.replace(Some((generation, Arc::clone(&engine)))));
-    // A reference taken before a fork is to the parent's engine: forgotten, never dropped (the
-    // last reference dropped would flush the parent's pending counts from the child).
-    std::mem::forget(inherited);
-    Ok(engine)
-}
-
-/// Incremented in every forked child (a `pthread_atfork` handler), so that per-thread references
-/// to the default engine are dropped after `fork()`.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-fn watch_forks() {
-    static REGISTERED: std::sync::Once = std::sync::Once::new();
-    extern "C" fn in_child() {
-        FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+    let before = MINE.with(|m| m.replace(Some((forks, reloads, Arc::clone(&engine)))));
+    match before {
+        // A reference taken before a fork is to the parent's engine: forgotten, never dropped
+        // (the last reference dropped would flush the parent's pending counts from the child).
+        Some((f, _, inherited)) if f != forks => std::mem::forget(inherited),
+        // An engine a reload replaced: this thread's reference goes (the last one flushes it).
+        other => drop(other),
     }
-    REGISTERED.call_once(|| {
-        // SAFETY: registers a plain extern "C" function that only touches an atomic, which is
-        // async-signal-safe as a fork handler must be.
-        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-    });
+    Ok(engine)
 }
 
 /// Registers, once per process, an exit handler that writes the pending TLSRPT counts of every
