@@ -134,8 +134,16 @@ impl Listener {
                 .map_err(|e| format!("cannot listen on inet:{addr}: {e}")),
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
-                let listener = UnixListener::bind(path)
-                    .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+                // Until its owner and mode are set, the socket is the server user's alone. (Only
+                // at start, before other threads run: the umask is the process's.)
+                // SAFETY: umask(2) cannot fail.
+                let umask = access.is_set().then(|| unsafe { libc::umask(0o177) });
+                let bound = UnixListener::bind(path);
+                if let Some(old) = umask {
+                    // SAFETY: as above.
+                    unsafe { libc::umask(old) };
+                }
+                let listener = bound.map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
                 let ready = access.apply(path).and_then(|()| {
                     listener.local_addr().map_err(|e| format!("unix:{}: {e}", path.display()))
                 });
