@@ -136,12 +136,11 @@ impl Listener {
                 remove_stale_socket(path)?;
                 // Until its owner and mode are set, the socket is the server user's alone. (Only
                 // at start, before other threads run: the umask is the process's.)
-                // SAFETY: umask(2) cannot fail.
-                let umask = access.is_set().then(|| unsafe { libc::umask(0o177) });
+                use nix::sys::stat::{Mode, umask};
+                let old_umask = access.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
                 let bound = UnixListener::bind(path);
-                if let Some(old) = umask {
-                    // SAFETY: as above.
-                    unsafe { libc::umask(old) };
+                if let Some(old) = old_umask {
+                    umask(old);
                 }
                 let listener = bound.map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
                 let ready = access.apply(path).and_then(|()| {

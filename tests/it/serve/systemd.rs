@@ -275,8 +275,49 @@ fn socket_activation_refuses_a_datagram_socket() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(2), "{rest}");
     assert!(
-        rest.contains("socket activation: descriptor 3") && rest.contains("not a stream socket"),
+        rest.contains("socket activation: descriptor 3") && rest.contains("not a TCP or unix stream socket"),
         "{rest}"
+    );
+}
+
+/// `Accept=yes` (`--accept`) passes a connection, not the listening socket: the server started
+/// for it refuses it, saying what to change.
+#[test]
+fn socket_activation_refuses_an_accepted_connection() {
+    let world = World::new("activate-accept");
+    let config = world.config("");
+    let port = free_port();
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["--accept", "-l", &format!("127.0.0.1:{port}")])
+        .arg(env!("CARGO_BIN_EXE_mtasts"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    stderr.read_line(&mut seen).expect("Listening on");
+    assert!(seen.contains("Listening on"), "{seen}");
+    let _conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // systemd-socket-activate goes on listening: read until the server's error line.
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("stderr") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.starts_with("mtasts:") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.contains("socket activation: descriptor 3")
+            && seen.contains("not a listening socket (the socket unit must have Accept=no)"),
+        "{seen}"
     );
 }
 

@@ -102,29 +102,15 @@ fn parse_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
 }
 
-/// Largest buffer offered to `getpwnam_r` / `getgrnam_r` (groups with many members are long).
-const MAX_NSS_BUFFER: usize = 1 << 20;
-
 /// A user name or number: its uid.
 fn user_id(name: &str) -> Result<u32, String> {
     if let Some(id) = numeric_id(name)? {
         return Ok(id);
     }
-    let c = std::ffi::CString::new(name).map_err(|_| "a name has no NUL byte".to_owned())?;
-    let mut buf = vec![0 as libc::c_char; 1024];
-    loop {
-        // SAFETY: every pointer is valid for the call; `pwd` is only read when `result` is set.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-        if rc == libc::ERANGE && buf.len() < MAX_NSS_BUFFER {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!("cannot look the user up: {}", std::io::Error::from_raw_os_error(rc)));
-        }
-        return if result.is_null() { Err("no such user".into()) } else { Ok(pwd.pw_uid) };
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err("no such user".into()),
+        Err(e) => Err(format!("cannot look the user up: {e}")),
     }
 }
 
@@ -133,21 +119,10 @@ fn group_id(name: &str) -> Result<u32, String> {
     if let Some(id) = numeric_id(name)? {
         return Ok(id);
     }
-    let c = std::ffi::CString::new(name).map_err(|_| "a name has no NUL byte".to_owned())?;
-    let mut buf = vec![0 as libc::c_char; 1024];
-    loop {
-        // SAFETY: every pointer is valid for the call; `grp` is only read when `result` is set.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
-        if rc == libc::ERANGE && buf.len() < MAX_NSS_BUFFER {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(format!("cannot look the group up: {}", std::io::Error::from_raw_os_error(rc)));
-        }
-        return if result.is_null() { Err("no such group".into()) } else { Ok(grp.gr_gid) };
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err("no such group".into()),
+        Err(e) => Err(format!("cannot look the group up: {e}")),
     }
 }
 

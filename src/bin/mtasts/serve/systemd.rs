@@ -1,22 +1,20 @@
-//! What `mtasts serve` does for systemd, by the documented protocols (no libsystemd):
+//! What `mtasts serve` does for systemd (no libsystemd is linked):
 //!
 //! * readiness and state notifications, sd_notify(3): datagrams such as `READY=1` sent to the
 //!   unix socket named by `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket);
 //! * the watchdog: `$WATCHDOG_USEC` (for this process when `$WATCHDOG_PID` names it, or names
 //!   nothing) asks for `WATCHDOG=1` at least that often; the server sends it twice as often;
 //! * socket activation, sd_listen_fds(3): when `$LISTEN_PID` is this process, `$LISTEN_FDS`
-//!   listening sockets are open from descriptor 3 on, named by `$LISTEN_FDNAMES`.
+//!   listening sockets are open from descriptor 3 on, named by `$LISTEN_FDNAMES`. They are
+//!   taken over with the `listenfd` crate, which checks each one's family and type; this module
+//!   then checks that each listens (`SO_ACCEPTCONN`), which a connection passed by `Accept=yes`
+//!   does not.
 //!
 //! Without these variables nothing is sent and the server binds its own listener.
 
 use std::ffi::OsString;
-use std::io;
-use std::os::fd::{FromRawFd as _, RawFd};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
-
-/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
-const LISTEN_FDS_START: RawFd = 3;
 
 /// Where state notifications go (`$NOTIFY_SOCKET`).
 #[derive(Debug)]
@@ -74,12 +72,10 @@ pub fn notify(notifier: Option<&Notifier>, state: &str) {
 
 /// `RELOADING=1` with the `MONOTONIC_USEC` systemd 253 and later want beside it.
 pub fn reloading() -> String {
-    // SAFETY: `ts` is a valid timespec to fill.
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let usec =
-        u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000;
-    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| Duration::from(t).as_micros())
+        .unwrap_or(0);
+    format!("RELOADING=1\nMONOTONIC_USEC={now}")
 }
 
 /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when it is set for this process.
@@ -104,65 +100,53 @@ pub enum Passed {
     Unix(std::os::unix::net::UnixListener),
 }
 
-/// The listening sockets systemd passed to this process (empty when none were), with their
-/// names (`$LISTEN_FDNAMES`, `FileDescriptorName=` of the socket unit). Each must be a listening
-/// stream socket, TCP or unix: a datagram socket, or a connection of `Accept=yes`, is an error.
+/// The listening sockets systemd passed to this process (empty when none were, or when
+/// `$LISTEN_PID` names another process), with their names (`$LISTEN_FDNAMES`,
+/// `FileDescriptorName=` of the socket unit). Each must be a listening stream socket, TCP or
+/// unix: a datagram socket, or a connection of `Accept=yes`, is an error.
 pub fn listen_fds() -> Result<Vec<(Passed, String)>, String> {
-    let Some(pid) = std::env::var_os("LISTEN_PID") else { return Ok(Vec::new()) };
-    if pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
-        // Meant for another process (a parent that did not clear its environment).
-        return Ok(Vec::new());
-    }
-    let count = std::env::var_os("LISTEN_FDS").unwrap_or_default();
-    let count: RawFd = count
-        .to_str()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| (0..=1024).contains(n))
-        .ok_or_else(|| format!("LISTEN_FDS={}: not a number of sockets", count.to_string_lossy()))?;
+    let mut fds = listenfd::ListenFd::from_env();
     let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
         .map(|n| n.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
     let mut passed = Vec::new();
-    for i in 0..count {
-        let fd = LISTEN_FDS_START + i;
-        let name =
-            names.get(usize::try_from(i).unwrap_or(usize::MAX)).cloned().unwrap_or_else(|| "unknown".into());
-        passed.push((
-            adopt(fd).map_err(|e| format!("socket activation: descriptor {fd} ({name}): {e}"))?,
-            name,
-        ));
+    for i in 0..fds.len() {
+        let name = names.get(i).cloned().unwrap_or_else(|| "unknown".into());
+        let what = format!("socket activation: descriptor {} ({name})", i + 3);
+        let socket = match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => Passed::Inet(l),
+            Ok(None) => continue,
+            Err(_) => match fds.take_unix_listener(i) {
+                Ok(Some(l)) => Passed::Unix(l),
+                Ok(None) => continue,
+                Err(_) => {
+                    return Err(format!(
+                        "{what}: not a TCP or unix stream socket (use ListenStream= in the socket unit)"
+                    ));
+                }
+            },
+        };
+        let listening = match &socket {
+            Passed::Inet(l) => listening(l),
+            Passed::Unix(l) => listening(l),
+        };
+        match listening {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!("{what}: not a listening socket (the socket unit must have Accept=no)"));
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+        passed.push((socket, name));
     }
     Ok(passed)
 }
 
-/// Takes descriptor `fd` as a listener, after checking what it is.
-fn adopt(fd: RawFd) -> Result<Passed, String> {
-    let int_opt = |level, name| -> io::Result<libc::c_int> {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `value` and `len` are valid for the call.
-        let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &mut len) };
-        if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
-    };
-    let not_socket = |e: io::Error| format!("not a socket ({e})");
-    if int_opt(libc::SOL_SOCKET, libc::SO_TYPE).map_err(not_socket)? != libc::SOCK_STREAM {
-        return Err("not a stream socket (use ListenStream= in the socket unit)".into());
-    }
-    if int_opt(libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(not_socket)? == 0 {
-        return Err("not a listening socket (the socket unit must have Accept=no)".into());
-    }
-    let domain = int_opt(libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(not_socket)?;
-    // SAFETY: systemd hands the descriptor over to this process, which closes it nowhere else.
-    unsafe {
-        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
-            return Err(format!("cannot set close-on-exec: {}", io::Error::last_os_error()));
-        }
-        match domain {
-            libc::AF_INET | libc::AF_INET6 => Ok(Passed::Inet(std::net::TcpListener::from_raw_fd(fd))),
-            libc::AF_UNIX => Ok(Passed::Unix(std::os::unix::net::UnixListener::from_raw_fd(fd))),
-            other => Err(format!("a socket of address family {other}, neither TCP nor unix")),
-        }
-    }
+/// Whether `socket` listens (`SO_ACCEPTCONN`), and is closed on exec from now on.
+fn listening(socket: &impl std::os::fd::AsFd) -> Result<bool, nix::Error> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(socket, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::AcceptConn)
 }
 
 #[cfg(test)]
@@ -196,21 +180,5 @@ mod tests {
         assert!(text.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{text}");
         assert!(text["RELOADING=1\nMONOTONIC_USEC=".len()..].parse::<u64>().is_ok(), "{text}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn adopt_checks_the_descriptor() {
-        use std::os::fd::IntoRawFd as _;
-        let dgram = UnixDatagram::unbound().unwrap().into_raw_fd();
-        assert!(adopt(dgram).unwrap_err().contains("not a stream socket"));
-        // SAFETY: `dgram` is ours and was not adopted.
-        unsafe { libc::close(dgram) };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap().into_raw_fd();
-        assert!(adopt(stream).unwrap_err().contains("Accept=no"));
-        // SAFETY: as above.
-        unsafe { libc::close(stream) };
-        let fd = listener.into_raw_fd();
-        assert!(matches!(adopt(fd), Ok(Passed::Inet(_))));
     }
 }
