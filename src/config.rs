@@ -49,6 +49,9 @@
 //! request_timeout_ms = 10000       # close a connection whose request (or reply write) takes longer
 //! max_connections = 1024           # connections served at once; more wait in the listen queue
 //! refresh_interval_s = 60          # seconds between passes of the background refresher (0: off)
+//! socket_mode = "0660"             # a `unix:` socket's permissions (default: as the umask leaves them)
+//! socket_owner = "postfix"         # a `unix:` socket's user and group, names or numbers
+//! socket_group = "postfix"         #   (default: those of the server's process)
 //! ```
 //!
 //! The same trust anchors serve the policy fetch and MX certificate validation.
@@ -230,6 +233,12 @@ pub struct ServeConfig {
     pub max_connections: Option<u64>,
     /// `refresh_interval_s`: seconds between passes of the background refresher.
     pub refresh_interval_s: Option<u64>,
+    /// `socket_mode`: permissions of a `unix:` socket, an octal string such as `"0660"`.
+    pub socket_mode: Option<String>,
+    /// `socket_owner`: user (name or number) given a `unix:` socket.
+    pub socket_owner: Option<String>,
+    /// `socket_group`: group (name or number) given a `unix:` socket.
+    pub socket_group: Option<String>,
 }
 
 /// `[report]`: who sends TLSRPT reports, and how they are mailed.
@@ -405,6 +414,15 @@ impl Config {
     /// its in-process cache: the MTA keeps delivering, unless `[engine] on_store_error =
     /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
+        self.build_engine_with_cache(None)
+    }
+
+    /// As [`Config::build_engine`], keeping the policies of `cache` when given (the in-process
+    /// cache of the engine being replaced, [`Engine::shared_cache`]): a reload of `mtasts serve`.
+    pub fn build_engine_with_cache(
+        &self,
+        cache: Option<Arc<crate::cache::MemoryCache>>,
+    ) -> Result<Engine, ConfigError> {
         let anchors = self.trust_anchors()?;
         let dns = Arc::new(self.dns_resolver()?);
         let settings = FetchSettings {
@@ -426,6 +444,10 @@ impl Config {
             .timing(self.timing())
             .on_store_error(self.engine.on_store_error)
             .prune_after(self.cache.prune_after());
+        let builder = match cache {
+            Some(cache) => builder.memory_cache(cache),
+            None => builder,
+        };
         Ok(match self.open_store() {
             Ok(Some(stores)) => builder.store(stores).build(),
             Ok(None) => builder.build(),

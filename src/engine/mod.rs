@@ -274,7 +274,8 @@ pub struct Engine {
     fetcher: Box<dyn Fetcher>,
     clock: Box<dyn Clock>,
     certs: CertVerifier,
-    cache: MemoryCache,
+    /// Shared with the engine this one replaced, if any ([`EngineBuilder::memory_cache`]).
+    cache: Arc<MemoryCache>,
     store: Option<Arc<dyn PolicyStore>>,
     /// Where TLSRPT counts are flushed, if the store keeps them.
     counts: Option<Arc<dyn CountStore>>,
@@ -320,6 +321,7 @@ pub struct EngineBuilder {
     on_store_error: OnStoreError,
     prune_after: u64,
     tlsa: Option<Box<dyn TlsaResolver>>,
+    cache: Option<Arc<MemoryCache>>,
 }
 
 /// Default of [`EngineBuilder::prune_after`]: 30 days.
@@ -390,6 +392,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps policies in this in-process cache instead of a new, empty one: an engine built
+    /// again from a changed configuration (`mtasts serve` on SIGHUP) takes over the cache of the
+    /// engine it replaces ([`Engine::shared_cache`]), so that nothing is fetched again.
+    pub fn memory_cache(mut self, cache: Arc<MemoryCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
@@ -409,7 +419,7 @@ impl EngineBuilder {
             fetcher: self.fetcher,
             clock: self.clock,
             certs: CertVerifier::new(anchors),
-            cache: MemoryCache::default(),
+            cache: self.cache.unwrap_or_default(),
             store,
             counts,
             store_writable: read_only.is_none(),
@@ -447,6 +457,7 @@ impl Engine {
             on_store_error: OnStoreError::default(),
             prune_after: DEFAULT_PRUNE_AFTER,
             tlsa: None,
+            cache: None,
         }
     }
 
@@ -463,6 +474,12 @@ impl Engine {
     /// The in-process cache.
     pub fn cache(&self) -> &MemoryCache {
         &self.cache
+    }
+
+    /// The in-process cache, to hand to the engine that replaces this one
+    /// ([`EngineBuilder::memory_cache`]).
+    pub fn shared_cache(&self) -> Arc<MemoryCache> {
+        Arc::clone(&self.cache)
     }
 
     /// The persistent store, if one is configured.

@@ -16,6 +16,8 @@ use mtasts_fixtures::https::Response;
 use mtasts_fixtures::pki::pki;
 use parking_lot::Mutex;
 
+mod systemd;
+
 const ENFORCE_OK: &str = "OK secure match=mx.enforce.test:.backup.enforce.test servername=hostname";
 
 use mtasts_fixtures::world::policy;
@@ -74,18 +76,28 @@ struct Server {
     child: Child,
     listen: String,
     stderr: Arc<Mutex<String>>,
+    /// Standard output after the first `listening on` line.
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
     fn start(config: &Path, listen: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtasts"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mtasts serve");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtasts"));
+        cmd.args(["serve", "--config"]).arg(config).args(["--listen", listen]);
+        Self::spawn(&mut cmd)
+    }
+
+    /// Starts `cmd` (which runs `mtasts serve`, maybe through a wrapper) and waits for its first
+    /// `listening on` line.
+    fn spawn(cmd: &mut Command) -> Self {
+        Self::spawn_then(cmd, |_| {})
+    }
+
+    /// As [`Server::spawn`], calling `first` with the standard error seen so far before waiting
+    /// for the `listening on` line (a wrapper may start the server only on a first connection).
+    fn spawn_then(cmd: &mut Command, first: impl FnOnce(&Mutex<String>)) -> Self {
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start mtasts serve");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let stderr = Arc::new(Mutex::new(String::new()));
         {
@@ -101,6 +113,7 @@ impl Server {
                 }
             });
         }
+        first(&stderr);
         let mut line = String::new();
         stdout.read_line(&mut line).expect("listening line");
         let listen = line
@@ -108,7 +121,7 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}, stderr {}", stderr.lock()))
             .to_owned();
-        Self { child, listen, stderr }
+        Self { child, listen, stderr, stdout }
     }
 
     fn port(&self) -> u16 {

@@ -28,20 +28,30 @@
 //!   refresher thread ([`refresher`]).
 //! * SIGTERM or SIGINT: stop accepting, let each connection finish the requests it has received,
 //!   close it, remove the unix socket, exit 0. Connections still busy after 5 s are abandoned.
+//! * SIGHUP: read the configuration file again and build a new engine from it, which takes over
+//!   the in-process policy cache of the one in use ([`Reloader`]); connections keep going, each
+//!   switching to the new engine at its next request. A configuration that does not load is
+//!   reported and the one in force kept. Listeners, connection limits and the refresher's
+//!   interval stay as they were at start.
+//! * systemd ([`systemd`]): `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings when
+//!   `$NOTIFY_SOCKET` is set; the listening sockets of socket activation (`$LISTEN_FDS`) instead
+//!   of `[serve] listen`. A `unix:` socket the server binds itself gets `[serve] socket_mode`,
+//!   `socket_owner` and `socket_group`.
 //!
-//! Standard output gets one line, `listening on inet:127.0.0.1:8461` (the real port when 0 was
-//! asked for); everything else goes to standard error.
+//! Standard output gets one line per listener, `listening on inet:127.0.0.1:8461` (the real port
+//! when 0 was asked for); everything else goes to standard error.
 
 mod dane;
 mod refresher;
 mod reply;
 mod settings;
+mod systemd;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,6 +59,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mtasts::Engine;
+use mtasts::cache::MemoryCache;
 use mtasts::config::Config;
 use mtasts::engine::RecordState;
 use mtasts::ports::TlsaLookup;
@@ -57,7 +68,7 @@ use parking_lot::{Condvar, Mutex};
 use refresher::{Known, Stop};
 use reply::{Frame, Options, Request};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
     #[arg(long, value_name = "FILE")]
@@ -105,20 +116,60 @@ impl Listen {
 /// A bound listener.
 enum Listener {
     Inet(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// `remove`: the socket file the server made, removed at exit (`None` for a socket passed
+    /// by systemd, which owns its file).
+    Unix {
+        listener: UnixListener,
+        addr: UnixAddr,
+        remove: Option<PathBuf>,
+    },
 }
 
 impl Listener {
-    fn bind(listen: &Listen) -> Result<Self, String> {
+    /// Binds `listen`; a `unix:` socket then gets the owner, group and mode of `access`.
+    fn bind(listen: &Listen, access: &settings::SocketAccess) -> Result<Self, String> {
         match listen {
             Listen::Inet(addr) => TcpListener::bind(addr)
                 .map(Self::Inet)
                 .map_err(|e| format!("cannot listen on inet:{addr}: {e}")),
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
-                UnixListener::bind(path)
-                    .map(|l| Self::Unix(l, path.clone()))
-                    .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))
+                // Until its owner and mode are set, the socket is the server user's alone. (Only
+                // at start, before other threads run: the umask is the process's.)
+                use nix::sys::stat::{Mode, umask};
+                let old_umask = access.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
+                let bound = UnixListener::bind(path);
+                if let Some(old) = old_umask {
+                    umask(old);
+                }
+                let listener = bound.map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+                let ready = access.apply(path).and_then(|()| {
+                    listener.local_addr().map_err(|e| format!("unix:{}: {e}", path.display()))
+                });
+                match ready {
+                    Ok(addr) => Ok(Self::Unix { listener, addr, remove: Some(path.clone()) }),
+                    Err(e) => {
+                        drop(listener);
+                        let _ = std::fs::remove_file(path);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A listening socket passed by systemd.
+    fn adopt(passed: systemd::Passed, name: &str) -> Result<Self, String> {
+        let failed = |e: io::Error| format!("socket activation: the socket {name}: {e}");
+        match passed {
+            systemd::Passed::Inet(l) => {
+                l.set_nonblocking(false).map_err(failed)?;
+                Ok(Self::Inet(l))
+            }
+            systemd::Passed::Unix(listener) => {
+                listener.set_nonblocking(false).map_err(failed)?;
+                let addr = listener.local_addr().map_err(failed)?;
+                Ok(Self::Unix { listener, addr, remove: None })
             }
         }
     }
@@ -126,7 +177,16 @@ impl Listener {
     fn describe(&self) -> String {
         match self {
             Self::Inet(l) => l.local_addr().map_or_else(|_| "inet:?".into(), |a| format!("inet:{a}")),
-            Self::Unix(_, path) => format!("unix:{}", path.display()),
+            Self::Unix { addr, .. } => {
+                use std::os::linux::net::SocketAddrExt as _;
+                if let Some(path) = addr.as_pathname() {
+                    format!("unix:{}", path.display())
+                } else if let Some(name) = addr.as_abstract_name() {
+                    format!("unix:@{}", String::from_utf8_lossy(name))
+                } else {
+                    "unix:(unnamed)".into()
+                }
+            }
         }
     }
 
@@ -138,7 +198,7 @@ impl Listener {
                 s.set_nodelay(true)?;
                 Ok(Stream::Tcp(s))
             }
-            Self::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Self::Unix { listener, .. } => listener.accept().map(|(s, _)| Stream::Unix(s)),
         }
     }
 
@@ -154,14 +214,14 @@ impl Listener {
                 }
                 a
             })),
-            Self::Unix(_, path) => Waker::Unix(path.clone()),
+            Self::Unix { addr, .. } => Waker::Unix(addr.clone()),
         }
     }
 }
 
 enum Waker {
     Inet(Option<SocketAddr>),
-    Unix(PathBuf),
+    Unix(UnixAddr),
 }
 
 impl Waker {
@@ -169,7 +229,7 @@ impl Waker {
         let _ = match self {
             Self::Inet(Some(addr)) => TcpStream::connect_timeout(addr, Duration::from_secs(1)).map(drop),
             Self::Inet(None) => Ok(()),
-            Self::Unix(path) => UnixStream::connect(path).map(drop),
+            Self::Unix(addr) => UnixStream::connect_addr(addr).map(drop),
         };
     }
 }
@@ -246,10 +306,51 @@ impl Write for Stream {
     }
 }
 
-/// What the connection threads share.
-struct Server {
+/// What a reload replaces: the engine (which took over the policy cache of the one before) and
+/// the shape of replies.
+struct Live {
     engine: Arc<Engine>,
     options: Options,
+}
+
+/// The [`Live`] in force, and how many times it was replaced.
+struct Current {
+    live: Mutex<Arc<Live>>,
+    generation: AtomicU64,
+}
+
+impl Current {
+    fn new(live: Live) -> Self {
+        Self { live: Mutex::new(Arc::new(live)), generation: AtomicU64::new(0) }
+    }
+
+    /// The one in force, with its generation.
+    fn get(&self) -> (u64, Arc<Live>) {
+        let live = self.live.lock();
+        (self.generation.load(Ordering::SeqCst), Arc::clone(&live))
+    }
+
+    /// Brings a connection's `snapshot` up to date: one atomic read when nothing changed.
+    fn refresh(&self, snapshot: &mut (u64, Arc<Live>)) {
+        if self.generation.load(Ordering::SeqCst) != snapshot.0 {
+            *snapshot = self.get();
+        }
+    }
+
+    /// Puts `new` in force. The old engine is dropped (and its TLSRPT counts flushed) by the last
+    /// connection still using it.
+    fn replace(&self, new: Live) {
+        let mut live = self.live.lock();
+        let old = std::mem::replace(&mut *live, Arc::new(new));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        drop(live);
+        drop(old);
+    }
+}
+
+/// What the connection threads share.
+struct Server {
+    current: Current,
     max_request: u64,
     idle: Duration,
     /// The most a request may take to arrive from its first byte, and a write of replies to be
@@ -267,7 +368,7 @@ struct Server {
 
 impl Server {
     /// Answers one request payload, appending the reply netstring to `out`.
-    fn answer(&self, payload: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
+    fn answer(&self, live: &Live, payload: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
         scratch.clear();
         match reply::parse_request(payload) {
             Request::Malformed(why) => {
@@ -275,13 +376,13 @@ impl Server {
                 scratch.extend_from_slice(why.as_bytes());
             }
             Request::NoPolicy => scratch.extend_from_slice(b"NOTFOUND "),
-            Request::Domain(key) => match self.engine.policy(key) {
+            Request::Domain(key) => match live.engine.policy(key) {
                 Ok(Some(resolution)) => {
                     if resolution.record != RecordState::NotLooked {
                         self.slow_path(key, &resolution);
                     }
-                    self.sts_reply(key, &resolution, scratch);
-                    self.dane_decision(key, scratch).apply(scratch);
+                    live.sts_reply(key, &resolution, scratch);
+                    live.dane_decision(key, scratch).apply(scratch);
                 }
                 // Address literals and names that are no domain names have no policy.
                 Ok(None) | Err(_) => scratch.extend_from_slice(b"NOTFOUND "),
@@ -290,6 +391,24 @@ impl Server {
         reply::put_netstring(out, scratch);
     }
 
+    /// After a lookup that asked DNS: remember the domain for the refresher, say why a policy
+    /// could not be refreshed.
+    fn slow_path(&self, key: &str, resolution: &mtasts::engine::Resolution) {
+        if resolution.policy.is_some() {
+            self.known.note(key);
+        }
+        if resolution.needs_attention() {
+            if let Some(e) = &resolution.error {
+                eprintln!(
+                    "mtasts serve: warning: {key}: {}: {}; the cached policy stays in force",
+                    e.reason, e.detail
+                );
+            }
+        }
+    }
+}
+
+impl Live {
     /// The MTA-STS reply for `key` (docs/architecture.md §6.3), as without DANE.
     fn sts_reply(&self, key: &str, resolution: &mtasts::engine::Resolution, scratch: &mut Vec<u8>) {
         let policy = resolution.policy.as_deref();
@@ -332,23 +451,9 @@ impl Server {
         let sts_secure = sts.starts_with(b"OK secure") || sts.starts_with(b"TEMP");
         dane::decide(&name, &mx, &hosts, sts_secure)
     }
+}
 
-    /// After a lookup that asked DNS: remember the domain for the refresher, say why a policy
-    /// could not be refreshed.
-    fn slow_path(&self, key: &str, resolution: &mtasts::engine::Resolution) {
-        if resolution.policy.is_some() {
-            self.known.note(key);
-        }
-        if resolution.needs_attention() {
-            if let Some(e) = &resolution.error {
-                eprintln!(
-                    "mtasts serve: warning: {key}: {}: {}; the cached policy stays in force",
-                    e.reason, e.detail
-                );
-            }
-        }
-    }
-
+impl Server {
     /// Serves one connection until EOF, an error, a framing error or a timeout.
     ///
     /// What one connection can cost is bounded: its input buffer holds at most one request
@@ -367,6 +472,8 @@ impl Server {
         let mut request_began: Option<Instant> = None;
         // The read timeout the socket has now (set in `start_connection`).
         let mut read_timeout = self.idle;
+        // The engine this connection uses, replaced between two requests after a reload.
+        let mut live = self.current.get();
         loop {
             loop {
                 match reply::parse_frame(&buf[start..end], max) {
@@ -374,7 +481,8 @@ impl Server {
                         if out.len() >= MAX_PENDING_OUTPUT && !self.flush(&mut stream, &mut out, id) {
                             return;
                         }
-                        self.answer(&buf[start + s..start + e], &mut scratch, &mut out);
+                        self.current.refresh(&mut live);
+                        self.answer(&live.1, &buf[start + s..start + e], &mut scratch, &mut out);
                         start += len;
                         request_began = None;
                     }
@@ -511,6 +619,8 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
+    let notifier = Arc::new(systemd::Notifier::from_env()?);
+    let watchdog = systemd::watchdog_interval()?;
     let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     mtasts::logging::apply(&config.log);
     if let Some(cache) = &args.cache {
@@ -519,11 +629,26 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let serve = settings::Settings::from_config(&config, args.listen.as_deref())?;
     let listen = Listen::parse(&serve.listen)?;
     let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
-    let listener = Listener::bind(&listen)?;
+    let passed = systemd::listen_fds()?;
+    let activated = !passed.is_empty();
+    let listeners = if activated {
+        eprintln!(
+            "mtasts serve: socket activation: serving the {} socket(s) systemd passed, not [serve] listen / --listen",
+            passed.len()
+        );
+        if serve.socket.is_set() {
+            eprintln!(
+                "mtasts serve: note: [serve] socket_mode, socket_owner and socket_group apply to sockets mtasts binds; \
+                 for passed ones, SocketMode=, SocketUser= and SocketGroup= of the socket unit do that"
+            );
+        }
+        passed.into_iter().map(|(p, name)| Listener::adopt(p, &name)).collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![Listener::bind(&listen, &serve.socket)?]
+    };
     let known = Arc::new(Known::default());
     let server = Arc::new(Server {
-        engine: Arc::clone(&engine),
-        options: Options { strict_testing: serve.strict_testing, postfix_tlsrpt: serve.postfix_tlsrpt },
+        current: Current::new(Live { engine: Arc::clone(&engine), options: serve.options() }),
         max_request: serve.max_request_bytes,
         idle: Duration::from_millis(serve.idle_timeout_ms),
         request_timeout: Duration::from_millis(serve.request_timeout_ms),
@@ -534,22 +659,38 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         connections: Mutex::new(HashMap::new()),
         ended: Condvar::new(),
     });
+    drop(engine);
 
-    // SIGTERM / SIGINT: stop, then wake the accept loop by connecting to it.
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    // SIGTERM / SIGINT: stop, then wake the accept loops by connecting to them. SIGHUP: reload.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| format!("cannot handle signals: {e}"))?;
     let signal_handle = signals.handle();
     {
         let server = Arc::clone(&server);
-        let waker = listener.waker();
+        let wakers: Vec<Waker> = listeners.iter().map(Listener::waker).collect();
+        let notifier = Arc::clone(&notifier);
+        let mut reloader = Reloader { args: args.clone(), settings: serve.clone(), activated };
         std::thread::Builder::new()
             .name("mtasts-signals".into())
             .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
+                for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        if !server.stopping.load(Ordering::SeqCst) {
+                            reloader.reload(&server.current, (*notifier).as_ref());
+                        }
+                        continue;
+                    }
                     eprintln!("mtasts serve: signal {sig}, shutting down");
+                    systemd::notify((*notifier).as_ref(), "STOPPING=1");
                     server.begin_stop();
-                    waker.wake();
+                    for waker in &wakers {
+                        waker.wake();
+                    }
+                    break;
                 }
             })
             .map_err(|e| format!("cannot start the signal thread: {e}"))?;
@@ -557,21 +698,59 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
 
     let stop_refresh = Arc::new(Stop::default());
     if serve.refresh_interval_s > 0 {
+        let server = Arc::clone(&server);
         refresher::spawn(
-            Arc::clone(&engine),
+            move || Arc::clone(&server.current.get().1.engine),
             Arc::clone(&known),
             Arc::clone(&stop_refresh),
             Duration::from_secs(serve.refresh_interval_s),
         )
         .map_err(|e| format!("cannot start the refresher thread: {e}"))?;
     }
+    if let (Some(every), Some(_)) = (watchdog, notifier.as_ref()) {
+        let server = Arc::clone(&server);
+        let notifier = Arc::clone(&notifier);
+        let stop = Arc::clone(&stop_refresh);
+        std::thread::Builder::new()
+            .name("mtasts-watchdog".into())
+            .spawn(move || {
+                loop {
+                    // A server stuck holding the connection table stops the pings, and systemd
+                    // restarts it.
+                    drop(server.connections.lock());
+                    systemd::notify((*notifier).as_ref(), "WATCHDOG=1");
+                    if stop.wait(every) {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+    }
 
-    let where_ = listener.describe();
-    println!("listening on {where_}");
+    let mut described = Vec::new();
+    for listener in &listeners {
+        let where_ = listener.describe();
+        println!("listening on {where_}");
+        eprintln!("mtasts serve: listening on {where_}");
+        described.push(where_);
+    }
     let _ = io::stdout().flush();
-    eprintln!("mtasts serve: listening on {where_}");
+    systemd::notify((*notifier).as_ref(), &format!("READY=1\nSTATUS=listening on {}", described.join(", ")));
 
-    accept_loop(&server, &listener);
+    let listeners = Arc::new(listeners);
+    let mut loops = Vec::new();
+    for i in 0..listeners.len() {
+        let (server, listeners) = (Arc::clone(&server), Arc::clone(&listeners));
+        loops.push(
+            std::thread::Builder::new()
+                .name("mtasts-accept".into())
+                .spawn(move || accept_loop(&server, &listeners[i]))
+                .map_err(|e| format!("cannot start an accept thread: {e}"))?,
+        );
+    }
+    for l in loops {
+        let _ = l.join();
+    }
 
     stop_refresh.stop();
     signal_handle.close();
@@ -583,14 +762,87 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let left = connections.len();
     drop(connections);
-    if let Listener::Unix(_, path) = &listener {
-        let _ = std::fs::remove_file(path);
+    for listener in listeners.iter() {
+        if let Listener::Unix { remove: Some(path), .. } = listener {
+            let _ = std::fs::remove_file(path);
+        }
     }
     if left > 0 {
         eprintln!("mtasts serve: {left} connection(s) still busy after {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     eprintln!("mtasts serve: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the configuration on SIGHUP.
+struct Reloader {
+    args: Args,
+    /// The `[serve]` settings in force.
+    settings: settings::Settings,
+    /// Serving sockets passed by systemd (so `listen` and `socket_*` are not used).
+    activated: bool,
+}
+
+impl Reloader {
+    /// Reads the configuration again and, if it loads, puts an engine built from it in force,
+    /// with the policy cache of the engine it replaces; else says why and keeps the one in force.
+    /// systemd hears `RELOADING=1` before and `READY=1` after, either way.
+    fn reload(&mut self, current: &Current, notifier: Option<&systemd::Notifier>) {
+        systemd::notify(notifier, &systemd::reloading());
+        let cache = current.get().1.engine.shared_cache();
+        match self.load(cache) {
+            Ok((config, settings, engine)) => {
+                mtasts::logging::apply(&config.log);
+                current.replace(Live { engine: Arc::new(engine), options: settings.options() });
+                let from =
+                    config.source.as_ref().map_or_else(|| "the defaults".into(), |p| p.display().to_string());
+                eprintln!(
+                    "mtasts serve: SIGHUP: configuration reloaded from {from} (trust anchors, [dns], [https], [engine], [cache], [log], \
+                     [serve] strict_testing and postfix_tlsrpt); the policy cache is kept; not changed by a reload: \
+                     the listeners, [serve] max_request_bytes, idle_timeout_ms, request_timeout_ms, max_connections, refresh_interval_s"
+                );
+                let mut ignored = self.settings.not_reloaded(&settings);
+                if self.activated {
+                    ignored.retain(|k| {
+                        !matches!(*k, "listen" | "socket_mode" | "socket_owner" | "socket_group")
+                    });
+                }
+                if !ignored.is_empty() {
+                    eprintln!(
+                        "mtasts serve: warning: [serve] {} changed; a reload does not apply it, restart mtasts serve for that",
+                        ignored.join(", ")
+                    );
+                }
+                self.settings.strict_testing = settings.strict_testing;
+                self.settings.postfix_tlsrpt = settings.postfix_tlsrpt;
+                systemd::notify(notifier, "READY=1\nSTATUS=configuration reloaded");
+            }
+            Err(e) => {
+                eprintln!(
+                    "mtasts serve: error: SIGHUP: reload failed, the configuration in force stays: {e}"
+                );
+                let e = e.replace('\n', " ");
+                systemd::notify(
+                    notifier,
+                    &format!("READY=1\nSTATUS=reload failed, previous configuration in force: {e}"),
+                );
+            }
+        }
+    }
+
+    /// The configuration, checked as at start, and an engine built from it over `cache`.
+    fn load(&self, cache: Arc<MemoryCache>) -> Result<(Config, settings::Settings, Engine), String> {
+        let mut config = Config::load(self.args.config.as_deref()).map_err(|e| e.to_string())?;
+        if let Some(path) = &self.args.cache {
+            config.cache.path = path.clone();
+        }
+        let settings = settings::Settings::from_config(&config, self.args.listen.as_deref())?;
+        if !self.activated {
+            Listen::parse(&settings.listen)?;
+        }
+        let engine = config.build_engine_with_cache(Some(cache)).map_err(|e| e.to_string())?;
+        Ok((config, settings, engine))
+    }
 }
 
 fn accept_loop(server: &Arc<Server>, listener: &Listener) {

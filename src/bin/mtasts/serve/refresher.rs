@@ -63,7 +63,7 @@ impl Stop {
     }
 
     /// Waits `d`; true when stopped meanwhile.
-    fn wait(&self, d: Duration) -> bool {
+    pub fn wait(&self, d: Duration) -> bool {
         let mut stopped = self.stopped.lock();
         if !*stopped {
             let _ = self.wake.wait_for(&mut stopped, d);
@@ -76,9 +76,10 @@ impl Stop {
     }
 }
 
-/// Starts the refresher thread.
+/// Starts the refresher thread; `engine` gives the engine in force (a reload replaces it), asked
+/// again for each pass.
 pub fn spawn(
-    engine: Arc<Engine>,
+    engine: impl Fn() -> Arc<Engine> + Send + 'static,
     known: Arc<Known>,
     stop: Arc<Stop>,
     every: Duration,
@@ -86,6 +87,7 @@ pub fn spawn(
     std::thread::Builder::new().name("mtasts-refresh".into()).spawn(move || {
         let mut last_prune: Option<u64> = None;
         loop {
+            let engine = engine();
             pass(&engine, &known, &stop, every);
             // Once a day (and at start): forget what has been useless for `prune_after_days`.
             let now = engine.now();

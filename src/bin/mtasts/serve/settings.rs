@@ -33,6 +33,112 @@ pub struct Settings {
     pub max_connections: u64,
     /// Seconds between two passes of the background refresher; 0 turns it off. Default 60.
     pub refresh_interval_s: u64,
+    /// What a `unix:` socket the server binds is given: permissions, owner, group.
+    pub socket: SocketAccess,
+}
+
+/// `[serve] socket_mode`, `socket_owner`, `socket_group`, resolved: applied to a `unix:` socket
+/// right after it is bound (`None`: left as binding made it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketAccess {
+    pub mode: Option<u32>,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+impl SocketAccess {
+    fn from_config(s: &mtasts::config::ServeConfig) -> Result<Self, String> {
+        let mode = match s.socket_mode.as_deref() {
+            None => None,
+            Some(text) => Some(parse_mode(text).ok_or_else(|| {
+                format!(
+                    "[serve] socket_mode = {text:?}: write the permissions as an octal string, e.g. \"0660\" (at most 0777)"
+                )
+            })?),
+        };
+        let owner = match s.socket_owner.as_deref() {
+            None => None,
+            Some(name) => Some(user_id(name).map_err(|e| format!("[serve] socket_owner = {name:?}: {e}"))?),
+        };
+        let group = match s.socket_group.as_deref() {
+            None => None,
+            Some(name) => Some(group_id(name).map_err(|e| format!("[serve] socket_group = {name:?}: {e}"))?),
+        };
+        Ok(Self { mode, owner, group })
+    }
+
+    /// Whether any key is set.
+    pub fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
+
+    /// Applies the owner, group and mode to the socket file at `path`.
+    pub fn apply(&self, path: &std::path::Path) -> Result<(), String> {
+        if self.owner.is_some() || self.group.is_some() {
+            std::os::unix::fs::chown(path, self.owner, self.group).map_err(|e| {
+                format!(
+                    "[serve] socket_owner/socket_group: cannot change the owner of {}: {e}",
+                    path.display()
+                )
+            })?;
+        }
+        if let Some(mode) = self.mode {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                format!("[serve] socket_mode: cannot change the permissions of {}: {e}", path.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// `"0660"`, `"660"` or `"0o660"`: permission bits, at most 0777 (no set-id or sticky bits, which
+/// mean nothing on a socket).
+fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o777)
+}
+
+/// A user name or number: its uid.
+fn user_id(name: &str) -> Result<u32, String> {
+    if let Some(id) = numeric_id(name)? {
+        return Ok(id);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err("no such user".into()),
+        Err(e) => Err(format!("cannot look the user up: {e}")),
+    }
+}
+
+/// A group name or number: its gid.
+fn group_id(name: &str) -> Result<u32, String> {
+    if let Some(id) = numeric_id(name)? {
+        return Ok(id);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err("no such group".into()),
+        Err(e) => Err(format!("cannot look the group up: {e}")),
+    }
+}
+
+/// `Some(n)` for a number; `None` for a name; an error for an empty string or a number too big.
+fn numeric_id(name: &str) -> Result<Option<u32>, String> {
+    if name.is_empty() {
+        return Err("empty".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    // (uid_t)-1 means "unchanged" to chown: refuse it as an id.
+    match name.parse::<u32>() {
+        Ok(n) if n != u32::MAX => Ok(Some(n)),
+        _ => Err("not a valid id".into()),
+    }
 }
 
 impl Settings {
@@ -49,6 +155,7 @@ impl Settings {
             request_timeout_ms: s.request_timeout_ms.unwrap_or(10_000),
             max_connections: s.max_connections.unwrap_or(1024),
             refresh_interval_s: s.refresh_interval_s.unwrap_or(60),
+            socket: SocketAccess::from_config(s).map_err(|e| name_file(config, &e))?,
         };
         if settings.max_request_bytes == 0
             || settings.idle_timeout_ms == 0
@@ -56,12 +163,45 @@ impl Settings {
             || settings.max_connections == 0
         {
             let e = "[serve] max_request_bytes, idle_timeout_ms, request_timeout_ms and max_connections must be greater than 0";
-            return Err(match &config.source {
-                Some(path) => format!("{}: {e}", path.display()),
-                None => e.to_owned(),
-            });
+            return Err(name_file(config, e));
         }
         Ok(settings)
+    }
+
+    /// The shape of replies.
+    pub fn options(&self) -> super::reply::Options {
+        super::reply::Options { strict_testing: self.strict_testing, postfix_tlsrpt: self.postfix_tlsrpt }
+    }
+
+    /// The `[serve]` keys that differ between `self` and `new` and that a reload does not apply
+    /// (they shape listeners, connections and threads set up at start).
+    pub fn not_reloaded(&self, new: &Self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let pairs = [
+            ("listen", self.listen != new.listen),
+            ("socket_mode", self.socket.mode != new.socket.mode),
+            ("socket_owner", self.socket.owner != new.socket.owner),
+            ("socket_group", self.socket.group != new.socket.group),
+            ("max_request_bytes", self.max_request_bytes != new.max_request_bytes),
+            ("idle_timeout_ms", self.idle_timeout_ms != new.idle_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms != new.request_timeout_ms),
+            ("max_connections", self.max_connections != new.max_connections),
+            ("refresh_interval_s", self.refresh_interval_s != new.refresh_interval_s),
+        ];
+        for (key, changed) in pairs {
+            if changed {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
+/// `e`, preceded by the configuration file's name when there is one.
+fn name_file(config: &Config, e: &str) -> String {
+    match &config.source {
+        Some(path) => format!("{}: {e}", path.display()),
+        None => e.to_owned(),
     }
 }
 
@@ -89,6 +229,37 @@ mod tests {
         assert_eq!(parse("[serve]\nrequest_timeout_ms = 250\n").unwrap().request_timeout_ms, 250);
         assert!(parse("[serve]\nrequest_timeout_ms = 0\n").is_err());
         assert!(parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().contains("listen_on"));
+    }
+
+    #[test]
+    fn socket_access() {
+        let c = parse("[serve]\nsocket_mode = \"0660\"\nsocket_owner = \"0\"\nsocket_group = \"root\"\n")
+            .unwrap();
+        assert_eq!(c.socket, SocketAccess { mode: Some(0o660), owner: Some(0), group: Some(0) });
+        assert_eq!(parse("[serve]\nsocket_mode = \"600\"\n").unwrap().socket.mode, Some(0o600));
+        assert_eq!(parse("[serve]\nsocket_owner = \"root\"\n").unwrap().socket.owner, Some(0));
+        assert!(!parse("").unwrap().socket.is_set());
+        for bad in ["\"0668\"", "\"\"", "\"rw-rw----\"", "\"04755\"", "\"77777\"", "\"-1\""] {
+            let e = parse(&format!("[serve]\nsocket_mode = {bad}\n")).unwrap_err();
+            assert!(e.contains("[serve] socket_mode"), "{bad}: {e}");
+        }
+        let e = parse("[serve]\nsocket_owner = \"no-such-user-mtasts\"\n").unwrap_err();
+        assert!(e.contains("[serve] socket_owner") && e.contains("no such user"), "{e}");
+        let e = parse("[serve]\nsocket_group = \"no-such-group-mtasts\"\n").unwrap_err();
+        assert!(e.contains("[serve] socket_group") && e.contains("no such group"), "{e}");
+        assert!(parse("[serve]\nsocket_owner = \"\"\n").unwrap_err().contains("socket_owner"));
+        assert!(parse("[serve]\nsocket_group = \"4294967295\"\n").unwrap_err().contains("socket_group"));
+        // A number needs no account.
+        assert_eq!(parse("[serve]\nsocket_group = \"54321\"\n").unwrap().socket.group, Some(54321));
+    }
+
+    #[test]
+    fn what_a_reload_does_not_change() {
+        let old = parse("[serve]\nstrict_testing = false\n").unwrap();
+        let new =
+            parse("[serve]\nstrict_testing = true\nlisten = \"unix:/x\"\nmax_connections = 3\n").unwrap();
+        assert_eq!(old.not_reloaded(&new), ["listen", "max_connections"]);
+        assert!(old.not_reloaded(&old).is_empty());
     }
 
     #[test]
