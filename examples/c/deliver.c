@@ -1,16 +1,28 @@
 /*
- * deliver.c: how a C MTA uses libmtasts to deliver one message under MTA-STS (RFC 8461).
+ * deliver.c: how a C MTA uses libmtasts to deliver one message under MTA-STS (RFC 8461) and DANE
+ * for SMTP (RFC 7672).
  *
  * Copy the parts you need. The flow, for one recipient domain:
  *
  *   1. Look up the domain's MX hosts (your MTA already does this) and sort them by preference.
- *   2. Before connecting to an MX, ask mtasts_engine_check_mx() whether the policy allows that
- *      host name at all. FAIL_ENFORCE: do not even connect; try the next MX.
+ *   2. Before connecting to an MX, ask mtasts_engine_check_mx_dane() whether the policy allows that
+ *      host name at all, and whether TLS is mandatory for it. FAIL_ENFORCE: do not even connect;
+ *      try the next MX. dane.tls_required: the MX has DNSSEC-secure TLSA records (DANE applies) or
+ *      an enforce policy lists it; then never fall back to plaintext SMTP for this MX, not even
+ *      when STARTTLS fails (opportunistic TLS would, and an attacker who strips STARTTLS would win).
  *   3. Connect, EHLO, STARTTLS. After the TLS handshake (or after STARTTLS failed or was not
- *      offered) pass the certificate chain the MX presented to mtasts_engine_check() and act on
- *      the verdict: PASS, NO_POLICY, FAIL_TESTING: deliver; FAIL_ENFORCE: 4.7.5, try the next MX.
- *   4. If no MX could be used: keep the message queued (a temporary failure). MTA-STS never
- *      makes a message bounce.
+ *      offered) pass the certificate chain the MX presented to mtasts_engine_check_dane() and act
+ *      on the verdict: PASS, NO_POLICY, FAIL_TESTING: deliver; FAIL_ENFORCE: 4.7.5, try the next
+ *      MX. Where DANE applies it decides (dane.decided_by == MTASTS_DECIDED_BY_DANE), whatever the
+ *      MTA-STS mode: the chain is matched against the TLSA records, and every DANE failure is
+ *      FAIL_ENFORCE (tlsa-invalid, dnssec-invalid, dane-required).
+ *   4. If no MX could be used: keep the message queued (a temporary failure). Neither MTA-STS nor
+ *      DANE ever makes a message bounce.
+ *
+ * The engine does DANE when its configuration has [dns] dnssec = "validate" (the default) or
+ * "trust-ad"; with "off", the _dane calls say that DANE applies to no MX and MTA-STS decides.
+ * mtasts_engine_check_mx() and mtasts_engine_check() give the same verdicts without the DANE
+ * details.
  *
  * This program does not speak SMTP. It stands in a certificate chain read from a file for the one
  * every MX would present, so that it can run against the test fixtures:
@@ -78,9 +90,11 @@ static const char *mode_name(mtasts_mode mode) {
  *
  * libmtasts wants the chain exactly as the MX presented it, leaf first, either as PEM text or
  * as DER certificates one after the other. It checks it itself (RFC 8461 §4.2: a chain to a
- * trusted root, valid now, a name matching the MX host), so the MTA's own TLS library does not
- * need to verify anything for MTA-STS, and must not stop the handshake when its own verification
- * fails: mtasts_engine_check() is what decides, and says why (certificate-expired, ...).
+ * trusted root, valid now, a name matching the MX host; or, where DANE applies, RFC 7672 §3: the
+ * chain against the MX's TLSA records, where a DANE-EE record needs neither a trusted root nor the
+ * MX name), so the MTA's own TLS library does not need to verify anything, and must not stop the
+ * handshake when its own verification fails: mtasts_engine_check_dane() is what decides, and says
+ * why (certificate-expired, tlsa-invalid, ...).
  */
 
 #ifdef HAVE_OPENSSL
@@ -90,7 +104,7 @@ static const char *mode_name(mtasts_mode mode) {
  *     STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);   // after SSL_connect()
  *     uint8_t *der; size_t der_len;
  *     if (chain_to_der(chain, &der, &der_len) == 0) {
- *         mtasts_engine_check(engine, domain, mx, der, der_len, &result);
+ *         mtasts_engine_check_dane(engine, domain, mx, der, der_len, &result, &dane);
  *         free(der);
  *     }
  *
@@ -211,46 +225,89 @@ static int load_chain(const char *path, uint8_t **out, size_t *out_len) {
 /* What happened with one MX. */
 enum outcome { DELIVERED, TRY_NEXT };
 
+static const char *decided_by_name(mtasts_decided_by by) {
+    switch (by) {
+    case MTASTS_DECIDED_BY_DANE:
+        return "DANE";
+    case MTASTS_DECIDED_BY_MTA_STS:
+        return "MTA-STS";
+    default:
+        return "neither";
+    }
+}
+
 /*
- * One MX: the name check before connecting, the "connection", the full check after the TLS
+ * One MX: the checks before connecting, the "connection", the full check after the TLS
  * handshake, and what to do with the verdict. `chain` is NULL when STARTTLS was not offered.
  */
 static enum outcome try_mx(const mtasts_engine *engine, const char *domain, const char *mx,
                            const uint8_t *chain, size_t chain_len) {
     mtasts_result r;
+    /* A sized struct: set `size` before every call, so that a newer library knows which fields
+     * this program was built with. */
+    mtasts_dane dane;
+    memset(&dane, 0, sizeof dane);
+    dane.size = sizeof dane;
     mtasts_status s;
 
     /*
-     * Before connecting: is this host name one the policy lists? This costs nothing once the
-     * policy is cached, and saves a connection (and a TLS handshake) to an MX that an enforce
-     * policy would refuse anyway. The first call for a domain may look up DNS and fetch the
+     * Before connecting: is this host name one the policy lists, and must the session use TLS?
+     * This costs nothing once the policy and the MX's TLSA answer are cached, and saves a
+     * connection (and a TLS handshake) to an MX that would be refused anyway. The first call for
+     * a domain may look up DNS (the TLSA records of the MX, validated with DNSSEC) and fetch the
      * policy over HTTPS (bounded by the timeouts of the configuration).
      */
-    s = mtasts_engine_check_mx(engine, domain, mx, &r);
+    int tls_required = 0;
+    s = mtasts_engine_check_mx_dane(engine, domain, mx, &r, &dane);
     if (s != MTASTS_STATUS_OK) {
         /* An internal error: see the ERROR case below for why this goes on as if MTA-STS did
          * not exist. */
         log_mtasts_error(mx, s);
     } else if (r.verdict == MTASTS_VERDICT_FAIL_ENFORCE) {
-        /* Not one of the policy's MX hosts: do not connect. Not a bounce: the next MX may do. */
-        printf("%s: skipped before connecting: %s%s%s\n", mx, mtasts_reason_str(r.reason),
-               r.detail[0] ? ": " : "", r.detail);
+        /*
+         * Not one of the policy's MX hosts, or (decided by DANE) the MX's TLSA records could not
+         * be validated (dnssec-invalid: bogus signatures, or the lookup failed). Do not connect.
+         * Not a bounce: the next MX may do, or this one later.
+         */
+        printf("%s: skipped before connecting: %s%s%s (decided by %s)\n", mx,
+               mtasts_reason_str(r.reason), r.detail[0] ? ": " : "", r.detail,
+               decided_by_name(dane.decided_by));
         return TRY_NEXT;
-    } else if (r.verdict == MTASTS_VERDICT_FAIL_TESTING) {
-        /* A testing policy: connect anyway, and report the failure (TLSRPT, RFC 8460). */
-        printf("%s: tlsrpt: %s (policy %s)\n", mx, mtasts_reason_str(r.reason), r.policy_id);
+    } else {
+        if (r.verdict == MTASTS_VERDICT_FAIL_TESTING) {
+            /* A testing policy: connect anyway, and report the failure (TLSRPT, RFC 8460). */
+            printf("%s: tlsrpt: %s (policy %s)\n", mx, mtasts_reason_str(r.reason), r.policy_id);
+        }
+        tls_required = dane.tls_required != 0;
+        if (dane.applies) {
+            printf("%s: DANE applies: %u TLSA record(s), %u usable; TLS is mandatory\n", mx,
+                   (unsigned)dane.tlsa_records, (unsigned)dane.usable_records);
+        } else if (tls_required) {
+            printf("%s: an enforce policy lists this MX; TLS is mandatory\n", mx);
+        }
     }
 
     /*
-     * Connect, EHLO, STARTTLS, TLS handshake ... here your MTA does its SMTP. If the handshake
-     * fails or STARTTLS is not offered, do not give up on the MX yet: call mtasts_engine_check()
-     * with NULL/0. With a testing policy or no policy at all, the message may still be
-     * delivered (in clear, if your MTA's own settings allow it).
+     * Connect, EHLO, STARTTLS, TLS handshake ... here your MTA does its SMTP. With
+     * tls_required, configure the session so that it never goes on in clear: if STARTTLS is not
+     * offered or the handshake fails, quit and try the next MX (the call below then says
+     * FAIL_ENFORCE too, with dane-required or starttls-not-supported, and counts the failure for
+     * TLSRPT). Without it, a failed STARTTLS need not end the attempt: with a testing policy or
+     * no policy at all the message may still be delivered (in clear, if your MTA's own settings
+     * allow it). Do not let your TLS library abort the handshake when its own certificate
+     * verification fails: libmtasts judges the chain (PKIX for MTA-STS, TLSA for DANE).
      */
-    printf("%s: connected, %s\n", mx, chain ? "TLS established" : "STARTTLS not offered");
+    if (chain) {
+        printf("%s: connected, TLS established\n", mx);
+    } else if (tls_required) {
+        printf("%s: connected, STARTTLS not offered: no plaintext fallback for this MX\n", mx);
+    } else {
+        printf("%s: connected, STARTTLS not offered\n", mx);
+    }
 
-    /* After the handshake: the policy, the MX name and the certificate chain together. */
-    s = mtasts_engine_check(engine, domain, mx, chain, chain_len, &r);
+    /* After the handshake: the policy, the MX name, the TLSA records and the chain together. */
+    dane.size = sizeof dane;
+    s = mtasts_engine_check_dane(engine, domain, mx, chain, chain_len, &r, &dane);
     if (s != MTASTS_STATUS_OK) {
         /*
          * ERROR: the call itself failed (a bad argument, or a bug caught inside the library).
@@ -258,9 +315,14 @@ static enum outcome try_mx(const mtasts_engine *engine, const char *domain, cons
          * MTA-STS would. Refusing would turn a library problem into a mail outage for every
          * domain, and RFC 8461 is built to fail open whenever no policy can be had. (The one
          * error a remote party can provoke, an MX name that is not a host name, was handled
-         * before connecting.) Log it loudly, so that the operator notices.
+         * before connecting.) Log it loudly, so that the operator notices. Still, if TLS was
+         * required and not negotiated, this session must not carry the message.
          */
         log_mtasts_error(mx, s);
+        if (tls_required && !chain) {
+            printf("%s: MTA-STS check failed and TLS was required: try the next MX\n", mx);
+            return TRY_NEXT;
+        }
         printf("%s: MTA-STS check failed; deliver as without MTA-STS\n", mx);
         printf("=> deliver to %s\n", mx);
         return DELIVERED;
@@ -268,8 +330,12 @@ static enum outcome try_mx(const mtasts_engine *engine, const char *domain, cons
 
     switch (r.verdict) {
     case MTASTS_VERDICT_PASS:
-        /* A policy applies and is satisfied: the MX is authenticated. */
-        printf("%s: pass (policy %s, mode %s)\n", mx, r.policy_id, mode_name(r.mode));
+        /* A policy or DANE applies and is satisfied: the MX is authenticated. */
+        if (dane.decided_by == MTASTS_DECIDED_BY_DANE) {
+            printf("%s: pass (decided by DANE: the chain matches the TLSA records)\n", mx);
+        } else {
+            printf("%s: pass (policy %s, mode %s)\n", mx, r.policy_id, mode_name(r.mode));
+        }
         printf("=> deliver to %s\n", mx);
         return DELIVERED;
 
@@ -277,6 +343,7 @@ static enum outcome try_mx(const mtasts_engine *engine, const char *domain, cons
         /*
          * No policy, a "mode: none" policy, or the policy could not be fetched and none is
          * cached (r.reason then says why, e.g. sts-policy-fetch-error: worth a log line).
+         * DANE does not apply to this MX either (it would have decided).
          */
         if (r.reason != MTASTS_REASON_NONE) {
             printf("%s: no policy could be had: %s%s%s\n", mx, mtasts_reason_str(r.reason),
@@ -286,20 +353,31 @@ static enum outcome try_mx(const mtasts_engine *engine, const char *domain, cons
         return DELIVERED;
 
     case MTASTS_VERDICT_FAIL_TESTING:
-        /* A testing policy that is not satisfied: deliver, and report it (TLSRPT). */
+        /*
+         * A testing policy that is not satisfied, or a DANE pass on an MX that MTA-STS fails
+         * (DANE decides and delivers; the MTA-STS failure is still reported): deliver, and report
+         * it (TLSRPT).
+         */
         printf("%s: tlsrpt: %s (policy %s)%s%s\n", mx, mtasts_reason_str(r.reason), r.policy_id,
                r.detail[0] ? ": " : "", r.detail);
-        printf("=> deliver to %s (testing policy not satisfied, reported)\n", mx);
+        if (dane.decided_by == MTASTS_DECIDED_BY_DANE) {
+            printf("=> deliver to %s (decided by DANE; MTA-STS failure reported)\n", mx);
+        } else {
+            printf("=> deliver to %s (testing policy not satisfied, reported)\n", mx);
+        }
         return DELIVERED;
 
     case MTASTS_VERDICT_FAIL_ENFORCE:
         /*
-         * An enforce policy that is not satisfied: do not send the message to this MX. Quit
-         * the SMTP session, treat it as a temporary failure of this MX ("4.7.5" in your logs and
-         * DSNs), and try the next MX. Never bounce the message because of MTA-STS.
+         * An enforce policy that is not satisfied, or any DANE failure (tlsa-invalid: no TLSA
+         * record matches the chain; dnssec-invalid; dane-required: no TLS where DANE applies):
+         * do not send the message to this MX. Quit the SMTP session, treat it as a temporary
+         * failure of this MX ("4.7.5" in your logs and DSNs), and try the next MX. Never bounce
+         * the message because of MTA-STS or DANE.
          */
-        printf("%s: 4.7.5 temporary failure: %s (policy %s)%s%s\n", mx,
-               mtasts_reason_str(r.reason), r.policy_id, r.detail[0] ? ": " : "", r.detail);
+        printf("%s: 4.7.5 temporary failure: %s (decided by %s%s%s)%s%s\n", mx,
+               mtasts_reason_str(r.reason), decided_by_name(dane.decided_by),
+               r.policy_id[0] ? ", policy " : "", r.policy_id, r.detail[0] ? ": " : "", r.detail);
         return TRY_NEXT;
 
     default:

@@ -160,6 +160,35 @@ example() {
     echo "$out"
     [[ $rc == 75 ]] || { echo "expected exit 75 (keep in the queue), got $rc"; return 1; }
 
+    # DANE (the fixture's signed zones): a self-signed chain for another name, with the key the
+    # DANE-EE record of mx.dane.test names, is delivered: DANE decides, not the PKIX checks.
+    out=$(MTASTS_CONFIG=$config "$tmp/deliver" dane.test "$fixture/mx-dane-selfsigned.der" \
+        mx.dane.test)
+    echo "$out"
+    grep -q '^mx.dane.test: DANE applies: 1 TLSA record(s), 1 usable' <<<"$out" &&
+        grep -qx '=> deliver to mx.dane.test (decided by DANE; MTA-STS failure reported)' <<<"$out" || {
+        echo "deliver did not let DANE deliver to mx.dane.test"
+        return 1
+    }
+    # No STARTTLS where DANE applies: no plaintext fallback, the message stays queued.
+    rc=0
+    out=$(MTASTS_CONFIG=$config "$tmp/deliver" dane.test - mx.dane.test) || rc=$?
+    echo "$out"
+    [[ $rc == 75 ]] || { echo "expected exit 75 (keep in the queue), got $rc"; return 1; }
+    grep -q 'no plaintext fallback' <<<"$out" && grep -q ': dane-required (decided by DANE' <<<"$out" || {
+        echo "deliver did not refuse the plaintext session to mx.dane.test"
+        return 1
+    }
+    # A bogus TLSA RRset: that MX is skipped before connecting, the next one is used.
+    out=$(MTASTS_CONFIG=$config "$tmp/deliver" dane-bogus.test "$fixture/mx-dane.der" \
+        mx.dane-bogus.test mx.dane.test)
+    echo "$out"
+    grep -q '^mx.dane-bogus.test: skipped before connecting: dnssec-invalid' <<<"$out" &&
+        grep -qx '=> deliver to mx.dane.test' <<<"$out" || {
+        echo "deliver did not skip mx.dane-bogus.test for mx.dane.test"
+        return 1
+    }
+
     if pkg-config --exists openssl; then
         echo "-- with OpenSSL (-DHAVE_OPENSSL): the chain goes through chain_to_der()"
         # shellcheck disable=SC2046 # pkg-config output is meant to be split
@@ -169,6 +198,10 @@ example() {
             "$fixture/mx-enforce.pem" mx.enforce.test)
         echo "$out"
         grep -qx '=> deliver to mx.enforce.test' <<<"$out"
+        out=$(MTASTS_CONFIG=$config "$tmp/deliver-openssl" dane.test "$fixture/mx-dane.pem" \
+            mx.dane.test)
+        echo "$out"
+        grep -qx '=> deliver to mx.dane.test' <<<"$out"
     else
         echo "-- OpenSSL variant skipped: no openssl.pc (apt package libssl-dev)"
     fi

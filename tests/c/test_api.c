@@ -5,8 +5,8 @@
  * the way a careless one would: NULL for every pointer, invalid UTF-8, a 1 MiB domain, empty
  * strings, buffers that are too small, indexes past the end, values past the end of each enum.
  * Then the real thing against the local fixtures (`mtasts-fixture DIR`): every verdict and reason
- * the fixture domains can produce, with the handle API and with the default engine, from eight
- * threads at once, and again in a forked child.
+ * the fixture domains can produce, DANE's included (signed zones with TLSA records), with the
+ * handle API and with the default engine, from eight threads at once, and again in a forked child.
  *
  *     test_api CONFIG DIR
  *
@@ -160,7 +160,9 @@ static struct chain chains[] = {
     {"mx-enforce.der", NULL, 0}, {"mx-enforce.pem", NULL, 0}, {"mx-testing.der", NULL, 0},
     {"mx-testing.pem", NULL, 0}, {"wrong-name.der", NULL, 0}, {"wrong-name.pem", NULL, 0},
     {"expired.der", NULL, 0},    {"expired.pem", NULL, 0},    {"untrusted.der", NULL, 0},
-    {"untrusted.pem", NULL, 0},
+    {"untrusted.pem", NULL, 0},  {"mx-dane.der", NULL, 0},    {"mx-dane.pem", NULL, 0},
+    {"mx-dane-selfsigned.der", NULL, 0}, {"mx-dane-selfsigned.pem", NULL, 0},
+    {"mx-dane-mismatch.der", NULL, 0},   {"mx-dane-mismatch.pem", NULL, 0},
 };
 #define N_CHAINS (sizeof chains / sizeof chains[0])
 
@@ -290,6 +292,26 @@ static const struct expect cases[] = {
      MTASTS_REASON_STS_POLICY_FETCH_ERROR, MTASTS_MODE_NO_POLICY, ""},
     {"broken.test", "mx.broken.test", NULL, MTASTS_VERDICT_NO_POLICY,
      MTASTS_REASON_STS_POLICY_FETCH_ERROR, MTASTS_MODE_NO_POLICY, ""},
+    /* DANE (docs/dane.md, "DANE in the verdict"): where the MX has DNSSEC-secure TLSA records,
+     * DANE decides, whatever the MTA-STS mode. A DANE-EE 3 1 1 record matches the chain's key. */
+    {"dane.test", "mx.dane.test", "mx-dane.der", MTASTS_VERDICT_PASS, MTASTS_REASON_NONE,
+     MTASTS_MODE_ENFORCE, "d1"},
+    /* ... and a self-signed certificate for another name with that key: DANE-EE looks at neither
+     * names nor issuers, so it is delivered; the MTA-STS failure is reported (fail-testing) */
+    {"dane.test", "mx.dane.test", "mx-dane-selfsigned.pem", MTASTS_VERDICT_FAIL_TESTING,
+     MTASTS_REASON_CERTIFICATE_NOT_TRUSTED, MTASTS_MODE_ENFORCE, "d1"},
+    /* ... a valid chain for the name with another key: no record matches */
+    {"dane.test", "mx.dane.test", "mx-enforce.der", MTASTS_VERDICT_FAIL_ENFORCE,
+     MTASTS_REASON_TLSA_INVALID, MTASTS_MODE_ENFORCE, "d1"},
+    /* ... no TLS where DANE applies */
+    {"dane.test", "mx.dane.test", NULL, MTASTS_VERDICT_FAIL_ENFORCE, MTASTS_REASON_DANE_REQUIRED,
+     MTASTS_MODE_ENFORCE, "d1"},
+    /* a DANE mismatch is enforced under a testing policy too */
+    {"dane-mismatch.test", "mx.dane-mismatch.test", "mx-dane-mismatch.der",
+     MTASTS_VERDICT_FAIL_ENFORCE, MTASTS_REASON_TLSA_INVALID, MTASTS_MODE_TESTING, "dm1"},
+    /* a bogus TLSA signature, without any MTA-STS policy: a temporary failure of the MX */
+    {"dane-bogus.test", "mx.dane-bogus.test", "mx-dane.pem", MTASTS_VERDICT_FAIL_ENFORCE,
+     MTASTS_REASON_DNSSEC_INVALID, MTASTS_MODE_NO_POLICY, ""},
     /* an address literal has no policy (RFC 8461 §3.4: not an error) */
     {"127.0.0.1", "mx.enforce.test", NULL, MTASTS_VERDICT_NO_POLICY, MTASTS_REASON_NONE,
      MTASTS_MODE_NO_POLICY, ""},
@@ -936,48 +958,124 @@ static void test_config_errors(void) {
     CHECK(e == (mtasts_engine *)&e);
 }
 
-/* The DANE-aware calls: the sized struct, which protocol decided, whether TLS is required. With
- * the fixture's configuration DANE applies to no MX; the DANE cases themselves are tested in Rust
- * (tests/it/dane_engine.rs) and Python. */
+/* The DANE-aware calls: what DANE decided beside the verdict, against the fixture's signed
+ * zones (dane.test, dane-mismatch.test, dane-bogus.test; enforce.test and nopolicy.test have no
+ * TLSA records, so MTA-STS alone decides there). */
+struct dane_expect {
+    const char *domain;
+    const char *mx;
+    int before;        /* 1: mtasts_engine_check_mx_dane (before connecting) */
+    const char *chain; /* after the handshake: a file of the fixture dir; NULL: no TLS */
+    mtasts_verdict verdict;
+    mtasts_reason reason;
+    uint32_t applies, tls_required, tlsa_records, usable_records;
+    mtasts_decided_by decided_by;
+};
+
+static const struct dane_expect dane_cases[] = {
+    /* MTA-STS alone: an enforce policy listing the MX requires TLS; no policy requires nothing */
+    {"enforce.test", "mx.enforce.test", 1, NULL, MTASTS_VERDICT_PASS, MTASTS_REASON_NONE, 0, 1, 0, 0,
+     MTASTS_DECIDED_BY_MTA_STS},
+    {"enforce.test", "mx.enforce.test", 0, "mx-enforce.der", MTASTS_VERDICT_PASS, MTASTS_REASON_NONE,
+     0, 1, 0, 0, MTASTS_DECIDED_BY_MTA_STS},
+    {"nopolicy.test", "mx.nopolicy.test", 1, NULL, MTASTS_VERDICT_NO_POLICY, MTASTS_REASON_NONE, 0,
+     0, 0, 0, MTASTS_DECIDED_BY_NONE},
+    /* DANE-EE 3 1 1: before connecting TLS is mandatory; after, the key decides */
+    {"dane.test", "mx.dane.test", 1, NULL, MTASTS_VERDICT_PASS, MTASTS_REASON_NONE, 1, 1, 1, 1,
+     MTASTS_DECIDED_BY_DANE},
+    {"dane.test", "mx.dane.test", 0, "mx-dane.der", MTASTS_VERDICT_PASS, MTASTS_REASON_NONE, 1, 1, 1,
+     1, MTASTS_DECIDED_BY_DANE},
+    {"dane.test", "mx.dane.test", 0, "mx-dane.pem", MTASTS_VERDICT_PASS, MTASTS_REASON_NONE, 1, 1, 1,
+     1, MTASTS_DECIDED_BY_DANE},
+    {"dane.test", "mx.dane.test", 0, "mx-dane-selfsigned.der", MTASTS_VERDICT_FAIL_TESTING,
+     MTASTS_REASON_CERTIFICATE_NOT_TRUSTED, 1, 1, 1, 1, MTASTS_DECIDED_BY_DANE},
+    {"dane.test", "mx.dane.test", 0, "mx-enforce.pem", MTASTS_VERDICT_FAIL_ENFORCE,
+     MTASTS_REASON_TLSA_INVALID, 1, 1, 1, 1, MTASTS_DECIDED_BY_DANE},
+    {"dane.test", "mx.dane.test", 0, NULL, MTASTS_VERDICT_FAIL_ENFORCE, MTASTS_REASON_DANE_REQUIRED,
+     1, 1, 1, 1, MTASTS_DECIDED_BY_DANE},
+    /* a mismatch under a testing policy: still enforced */
+    {"dane-mismatch.test", "mx.dane-mismatch.test", 1, NULL, MTASTS_VERDICT_PASS, MTASTS_REASON_NONE,
+     1, 1, 1, 1, MTASTS_DECIDED_BY_DANE},
+    {"dane-mismatch.test", "mx.dane-mismatch.test", 0, "mx-dane-mismatch.pem",
+     MTASTS_VERDICT_FAIL_ENFORCE, MTASTS_REASON_TLSA_INVALID, 1, 1, 1, 1, MTASTS_DECIDED_BY_DANE},
+    /* a bogus TLSA RRset: refused before connecting and after, with no records to count */
+    {"dane-bogus.test", "mx.dane-bogus.test", 1, NULL, MTASTS_VERDICT_FAIL_ENFORCE,
+     MTASTS_REASON_DNSSEC_INVALID, 1, 1, 0, 0, MTASTS_DECIDED_BY_DANE},
+    {"dane-bogus.test", "mx.dane-bogus.test", 0, "mx-dane.der", MTASTS_VERDICT_FAIL_ENFORCE,
+     MTASTS_REASON_DNSSEC_INVALID, 1, 1, 0, 0, MTASTS_DECIDED_BY_DANE},
+};
+#define N_DANE_CASES (sizeof dane_cases / sizeof dane_cases[0])
+
+static void check_dane_case(const mtasts_engine *engine, const struct dane_expect *c) {
+    const struct chain *ch = c->chain ? chain(c->chain) : NULL;
+    mtasts_result r;
+    mtasts_dane d;
+    memset(&r, SENTINEL, sizeof r);
+    memset(&d, SENTINEL, sizeof d);
+    d.size = sizeof d;
+    mtasts_status s =
+        c->before ? mtasts_engine_check_mx_dane(engine, c->domain, c->mx, &r, &d)
+                  : mtasts_engine_check_dane(engine, c->domain, c->mx, ch ? ch->data : NULL,
+                                             ch ? ch->len : 0, &r, &d);
+    char what[300], m[900];
+    snprintf(what, sizeof what, "%s / %s / %s", c->domain, c->mx,
+             c->before ? "before connecting" : c->chain ? c->chain : "no TLS");
+    if (s != MTASTS_STATUS_OK) {
+        char e[512] = "";
+        last_error(e, sizeof e);
+        snprintf(m, sizeof m, "%s: status %s (%s)", what, mtasts_status_str(s), e);
+        record(0, __FILE__, __LINE__, "mtasts_engine_check(_mx)_dane", m);
+        return;
+    }
+    int ok = r.verdict == c->verdict && r.reason == c->reason && d.size == sizeof d &&
+             d.applies == c->applies && d.tls_required == c->tls_required &&
+             d.tlsa_records == c->tlsa_records && d.usable_records == c->usable_records &&
+             d.decided_by == c->decided_by && memchr(r.detail, 0, sizeof r.detail) &&
+             detail_fits(c->reason, r.detail);
+    snprintf(m, sizeof m,
+             "%s: got %s/%s applies %" PRIu32 " tls_required %" PRIu32 " records %" PRIu32
+             " usable %" PRIu32 " decided_by %" PRIu32 " (detail \"%.255s\"), want %s/%s applies %" PRIu32
+             " tls_required %" PRIu32 " records %" PRIu32 " usable %" PRIu32 " decided_by %" PRIu32,
+             what, mtasts_verdict_str(r.verdict), mtasts_reason_str(r.reason), d.applies,
+             d.tls_required, d.tlsa_records, d.usable_records, (uint32_t)d.decided_by, r.detail,
+             mtasts_verdict_str(c->verdict), mtasts_reason_str(c->reason), c->applies,
+             c->tls_required, c->tlsa_records, c->usable_records, (uint32_t)c->decided_by);
+    record(ok, __FILE__, __LINE__, "mtasts_engine_check(_mx)_dane", ok ? NULL : m);
+}
+
 static void test_dane_calls(const mtasts_engine *engine) {
-    section("mtasts_engine_check_dane / _check_mx_dane");
+    section("mtasts_engine_check_dane / _check_mx_dane against the signed fixture zones");
     CHECK_EQ(MTASTS_DECIDED_BY_NONE, 0);
     CHECK_EQ(MTASTS_DECIDED_BY_MTA_STS, 1);
     CHECK_EQ(MTASTS_DECIDED_BY_DANE, 2);
+    /* Twice: the second pass is answered from the policy and TLSA caches and must agree. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < N_DANE_CASES; i++) {
+            check_dane_case(engine, &dane_cases[i]);
+        }
+    }
+    /* The bogus host's detail says what did not validate. */
     mtasts_result r;
     mtasts_dane d;
-    memset(&d, 0xff, sizeof d);
+    memset(&d, 0, sizeof d);
     d.size = sizeof d;
-    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "enforce.test", "mx.enforce.test", &r, &d),
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "dane-bogus.test", "mx.dane-bogus.test", &r, &d),
                  MTASTS_STATUS_OK);
-    CHECK_EQ(d.size, sizeof d);
-    CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
-    CHECK_EQ(d.applies, 0);
-    CHECK_EQ(d.tls_required, 1); /* an enforce policy lists this MX: no plaintext fallback */
-    CHECK_EQ(d.tlsa_records, 0);
-    CHECK_EQ(d.usable_records, 0);
-    CHECK_EQ(d.decided_by, MTASTS_DECIDED_BY_MTA_STS);
-    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "nopolicy.test", "mx.nopolicy.test", &r, &d),
-                 MTASTS_STATUS_OK);
-    CHECK_EQ(d.tls_required, 0);
-    CHECK_EQ(d.decided_by, MTASTS_DECIDED_BY_NONE);
-    const struct chain *c = chain("mx-enforce.der");
-    CHECK_STATUS(mtasts_engine_check_dane(engine, "enforce.test", "mx.enforce.test", c->data, c->len, &r, &d),
-                 MTASTS_STATUS_OK);
-    CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
-    CHECK_EQ(d.decided_by, MTASTS_DECIDED_BY_MTA_STS);
+    CHECK(r.detail[0] != 0);
+
     /* A size from an older or broken caller is refused, and nothing is written. */
     mtasts_dane small;
     memset(&small, 0, sizeof small);
     small.size = sizeof small - 1;
     r.verdict = (mtasts_verdict)99;
-    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "enforce.test", "mx.enforce.test", &r, &small),
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "dane.test", "mx.dane.test", &r, &small),
                  MTASTS_STATUS_INVALID_ARGUMENT);
     CHECK_EQ(r.verdict, 99);
     CHECK_EQ(small.applies, 0);
-    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "enforce.test", "mx.enforce.test", &r, NULL),
+    CHECK_EQ(small.tlsa_records, 0);
+    CHECK_STATUS(mtasts_engine_check_mx_dane(engine, "dane.test", "mx.dane.test", &r, NULL),
                  MTASTS_STATUS_NULL_ARGUMENT);
-    CHECK_STATUS(mtasts_engine_check_dane(NULL, "enforce.test", "mx.enforce.test", NULL, 0, &r, &d),
+    CHECK_STATUS(mtasts_engine_check_dane(NULL, "dane.test", "mx.dane.test", NULL, 0, &r, &d),
                  MTASTS_STATUS_NULL_ARGUMENT);
 }
 

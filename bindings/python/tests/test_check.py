@@ -347,21 +347,3 @@ def test_store_status_shows_degraded_protection(fixture: Fixture, tmp_path: Path
             if reason is not None:
                 assert result.reason == reason
                 assert result.detail and "store is unavailable" in result.detail
-
-
-def test_check_dane_says_which_protocol_decided(engine: mtasts.Engine, fixture: Fixture) -> None:
-    """The DANE-aware calls over the fixture (its zones are unsigned: DANE applies to no MX, so
-    MTA-STS decides); the DANE cases themselves are tested in Rust (tests/it/dane_*.rs)."""
-    result, dane = engine.check_mx_dane("enforce.test", "mx.enforce.test")
-    assert result.verdict == Verdict.PASS
-    assert dane == mtasts.DaneStatus(
-        applies=False, tls_required=True, tlsa_records=0, usable_records=0,
-        decided_by=mtasts.DecidedBy.MTA_STS,
-    )
-    result, dane = engine.check_dane("enforce.test", "mx.enforce.test", fixture.chain("mx-enforce.pem"))
-    assert result.verdict == Verdict.PASS and dane.decided_by == mtasts.DecidedBy.MTA_STS
-    result, dane = engine.check_mx_dane("nopolicy.test", "mx.nopolicy.test")
-    assert result.verdict == Verdict.NO_POLICY
-    assert not dane.tls_required and dane.decided_by == mtasts.DecidedBy.NONE
-    assert Reason.DNSSEC_INVALID.rfc_name == "dnssec-invalid"
-    assert Reason.DANE_REQUIRED.rfc_name == "dane-required"
