@@ -43,7 +43,7 @@
 //! | [`ffi`] | the C ABI (`include/mtasts.h`) and Exim's dlfunc entry points | — |
 //! | [`forks`] | which side of a `fork()` a process is on, without a system call | — |
 //!
-//! Private helpers: `taglist` (the `tag=value;` tokenizer of the `_mta-sts` and `_smtp._tls`
+//! Private helpers: `fxhash` (a fast hasher for the hot path's small or trusted maps), `taglist` (the `tag=value;` tokenizer of the `_mta-sts` and `_smtp._tls`
 //! records), `calendar` (UTC days and RFC 3339 times), `https` (the hardened HTTPS agent of the
 //! policy fetch and the TLSRPT upload). The layers, the process model and the interfaces are
 //! described in `docs/architecture.md`; every requirement id named by the tests, with its RFC
@@ -68,6 +68,7 @@ pub mod engine;
 pub mod fetch;
 pub mod ffi;
 pub mod forks;
+mod fxhash;
 mod https;
 pub mod logging;
 pub mod mx;

@@ -20,11 +20,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Engine, Tls};
 use crate::domain::Domain;
+use crate::fxhash::FxHasher;
 use crate::ports::{MxLookup, TlsaLookup, TlsaRecord};
 use crate::tlsa::{self, DaneMatch};
 use crate::verdict::{Dane, Reason};
@@ -51,22 +54,23 @@ const MX_MAX_SECS: u64 = 3_600;
 pub(super) struct TlsaCache {
     id: u64,
     generation: AtomicU64,
-    map: parking_lot::RwLock<Answers>,
+    map: parking_lot::RwLock<Answers<RandomState>>,
 }
 
 /// Answers by name, each with the time it expires.
-type Timed<V> = HashMap<Domain, (V, u64)>;
+type Timed<V, S> = HashMap<Domain, (V, u64), S>;
 
-/// The two kinds of answers, by name.
+/// The two kinds of answers, by name. The shared maps use the standard keyed hasher (the names
+/// come from DNS); a thread's copies, at most [`LOCAL_CAPACITY`], the faster FxHash.
 #[derive(Debug, Default)]
-struct Answers {
+struct Answers<S> {
     /// TLSA states by MX host.
-    hosts: Timed<Arc<Known>>,
+    hosts: Timed<Arc<Known>, S>,
     /// MX RRsets by domain.
-    domains: Timed<Arc<MxLookup>>,
+    domains: Timed<Arc<MxLookup>, S>,
 }
 
-impl Answers {
+impl<S> Answers<S> {
     fn len(&self) -> usize {
         self.hosts.len() + self.domains.len()
     }
@@ -84,7 +88,7 @@ static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 struct Local {
     cache_id: u64,
     generation: u64,
-    answers: Answers,
+    answers: Answers<BuildHasherDefault<FxHasher>>,
 }
 
 /// Answers a thread keeps copies of before it starts again.
@@ -126,24 +130,24 @@ impl Known {
 
 /// A kind of answer the cache keeps, and the map of [`Answers`] it lives in.
 trait Slot: Clone {
-    fn map(answers: &Answers) -> &Timed<Self>;
-    fn map_mut(answers: &mut Answers) -> &mut Timed<Self>;
+    fn map<S>(answers: &Answers<S>) -> &Timed<Self, S>;
+    fn map_mut<S>(answers: &mut Answers<S>) -> &mut Timed<Self, S>;
 }
 
 impl Slot for Arc<Known> {
-    fn map(answers: &Answers) -> &Timed<Self> {
+    fn map<S>(answers: &Answers<S>) -> &Timed<Self, S> {
         &answers.hosts
     }
-    fn map_mut(answers: &mut Answers) -> &mut Timed<Self> {
+    fn map_mut<S>(answers: &mut Answers<S>) -> &mut Timed<Self, S> {
         &mut answers.hosts
     }
 }
 
 impl Slot for Arc<MxLookup> {
-    fn map(answers: &Answers) -> &Timed<Self> {
+    fn map<S>(answers: &Answers<S>) -> &Timed<Self, S> {
         &answers.domains
     }
-    fn map_mut(answers: &mut Answers) -> &mut Timed<Self> {
+    fn map_mut<S>(answers: &mut Answers<S>) -> &mut Timed<Self, S> {
         &mut answers.domains
     }
 }
