@@ -230,6 +230,8 @@ pub struct ServeConfig {
     pub max_connections: Option<u64>,
     /// `refresh_interval_s`: seconds between passes of the background refresher.
     pub refresh_interval_s: Option<u64>,
+    /// `metrics_listen`: where to serve Prometheus metrics over HTTP (`inet:HOST:PORT`).
+    pub metrics_listen: Option<String>,
 }
 
 /// `[report]`: who sends TLSRPT reports, and how they are mailed.

@@ -68,6 +68,7 @@ pub mod fetch;
 pub mod ffi;
 mod https;
 pub mod logging;
+pub mod metrics;
 pub mod mx;
 pub mod policy;
 pub mod ports;

@@ -30,9 +30,12 @@
 //!   close it, remove the unix socket, exit 0. Connections still busy after 5 s are abandoned.
 //!
 //! Standard output gets one line, `listening on inet:127.0.0.1:8461` (the real port when 0 was
-//! asked for); everything else goes to standard error.
+//! asked for), and a second one, `metrics on inet:127.0.0.1:9461`, when Prometheus metrics are
+//! served ([`metrics`], `--metrics` or `[serve] metrics_listen`); everything else goes to
+//! standard error.
 
 mod dane;
+mod metrics;
 mod refresher;
 mod reply;
 mod settings;
@@ -68,6 +71,9 @@ pub struct Args {
     /// Policy store: a SQLite file, or `memory` (default: [cache] path of the configuration).
     #[arg(long, value_name = "PATH|memory")]
     cache: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, instead of [serve] metrics_listen.
+    #[arg(long, value_name = "inet:HOST:PORT")]
+    metrics: Option<String>,
 }
 
 /// How long connections get to finish at shutdown.
@@ -263,6 +269,8 @@ struct Server {
     connections: Mutex<HashMap<u64, Stream>>,
     /// Signalled when a connection ends.
     ended: Condvar,
+    /// Lookups, connections and refreshes, for `--metrics`.
+    counters: Arc<metrics::Counters>,
 }
 
 impl Server {
@@ -287,6 +295,7 @@ impl Server {
                 Ok(None) | Err(_) => scratch.extend_from_slice(b"NOTFOUND "),
             },
         }
+        self.counters.reply(scratch);
         reply::put_netstring(out, scratch);
     }
 
@@ -516,11 +525,16 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     if let Some(cache) = &args.cache {
         config.cache.path = cache.clone();
     }
-    let serve = settings::Settings::from_config(&config, args.listen.as_deref())?;
+    let mut serve = settings::Settings::from_config(&config, args.listen.as_deref())?;
+    if let Some(metrics) = &args.metrics {
+        serve.metrics_listen = Some(metrics.clone());
+    }
     let listen = Listen::parse(&serve.listen)?;
+    let metrics_addr = serve.metrics_listen.as_deref().map(metrics::parse_listen).transpose()?;
     let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
     let listener = Listener::bind(&listen)?;
     let known = Arc::new(Known::default());
+    let counters = Arc::new(metrics::Counters::default());
     let server = Arc::new(Server {
         engine: Arc::clone(&engine),
         options: Options { strict_testing: serve.strict_testing, postfix_tlsrpt: serve.postfix_tlsrpt },
@@ -533,7 +547,19 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         next_id: AtomicU64::new(1),
         connections: Mutex::new(HashMap::new()),
         ended: Condvar::new(),
+        counters: Arc::clone(&counters),
     });
+    let metrics_bound = match metrics_addr {
+        Some(addr) => {
+            // The gauges read the store through a connection of their own; a store that cannot be
+            // opened is already reported by the engine, and the gauges are then left out.
+            let stores = config.open_store().ok().flatten();
+            let exporter =
+                Arc::new(metrics::Exporter::new(Arc::clone(&engine), Arc::clone(&counters), stores));
+            Some(metrics::spawn(addr, exporter)?)
+        }
+        None => None,
+    };
 
     // SIGTERM / SIGINT: stop, then wake the accept loop by connecting to it.
     let mut signals =
@@ -562,14 +588,21 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             Arc::clone(&known),
             Arc::clone(&stop_refresh),
             Duration::from_secs(serve.refresh_interval_s),
+            Arc::clone(&counters),
         )
         .map_err(|e| format!("cannot start the refresher thread: {e}"))?;
     }
 
     let where_ = listener.describe();
     println!("listening on {where_}");
+    if let Some(addr) = metrics_bound {
+        println!("metrics on inet:{addr}");
+    }
     let _ = io::stdout().flush();
     eprintln!("mtasts serve: listening on {where_}");
+    if let Some(addr) = metrics_bound {
+        eprintln!("mtasts serve: metrics on http://{addr}/metrics");
+    }
 
     accept_loop(&server, &listener);
 
@@ -636,9 +669,11 @@ fn start_connection(server: &Arc<Server>, stream: Stream) -> io::Result<()> {
         impl Drop for Done<'_> {
             fn drop(&mut self) {
                 self.0.connections.lock().remove(&self.1);
+                self.0.counters.connection_closed();
                 self.0.ended.notify_all();
             }
         }
+        worker.counters.connection_opened();
         let _done = Done(&worker, id);
         worker.serve(stream, id);
     });

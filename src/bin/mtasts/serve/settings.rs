@@ -33,6 +33,8 @@ pub struct Settings {
     pub max_connections: u64,
     /// Seconds between two passes of the background refresher; 0 turns it off. Default 60.
     pub refresh_interval_s: u64,
+    /// Where to serve Prometheus metrics (`inet:HOST:PORT`); `None`: not served.
+    pub metrics_listen: Option<String>,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             request_timeout_ms: s.request_timeout_ms.unwrap_or(10_000),
             max_connections: s.max_connections.unwrap_or(1024),
             refresh_interval_s: s.refresh_interval_s.unwrap_or(60),
+            metrics_listen: s.metrics_listen.clone(),
         };
         if settings.max_request_bytes == 0
             || settings.idle_timeout_ms == 0
@@ -89,6 +92,14 @@ mod tests {
         assert_eq!(parse("[serve]\nrequest_timeout_ms = 250\n").unwrap().request_timeout_ms, 250);
         assert!(parse("[serve]\nrequest_timeout_ms = 0\n").is_err());
         assert!(parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().contains("listen_on"));
+    }
+
+    #[test]
+    fn metrics_listen() {
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        let config = Config::parse("[serve]\nmetrics_listen = \"inet:127.0.0.1:9461\"\n").unwrap();
+        let s = Settings::from_config(&config, None).unwrap();
+        assert_eq!(s.metrics_listen.as_deref(), Some("inet:127.0.0.1:9461"));
     }
 
     #[test]
