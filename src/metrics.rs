@@ -2,9 +2,12 @@
 //! processes (README "Metrics").
 //!
 //! Counting must not slow the hot path (a cached check is a few hundred nanoseconds), so every
-//! counter is a relaxed atomic increment at a fixed index of one flat array: no lock, no hashing,
+//! counter is a relaxed atomic increment at a fixed index of a flat array: no lock, no hashing,
 //! no allocation. The label values of each family are a fixed list, so the array's size is known
-//! when the engine is built and a hostile domain cannot create new series.
+//! when the engine is built and a hostile domain cannot create new series. The array is kept in
+//! `SHARDS` (8) copies and each thread increments its own (chosen once per thread), so that two
+//! threads checking at once do not fight over one cache line (the cached check scales with
+//! threads, BENCHMARKS.md); reading sums the copies.
 //!
 //! Persisting: like the TLSRPT tally, an engine with a writable store adds what it counted since
 //! its last flush to the store's `stats` table every few seconds (at most every
@@ -34,6 +37,18 @@ const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 /// Upper bounds (seconds) of the latency histograms' buckets, in order; `+Inf` follows.
 pub fn latency_buckets() -> &'static [f64] {
     &LATENCY_BUCKETS
+}
+
+/// Copies of the counters; a thread increments copy `thread number % SHARDS`.
+const SHARDS: usize = 8;
+
+/// The copy of the counters this thread increments.
+fn shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: usize = (NEXT.fetch_add(1, Relaxed) % SHARDS as u64) as usize;
+    }
+    SHARD.with(|s| *s)
 }
 
 /// Slots of one histogram: a count per bucket (not cumulative), one for `+Inf`, and the sum in
@@ -284,7 +299,7 @@ struct Flushed {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            slots: (0..LAYOUT.1).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..LAYOUT.1 * SHARDS).map(|_| AtomicU64::new(0)).collect(),
             last_flush: AtomicU64::new(0),
             flushed: Mutex::new(Flushed::default()),
         }
@@ -293,10 +308,26 @@ impl Default for Metrics {
 
 impl Metrics {
     #[inline]
-    fn bump(&self, family: usize, index: usize) {
-        if let Some(slot) = self.slots.get(LAYOUT.0[family] + index) {
-            slot.fetch_add(1, Relaxed);
+    fn add(&self, family: usize, index: usize, n: u64) {
+        if let Some(slot) = self.slots.get(shard() * LAYOUT.1 + LAYOUT.0[family] + index) {
+            slot.fetch_add(n, Relaxed);
         }
+    }
+
+    #[inline]
+    fn bump(&self, family: usize, index: usize) {
+        self.add(family, index, 1);
+    }
+
+    /// The value of every slot, summed over the copies.
+    fn values(&self) -> Vec<u64> {
+        let mut values = vec![0u64; LAYOUT.1];
+        for copy in self.slots.chunks(LAYOUT.1) {
+            for (v, slot) in values.iter_mut().zip(copy) {
+                *v = v.wrapping_add(slot.load(Relaxed));
+            }
+        }
+        values
     }
 
     /// Counts a check's answer.
@@ -339,9 +370,7 @@ impl Metrics {
         let bucket = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
         let base = series * HIST_SLOTS;
         self.bump(family, base + bucket);
-        if let Some(slot) = self.slots.get(LAYOUT.0[family] + base + HIST_SLOTS - 1) {
-            slot.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
-        }
+        self.add(family, base + HIST_SLOTS - 1, u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// Records how long a DNS lookup took.
@@ -356,7 +385,7 @@ impl Metrics {
 
     /// Every series with its current value, family by family.
     pub fn samples(&self) -> Vec<Sample> {
-        let values: Vec<u64> = self.slots.iter().map(|s| s.load(Relaxed)).collect();
+        let values = self.values();
         let mut out = Vec::new();
         for (f, family) in FAMILIES.iter().enumerate() {
             let base = LAYOUT.0[f];
@@ -380,7 +409,7 @@ impl Metrics {
     /// The value of one counter series, by its stored key (e.g.
     /// `mtasts_policy_lookups{layer="memory"}`); 0 for an unknown key.
     pub fn get(&self, key: &str) -> u64 {
-        KEYS.1.get(key).and_then(|&i| self.slots.get(i)).map_or(0, |s| s.load(Relaxed))
+        KEYS.1.get(key).map_or(0, |&i| self.values()[i])
     }
 
     /// The stored key of every slot, in the order of the flat array: `NAME{LABELS}` for a
@@ -393,6 +422,7 @@ impl Metrics {
     pub fn add_stored<'a>(&self, rows: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<String> {
         let mut unknown = Vec::new();
         for (key, n) in rows {
+            // Into the first copy: only the sum is ever read.
             match KEYS.1.get(key).and_then(|&i| self.slots.get(i)) {
                 Some(slot) => {
                     slot.fetch_add(n, Relaxed);
@@ -416,7 +446,7 @@ impl Metrics {
         self.last_flush.store(now, Relaxed);
         let pid = std::process::id();
         let mut flushed = self.flushed.lock();
-        let current: Vec<u64> = self.slots.iter().map(|s| s.load(Relaxed)).collect();
+        let current = self.values();
         let inherited = flushed.pid != 0 && flushed.pid != pid;
         if flushed.values.len() != current.len() {
             flushed.values = vec![0; current.len()];
@@ -508,6 +538,25 @@ mod tests {
         assert!(m.take_deltas(2).is_empty(), "the parent's unflushed count is not the child's");
         m.lookup(Layer::Memory);
         assert_eq!(m.take_deltas(3), vec![(r#"mtasts_policy_lookups{layer="memory"}"#, 1)]);
+    }
+
+    #[test]
+    fn counts_of_several_threads_add_up() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|_| {
+                let m = std::sync::Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        m.lookup(Layer::Memory);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(m.get(r#"mtasts_policy_lookups{layer="memory"}"#), 1000 * (SHARDS as u64 + 3));
     }
 
     #[test]
