@@ -433,10 +433,17 @@ impl Metrics {
         unknown
     }
 
-    /// True when a flush is due at `now` (cheap: one atomic load).
+    /// True when a flush is due at `now` (cheap: one atomic load). The first call starts the
+    /// clock instead, so that a short-lived process (an Exim delivery) writes its counts once,
+    /// when its engine ends, rather than also on its first check.
     #[inline]
     pub fn flush_due(&self, now: u64) -> bool {
-        now >= self.last_flush.load(Relaxed).saturating_add(FLUSH_AFTER)
+        let last = self.last_flush.load(Relaxed);
+        if last == 0 {
+            self.last_flush.store(now, Relaxed);
+            return false;
+        }
+        now >= last.saturating_add(FLUSH_AFTER)
     }
 
     /// What was counted since the last call, by stored key (non-zero counts only), and marks it
@@ -562,7 +569,8 @@ mod tests {
     #[test]
     fn flush_is_due_every_few_seconds() {
         let m = Metrics::default();
-        assert!(m.flush_due(1_000));
+        assert!(!m.flush_due(1_000), "the first call starts the clock");
+        assert!(m.flush_due(1_000 + FLUSH_AFTER));
         m.take_deltas(1_000);
         assert!(!m.flush_due(1_000 + FLUSH_AFTER - 1));
         assert!(m.flush_due(1_000 + FLUSH_AFTER));
