@@ -239,6 +239,8 @@ pub struct ServeConfig {
     pub socket_owner: Option<String>,
     /// `socket_group`: group (name or number) given a `unix:` socket.
     pub socket_group: Option<String>,
+    /// `metrics_listen`: where to serve Prometheus metrics over HTTP (`inet:HOST:PORT`).
+    pub metrics_listen: Option<String>,
 }
 
 /// `[report]`: who sends TLSRPT reports, and how they are mailed.
@@ -414,15 +416,17 @@ impl Config {
     /// its in-process cache: the MTA keeps delivering, unless `[engine] on_store_error =
     /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
-        self.build_engine_with_cache(None)
+        self.build_engine_inner(None)
     }
 
-    /// As [`Config::build_engine`], keeping the policies of `cache` when given (the in-process
-    /// cache of the engine being replaced, [`Engine::shared_cache`]): a reload of `mtasts serve`.
-    pub fn build_engine_with_cache(
-        &self,
-        cache: Option<Arc<crate::cache::MemoryCache>>,
-    ) -> Result<Engine, ConfigError> {
+    /// As [`Config::build_engine`], for an engine that replaces `old` (a reload of `mtasts
+    /// serve`): it keeps `old`'s in-process policy cache ([`Engine::shared_cache`]) and counts
+    /// into its metrics ([`Engine::shared_metrics`]).
+    pub fn build_engine_replacing(&self, old: &Engine) -> Result<Engine, ConfigError> {
+        self.build_engine_inner(Some(old))
+    }
+
+    fn build_engine_inner(&self, old: Option<&Engine>) -> Result<Engine, ConfigError> {
         let anchors = self.trust_anchors()?;
         let dns = Arc::new(self.dns_resolver()?);
         let settings = FetchSettings {
@@ -444,8 +448,8 @@ impl Config {
             .timing(self.timing())
             .on_store_error(self.engine.on_store_error)
             .prune_after(self.cache.prune_after());
-        let builder = match cache {
-            Some(cache) => builder.memory_cache(cache),
+        let builder = match old {
+            Some(old) => builder.memory_cache(old.shared_cache()).metrics(old.shared_metrics()),
             None => builder,
         };
         Ok(match self.open_store() {

@@ -71,6 +71,7 @@ pub mod forks;
 mod fxhash;
 mod https;
 pub mod logging;
+pub mod metrics;
 pub mod mx;
 pub mod policy;
 pub mod ports;

@@ -78,6 +78,28 @@ pub trait PolicyStore: Send + Sync + fmt::Debug {
     fn read_only(&self) -> Option<String> {
         None
     }
+
+    /// How many stored policies are live at `now`, by mode (`enforce`, `testing`, `none`), for
+    /// the `mtasts_policies_stored` gauge. SQLite counts in one query; other backends read
+    /// every entry.
+    fn count_by_mode(&self, now: u64) -> Result<[u64; 3], StoreError> {
+        let mut counts = [0u64; 3];
+        for (_, entry) in self.list()? {
+            if let Some(p) = entry.live(now) {
+                counts[mode_index(p.mode())] += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// The index of a mode in [`PolicyStore::count_by_mode`].
+fn mode_index(mode: Mode) -> usize {
+    match mode {
+        Mode::Enforce => 0,
+        Mode::Testing => 1,
+        Mode::None => 2,
+    }
 }
 
 /// A persistent store of TLSRPT session counts (RFC 8460), shared by processes and hosts: the
@@ -93,6 +115,13 @@ pub trait CountStore: Send + Sync + fmt::Debug {
     /// Forgets the counts of days before `oldest_report_day`; returns the number of counters removed.
     /// A store that expires its counts by itself (Redis) does nothing.
     fn prune_report_counts(&self, oldest_report_day: Day) -> Result<u64, StoreError>;
+
+    /// Adds engine counters (`crate::metrics`): `(key, increment)` pairs, each an atomic
+    /// increment, so that the counts of many processes add up (`mtasts stats`).
+    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError>;
+
+    /// The engine counters summed over every process that flushed to this store.
+    fn stats(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// A persistent queue of built TLSRPT reports and where their delivery stands, so that a restart

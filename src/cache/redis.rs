@@ -19,6 +19,8 @@ use crate::domain::Domain;
 const PREFIX: &str = "mtasts:policy:";
 /// One hash per UTC day of TLSRPT counters.
 const COUNTS_PREFIX: &str = "mtasts:tlsrpt:";
+/// One hash of engine counters (`mtasts stats`), summed over every process and host.
+const STATS_KEY: &str = "mtasts:stats";
 /// How long a key outlives its policy (or its last lookup).
 const GRACE: u64 = 86_400;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -239,6 +241,25 @@ impl CountStore for RedisStore {
             pipe.cmd("EXPIRE").arg(&key).arg(7 * 86_400).ignore();
             pipe.query::<()>(c)
         })
+    }
+
+    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (key, n) in deltas {
+                pipe.cmd("HINCRBY").arg(STATS_KEY).arg(*key).arg(*n).ignore();
+            }
+            pipe.query::<()>(c)
+        })
+    }
+
+    fn stats(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let fields: Vec<(String, i64)> = self.with(|c| redis::cmd("HGETALL").arg(STATS_KEY).query(c))?;
+        let mut rows: Vec<(String, u64)> =
+            fields.into_iter().map(|(k, v)| (k, u64::try_from(v).unwrap_or(0))).collect();
+        rows.sort();
+        Ok(rows)
     }
 
     fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError> {

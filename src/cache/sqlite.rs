@@ -72,6 +72,11 @@ const MIGRATIONS: &[&str] = &[
         answer     TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 5 -> 6: engine counters summed over processes (`mtasts stats`, src/metrics.rs).
+    "CREATE TABLE stats (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -401,6 +406,29 @@ fn describe(path: &Path, e: &rusqlite::Error) -> StoreError {
 }
 
 impl PolicyStore for SqliteStore {
+    fn count_by_mode(&self, now: u64) -> Result<[u64; 3], StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT mode, COUNT(*) FROM policies WHERE policy_text IS NOT NULL AND expires_at > ?1 GROUP BY mode",
+            )?;
+            let rows = stmt.query_map(params![to_sql(now)], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut counts = [0u64; 3];
+        for (mode, n) in rows {
+            let i = match mode.as_deref() {
+                Some("enforce") => 0,
+                Some("testing") => 1,
+                Some("none") => 2,
+                _ => continue,
+            };
+            counts[i] += u64::try_from(n).unwrap_or(0);
+        }
+        Ok(counts)
+    }
+
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
         let row = self.with(|c| {
             c.prepare_cached(
@@ -534,6 +562,32 @@ impl CountStore for SqliteStore {
             }
             tx.commit()
         })
+    }
+
+    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
+        self.writable()?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO stats (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (key, n) in deltas {
+                    stmt.execute(params![key, to_sql(*n)])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn stats(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT key, value FROM stats ORDER BY key")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows.into_iter().map(|(k, v)| (k, u64::try_from(v).unwrap_or(0))).collect())
     }
 
     fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError> {

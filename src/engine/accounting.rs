@@ -124,7 +124,9 @@ impl Engine {
 
     /// Writes pending TLSRPT counts to the persistent store (or keeps them in memory without one).
     /// Done by itself every few hundred sessions or seconds, and when the engine is dropped.
+    /// The engine's counters (`crate::metrics`) are flushed with them.
     pub fn flush_reports(&self) {
+        self.flush_metrics();
         let days = self.tally.take(self.clock.now());
         if days.is_empty() {
             return;

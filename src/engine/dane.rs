@@ -313,7 +313,9 @@ impl Engine {
                 return Some(known);
             }
         }
+        let began = std::time::Instant::now();
         let lookup = resolver.tlsa(mx);
+        self.metrics.dns_latency(crate::metrics::DnsKind::Tlsa, began.elapsed());
         let until = TlsaCache::expiry(&lookup, now);
         if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
             let _ = store.tlsa_save(mx, &lookup, until);
@@ -342,7 +344,9 @@ impl Engine {
                 return Some(stored);
             }
         }
+        let began = std::time::Instant::now();
         let lookup = resolver.mx(domain);
+        self.metrics.dns_latency(crate::metrics::DnsKind::Mx, began.elapsed());
         let until = TlsaCache::mx_expiry(&lookup, now);
         if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
             let _ = store.mx_save(domain, &lookup, until);

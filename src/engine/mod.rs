@@ -46,6 +46,7 @@ use crate::cache::{CachedPolicy, CountStore, MemoryCache, PolicyStore, StoreErro
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::counts::Day;
 use crate::domain::{Domain, DomainError};
+use crate::metrics::{Layer, Metrics};
 use crate::mx;
 use crate::policy::Mode;
 pub use crate::ports::{
@@ -298,6 +299,9 @@ pub struct Engine {
     tlsa_store: Option<Arc<dyn TlsaStore>>,
     /// Chains a DANE-EE record authenticated.
     dane_memo: dane::DaneMemo,
+    /// Counters for `mtasts serve --metrics` and `mtasts stats` (src/metrics.rs); shared with
+    /// the engine a reload replaces this one with.
+    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Engine {
@@ -322,6 +326,7 @@ pub struct EngineBuilder {
     prune_after: u64,
     tlsa: Option<Box<dyn TlsaResolver>>,
     cache: Option<Arc<MemoryCache>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Default of [`EngineBuilder::prune_after`]: 30 days.
@@ -400,6 +405,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Counts into `metrics` (those of the engine this one replaces, [`Engine::shared_metrics`])
+    /// instead of fresh counters, so that a reload does not reset them.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
@@ -433,6 +445,7 @@ impl EngineBuilder {
             tlsa_cache: dane::TlsaCache::default(),
             tlsa_store,
             dane_memo: dane::DaneMemo::default(),
+            metrics: self.metrics.unwrap_or_default(),
         }
     }
 }
@@ -458,6 +471,38 @@ impl Engine {
             prune_after: DEFAULT_PRUNE_AFTER,
             tlsa: None,
             cache: None,
+            metrics: None,
+        }
+    }
+
+    /// The engine's counters (README "Metrics").
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Adds what the counters counted since the last flush to the store's `stats` table, so
+    /// that `mtasts stats` sums every process. Done by itself every few seconds (on the next
+    /// lookup), with each TLSRPT flush ([`Engine::flush_reports`], also at `exit()` through the C
+    /// ABI), and when the engine is dropped. Nothing without a
+    /// writable store (the counts stay in this process); a failed write is retried next time.
+    pub fn flush_metrics(&self) {
+        let deltas = self.metrics.take_deltas(self.clock.now());
+        let Some(store) = self.counts.as_ref().filter(|_| self.store_writable) else { return };
+        if deltas.is_empty() {
+            return;
+        }
+        if let Err(e) = store.add_stats(&deltas) {
+            self.metrics.untake(&deltas);
+            self.report_store_error(&e);
+        }
+    }
+
+    /// Counts a policy lookup, and flushes the counters when that is due.
+    #[inline]
+    fn count_lookup(&self, layer: Layer, now: u64) {
+        self.metrics.lookup(layer);
+        if self.metrics.flush_due(now) {
+            self.flush_metrics();
         }
     }
 
@@ -480,6 +525,11 @@ impl Engine {
     /// ([`EngineBuilder::memory_cache`]).
     pub fn shared_cache(&self) -> Arc<MemoryCache> {
         Arc::clone(&self.cache)
+    }
+
+    /// The engine's counters, for an engine that replaces this one ([`EngineBuilder::metrics`]).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// The persistent store, if one is configured.
@@ -595,6 +645,7 @@ impl Engine {
     ) -> Result<Outcome, InputError> {
         let Some(domain) = parse_policy_domain(domain)? else {
             let Decision { verdict, reason } = verdict::decide(None, false, TlsOutcome::NotChecked, dane);
+            self.metrics.verdict(verdict, reason, None);
             return Ok(Outcome {
                 verdict,
                 reason,
@@ -612,6 +663,7 @@ impl Engine {
         let mx = mx::parse_host(mx).map_err(|e| (mx, e));
         let now = self.clock.now();
         let (resolution, layer) = self.resolve_layered(&domain, now, false);
+        self.count_lookup(layer, now);
         // The engine's own DANE, unless the caller judged DANE itself (RFC 8461 §2: where DANE
         // applies, it decides).
         let judged = match (&mx, dane) {
@@ -640,6 +692,7 @@ impl Engine {
                 };
             }
         }
+        self.metrics.verdict(outcome.verdict, outcome.reason, outcome.mode());
         log_decision(&domain, &mx, tls, layer, &outcome);
         if !matches!(tls, Tls::NotChecked) && outcome.reason != Reason::StoreUnavailable {
             // A session's outcome (after the handshake, or without TLS) counts for TLSRPT, under
@@ -682,14 +735,21 @@ impl Engine {
     /// The policy state of `domain`, looking up DNS and fetching as the cache rules require.
     /// `Ok(None)` for an address literal (HOST-5).
     pub fn policy(&self, domain: &str) -> Result<Option<Resolution>, InputError> {
-        Ok(parse_policy_domain(domain)?.map(|d| self.resolve_at(&d, self.clock.now(), false)))
+        Ok(parse_policy_domain(domain)?.map(|d| self.counted_resolution(&d, false)))
     }
 
     /// Looks up DNS now whatever the cache says, and fetches if the id changed: the step RFC 8461
     /// §5.1 requires before a message is bounced because of enforcement (APPLY-4). The negative
     /// cache still applies (FETCH-10).
     pub fn recheck(&self, domain: &str) -> Result<Option<Resolution>, InputError> {
-        Ok(parse_policy_domain(domain)?.map(|d| self.resolve_at(&d, self.clock.now(), true)))
+        Ok(parse_policy_domain(domain)?.map(|d| self.counted_resolution(&d, true)))
+    }
+
+    fn counted_resolution(&self, domain: &Domain, force: bool) -> Resolution {
+        let now = self.clock.now();
+        let (resolution, layer) = self.resolve_layered(domain, now, force);
+        self.count_lookup(layer, now);
+        resolution
     }
 
     fn apply(
@@ -759,7 +819,7 @@ fn log_decision(
     domain: &Domain,
     mx: &Result<Domain, (&str, DomainError)>,
     tls: Tls<'_>,
-    layer: &str,
+    layer: Layer,
     o: &Outcome,
 ) {
     if !tracing::enabled!(target: "mtasts::decision", tracing::Level::INFO) {
@@ -784,7 +844,13 @@ fn log_decision(
         reason = o.reason.as_str(),
         mode = o.mode().map_or("none", |m| m.as_str()),
         policy_id = o.policy.as_ref().map_or("", |p| p.id.as_str()),
-        source = if o.policy.is_some() { layer } else { "none" },
+        source = match (&o.policy, layer) {
+            (None, _) => "none",
+            (Some(_), Layer::Store) => "store",
+            (Some(_), Layer::Network) => "network",
+            // A policy from the in-process cache, whether or not DNS was asked meanwhile.
+            (Some(_), Layer::Memory | Layer::Dns) => "memory",
+        },
         dane,
         detail = o.detail.as_deref().unwrap_or(""),
         "decision"

@@ -10,6 +10,7 @@ use super::{Engine, RecordState, Resolution, Source};
 use crate::cache::{CachedPolicy, Entry, FailedFetch};
 use crate::counts::{FailureKey, ResultType};
 use crate::domain::Domain;
+use crate::metrics::{DiscoveryResult, DnsKind, Layer};
 use crate::policy::{Mode, Policy};
 use crate::ports::{DnsError, Failure};
 use crate::txt::{self, Discovery};
@@ -107,36 +108,31 @@ impl Engine {
         self.resolve_layered(domain, now, force).0
     }
 
-    /// As [`Self::resolve_at`], with the layer the answer came from: `memory`, `store` (loaded
-    /// from the persistent store by this call) or `network` (fetched by this call), for the
-    /// decision log.
-    pub(super) fn resolve_layered(
-        &self,
-        domain: &Domain,
-        now: u64,
-        force: bool,
-    ) -> (Resolution, &'static str) {
+    /// As [`Self::resolve_at`], with the layer the answer came from: `Memory`, `Store` (loaded
+    /// from the persistent store by this call), `Dns` (DNS asked, nothing fetched) or `Network`
+    /// (fetched by this call), for the decision log and the metrics.
+    pub(super) fn resolve_layered(&self, domain: &Domain, now: u64, force: bool) -> (Resolution, Layer) {
         if !force {
             if let Some(resolution) = self.cached_resolution(domain, now) {
-                return (resolution, "memory");
+                return (resolution, Layer::Memory);
             }
         }
         // A miss of the memory layer: the persistent store may know the domain.
-        let mut layer = "memory";
+        let mut from_store = false;
         if self.store.is_some() {
-            if self.warm_from_store(domain, now) {
-                layer = "store";
-            }
+            from_store = self.warm_from_store(domain, now);
             if !force {
                 if let Some(resolution) = self.cached_resolution(domain, now) {
-                    return (resolution, layer);
+                    return (resolution, if from_store { Layer::Store } else { Layer::Memory });
                 }
             }
         }
         let resolution = self.single_flight(domain, now, force);
-        if resolution.source == Source::Network {
-            layer = "network";
-        }
+        let layer = match resolution.source {
+            Source::Network => Layer::Network,
+            Source::Cache if from_store => Layer::Store,
+            Source::Cache => Layer::Dns,
+        };
         (resolution, layer)
     }
 
@@ -209,11 +205,20 @@ impl Engine {
     /// One round of discovery and, if needed, fetch. The cache entry is written once, at the
     /// end, so that no reader sees the lookup time of a discovery still in progress.
     fn discover(&self, domain: &Domain, now: u64) -> Resolution {
+        let began = std::time::Instant::now();
         let answer = self.resolver.txt(&domain.txt_name());
+        self.metrics.dns_latency(DnsKind::Txt, began.elapsed());
+        let selected = answer.map(|rrset| txt::select(&rrset));
+        self.metrics.discovery(match &selected {
+            Ok(Discovery::Record(_)) => DiscoveryResult::Record,
+            Ok(Discovery::NoRecord) | Err(DnsError::NotFound) => DiscoveryResult::NoRecord,
+            Ok(Discovery::Multiple(_) | Discovery::Invalid(_)) => DiscoveryResult::Invalid,
+            Err(DnsError::Temporary(_)) => DiscoveryResult::DnsError,
+        });
         let entry = self.merged_entry(domain);
         let live = entry.live(now).cloned();
         let mut fetched: Option<Result<Arc<CachedPolicy>, FailedFetch>> = None;
-        let resolution = match answer.map(|rrset| txt::select(&rrset)) {
+        let resolution = match selected {
             Ok(Discovery::Record(r)) => {
                 let id = r.id;
                 let record = RecordState::Found(id.clone());
@@ -327,11 +332,17 @@ impl Engine {
     }
 
     fn fetch(&self, domain: &Domain) -> Result<(Policy, String), Failure> {
-        let body = self.fetcher.fetch(domain)?;
-        let policy = Policy::parse(&body).map_err(|e| Failure {
-            reason: Reason::StsPolicyInvalid,
-            detail: format!("{} {}", domain.policy_url(), e.first_error()),
-        })?;
+        let began = std::time::Instant::now();
+        let body = self.fetcher.fetch(domain);
+        self.metrics.fetch_latency(began.elapsed());
+        let parsed = body.and_then(|body| {
+            Policy::parse(&body).map(|p| (p, body)).map_err(|e| Failure {
+                reason: Reason::StsPolicyInvalid,
+                detail: format!("{} {}", domain.policy_url(), e.first_error()),
+            })
+        });
+        self.metrics.fetch(parsed.as_ref().map(|_| ()).map_err(|f| f.reason));
+        let (policy, body) = parsed?;
         let text = String::from_utf8_lossy(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body)).into_owned();
         Ok((policy, text))
     }

@@ -68,6 +68,21 @@ fn round_trip_newest_wins_list_remove() {
 }
 
 #[test]
+fn engine_counters_of_two_hosts_add_up() {
+    use mtasts::cache::CountStore;
+    let server = redis_server();
+    let (a, b) = (
+        RedisStore::open(&server.url, 300).expect("connect"),
+        RedisStore::open(&server.url, 300).expect("connect"),
+    );
+    let key = r#"mtasts_policy_lookups{layer="memory"}"#;
+    a.add_stats(&[(key, 3)]).expect("add");
+    b.add_stats(&[(key, 4), (r#"mtasts_fetches{result="ok"}"#, 1)]).expect("add");
+    let rows = a.stats().expect("stats");
+    assert_eq!(rows, [(r#"mtasts_fetches{result="ok"}"#.to_owned(), 1), (key.to_owned(), 7)]);
+}
+
+#[test]
 fn keys_expire_after_their_policy() {
     let server = redis_server();
     let store = RedisStore::open(&server.url, 300).expect("connect");

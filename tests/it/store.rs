@@ -146,6 +146,10 @@ fn old_schemas_are_migrated_and_newer_ones_refused() {
     let store = SqliteStore::open(&v1, 300).expect("migrated");
     let got = store.load(&domain("example.test")).expect("load").expect("entry kept by the migration");
     assert_eq!(got.policy.expect("policy").id.as_str(), "a1");
+    // The migrated store keeps the engine counters (`mtasts stats`) too.
+    mtasts::cache::CountStore::add_stats(&store, &[("mtasts_fetches{result=\"ok\"}", 2)]).expect("stats");
+    let stats = mtasts::cache::CountStore::stats(&store).expect("stats");
+    assert_eq!(stats, [("mtasts_fetches{result=\"ok\"}".to_owned(), 2)]);
     drop(store);
     let c = rusqlite::Connection::open(&v1).expect("open");
     let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");

@@ -7,6 +7,7 @@
 //! mtasts refresh [--config FILE] [--cache PATH] [--concurrency N] [--quiet]
 //! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
 //! mtasts report build [--date YYYY-MM-DD] [--out DIR] | send | list [--config FILE] [--cache PATH]
+//! mtasts stats [--config FILE] [--cache PATH] [--json]
 //! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
 //! ```
 //!
@@ -17,10 +18,12 @@ mod cache;
 mod check;
 mod connect;
 mod export;
+mod exposition;
 mod lint;
 mod refresh;
 mod report;
 mod serve;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +60,8 @@ enum Command {
     Export(export::Args),
     /// TLSRPT (RFC 8460) daily reports: build, send, list.
     Report(report::Args),
+    /// The engine's counters summed over every process that used the store.
+    Stats(stats::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Stats(args) => stats::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -39,9 +39,12 @@
 //!   `socket_owner` and `socket_group`.
 //!
 //! Standard output gets one line per listener, `listening on inet:127.0.0.1:8461` (the real port
-//! when 0 was asked for); everything else goes to standard error.
+//! when 0 was asked for), and one more, `metrics on inet:127.0.0.1:9461`, when Prometheus metrics
+//! are served ([`metrics`], `--metrics` or `[serve] metrics_listen`); everything else goes to
+//! standard error.
 
 mod dane;
+mod metrics;
 mod refresher;
 mod reply;
 mod settings;
@@ -59,7 +62,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mtasts::Engine;
-use mtasts::cache::MemoryCache;
 use mtasts::config::Config;
 use mtasts::engine::RecordState;
 use mtasts::ports::TlsaLookup;
@@ -79,6 +81,9 @@ pub struct Args {
     /// Policy store: a SQLite file, or `memory` (default: [cache] path of the configuration).
     #[arg(long, value_name = "PATH|memory")]
     cache: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, instead of [serve] metrics_listen.
+    #[arg(long, value_name = "inet:HOST:PORT")]
+    metrics: Option<String>,
 }
 
 /// How long connections get to finish at shutdown.
@@ -364,6 +369,8 @@ struct Server {
     connections: Mutex<HashMap<u64, Stream>>,
     /// Signalled when a connection ends.
     ended: Condvar,
+    /// Lookups, connections and refreshes, for `--metrics`.
+    counters: Arc<metrics::Counters>,
 }
 
 impl Server {
@@ -388,6 +395,7 @@ impl Server {
                 Ok(None) | Err(_) => scratch.extend_from_slice(b"NOTFOUND "),
             },
         }
+        self.counters.reply(scratch);
         reply::put_netstring(out, scratch);
     }
 
@@ -626,8 +634,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     if let Some(cache) = &args.cache {
         config.cache.path = cache.clone();
     }
-    let serve = settings::Settings::from_config(&config, args.listen.as_deref())?;
+    let mut serve = settings::Settings::from_config(&config, args.listen.as_deref())?;
+    if let Some(metrics) = &args.metrics {
+        serve.metrics_listen = Some(metrics.clone());
+    }
     let listen = Listen::parse(&serve.listen)?;
+    let metrics_addr = serve.metrics_listen.as_deref().map(metrics::parse_listen).transpose()?;
     let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
     let passed = systemd::listen_fds()?;
     let activated = !passed.is_empty();
@@ -647,6 +659,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         vec![Listener::bind(&listen, &serve.socket)?]
     };
     let known = Arc::new(Known::default());
+    let counters = Arc::new(metrics::Counters::default());
     let server = Arc::new(Server {
         current: Current::new(Live { engine: Arc::clone(&engine), options: serve.options() }),
         max_request: serve.max_request_bytes,
@@ -658,7 +671,21 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         next_id: AtomicU64::new(1),
         connections: Mutex::new(HashMap::new()),
         ended: Condvar::new(),
+        counters: Arc::clone(&counters),
     });
+    let metrics_bound = match metrics_addr {
+        Some(addr) => {
+            // The gauges read the store through a connection of their own; a store that cannot be
+            // opened is already reported by the engine, and the gauges are then left out.
+            let stores = config.open_store().ok().flatten();
+            // The engine in force, also after a reload (SIGHUP).
+            let live = Arc::clone(&server);
+            let current = Arc::new(move || Arc::clone(&live.current.get().1.engine));
+            let exporter = Arc::new(metrics::Exporter::new(current, Arc::clone(&counters), stores));
+            Some(metrics::spawn(addr, exporter)?)
+        }
+        None => None,
+    };
     drop(engine);
 
     // SIGTERM / SIGINT: stop, then wake the accept loops by connecting to them. SIGHUP: reload.
@@ -704,6 +731,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             Arc::clone(&known),
             Arc::clone(&stop_refresh),
             Duration::from_secs(serve.refresh_interval_s),
+            Arc::clone(&counters),
         )
         .map_err(|e| format!("cannot start the refresher thread: {e}"))?;
     }
@@ -733,6 +761,10 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         println!("listening on {where_}");
         eprintln!("mtasts serve: listening on {where_}");
         described.push(where_);
+    }
+    if let Some(addr) = metrics_bound {
+        println!("metrics on inet:{addr}");
+        eprintln!("mtasts serve: metrics on http://{addr}/metrics");
     }
     let _ = io::stdout().flush();
     systemd::notify((*notifier).as_ref(), &format!("READY=1\nSTATUS=listening on {}", described.join(", ")));
@@ -789,8 +821,8 @@ impl Reloader {
     /// systemd hears `RELOADING=1` before and `READY=1` after, either way.
     fn reload(&mut self, current: &Current, notifier: Option<&systemd::Notifier>) {
         systemd::notify(notifier, &systemd::reloading());
-        let cache = current.get().1.engine.shared_cache();
-        match self.load(cache) {
+        let old = Arc::clone(&current.get().1.engine);
+        match self.load(&old) {
             Ok((config, settings, engine)) => {
                 mtasts::logging::apply(&config.log);
                 current.replace(Live { engine: Arc::new(engine), options: settings.options() });
@@ -831,7 +863,7 @@ impl Reloader {
     }
 
     /// The configuration, checked as at start, and an engine built from it over `cache`.
-    fn load(&self, cache: Arc<MemoryCache>) -> Result<(Config, settings::Settings, Engine), String> {
+    fn load(&self, old: &Engine) -> Result<(Config, settings::Settings, Engine), String> {
         let mut config = Config::load(self.args.config.as_deref()).map_err(|e| e.to_string())?;
         if let Some(path) = &self.args.cache {
             config.cache.path = path.clone();
@@ -840,7 +872,7 @@ impl Reloader {
         if !self.activated {
             Listen::parse(&settings.listen)?;
         }
-        let engine = config.build_engine_with_cache(Some(cache)).map_err(|e| e.to_string())?;
+        let engine = config.build_engine_replacing(old).map_err(|e| e.to_string())?;
         Ok((config, settings, engine))
     }
 }
@@ -888,9 +920,11 @@ fn start_connection(server: &Arc<Server>, stream: Stream) -> io::Result<()> {
         impl Drop for Done<'_> {
             fn drop(&mut self) {
                 self.0.connections.lock().remove(&self.1);
+                self.0.counters.connection_closed();
                 self.0.ended.notify_all();
             }
         }
+        worker.counters.connection_opened();
         let _done = Done(&worker, id);
         worker.serve(stream, id);
     });

@@ -83,12 +83,13 @@ pub fn spawn(
     known: Arc<Known>,
     stop: Arc<Stop>,
     every: Duration,
+    counters: Arc<super::metrics::Counters>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("mtasts-refresh".into()).spawn(move || {
         let mut last_prune: Option<u64> = None;
         loop {
             let engine = engine();
-            pass(&engine, &known, &stop, every);
+            pass(&engine, &known, &stop, every, &counters);
             // Once a day (and at start): forget what has been useless for `prune_after_days`.
             let now = engine.now();
             if last_prune.is_none_or(|t| now.saturating_sub(t) >= PRUNE_EVERY) {
@@ -121,7 +122,8 @@ fn due(engine: &Engine, entry: &Entry, now: u64, every: u64, served: bool) -> bo
 }
 
 /// One pass over the known and stored domains.
-fn pass(engine: &Engine, known: &Known, stop: &Stop, every: Duration) {
+fn pass(engine: &Engine, known: &Known, stop: &Stop, every: Duration, counters: &super::metrics::Counters) {
+    counters.refresher_run();
     let now = engine.now();
     let every = every.as_secs();
     let mut candidates: Vec<(Domain, bool)> = known.snapshot().into_iter().map(|d| (d, true)).collect();
@@ -142,7 +144,9 @@ fn pass(engine: &Engine, known: &Known, stop: &Stop, every: Duration) {
                 continue;
             }
         }
-        if let Some(warning) = mtasts::refresh::refresh(engine, &domain).warning("cached") {
+        let refreshed = mtasts::refresh::refresh(engine, &domain);
+        counters.refresh(refreshed.is_warning());
+        if let Some(warning) = refreshed.warning("cached") {
             eprintln!("mtasts serve: {warning}");
         }
     }

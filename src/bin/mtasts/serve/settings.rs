@@ -35,6 +35,8 @@ pub struct Settings {
     pub refresh_interval_s: u64,
     /// What a `unix:` socket the server binds is given: permissions, owner, group.
     pub socket: SocketAccess,
+    /// Where to serve Prometheus metrics (`inet:HOST:PORT`); `None`: not served.
+    pub metrics_listen: Option<String>,
 }
 
 /// `[serve] socket_mode`, `socket_owner`, `socket_group`, resolved: applied to a `unix:` socket
@@ -156,6 +158,7 @@ impl Settings {
             max_connections: s.max_connections.unwrap_or(1024),
             refresh_interval_s: s.refresh_interval_s.unwrap_or(60),
             socket: SocketAccess::from_config(s).map_err(|e| name_file(config, &e))?,
+            metrics_listen: s.metrics_listen.clone(),
         };
         if settings.max_request_bytes == 0
             || settings.idle_timeout_ms == 0
@@ -260,6 +263,14 @@ mod tests {
             parse("[serve]\nstrict_testing = true\nlisten = \"unix:/x\"\nmax_connections = 3\n").unwrap();
         assert_eq!(old.not_reloaded(&new), ["listen", "max_connections"]);
         assert!(old.not_reloaded(&old).is_empty());
+    }
+
+    #[test]
+    fn metrics_listen() {
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        let config = Config::parse("[serve]\nmetrics_listen = \"inet:127.0.0.1:9461\"\n").unwrap();
+        let s = Settings::from_config(&config, None).unwrap();
+        assert_eq!(s.metrics_listen.as_deref(), Some("inet:127.0.0.1:9461"));
     }
 
     #[test]
