@@ -78,6 +78,36 @@ pub trait PolicyStore: Send + Sync + fmt::Debug {
     fn read_only(&self) -> Option<String> {
         None
     }
+
+    /// The per-domain overrides kept in the store (`mtasts override set`), by domain. A store
+    /// that keeps none answers an empty list.
+    fn overrides(&self) -> Result<Vec<StoredOverride>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Sets (or replaces) the override of `o.domain`.
+    fn override_set(&self, o: &StoredOverride) -> Result<(), StoreError> {
+        let _ = o;
+        Err(StoreError(format!("{}: this store keeps no overrides", self.location())))
+    }
+
+    /// Removes the override of `domain`; true if there was one.
+    fn override_clear(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let _ = domain;
+        Err(StoreError(format!("{}: this store keeps no overrides", self.location())))
+    }
+}
+
+/// A per-domain override as a store keeps it: MTA-STS skipped (`policy_text` `None`, the
+/// `mode = "none"` of the configuration file) or a pinned policy, kept as its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOverride {
+    /// The Policy Domain.
+    pub domain: Domain,
+    /// The pinned policy's text; `None`: MTA-STS is skipped for the domain.
+    pub policy_text: Option<String>,
+    /// When it was set (Unix seconds).
+    pub set_at: u64,
 }
 
 /// A persistent store of TLSRPT session counts (RFC 8460), shared by processes and hosts: the

@@ -78,6 +78,7 @@ impl Engine {
             mx_matches: false,
             detail: None,
             dane: None,
+            overridden: resolution.overridden,
         };
         self.count_session(now, &domain, &outcome, mx.as_ref(), details);
         Ok(())

@@ -8,6 +8,7 @@
 //! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
 //! mtasts report build [--date YYYY-MM-DD] [--out DIR] | send | list [--config FILE] [--cache PATH]
 //! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
+//! mtasts override set DOMAIN (--mode none | --policy FILE) | clear DOMAIN | list [--json] [--config FILE] [--cache PATH]
 //! ```
 //!
 //! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
@@ -18,6 +19,7 @@ mod check;
 mod connect;
 mod export;
 mod lint;
+mod overrides;
 mod refresh;
 mod report;
 mod serve;
@@ -57,6 +59,8 @@ enum Command {
     Export(export::Args),
     /// TLSRPT (RFC 8460) daily reports: build, send, list.
     Report(report::Args),
+    /// Per-domain overrides in the store: skip MTA-STS for a domain, or pin its policy.
+    Override(overrides::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Override(args) => overrides::run(&args),
     };
     match result {
         Ok(code) => code,
