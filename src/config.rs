@@ -530,6 +530,7 @@ fn resolve_overrides(
         };
         out.push(o);
     }
+    out.sort_by(|a, b| a.domain.cmp(&b.domain));
     Ok(out)
 }
 

@@ -20,6 +20,7 @@ mod fetch;
 mod header;
 mod live;
 mod logging;
+mod overrides;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod report_flow;
