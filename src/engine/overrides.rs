@@ -34,6 +34,8 @@ pub const PINNED_ID: &str = "pinned";
 
 /// When a pinned policy expires: never while it is configured, written as the last second of
 /// year 9999 (`9999-12-31T23:59:59Z`), which every front-end can print.
+///
+/// cbindgen:ignore
 pub const PINNED_EXPIRES_AT: u64 = 253_402_300_799;
 
 /// What an override does.
