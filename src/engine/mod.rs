@@ -588,9 +588,13 @@ impl Engine {
     /// The override of `domain`, if it has one (the configuration file's first, D29). Reads the
     /// store's overrides when they are due (at most once per `txt_check_interval`).
     pub fn override_of(&self, domain: &Domain) -> Option<Arc<Override>> {
-        self.overrides.get(domain, self.store.as_deref(), self.clock.now(), self.override_interval(), |e| {
-            self.report_store_error(e)
-        })
+        self.override_at(domain, self.clock.now())
+    }
+
+    /// As [`Engine::override_of`], at `now`.
+    fn override_at(&self, domain: &Domain, now: u64) -> Option<Arc<Override>> {
+        self.overrides
+            .get(domain, self.store.as_deref(), now, self.override_interval(), |e| self.report_store_error(e))
     }
 
     /// Every override in effect, by domain: the configuration file's, and the store's that the

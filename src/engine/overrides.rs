@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -167,24 +168,35 @@ impl fmt::Display for Override {
 
 /// The overrides an engine applies: those of the configuration file, and those of the store,
 /// read again at most once per interval.
-#[derive(Debug, Default)]
+///
+/// The hot path (a check of a domain without an override) takes no lock and writes nothing
+/// shared: an empty map is skipped before hashing, and the store's snapshot is looked at only
+/// when it holds overrides (two atomic loads otherwise), so that checks from several threads do
+/// not contend here.
+#[derive(Debug)]
 pub(super) struct Overrides {
     config: HashMap<Domain, Arc<Override>>,
-    stored: RwLock<Snapshot>,
+    stored: RwLock<HashMap<Domain, Arc<Override>>>,
+    /// How many overrides `stored` holds.
+    stored_len: AtomicUsize,
+    /// When the store was last read ([`NEVER`]: not yet).
+    read_at: AtomicU64,
     /// Held by the one caller reading the store; the others go on with the last snapshot.
     reading: Mutex<()>,
 }
 
-#[derive(Debug, Default)]
-struct Snapshot {
-    /// When the store was last read (`None`: never).
-    read_at: Option<u64>,
-    map: HashMap<Domain, Arc<Override>>,
-}
+/// `read_at` before the first read.
+const NEVER: u64 = u64::MAX;
 
 impl Overrides {
     pub(super) fn new(config: Vec<Arc<Override>>) -> Self {
-        Self { config: config.into_iter().map(|o| (o.domain.clone(), o)).collect(), ..Self::default() }
+        Self {
+            config: config.into_iter().map(|o| (o.domain.clone(), o)).collect(),
+            stored: RwLock::new(HashMap::new()),
+            stored_len: AtomicUsize::new(0),
+            read_at: AtomicU64::new(NEVER),
+            reading: Mutex::new(()),
+        }
     }
 
     /// The override of `domain` at `now`: the configuration file's, else the store's (read again
@@ -202,7 +214,15 @@ impl Overrides {
         }
         let store = store?;
         self.refresh(store, now, interval, on_error);
-        self.stored.read().map.get(domain).cloned()
+        if self.stored_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.stored.read().get(domain).cloned()
+    }
+
+    fn due(&self, now: u64, interval: u64) -> bool {
+        let at = self.read_at.load(Ordering::Acquire);
+        at == NEVER || now.saturating_sub(at) >= interval.max(1)
     }
 
     /// Reads the store's overrides if the last read is `interval` old (at least a second), or if
@@ -214,12 +234,11 @@ impl Overrides {
         interval: u64,
         on_error: impl FnOnce(&crate::cache::StoreError),
     ) {
-        let due = |s: &Snapshot| s.read_at.is_none_or(|at| now.saturating_sub(at) >= interval.max(1));
-        if !due(&self.stored.read()) {
+        if !self.due(now, interval) {
             return;
         }
         // One reader at a time; a first read is waited for (a fresh process must see them).
-        let first = self.stored.read().read_at.is_none();
+        let first = self.read_at.load(Ordering::Acquire) == NEVER;
         let _reading = if first {
             self.reading.lock()
         } else {
@@ -228,7 +247,7 @@ impl Overrides {
                 None => return,
             }
         };
-        if !due(&self.stored.read()) {
+        if !self.due(now, interval) {
             return;
         }
         match store.overrides() {
@@ -246,27 +265,27 @@ impl Overrides {
                         )),
                     }
                 }
-                *self.stored.write() = Snapshot { read_at: Some(now), map };
+                let len = map.len();
+                *self.stored.write() = map;
+                self.stored_len.store(len, Ordering::Release);
             }
-            Err(e) => {
-                on_error(&e);
-                // Keep what was read last; try again after the interval.
-                self.stored.write().read_at = Some(now);
-            }
+            // Keep what was read last; try again after the interval.
+            Err(e) => on_error(&e),
         }
+        self.read_at.store(now, Ordering::Release);
     }
 
     /// Every override in effect, by domain: the configuration file's, and the store's that the
     /// configuration file does not shadow.
     pub(super) fn effective(&self) -> Vec<Arc<Override>> {
         let mut all: Vec<Arc<Override>> = self.config.values().cloned().collect();
-        all.extend(self.stored.read().map.values().filter(|o| !self.config.contains_key(&o.domain)).cloned());
+        all.extend(self.stored.read().values().filter(|o| !self.config.contains_key(&o.domain)).cloned());
         all.sort_by(|a, b| a.domain.cmp(&b.domain));
         all
     }
 
     /// Whether `domain` has an override, as last read (no store query).
     pub(super) fn contains(&self, domain: &Domain) -> bool {
-        self.config.contains_key(domain) || self.stored.read().map.contains_key(domain)
+        self.config.contains_key(domain) || self.stored.read().contains_key(domain)
     }
 }

@@ -117,7 +117,7 @@ impl Engine {
         force: bool,
     ) -> (Resolution, &'static str) {
         // An override decides instead of discovery: no DNS, no fetch, no cache (OVR-1..3).
-        if let Some(o) = self.override_of(domain) {
+        if let Some(o) = self.override_at(domain, now) {
             log_override(&o);
             let resolution = Resolution {
                 policy: o.pinned_policy().cloned(),
