@@ -540,7 +540,7 @@ impl Engine {
     /// judged by the newer of the stored entry and the in-process one. The store answers from its
     /// indexes, so a pass that finds nothing due costs almost nothing however many domains are
     /// stored. Used by `mtasts refresh` and the refresher of `mtasts serve`.
-    /// Domains with an override are never due (OVR-6).
+    /// Domains with an override are never due (OVR-4).
     pub fn due_for_refresh(&self, now: u64) -> Result<Vec<Domain>, StoreError> {
         let Some(store) = &self.store else { return Ok(Vec::new()) };
         let candidates = store.due_for_refresh(now, self.timing.refresh_interval)?;
