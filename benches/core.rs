@@ -1,6 +1,6 @@
 //! Benchmarks of the core: the cached check, policy parsing, MX matching, certificate chain
-//! validation (first time and memoised), a DANE-EE TLSA match, and the cached check from two
-//! threads.
+//! validation (first time and memoised), a DANE-EE TLSA match, the cached check with per-domain
+//! overrides configured, and the cached check from two threads.
 //!
 //! `cargo bench --bench core`; figures are written down in BENCHMARKS.md.
 
@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{BatchSize, Criterion};
-use mtasts::cache::Failure;
+use mtasts::cache::{Failure, PolicyStore, SqliteStore, StoredOverride};
 use mtasts::cert::CertVerifier;
-use mtasts::engine::{DnsError, Fetcher, Resolver};
+use mtasts::engine::{DnsError, Fetcher, Override, OverrideOrigin, Resolver};
 use mtasts::mx::MxPattern;
 use mtasts::ports::TlsaRecord;
 use mtasts::tlsa::{self, DaneMatch, Usage};
@@ -67,6 +67,8 @@ fn benches(c: &mut Criterion) {
     c.bench_function("cached check_mx (domain + MX, no certificate)", |b| {
         b.iter(|| engine.check_mx(black_box("example.com"), black_box("mx.example.com")).expect("check"))
     });
+
+    overrides(c);
 
     c.bench_function("policy parse (4 lines)", |b| b.iter(|| Policy::parse(black_box(POLICY.as_bytes()))));
 
@@ -139,6 +141,59 @@ fn benches(c: &mut Criterion) {
             assert_eq!(o.verdict, mtasts::Verdict::Pass);
         })
     });
+}
+
+/// Per-domain overrides on the hot path (README "Overrides"): the cached check of a domain
+/// without one, when the configuration or the store holds an override of another domain, and the
+/// check of a domain whose policy is pinned (no cache, no I/O). Baseline: `cached check_mx`.
+fn overrides(c: &mut Criterion) {
+    let timing = Timing { txt_check_interval: 86_400, ..Timing::default() };
+    let pinned = || {
+        let origin = OverrideOrigin::Config { file: None, policy_file: None };
+        let text = POLICY.replace("example.com", "pinned.example");
+        Override::pinned(Domain::parse("pinned.example").expect("domain"), text.as_bytes(), now(), origin)
+            .expect("pinned")
+    };
+    let config = Engine::builder(Dns, Http)
+        .trust_anchors(TrustAnchors::webpki())
+        .timing(timing)
+        .overrides([pinned()])
+        .build();
+    config.check_mx("example.com", "mx.example.com").expect("warm-up");
+    c.bench_function("cached check_mx, an override of another domain in the configuration", |b| {
+        b.iter(|| config.check_mx(black_box("example.com"), black_box("mx.example.com")).expect("check"))
+    });
+    c.bench_function("check_mx of a domain pinned in the configuration", |b| {
+        b.iter(|| {
+            config.check_mx(black_box("pinned.example"), black_box("mx.pinned.example")).expect("check")
+        })
+    });
+    let dir = std::env::temp_dir().join(format!("mtasts-bench-overrides-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sqlite = |name: &str| SqliteStore::open(&dir.join(name), 300).expect("store");
+    let with_override = sqlite("one.sqlite");
+    with_override
+        .override_set(&StoredOverride {
+            domain: Domain::parse("skip.example").expect("domain"),
+            policy_text: None,
+            set_at: now(),
+        })
+        .expect("set");
+    for (what, store) in [
+        ("cached check_mx, SQLite store without overrides", sqlite("none.sqlite")),
+        ("cached check_mx, an override of another domain in the SQLite store", with_override),
+    ] {
+        let engine = Engine::builder(Dns, Http)
+            .trust_anchors(TrustAnchors::webpki())
+            .timing(timing)
+            .store(store)
+            .build();
+        engine.check_mx("example.com", "mx.example.com").expect("warm-up");
+        c.bench_function(what, |b| {
+            b.iter(|| engine.check_mx(black_box("example.com"), black_box("mx.example.com")).expect("check"))
+        });
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// An insecure MX RRset, as most domains have.

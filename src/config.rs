@@ -52,7 +52,18 @@
 //! socket_mode = "0660"             # a `unix:` socket's permissions (default: as the umask leaves them)
 //! socket_owner = "postfix"         # a `unix:` socket's user and group, names or numbers
 //! socket_group = "postfix"         #   (default: those of the server's process)
+//!
+//! [override."broken.example"]      # per-domain overrides of MTA-STS (README, "Overrides")
+//! mode = "none"                    # skip MTA-STS for this domain (logged at every use)
+//! [override."pinned.example"]
+//! policy = "/etc/mtasts/pinned/pinned.example.txt"  # apply this policy instead of discovery
 //! ```
+//!
+//! An override's domain is normalised as a Policy Domain; each table holds exactly one of
+//! `mode = "none"` and `policy = "FILE"`. A pinned file (relative paths are relative to the
+//! configuration file's directory) is read and parsed with the grammar of fetched policies when
+//! the configuration is loaded: a file that cannot be read or is not a valid policy is an error
+//! naming the domain and the file.
 //!
 //! The same trust anchors serve the policy fetch and MX certificate validation.
 //!
@@ -60,6 +71,7 @@
 //! same host can be trusted to set honestly: it is refused unless every nameserver (those of
 //! `/etc/resolv.conf` when none is configured) is a loopback address.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -71,7 +83,8 @@ use serde::Deserialize;
 use crate::cache::{ReportStores, SqliteStore, StoreError, Stores};
 use crate::cert::TrustAnchors;
 use crate::dns::{DnsResolver, DnsSettings, DnssecMode};
-use crate::engine::{Engine, OnStoreError, Timing};
+use crate::domain::Domain;
+use crate::engine::{Engine, OnStoreError, Override, OverrideOrigin, Timing};
 use crate::fetch::{FetchSettings, HttpsFetcher};
 
 /// Where the configuration is read from when no path is given.
@@ -97,9 +110,25 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `[log]`
     pub log: crate::logging::LogSettings,
+    /// `[override."DOMAIN"]` tables, as written.
+    #[serde(rename = "override")]
+    pub overrides: BTreeMap<String, OverrideConfig>,
+    /// The overrides of `overrides`, checked, with their pinned policies read.
+    #[serde(skip)]
+    pub resolved_overrides: Vec<Override>,
     /// The file this came from (`None`: defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// One `[override."DOMAIN"]` table: exactly one of `mode = "none"` and `policy = "FILE"`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    /// `none`: skip MTA-STS for the domain.
+    pub mode: Option<String>,
+    /// A policy file applied instead of discovery.
+    pub policy: Option<PathBuf>,
 }
 
 /// `[dns]`
@@ -301,15 +330,23 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read configuration {}: {e}", path.display())))?;
-        let mut config = Self::parse(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut config = Self::parse_in(&text, base, Some(path))
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         config.source = Some(path.to_owned());
         Ok(config)
     }
 
-    /// Parses configuration text and checks the values.
+    /// Parses configuration text and checks the values. Relative pinned policy files are
+    /// relative to the current directory.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
+        Self::parse_in(text, Path::new("."), None)
+    }
+
+    fn parse_in(text: &str, base: &Path, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config: Self =
             toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))?;
+        config.resolved_overrides = resolve_overrides(&config.overrides, base, file)?;
         let nameservers = config.nameservers()?;
         if config.dns.dnssec == DnssecMode::TrustAd {
             check_loopback(&nameservers, "[dns] nameservers")?;
@@ -447,7 +484,8 @@ impl Config {
             .trust_anchors(anchors)
             .timing(self.timing())
             .on_store_error(self.engine.on_store_error)
-            .prune_after(self.cache.prune_after());
+            .prune_after(self.cache.prune_after())
+            .overrides(self.resolved_overrides.iter().cloned());
         let builder = match old {
             Some(old) => builder.memory_cache(old.shared_cache()).metrics(old.shared_metrics()),
             None => builder,
@@ -458,6 +496,68 @@ impl Config {
             Err(e) => builder.store_unavailable(&e).build(),
         })
     }
+}
+
+/// Checks the `[override."DOMAIN"]` tables and reads their pinned policies (OVR-7, OVR-8).
+fn resolve_overrides(
+    tables: &BTreeMap<String, OverrideConfig>,
+    base: &Path,
+    file: Option<&Path>,
+) -> Result<Vec<Override>, ConfigError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut seen: BTreeMap<Domain, &str> = BTreeMap::new();
+    let mut out = Vec::with_capacity(tables.len());
+    for (name, table) in tables {
+        let at = format!("[override.{name:?}]");
+        let domain = Domain::parse(name)
+            .map_err(|e| ConfigError(format!("{at}: `{name}` is not a policy domain: {e}")))?;
+        if let Some(other) = seen.insert(domain.clone(), name) {
+            return Err(ConfigError(format!(
+                "{at}: the same domain as [override.{other:?}] ({domain}); keep one of them"
+            )));
+        }
+        let origin = |policy_file: Option<PathBuf>| OverrideOrigin::Config {
+            file: file.map(Path::to_owned),
+            policy_file,
+        };
+        let o = match (&table.mode, &table.policy) {
+            (Some(mode), None) if mode == "none" => Override::skip(domain, origin(None)),
+            (Some(mode), None) => {
+                return Err(ConfigError(format!(
+                    "{at}: mode = {mode:?}: an override's mode can only be \"none\" (skip MTA-STS); \
+                     to apply another mode, pin a policy with policy = \"FILE\""
+                )));
+            }
+            (None, Some(path)) => {
+                let path = base.join(path);
+                let text = std::fs::read(&path).map_err(|e| {
+                    ConfigError(format!(
+                        "{at}: cannot read the pinned policy {} for {domain}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Override::pinned(domain.clone(), &text, now, origin(Some(path.clone()))).map_err(|e| {
+                    ConfigError(format!(
+                        "{at}: the pinned policy {} for {domain} is not a valid MTA-STS policy: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(format!(
+                    "{at}: give either mode = \"none\" or policy = \"FILE\", not both"
+                )));
+            }
+            (None, None) => {
+                return Err(ConfigError(format!(
+                    "{at}: give mode = \"none\" (skip MTA-STS) or policy = \"FILE\" (pin a policy)"
+                )));
+            }
+        };
+        out.push(o);
+    }
+    out.sort_by(|a, b| a.domain.cmp(&b.domain));
+    Ok(out)
 }
 
 #[cfg(feature = "redis")]

@@ -127,8 +127,10 @@ pub enum Layer {
     Dns = 2,
     /// The policy was fetched over HTTPS.
     Network = 3,
+    /// A per-domain override decided (`[override."DOMAIN"]`, `mtasts override set`).
+    Override = 4,
 }
-const LAYER_NAMES: &[&str] = &["memory", "store", "dns", "network"];
+const LAYER_NAMES: &[&str] = &["memory", "store", "dns", "network", "override"];
 
 /// What a TXT lookup of `_mta-sts.<domain>` found (`mtasts_discoveries_total{result}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -88,8 +88,13 @@ impl Refresh {
     }
 }
 
-/// Refreshes one domain now ([`Engine::recheck`]).
+/// Refreshes one domain now ([`Engine::recheck`]). A domain with a per-domain override is left
+/// alone (nothing is looked up, nothing is logged): its override is the policy state (OVR-4).
 pub fn refresh(engine: &Engine, domain: &Domain) -> Refresh {
+    if let Some(o) = engine.override_of(domain) {
+        let policy = o.pinned_policy().cloned();
+        return Refresh { domain: domain.clone(), result: Refreshed::Current(policy) };
+    }
     let result = match engine.recheck(domain.as_str()) {
         Ok(Some(r)) if r.needs_attention() => Refreshed::Failed {
             why: r.error.as_ref().map_or_else(String::new, |e| format!("{}: {}", e.reason, e.detail)),

@@ -91,6 +91,24 @@ pub trait PolicyStore: Send + Sync + fmt::Debug {
         }
         Ok(counts)
     }
+
+    /// The per-domain overrides kept in the store (`mtasts override set`), by domain. A store
+    /// that keeps none answers an empty list.
+    fn overrides(&self) -> Result<Vec<StoredOverride>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Sets (or replaces) the override of `o.domain`.
+    fn override_set(&self, o: &StoredOverride) -> Result<(), StoreError> {
+        let _ = o;
+        Err(StoreError(format!("{}: this store keeps no overrides", self.location())))
+    }
+
+    /// Removes the override of `domain`; true if there was one.
+    fn override_clear(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let _ = domain;
+        Err(StoreError(format!("{}: this store keeps no overrides", self.location())))
+    }
 }
 
 /// The index of a mode in [`PolicyStore::count_by_mode`].
@@ -100,6 +118,18 @@ fn mode_index(mode: Mode) -> usize {
         Mode::Testing => 1,
         Mode::None => 2,
     }
+}
+
+/// A per-domain override as a store keeps it: MTA-STS skipped (`policy_text` `None`, the
+/// `mode = "none"` of the configuration file) or a pinned policy, kept as its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOverride {
+    /// The Policy Domain.
+    pub domain: Domain,
+    /// The pinned policy's text; `None`: MTA-STS is skipped for the domain.
+    pub policy_text: Option<String>,
+    /// When it was set (Unix seconds).
+    pub set_at: u64,
 }
 
 /// A persistent store of TLSRPT session counts (RFC 8460), shared by processes and hosts: the

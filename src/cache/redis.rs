@@ -5,14 +5,15 @@
 //! hosts: a stored policy fetched later than the one written is kept, and the time of the last
 //! TXT lookup only moves forward. Each key expires one day after its policy does (or one day after
 //! the last lookup when it holds no policy), so Redis forgets domains nobody mails any more.
-//! Connections are per process (a forked child opens its own) with short timeouts.
+//! Per-domain overrides (`mtasts override set`) live in one hash, `mtasts:overrides`, that
+//! never expires. Connections are per process (a forked child opens its own) with short timeouts.
 
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{CountStore, Entry, PolicyStore, StoreError};
+use super::{CountStore, Entry, PolicyStore, StoreError, StoredOverride};
 use crate::counts::{Day, DayCounts};
 use crate::domain::Domain;
 
@@ -21,6 +22,8 @@ const PREFIX: &str = "mtasts:policy:";
 const COUNTS_PREFIX: &str = "mtasts:tlsrpt:";
 /// One hash of engine counters (`mtasts stats`), summed over every process and host.
 const STATS_KEY: &str = "mtasts:stats";
+/// The hash of per-domain overrides (`mtasts override set`), one field per domain.
+const OVERRIDES: &str = "mtasts:overrides";
 /// How long a key outlives its policy (or its last lookup).
 const GRACE: u64 = 86_400;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -219,6 +222,45 @@ impl PolicyStore for RedisStore {
     fn location(&self) -> String {
         self.url.clone()
     }
+
+    fn overrides(&self) -> Result<Vec<StoredOverride>, StoreError> {
+        let fields: Vec<(String, String)> = self.with(|c| redis::cmd("HGETALL").arg(OVERRIDES).query(c))?;
+        let mut out = Vec::with_capacity(fields.len());
+        for (name, json) in fields {
+            let parsed = Domain::parse(&name).map_err(|e| e.to_string()).and_then(|domain| {
+                let o: StoredOverrideJson = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+                Ok(StoredOverride { domain, policy_text: o.policy_text, set_at: o.set_at })
+            });
+            match parsed {
+                Ok(o) => out.push(o),
+                Err(e) => super::warn(format_args!("{}: override of `{name}` ignored: {e}", self.url)),
+            }
+        }
+        out.sort_by(|a, b| a.domain.cmp(&b.domain));
+        Ok(out)
+    }
+
+    fn override_set(&self, o: &StoredOverride) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&StoredOverrideJson {
+            policy_text: o.policy_text.clone(),
+            set_at: o.set_at,
+        })
+        .map_err(|e| StoreError(e.to_string()))?;
+        self.with(|c| redis::cmd("HSET").arg(OVERRIDES).arg(o.domain.as_str()).arg(&json).query::<i64>(c))?;
+        Ok(())
+    }
+
+    fn override_clear(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let n: i64 = self.with(|c| redis::cmd("HDEL").arg(OVERRIDES).arg(domain.as_str()).query(c))?;
+        Ok(n > 0)
+    }
+}
+
+/// An override in the `mtasts:overrides` hash (one field per domain), which never expires.
+#[derive(Serialize, Deserialize)]
+struct StoredOverrideJson {
+    policy_text: Option<String>,
+    set_at: u64,
 }
 
 impl CountStore for RedisStore {

@@ -77,6 +77,13 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY NOT NULL,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 6 -> 7: per-domain overrides (`mtasts override set`): MTA-STS skipped (no text) or a
+    // pinned policy, kept as its text.
+    "CREATE TABLE overrides (
+        domain      TEXT PRIMARY KEY NOT NULL,
+        policy_text TEXT,
+        set_at      INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -534,6 +541,58 @@ impl PolicyStore for SqliteStore {
             Access::ReadWrite => None,
             Access::ReadOnly { why, .. } => Some(why.clone()),
         }
+    }
+
+    fn overrides(&self) -> Result<Vec<super::StoredOverride>, StoreError> {
+        let rows: Vec<(String, Option<String>, i64)> = self.with(|c| {
+            // A read-only store of an older schema has no table yet: it holds no override.
+            let exists: i64 = c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'overrides'",
+                [],
+                |r| r.get(0),
+            )?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            let mut stmt =
+                c.prepare_cached("SELECT domain, policy_text, set_at FROM overrides ORDER BY domain")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let location = self.location();
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, policy_text, set_at)| match Domain::parse(&name) {
+                Ok(domain) => Some(super::StoredOverride {
+                    domain,
+                    policy_text,
+                    set_at: from_sql(Some(set_at)).unwrap_or(0),
+                }),
+                Err(e) => {
+                    super::warn(format_args!("{location}: override of `{name}` ignored: {e}"));
+                    None
+                }
+            })
+            .collect())
+    }
+
+    fn override_set(&self, o: &super::StoredOverride) -> Result<(), StoreError> {
+        self.writable()?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO overrides (domain, policy_text, set_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (domain) DO UPDATE SET policy_text = excluded.policy_text, set_at = excluded.set_at",
+                params![o.domain.as_str(), o.policy_text, to_sql(o.set_at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn override_clear(&self, domain: &Domain) -> Result<bool, StoreError> {
+        self.writable()?;
+        self.with(|c| {
+            c.execute("DELETE FROM overrides WHERE domain = ?1", params![domain.as_str()]).map(|n| n > 0)
+        })
     }
 }
 

@@ -57,11 +57,13 @@ use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
 
 mod accounting;
 mod dane;
+mod overrides;
 mod resolve;
 pub mod tally;
 
 pub use accounting::SessionDetails;
 pub use dane::DaneInfo;
+pub use overrides::{Override, OverrideAction, OverrideOrigin, PINNED_EXPIRES_AT, PINNED_ID};
 use resolve::Flight;
 use tally::Tally;
 
@@ -147,6 +149,9 @@ pub struct Resolution {
     pub record: RecordState,
     /// Why discovery or the fetch failed, when they did (also when a cached policy still applies).
     pub error: Option<Failure>,
+    /// The override that decided instead of discovery, if the domain has one: `policy` is then
+    /// its pinned policy, or `None` when it skips MTA-STS; nothing was looked up.
+    pub overridden: Option<Arc<Override>>,
 }
 
 impl Resolution {
@@ -180,6 +185,8 @@ pub struct Outcome {
     /// What DANE found for the MX, when the engine does DANE and DANE applies to the MX (or its
     /// TLSA lookup failed). `None`: MTA-STS alone decided.
     pub dane: Option<Arc<DaneInfo>>,
+    /// The per-domain override applied instead of discovery, if any.
+    pub overridden: Option<Arc<Override>>,
 }
 
 impl Outcome {
@@ -302,6 +309,8 @@ pub struct Engine {
     /// Counters for `mtasts serve --metrics` and `mtasts stats` (src/metrics.rs); shared with
     /// the engine a reload replaces this one with.
     metrics: Arc<Metrics>,
+    /// Per-domain overrides: the configuration file's and the store's.
+    overrides: overrides::Overrides,
 }
 
 impl fmt::Debug for Engine {
@@ -327,6 +336,7 @@ pub struct EngineBuilder {
     tlsa: Option<Box<dyn TlsaResolver>>,
     cache: Option<Arc<MemoryCache>>,
     metrics: Option<Arc<Metrics>>,
+    overrides: Vec<Arc<Override>>,
 }
 
 /// Default of [`EngineBuilder::prune_after`]: 30 days.
@@ -390,6 +400,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Applies these per-domain overrides (those of the configuration file) instead of
+    /// discovery; they win over the store's for the same domain (D31). Given twice for one
+    /// domain, the last wins.
+    pub fn overrides(mut self, overrides: impl IntoIterator<Item = Override>) -> Self {
+        self.overrides.extend(overrides.into_iter().map(Arc::new));
+        self
+    }
+
     /// Seconds after which [`Engine::prune_store`] forgets a domain without a live policy that
     /// was not looked up meanwhile (default 30 days; at least one day).
     pub fn prune_after(mut self, secs: u64) -> Self {
@@ -446,6 +464,7 @@ impl EngineBuilder {
             tlsa_store,
             dane_memo: dane::DaneMemo::default(),
             metrics: self.metrics.unwrap_or_default(),
+            overrides: overrides::Overrides::new(self.overrides),
         }
     }
 }
@@ -472,6 +491,7 @@ impl Engine {
             tlsa: None,
             cache: None,
             metrics: None,
+            overrides: Vec::new(),
         }
     }
 
@@ -587,11 +607,14 @@ impl Engine {
     /// judged by the newer of the stored entry and the in-process one. The store answers from its
     /// indexes, so a pass that finds nothing due costs almost nothing however many domains are
     /// stored. Used by `mtasts refresh` and the refresher of `mtasts serve`.
+    /// Domains with an override are never due (OVR-4).
     pub fn due_for_refresh(&self, now: u64) -> Result<Vec<Domain>, StoreError> {
         let Some(store) = &self.store else { return Ok(Vec::new()) };
         let candidates = store.due_for_refresh(now, self.timing.refresh_interval)?;
+        self.overrides.refresh(store.as_ref(), now, self.override_interval(), |e| self.report_store_error(e));
         Ok(candidates
             .into_iter()
+            .filter(|(domain, _)| !self.overrides.contains(domain))
             .filter(|(domain, stored)| {
                 let entry = self.cache.get(domain).filter(|e| {
                     e.policy.as_ref().map(|p| p.fetched_at) >= stored.policy.as_ref().map(|p| p.fetched_at)
@@ -621,6 +644,35 @@ impl Engine {
     /// Now, by the engine's clock.
     pub fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// How often the store's overrides are read again: `[engine] txt_check_interval`, at least
+    /// once a second.
+    fn override_interval(&self) -> u64 {
+        self.timing.txt_check_interval.max(1)
+    }
+
+    /// The override of `domain`, if it has one (the configuration file's first, D31). Reads the
+    /// store's overrides when they are due (at most once per `txt_check_interval`).
+    pub fn override_of(&self, domain: &Domain) -> Option<Arc<Override>> {
+        self.override_at(domain, self.clock.now())
+    }
+
+    /// As [`Engine::override_of`], at `now`.
+    fn override_at(&self, domain: &Domain, now: u64) -> Option<Arc<Override>> {
+        self.overrides
+            .get(domain, self.store.as_deref(), now, self.override_interval(), |e| self.report_store_error(e))
+    }
+
+    /// Every override in effect, by domain: the configuration file's, and the store's that the
+    /// configuration file does not shadow (the store is read when its overrides are due).
+    pub fn overrides(&self) -> Vec<Arc<Override>> {
+        if let Some(store) = &self.store {
+            self.overrides.refresh(store.as_ref(), self.clock.now(), self.override_interval(), |e| {
+                self.report_store_error(e)
+            });
+        }
+        self.overrides.effective()
     }
 
     /// Checks a delivery to `mx` for the Policy Domain `domain`. `cert` is the chain the MX
@@ -653,6 +705,7 @@ impl Engine {
                 mx_matches: false,
                 detail: None,
                 dane: None,
+                overridden: None,
             });
         };
         // An MX that is not a host name (an address literal, `mx_1.evil.test`, full-width or
@@ -680,7 +733,8 @@ impl Engine {
             }
             outcome.dane = j.info;
         }
-        if outcome.policy.is_none() {
+        // An overridden domain does not depend on the store's policies: its mail is not held.
+        if outcome.policy.is_none() && outcome.overridden.is_none() {
             if let Some(why) = self.holds_mail_without_policy() {
                 outcome = Outcome {
                     verdict: Verdict::FailEnforce,
@@ -689,6 +743,7 @@ impl Engine {
                     mx_matches: false,
                     detail: Some(Cow::Owned(why)),
                     dane: None,
+                    overridden: None,
                 };
             }
         }
@@ -808,13 +863,29 @@ impl Engine {
                 reason = e.reason;
                 detail = Some(Cow::Owned(e.detail.clone()));
             }
+            // Or that an override skips MTA-STS for the domain (OVR-2).
+            if let Some(o) = &resolution.overridden {
+                detail = Some(Cow::Owned(o.to_string()));
+            }
         }
-        (Outcome { verdict, reason, policy: resolution.policy, mx_matches, detail, dane: None }, sts_reason)
+        (
+            Outcome {
+                verdict,
+                reason,
+                policy: resolution.policy,
+                mx_matches,
+                detail,
+                dane: None,
+                overridden: resolution.overridden,
+            },
+            sts_reason,
+        )
     }
 }
 
 /// The decision log: one `info` event per check under the target `mtasts::decision`
-/// (`crate::logging`), with the fields an operator searches by.
+/// (`crate::logging`), with the fields an operator searches by. `override` is `none` or
+/// `pinned` for an overridden domain (its `source` is then `override`), empty otherwise.
 fn log_decision(
     domain: &Domain,
     mx: &Result<Domain, (&str, DomainError)>,
@@ -850,7 +921,9 @@ fn log_decision(
             (Some(_), Layer::Network) => "network",
             // A policy from the in-process cache, whether or not DNS was asked meanwhile.
             (Some(_), Layer::Memory | Layer::Dns) => "memory",
+            (Some(_), Layer::Override) => "override",
         },
+        "override" = o.overridden.as_ref().map_or("", |o| o.action_str()),
         dane,
         detail = o.detail.as_deref().unwrap_or(""),
         "decision"

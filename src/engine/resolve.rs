@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{Engine, RecordState, Resolution, Source};
+use super::{Engine, Override, RecordState, Resolution, Source};
 use crate::cache::{CachedPolicy, Entry, FailedFetch};
 use crate::counts::{FailureKey, ResultType};
 use crate::domain::Domain;
@@ -109,9 +109,22 @@ impl Engine {
     }
 
     /// As [`Self::resolve_at`], with the layer the answer came from: `Memory`, `Store` (loaded
-    /// from the persistent store by this call), `Dns` (DNS asked, nothing fetched) or `Network`
-    /// (fetched by this call), for the decision log and the metrics.
+    /// from the persistent store by this call), `Dns` (DNS asked, nothing fetched), `Network`
+    /// (fetched by this call) or `Override` (a per-domain override decided: no DNS, no fetch, no
+    /// cache), for the decision log and the metrics.
     pub(super) fn resolve_layered(&self, domain: &Domain, now: u64, force: bool) -> (Resolution, Layer) {
+        // An override decides instead of discovery: no DNS, no fetch, no cache (OVR-1..3).
+        if let Some(o) = self.override_at(domain, now) {
+            log_override(&o);
+            let resolution = Resolution {
+                policy: o.pinned_policy().cloned(),
+                source: Source::Cache,
+                record: RecordState::NotLooked,
+                error: None,
+                overridden: Some(o),
+            };
+            return (resolution, Layer::Override);
+        }
         if !force {
             if let Some(resolution) = self.cached_resolution(domain, now) {
                 return (resolution, Layer::Memory);
@@ -148,7 +161,13 @@ impl Engine {
                 .as_ref()
                 .filter(|f| policy.as_ref().is_none_or(|p| f.at >= p.fetched_at))
                 .map(|f| f.failure.clone());
-            Some(Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error })
+            Some(Resolution {
+                policy,
+                source: Source::Cache,
+                record: RecordState::NotLooked,
+                error,
+                overridden: None,
+            })
         })
     }
 
@@ -197,7 +216,13 @@ impl Engine {
             // The leader panicked: fall back to what the cache holds.
             None => {
                 let policy = self.cache.read(domain, |e| e.and_then(|e| e.live(now).cloned()));
-                Resolution { policy, source: Source::Cache, record: RecordState::NotLooked, error: None }
+                Resolution {
+                    policy,
+                    source: Source::Cache,
+                    record: RecordState::NotLooked,
+                    error: None,
+                    overridden: None,
+                }
             }
         }
     }
@@ -232,7 +257,7 @@ impl Engine {
                     .as_ref()
                     .filter(|f| f.id == id && now.saturating_sub(f.at) < self.timing.fetch_retry_interval);
                 if unchanged && !refresh_due {
-                    Resolution { policy: live, source: Source::Cache, record, error: None }
+                    Resolution { policy: live, source: Source::Cache, record, error: None, overridden: None }
                 } else if let Some(failed) = recent_failure {
                     // The same id failed moments ago: no request now (FETCH-10).
                     Resolution {
@@ -240,13 +265,20 @@ impl Engine {
                         source: Source::Cache,
                         record,
                         error: Some(failed.failure.clone()),
+                        overridden: None,
                     }
                 } else {
                     match self.fetch(domain) {
                         Ok((policy, text)) => {
                             let fresh = Arc::new(CachedPolicy::new(policy, id, text, now));
                             fetched = Some(Ok(Arc::clone(&fresh)));
-                            Resolution { policy: Some(fresh), source: Source::Network, record, error: None }
+                            Resolution {
+                                policy: Some(fresh),
+                                source: Source::Network,
+                                record,
+                                error: None,
+                                overridden: None,
+                            }
                         }
                         Err(failure) => {
                             // Counted for TLSRPT under the cached policy, or as no policy found;
@@ -262,7 +294,13 @@ impl Engine {
                             }
                             // Keep the old policy and its id (CACHE-9, POL-16).
                             fetched = Some(Err(FailedFetch { id, at: now, failure: failure.clone() }));
-                            Resolution { policy: live, source: Source::Cache, record, error: Some(failure) }
+                            Resolution {
+                                policy: live,
+                                source: Source::Cache,
+                                record,
+                                error: Some(failure),
+                                overridden: None,
+                            }
                         }
                     }
                 }
@@ -298,7 +336,7 @@ impl Engine {
                         (RecordState::Absent, None)
                     }
                 };
-                Resolution { policy: live, source: Source::Cache, record, error }
+                Resolution { policy: live, source: Source::Cache, record, error, overridden: None }
             }
         };
         let fetched_now = matches!(fetched, Some(Ok(_)));
@@ -385,5 +423,17 @@ fn log_discovery(domain: &Domain, r: &Resolution, fetched: Option<bool>) {
         );
     } else {
         tracing::info!(target: "mtasts::discovery", domain = domain.as_str(), record, id, fetch, mode, error, "discovery");
+    }
+}
+
+/// The log of every use of an override (OVR-5), under the target `mtasts::override`: `warn` for
+/// a domain whose MTA-STS is skipped (protection is off for it: said at the default level),
+/// `info` for a pinned policy.
+fn log_override(o: &Override) {
+    let (domain, action, origin) = (o.domain.as_str(), o.action_str(), o.origin_str());
+    if o.pinned_policy().is_none() {
+        tracing::warn!(target: "mtasts::override", domain, action, origin, location = o.location(), "{o}");
+    } else {
+        tracing::info!(target: "mtasts::override", domain, action, origin, location = o.location(), "{o}");
     }
 }

@@ -958,6 +958,92 @@ static void test_config_errors(void) {
     CHECK(e == (mtasts_engine *)&e);
 }
 
+/* Per-domain overrides (README "Overrides"; OVR-2, OVR-3, OVR-8): an engine from a second
+ * configuration, the fixture's with `[override."DOMAIN"]` tables appended. enforce.test, which
+ * the fixture publishes, is skipped; pinned-c.test, which it does not, gets a pinned policy. */
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        return 0;
+    }
+    int ok = fputs(text, f) >= 0;
+    return (fclose(f) == 0) && ok;
+}
+
+static void test_overrides(void) {
+    section("per-domain overrides");
+    char dir[] = "/tmp/mtasts-test-override-XXXXXX";
+    if (!CHECK(mkdtemp(dir) != NULL)) {
+        return;
+    }
+    char pinned[256], cfg[256], bad[256];
+    snprintf(pinned, sizeof pinned, "%s/pinned.txt", dir);
+    snprintf(cfg, sizeof cfg, "%s/override.toml", dir);
+    snprintf(bad, sizeof bad, "%s/bad.toml", dir);
+    CHECK(write_text(pinned, "version: STSv1\nmode: enforce\nmx: mx.pinned-c.test\nmax_age: 86400\n"));
+
+    /* The fixture's configuration, then the overrides. */
+    char base[8192] = "";
+    FILE *f = fopen(config_path, "r");
+    size_t n = f ? fread(base, 1, sizeof base - 1, f) : 0;
+    if (f) {
+        fclose(f);
+    }
+    CHECK(n > 0 && n < sizeof base - 1);
+    base[n] = '\0';
+    char text[8192 + 1024];
+    snprintf(text, sizeof text,
+             "%s\n[override.\"Enforce.TEST\"]\nmode = \"none\"\n"
+             "[override.\"pinned-c.test\"]\npolicy = \"pinned.txt\"\n",
+             base);
+    CHECK(write_text(cfg, text));
+
+    mtasts_engine *engine = NULL;
+    CHECK_STATUS(mtasts_engine_new(cfg, &engine), MTASTS_STATUS_OK);
+    if (engine) {
+        mtasts_result r;
+        memset(&r, SENTINEL, sizeof r);
+        /* Skipped: no policy although the fixture publishes an enforce one; the detail says why. */
+        CHECK_STATUS(mtasts_engine_check_mx(engine, "enforce.test", "mx.other.test", &r),
+                     MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_NO_POLICY);
+        CHECK_EQ(r.reason, MTASTS_REASON_NONE);
+        CHECK_BUF(r.policy_id, "");
+        CHECK(strstr(terminated(r.detail, sizeof r.detail), "override") != NULL);
+        /* Pinned: applied as a fetched policy, with the id `pinned`. */
+        memset(&r, SENTINEL, sizeof r);
+        CHECK_STATUS(mtasts_engine_check_mx(engine, "pinned-c.test", "mx.pinned-c.test", &r),
+                     MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_PASS);
+        CHECK_EQ(r.mode, MTASTS_MODE_ENFORCE);
+        CHECK_BUF(r.policy_id, "pinned");
+        memset(&r, SENTINEL, sizeof r);
+        CHECK_STATUS(mtasts_engine_check(engine, "pinned-c.test", "mx.other.test", NULL, 0, &r),
+                     MTASTS_STATUS_OK);
+        CHECK_EQ(r.verdict, MTASTS_VERDICT_FAIL_ENFORCE);
+        CHECK_EQ(r.reason, MTASTS_REASON_MX_MISMATCH);
+        mtasts_policy *policy = NULL;
+        CHECK_STATUS(mtasts_engine_policy(engine, "pinned-c.test", &policy), MTASTS_STATUS_OK);
+        CHECK(policy != NULL && mtasts_policy_mode(policy) == MTASTS_MODE_ENFORCE);
+        mtasts_policy_free(policy);
+        mtasts_engine_free(engine);
+    }
+
+    /* A pinned file that is not there: a configuration error naming the domain and the file. */
+    snprintf(text, sizeof text, "%s\n[override.\"broken.test\"]\npolicy = \"missing.txt\"\n", base);
+    CHECK(write_text(bad, text));
+    engine = (mtasts_engine *)&engine;
+    CHECK_STATUS(mtasts_engine_new(bad, &engine), MTASTS_STATUS_CONFIG);
+    CHECK(engine == (mtasts_engine *)&engine);
+    CHECK_LAST_ERROR_HAS("broken.test");
+    CHECK_LAST_ERROR_HAS("missing.txt");
+
+    unlink(pinned);
+    unlink(cfg);
+    unlink(bad);
+    rmdir(dir);
+}
+
 /* The DANE-aware calls: what DANE decided beside the verdict, against the fixture's signed
  * zones (dane.test, dane-mismatch.test, dane-bogus.test; enforce.test and nopolicy.test have no
  * TLSA records, so MTA-STS alone decides there). */
@@ -1581,6 +1667,7 @@ int main(int argc, char **argv) {
     test_store_state(engine);
     test_dane_calls(engine);
     test_log_callback(engine);
+    test_overrides();
 
     mtasts_policy *policy = NULL;
     CHECK_STATUS(mtasts_engine_policy(engine, "enforce.test", &policy), MTASTS_STATUS_OK);

@@ -21,6 +21,7 @@ mod header;
 mod live;
 mod logging;
 mod metrics;
+mod overrides;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod report_flow;

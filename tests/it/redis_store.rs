@@ -167,3 +167,40 @@ fn rpt_20_counts_of_two_policy_types_per_domain_and_day() {
     assert_eq!(key.strings(), ["3 1 1 0a0b"]);
     assert_eq!((c.successes, c.total_failures()), (10, 4));
 }
+
+#[test]
+fn overrides_are_shared_through_redis() {
+    // OVR-9: one hash, `mtasts:overrides`; another host's engine sees them (README "Overrides").
+    let server = redis_server();
+    let store = RedisStore::open(&server.url, 300).expect("connect");
+    let d = Domain::parse("example.test").expect("domain");
+    let pinned = mtasts::cache::StoredOverride {
+        domain: Domain::parse("pinned.test").expect("domain"),
+        policy_text: Some(ENFORCE.replace("example.test", "pinned.test")),
+        set_at: 2,
+    };
+    store
+        .override_set(&mtasts::cache::StoredOverride { domain: d.clone(), policy_text: None, set_at: 1 })
+        .expect("set");
+    store.override_set(&pinned).expect("set");
+    assert_eq!(store.overrides().expect("list").len(), 2);
+    assert!(store.list().expect("policies").is_empty(), "overrides are not policies");
+    let (dns, http) = (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()));
+    let other_host = Engine::builder(Arc::clone(&dns), Arc::clone(&http))
+        .clock(FakeClock::default())
+        .trust_anchors(TrustAnchors::webpki())
+        .store(RedisStore::open(&server.url, 300).expect("connect"))
+        .build();
+    let o = other_host.check_mx("example.test", "mx.example.test").expect("check");
+    assert_eq!(
+        (o.verdict, o.overridden.as_ref().map(|o| o.origin_str())),
+        (Verdict::NoPolicy, Some("store"))
+    );
+    let o = other_host.check_mx("pinned.test", "mx.evil.test").expect("check");
+    assert_eq!((o.verdict, o.reason), (Verdict::FailEnforce, Reason::MxMismatch));
+    assert_eq!(o.policy.as_ref().map(|p| p.id.as_str()), Some("pinned"));
+    assert_eq!((dns.lookups(), http.fetches()), (0, 0));
+    assert!(store.override_clear(&d).expect("clear"));
+    assert!(!store.override_clear(&d).expect("clear again"));
+    assert_eq!(store.overrides().expect("list"), vec![pinned]);
+}

@@ -623,6 +623,45 @@ fn persistent_store_survives_a_restart() {
 }
 
 #[test]
+fn overrides_skip_or_pin_with_no_request_for_the_domain() {
+    // README, "Overrides": the configuration file's at start, the store's within
+    // txt_check_interval (`mtasts override set` from another process).
+    let world = World::new("override");
+    std::fs::write(world.dir.join("pinned.txt"), policy("enforce", &["mx.pinned.test"])).expect("write");
+    let store = world.dir.join("policies.sqlite");
+    let extra = format!(
+        "[cache]\npath = \"{}\"\n[engine]\ntxt_check_interval = 1\n[serve]\nrefresh_interval_s = 0\n\
+         [override.\"testing.test\"]\nmode = \"none\"\n[override.\"pinned.test\"]\npolicy = \"pinned.txt\"\n",
+        store.display()
+    );
+    let server = world.serve(&extra);
+    let sts = |domain: &str| {
+        let dns =
+            world.dns.queries().iter().filter(|q| q.name.to_ascii_lowercase().ends_with(domain)).count();
+        let host = format!("mta-sts.{domain}");
+        dns + world.https.requests().iter().filter(|r| r.sni.as_deref() == Some(host.as_str())).count()
+    };
+    assert_eq!(server.lookup("pinned.test"), "OK secure match=mx.pinned.test servername=hostname");
+    assert_eq!(server.lookup("testing.test"), "NOTFOUND ");
+    assert_eq!(server.lookup("enforce.test"), ENFORCE_OK);
+    assert_eq!((sts("pinned.test"), sts("testing.test")), (0, 0));
+    // Another process sets an override in the store: served within txt_check_interval.
+    let config = world.dir.join("mtasts.toml");
+    run(Command::new(env!("CARGO_BIN_EXE_mtasts"))
+        .args(["override", "set", "enforce.test", "--mode", "none", "--config"])
+        .arg(&config));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.lookup("enforce.test") != "NOTFOUND " {
+        assert!(Instant::now() < deadline, "the store's override is not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    world.dns.clear_queries();
+    assert_eq!(server.lookup("enforce.test"), "NOTFOUND ");
+    assert_eq!(world.dns.queries().len(), 0);
+    assert!(server.stderr.lock().contains("MTA-STS skipped for testing.test"), "logged at every use");
+}
+
+#[test]
 fn an_unavailable_store_with_on_store_error_tempfail_defers_instead_of_notfound() {
     let world = World::new("tempfail");
     let corrupt = world.dir.join("corrupt.sqlite");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use mtasts::cache::{Entry, PolicyStore, ReportStores};
 use mtasts::cert::rfc3339;
 use mtasts::config::Config;
+use mtasts::engine::Override;
 use serde_json::{Value, json};
 
 #[derive(clap::Args, Debug)]
@@ -73,13 +74,20 @@ fn load(config: Option<&std::path::Path>, cache: Option<&str>) -> Result<Config,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let (_, store) = open_store(args.config.as_deref(), args.cache.as_deref())?;
+    let (config, store) = open_store(args.config.as_deref(), args.cache.as_deref())?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     match &args.action {
         Action::List => {
             let entries = store.list().map_err(|e| e.to_string())?;
             if args.json {
-                let list: Vec<Value> = entries.iter().map(|(d, e)| entry_json(d, e, now)).collect();
+                let overrides = effective_overrides(&config, store.as_ref())?;
+                let list: Vec<Value> = entries
+                    .iter()
+                    .map(|(d, e)| {
+                        let o = overrides.iter().find(|o| &o.domain == d);
+                        entry_json(d, Some(e), o, now)
+                    })
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
             } else {
                 println!("{:<40} {:<8} {:<20} {:<21} LAST FAILURE", "DOMAIN", "MODE", "ID", "EXPIRES");
@@ -101,16 +109,20 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         }
         Action::Show { domain } => {
             let d = Domain::parse(domain).map_err(|e| format!("{domain}: {e}"))?;
-            let Some(entry) = store.load(&d).map_err(|e| e.to_string())? else {
+            let entry = store.load(&d).map_err(|e| e.to_string())?;
+            let overrides = effective_overrides(&config, store.as_ref())?;
+            let o = overrides.iter().find(|o| o.domain == d);
+            if entry.is_none() && o.is_none() {
                 return Err(format!("{d} is not in {}", store.location()));
-            };
+            }
             if args.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&entry_json(&d, &entry, now)).map_err(|e| e.to_string())?
+                    serde_json::to_string_pretty(&entry_json(&d, entry.as_ref(), o, now))
+                        .map_err(|e| e.to_string())?
                 );
             } else {
-                print!("{}", entry_text(&d, &entry, now));
+                print!("{}", entry_text(&d, entry.as_ref(), o, now));
             }
         }
         Action::Purge { domain } => {
@@ -128,7 +140,33 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn entry_json(d: &Domain, e: &Entry, now: u64) -> Value {
+/// The overrides in effect: the configuration file's, then the store's for other domains (D31).
+pub fn effective_overrides(config: &Config, store: &dyn PolicyStore) -> Result<Vec<Override>, String> {
+    let mut all = config.resolved_overrides.clone();
+    let location = store.location();
+    for row in store.overrides().map_err(|e| e.to_string())? {
+        if all.iter().any(|o| o.domain == row.domain) {
+            continue;
+        }
+        match Override::from_stored(&row, &location) {
+            Ok(o) => all.push(o),
+            Err(why) => eprintln!(
+                "warning: {location}: the override of {} is ignored (its pinned policy is invalid: {why})",
+                row.domain
+            ),
+        }
+    }
+    Ok(all)
+}
+
+/// A stored domain as JSON (`cache list|show --json`). A domain only overridden has no stored
+/// entry: `policy`, `checked_at` and `last_failure` are then null.
+fn entry_json(d: &Domain, e: Option<&Entry>, o: Option<&Override>, now: u64) -> Value {
+    let overridden = o.map_or(Value::Null, crate::overrides::override_json);
+    let Some(e) = e else {
+        return json!({ "domain": d.as_str(), "policy": null, "checked_at": null, "last_failure": null,
+                       "override": overridden });
+    };
     let policy = e.policy.as_ref().map_or(Value::Null, |p| {
         json!({
             "mode": p.mode().as_str(),
@@ -143,11 +181,20 @@ fn entry_json(d: &Domain, e: &Entry, now: u64) -> Value {
     let failure = e.failed.as_ref().map_or(Value::Null, |f| {
         json!({ "id": f.id.as_str(), "at": rfc3339(f.at), "result_type": f.failure.reason.as_str(), "detail": f.failure.detail })
     });
-    json!({ "domain": d.as_str(), "policy": policy, "checked_at": rfc3339(e.checked_at), "last_failure": failure })
+    json!({ "domain": d.as_str(), "policy": policy, "checked_at": rfc3339(e.checked_at), "last_failure": failure,
+            "override": overridden })
 }
 
-fn entry_text(d: &Domain, e: &Entry, now: u64) -> String {
-    let mut out = format!("Domain:       {d}\nLast lookup:  {}\n", rfc3339(e.checked_at));
+fn entry_text(d: &Domain, e: Option<&Entry>, o: Option<&Override>, now: u64) -> String {
+    let mut out = format!("Domain:       {d}\n");
+    if let Some(o) = o {
+        out.push_str(&format!("Override:     {}\n", crate::overrides::override_text(o)));
+    }
+    let Some(e) = e else {
+        out.push_str("Cached:       no entry (the domain was never looked up with this store)\n");
+        return out;
+    };
+    out.push_str(&format!("Last lookup:  {}\n", rfc3339(e.checked_at)));
     match &e.policy {
         Some(p) => {
             let state = if p.is_live(now) { "in force" } else { "expired" };

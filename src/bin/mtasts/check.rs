@@ -21,7 +21,7 @@ use mtasts::cache::CachedPolicy;
 use mtasts::cert::rfc3339;
 use mtasts::config::Config;
 use mtasts::dns::DnsResolver;
-use mtasts::engine::{DaneInfo, DnsError, RecordState, Resolution, StoreState};
+use mtasts::engine::{DaneInfo, DnsError, Override, RecordState, Resolution, StoreState};
 use mtasts::ports::{AddressResolver, TlsaRecord};
 use mtasts::tlsa::{DaneMatch, UsableTlsa};
 use mtasts::{Domain, Engine, Mode, Reason, Verdict};
@@ -105,6 +105,8 @@ struct Report {
     mx: Vec<MxLine>,
     mx_note: Option<String>,
     store: StoreState,
+    /// The per-domain override that replaced discovery, if any.
+    overridden: Option<Arc<Override>>,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
@@ -169,7 +171,9 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             line.connection = Some(c);
         }
     }
-    let report = Report { domain: domain_name, resolution, mx, mx_note, store: engine.store_state() };
+    let overridden = resolution.as_ref().and_then(|r| r.overridden.clone());
+    let report =
+        Report { domain: domain_name, resolution, mx, mx_note, store: engine.store_state(), overridden };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&to_json(&report)).map_err(|e| e.to_string())?);
     } else {
@@ -365,7 +369,9 @@ fn to_json(r: &Report) -> Value {
             })
             .collect();
     let store = json!({ "state": r.store.as_str(), "detail": r.store.detail() });
-    json!({ "domain": r.domain, "record": record, "policy": policy, "error": error, "mx": mx, "store": store })
+    let overridden = r.overridden.as_deref().map_or(Value::Null, crate::overrides::override_json);
+    json!({ "domain": r.domain, "record": record, "policy": policy, "error": error, "mx": mx, "store": store,
+            "override": overridden })
 }
 
 /// `mx[].connection` (`--connect`): the addresses tried, the session, the chain, the verdict on
@@ -434,7 +440,11 @@ fn to_text(r: &Report) -> String {
         return out;
     };
     let txt_name = format!("_mta-sts.{}", r.domain);
+    if let Some(o) = &r.overridden {
+        push(&mut out, format!("Override: {}", crate::overrides::override_text(o)));
+    }
     let record = match &res.record {
+        RecordState::NotLooked if r.overridden.is_some() => format!("{txt_name}: not looked up (override)"),
         RecordState::Found(id) => format!("{txt_name}: v=STSv1, id={id}"),
         RecordState::Absent if res.error.is_none() => format!("{txt_name}: no MTA-STS record"),
         RecordState::Absent => format!("{txt_name}: no usable record"),
@@ -449,10 +459,14 @@ fn to_text(r: &Report) -> String {
     match &res.policy {
         Some(p) => {
             let source = if res.source.as_str() == "network" { "fetched now" } else { "from cache" };
-            push(
-                &mut out,
-                format!("Policy:  https://mta-sts.{}/.well-known/mta-sts.txt ({source})", r.domain),
-            );
+            match r.overridden.as_deref().and_then(Override::policy_file) {
+                Some(file) => push(&mut out, format!("Policy:  {} (pinned by override)", file.display())),
+                None if r.overridden.is_some() => push(&mut out, "Policy:  pinned by override".into()),
+                None => push(
+                    &mut out,
+                    format!("Policy:  https://mta-sts.{}/.well-known/mta-sts.txt ({source})", r.domain),
+                ),
+            }
             push(
                 &mut out,
                 format!(
@@ -462,15 +476,12 @@ fn to_text(r: &Report) -> String {
                     human_secs(p.policy.max_age())
                 ),
             );
-            push(
-                &mut out,
-                format!(
-                    "         id {}, fetched {}, expires {}",
-                    p.id,
-                    rfc3339(p.fetched_at),
-                    rfc3339(p.expires_at)
-                ),
-            );
+            let times = if r.overridden.is_some() {
+                format!("read {}, never expires while the override is set", rfc3339(p.fetched_at))
+            } else {
+                format!("fetched {}, expires {}", rfc3339(p.fetched_at), rfc3339(p.expires_at))
+            };
+            push(&mut out, format!("         id {}, {times}", p.id));
             for m in p.policy.mx() {
                 push(&mut out, format!("         mx: {m}"));
             }
@@ -492,6 +503,9 @@ fn to_text(r: &Report) -> String {
                 &mut out,
                 "Policy:  none could be had; senders deliver as if the domain had no MTA-STS".into(),
             );
+        }
+        None if r.overridden.is_some() => {
+            push(&mut out, "Policy:  none (MTA-STS skipped by override)".into());
         }
         None => push(&mut out, "Policy:  none".into()),
     }

@@ -6,6 +6,10 @@
 //! `relay tls`). The file is replaced atomically (written beside it, then renamed), so smtpd never
 //! reads half a table; run this from cron or a timer followed by `smtpctl update table NAME`
 //! (`examples/opensmtpd/`).
+//!
+//! Per-domain overrides (README, "Overrides") are honoured: a domain whose MTA-STS is skipped is
+//! never listed, whatever the store holds; a pinned policy is listed when its mode is the one
+//! exported, whether or not the store knows the domain.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,19 +45,32 @@ enum Format {
 pub fn run(args: &Args) -> Result<ExitCode, String> {
     let Format::OpensmtpdTable { mode, output, config, cache } = &args.format;
     let want = if mode == "testing" { Mode::Testing } else { Mode::Enforce };
-    let (_, store) = crate::cache::open_store(config.as_deref(), cache.as_deref())?;
+    let (config, store) = crate::cache::open_store(config.as_deref(), cache.as_deref())?;
+    let overrides = crate::cache::effective_overrides(&config, store.as_ref())?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut table = format!(
         "# Domains with an MTA-STS policy in {mode} mode, from {}.\n# Written by `mtasts export opensmtpd-table`; do not edit.\n",
         store.location()
     );
-    let mut count = 0usize;
+    let mut domains = Vec::new();
     for (domain, entry) in store.list().map_err(|e| e.to_string())? {
-        if entry.live(now).is_some_and(|p| p.mode() == want) {
-            table.push_str(domain.as_str());
-            table.push('\n');
-            count += 1;
+        if overrides.iter().any(|o| o.domain == domain) {
+            continue;
         }
+        if entry.live(now).is_some_and(|p| p.mode() == want) {
+            domains.push(domain);
+        }
+    }
+    for o in &overrides {
+        if o.pinned_policy().is_some_and(|p| p.mode() == want) {
+            domains.push(o.domain.clone());
+        }
+    }
+    domains.sort();
+    let count = domains.len();
+    for domain in domains {
+        table.push_str(domain.as_str());
+        table.push('\n');
     }
     match output {
         None => print!("{table}"),

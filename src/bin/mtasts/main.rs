@@ -9,6 +9,7 @@
 //! mtasts report build [--date YYYY-MM-DD] [--out DIR] | send | list [--config FILE] [--cache PATH]
 //! mtasts stats [--config FILE] [--cache PATH] [--json]
 //! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
+//! mtasts override set DOMAIN (--mode none | --policy FILE) | clear DOMAIN | list [--json] [--config FILE] [--cache PATH]
 //! ```
 //!
 //! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
@@ -20,6 +21,7 @@ mod connect;
 mod export;
 mod exposition;
 mod lint;
+mod overrides;
 mod refresh;
 mod report;
 mod serve;
@@ -62,6 +64,8 @@ enum Command {
     Report(report::Args),
     /// The engine's counters summed over every process that used the store.
     Stats(stats::Args),
+    /// Per-domain overrides in the store: skip MTA-STS for a domain, or pin its policy.
+    Override(overrides::Args),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Stats(args) => stats::run(&args),
+        Command::Override(args) => overrides::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,8 @@
 # Expressions use macros defined with -D, so that they stay short (Exim refuses command-line
 # arguments over 256 characters) : MTLIB (the library), MTCFG ({config=...} of the fixture),
 # MTDIR (this test's directory, holding base64 certificates), MTBAD ({config=...} of a
-# configuration with an unknown key), MTDEAD ({config=...} whose DNS server is unreachable).
+# configuration with an unknown key), MTDEAD ({config=...} whose DNS server is unreachable),
+# MTOVR ({config=...} of the fixture's configuration with per-domain overrides appended).
 
 be_tests() {
     local lib=$1 fx=$2 work=$3 conf failures=0 count=0
@@ -26,11 +27,16 @@ be_tests() {
     printf '[bogus]\nkey = 1\n' >"$work/bad.toml"
     sed 's/^nameservers = .*/nameservers = ["127.0.0.1:9"]/; s/^timeout_ms = 3000/timeout_ms = 1000/' \
         "$fx/mtasts.toml" >"$work/dead-dns.toml"
+    # README "Overrides": enforce.test skipped, pinned-exim.test pinned (testing) from a file
+    # relative to the configuration.
+    printf 'version: STSv1\nmode: testing\nmx: mx.pinned-exim.test\nmax_age: 86400\n' >"$work/pinned.txt"
+    { cat "$fx/mtasts.toml"; printf '\n[override."enforce.test"]\nmode = "none"\n'
+      printf '[override."pinned-exim.test"]\npolicy = "pinned.txt"\n'; } >"$work/override.toml"
 
     be() {
         exim -C "$conf" -DBE_DIR="$work" -DMTLIB="$lib" "-DMTCFG={config=$fx/mtasts.toml}" \
             -DMTDIR="$work" "-DMTBAD={config=$work/bad.toml}" \
-            "-DMTDEAD={config=$work/dead-dns.toml}" -be "$@"
+            "-DMTDEAD={config=$work/dead-dns.toml}" "-DMTOVR={config=$work/override.toml}" -be "$@"
     }
     report() { # report OK|FAIL NAME DETAIL
         count=$((count + 1))
@@ -213,6 +219,16 @@ be_tests() {
         '${dlfunc{MTLIB}{mtasts_exim_tls_cert}{enforce.test}{mx.enforce.test}{0}{<cert>}MTCFG}'
     expect_failure "three arguments" 3 'usage: ${dlfunc{/path/libmtasts.so}{mtasts_exim_tls_cert}' \
         '${dlfunc{MTLIB}{mtasts_exim_tls_cert}{enforce.test}{mx.enforce.test}{0}MTCFG}'
+
+    echo "-- per-domain overrides (README \"Overrides\")"
+    expect "override mode none: no policy" $'none\nyes' \
+        '${dlfunc{MTLIB}{mtasts_exim_mode}{enforce.test}MTOVR}' \
+        '${dlfunc{MTLIB}{mtasts_exim_mx_ok}{enforce.test}{mx.other.test}MTOVR}'
+    expect "override pinned: its mode and MX" $'testing\nyes\nno' \
+        '${dlfunc{MTLIB}{mtasts_exim_mode}{pinned-exim.test}MTOVR}' \
+        '${dlfunc{MTLIB}{mtasts_exim_mx_ok}{pinned-exim.test}{mx.pinned-exim.test}MTOVR}' \
+        '${dlfunc{MTLIB}{mtasts_exim_mx_ok}{pinned-exim.test}{mx.other.test}MTOVR}'
+    expect "not overridden: as before" enforce '${dlfunc{MTLIB}{mtasts_exim_mode}{enforce.test}MTCFG}'
 
     echo "-- $count checks, $failures failed"
     ((failures == 0))
