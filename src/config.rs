@@ -52,6 +52,10 @@
 //! socket_mode = "0660"             # a `unix:` socket's permissions (default: as the umask leaves them)
 //! socket_owner = "postfix"         # a `unix:` socket's user and group, names or numbers
 //! socket_group = "postfix"         #   (default: those of the server's process)
+//!
+//! [serve.profile.postfix310]       # requests whose socketmap name is `postfix310`
+//! postfix_tlsrpt = true            # strict_testing, postfix_tlsrpt: as in [serve] (default: theirs)
+//! servername = "hostname"          # or "none": no servername= in `secure` replies
 //! ```
 //!
 //! The same trust anchors serve the policy fetch and MX certificate validation.
@@ -239,6 +243,21 @@ pub struct ServeConfig {
     pub socket_owner: Option<String>,
     /// `socket_group`: group (name or number) given a `unix:` socket.
     pub socket_group: Option<String>,
+    /// `[serve.profile.NAME]`: reply options for requests whose socketmap name is `NAME`.
+    pub profile: std::collections::BTreeMap<String, ServeProfileConfig>,
+}
+
+/// `[serve.profile.NAME]`: the reply options of one socketmap name, as written (`None`: the
+/// `[serve]` value applies). `mtasts serve` checks the values.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeProfileConfig {
+    /// `strict_testing`: answer `testing` policies as `enforce` ones.
+    pub strict_testing: Option<bool>,
+    /// `postfix_tlsrpt`: add the TLSRPT attributes of Postfix 3.10+ to `OK` replies.
+    pub postfix_tlsrpt: Option<bool>,
+    /// `servername`: `"hostname"` (`servername=hostname` in `secure` replies) or `"none"`.
+    pub servername: Option<String>,
 }
 
 /// `[report]`: who sends TLSRPT reports, and how they are mailed.
