@@ -8,14 +8,17 @@
 //! mtasts cache list|show DOMAIN|purge DOMAIN [--config FILE] [--cache PATH] [--json]
 //! mtasts report build [--date YYYY-MM-DD] [--out DIR] | send | list [--config FILE] [--cache PATH]
 //! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
+//! mtasts doctor [--config FILE] [--user NAME] [--json] [--exim-dir DIR] [--postfix-dir DIR] [--dnssec-probe NAME]
 //! ```
 //!
 //! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
-//! policy, 1 for an invalid one; 2 for usage and internal errors.
+//! policy, 1 for an invalid one; `doctor` 0 when no check fails, 1 when one does; 2 for usage and
+//! internal errors.
 
 mod cache;
 mod check;
 mod connect;
+mod doctor;
 mod export;
 mod lint;
 mod refresh;
@@ -57,6 +60,8 @@ enum Command {
     Export(export::Args),
     /// TLSRPT (RFC 8460) daily reports: build, send, list.
     Report(report::Args),
+    /// Check the installation: configuration, store, trust anchors, DNS, DNSSEC, serve, MTA snippets.
+    Doctor(doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     };
     match result {
         Ok(code) => code,

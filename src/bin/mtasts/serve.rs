@@ -805,6 +805,16 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `[serve]` checked as the server checks it at start (for `mtasts doctor`): the `listen` address
+/// when the file sets one.
+pub fn settings_of(config: &Config) -> Result<Option<String>, String> {
+    let s = settings::Settings::from_config(config, None)?;
+    Listen::parse(&s.listen)?;
+    Ok(config.serve.listen.clone())
+}
+
+pub use settings::DEFAULT_LISTEN;
+
 /// Reloads the configuration on SIGHUP.
 struct Reloader {
     args: Args,
