@@ -83,15 +83,24 @@ pub struct Check {
     pub todo: String,
 }
 
+/// `text` on one line: its lines trimmed and joined with ` | ` (a TOML error spans several).
+fn one_line(text: impl Into<String>) -> String {
+    let text = text.into();
+    if !text.contains('\n') {
+        return text;
+    }
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
 impl Check {
     fn ok(what: &'static str, detail: impl Into<String>) -> Self {
-        Self { status: Status::Ok, what, detail: detail.into(), todo: String::new() }
+        Self { status: Status::Ok, what, detail: one_line(detail), todo: String::new() }
     }
     fn warn(what: &'static str, detail: impl Into<String>, todo: impl Into<String>) -> Self {
-        Self { status: Status::Warn, what, detail: detail.into(), todo: todo.into() }
+        Self { status: Status::Warn, what, detail: one_line(detail), todo: todo.into() }
     }
     fn fail(what: &'static str, detail: impl Into<String>, todo: impl Into<String>) -> Self {
-        Self { status: Status::Fail, what, detail: detail.into(), todo: todo.into() }
+        Self { status: Status::Fail, what, detail: one_line(detail), todo: todo.into() }
     }
 
     fn line(&self) -> String {
@@ -453,7 +462,11 @@ fn dnssec(config: &Config, resolver: &mtasts::dns::DnsResolver, probe: &str) -> 
 /// with no DNS and no log line).
 fn serve_answers(listen: &str) -> Check {
     const WHAT: &str = "serve";
-    let request = b"22:doctor .mtasts-doctor.invalid,";
+    let mut request = Vec::new();
+    let key = b"doctor .mtasts-doctor.invalid";
+    request.extend_from_slice(format!("{}:", key.len()).as_bytes());
+    request.extend_from_slice(key);
+    request.push(b',');
     let timeout = Duration::from_secs(5);
     let reply = (|| -> std::io::Result<Vec<u8>> {
         let mut buf = Vec::new();
@@ -461,7 +474,7 @@ fn serve_answers(listen: &str) -> Check {
             let mut s = std::os::unix::net::UnixStream::connect(path)?;
             s.set_read_timeout(Some(timeout))?;
             s.set_write_timeout(Some(timeout))?;
-            s.write_all(request)?;
+            s.write_all(&request)?;
             s.shutdown(std::net::Shutdown::Write)?;
             s.take(64).read_to_end(&mut buf)?;
         } else {
@@ -473,7 +486,7 @@ fn serve_answers(listen: &str) -> Check {
             let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
             s.set_read_timeout(Some(timeout))?;
             s.set_write_timeout(Some(timeout))?;
-            s.write_all(request)?;
+            s.write_all(&request)?;
             s.shutdown(std::net::Shutdown::Write)?;
             s.take(64).read_to_end(&mut buf)?;
         }
@@ -571,6 +584,7 @@ mod tests {
 
     #[test]
     fn lines() {
+        assert_eq!(one_line("a\n  ^ b\n\n"), "a | ^ b");
         assert_eq!(Check::ok("dns", "x answer").line(), "ok    dns: x answer");
         assert_eq!(Check::fail("serve", "down", "start it").line(), "fail  serve: down  -> start it");
         assert_eq!(Check::warn("store", "memory", "set a path").line(), "warn  store: memory  -> set a path");
