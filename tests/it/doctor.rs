@@ -233,6 +233,34 @@ fn problems_are_reported_with_what_to_do() {
     assert_eq!(snippets.len(), 2, "{out}");
     assert!(snippets.iter().all(|l| l.starts_with("warn  ") && l.contains("-> add examples/")), "{out}");
 
+    // Profiles configured, and main.cf names a map that has none.
+    std::fs::write(
+        postfix.join("main.cf"),
+        format!("smtp_tls_policy_maps = socketmap:inet:127.0.0.1:{closed}:postfix\n"),
+    )
+    .expect("main.cf");
+    let with_profiles = f.config(
+        "wrong-anchor",
+        &format!("[serve]\nlisten = \"inet:127.0.0.1:{closed}\"\n[serve.profile.postfix310]\npostfix_tlsrpt = true\n"),
+    );
+    let (_, out, _) =
+        doctor(&["--config", s(&with_profiles), "--exim-dir", "/nonexistent", "--postfix-dir", s(&postfix)]);
+    assert!(
+        line(&out, "snippets").starts_with("warn  snippets: Postfix: ")
+            && line(&out, "snippets")
+                .contains("the map name \"postfix\", which has no [serve.profile.postfix]"),
+        "{out}"
+    );
+    std::fs::write(
+        postfix.join("main.cf"),
+        format!("smtp_tls_policy_maps = socketmap:inet:127.0.0.1:{closed}:postfix310\n"),
+    )
+    .expect("main.cf");
+    let (_, out, _) =
+        doctor(&["--config", s(&with_profiles), "--exim-dir", "/nonexistent", "--postfix-dir", s(&postfix)]);
+    assert!(line(&out, "snippets").starts_with("ok    snippets: Postfix: "), "{out}");
+    let config = f.config("wrong-anchor", &format!("[serve]\nlisten = \"inet:127.0.0.1:{closed}\"\n"));
+
     // The store readable by its owner but not by nobody: the running user (the owner) passes.
     let (_, out, _) = doctor(&["--config", s(&config), "--exim-dir", s(&exim), "--postfix-dir", s(&postfix)]);
     assert!(line(&out, "store").starts_with("ok "), "{out}");

@@ -537,9 +537,21 @@ fn snippets(args: &Args, config: &Config) -> Vec<Check> {
             .lines()
             .map(str::trim)
             .find(|l| !l.starts_with('#') && l.starts_with("smtp_tls_policy_maps") && l.contains(&want));
-        checks.push(match line {
-            Some(_) => Check::ok(WHAT, format!("Postfix: {} uses {want}", main_cf.display())),
-            None => Check::warn(
+        // The map name after the address, when profiles are configured: does it have one?
+        let name = line.and_then(|l| {
+            let rest = &l[l.find(&want)? + want.len()..];
+            let rest = rest.strip_prefix(':').unwrap_or(rest);
+            rest.split(|c: char| c.is_whitespace() || c == ',').next()
+        });
+        let profiles = &config.serve.profile;
+        checks.push(match (line, name) {
+            (Some(_), Some(name)) if !profiles.is_empty() && !profiles.contains_key(name) => Check::warn(
+                WHAT,
+                format!("Postfix: {} uses {want} with the map name {name:?}, which has no [serve.profile.{name}]", main_cf.display()),
+                format!("add [serve.profile.{name}] to the configuration, or use the name of a profile (the [serve] options apply meanwhile)"),
+            ),
+            (Some(_), _) => Check::ok(WHAT, format!("Postfix: {} uses {want}", main_cf.display())),
+            (None, _) => Check::warn(
                 WHAT,
                 format!("Postfix: no smtp_tls_policy_maps with {want} in {}", main_cf.display()),
                 "add examples/postfix/main.cf to main.cf (with the address of [serve] listen) and postfix reload",
