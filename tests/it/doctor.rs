@@ -261,9 +261,37 @@ fn problems_are_reported_with_what_to_do() {
     assert!(line(&out, "snippets").starts_with("ok    snippets: Postfix: "), "{out}");
     let config = f.config("wrong-anchor", &format!("[serve]\nlisten = \"inet:127.0.0.1:{closed}\"\n"));
 
-    // The store readable by its owner but not by nobody: the running user (the owner) passes.
+    // The store readable by its owner but not by nobody: the running user (the owner) passes,
+    // and, once the store exists (made by `mtasts cache list`), it is opened.
     let (_, out, _) = doctor(&["--config", s(&config), "--exim-dir", s(&exim), "--postfix-dir", s(&postfix)]);
-    assert!(line(&out, "store").starts_with("ok "), "{out}");
+    assert!(line(&out, "store").starts_with("ok ") && line(&out, "store").contains("can create it"), "{out}");
+    let made = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+        .args(["cache", "list", "--config"])
+        .arg(&config)
+        .output()
+        .expect("cache list");
+    assert!(made.status.success(), "{made:?}");
+    let (_, out, _) = doctor(&["--config", s(&config), "--exim-dir", s(&exim), "--postfix-dir", s(&postfix)]);
+    assert!(line(&out, "store").starts_with("ok ") && line(&out, "store").ends_with("and opens"), "{out}");
+    // Checked for nobody (by another user), it is not opened.
+    std::fs::set_permissions(f.dir.join("store"), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::set_permissions(f.dir.join("store/policies.sqlite"), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod");
+    let (_, out, _) = doctor(&["--config", s(&config), "--user", "nobody", "--exim-dir", s(&exim)]);
+    assert!(line(&out, "store").contains("is writable by nobody (not opened"), "{out}");
+    std::fs::set_permissions(f.dir.join("store"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A corrupt store file fails.
+    let db = f.dir.join("store/policies.sqlite");
+    std::fs::write(&db, vec![b'x'; 4096]).expect("spoil");
+    let (code, out, _) =
+        doctor(&["--config", s(&config), "--exim-dir", s(&exim), "--postfix-dir", s(&postfix)]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        line(&out, "store").starts_with("fail  store: ")
+            && line(&out, "store").contains("-> move or repair "),
+        "{out}"
+    );
+    std::fs::remove_file(&db).expect("rm");
 
     // No search permission on the way to the store.
     std::fs::create_dir_all(f.dir.join("store/deep")).expect("mkdir");

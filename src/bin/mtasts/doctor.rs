@@ -323,6 +323,16 @@ fn store(config: &Config, who: &Who) -> Check {
             );
         }
     }
+    if nix::unistd::getuid().as_raw() != who.uid {
+        // Opening it as another user could leave files (SQLite's -wal, -shm) that user owns.
+        return Check::ok(
+            WHAT,
+            format!(
+                "{} is writable by {user} (not opened: this command runs as another user)",
+                path.display()
+            ),
+        );
+    }
     match config.open_store() {
         Ok(_) => Check::ok(WHAT, format!("{} is writable by {user} and opens", path.display())),
         Err(e) => Check::fail(WHAT, e.to_string(), format!("move or repair {}", path.display())),
