@@ -53,6 +53,10 @@
 //! socket_owner = "postfix"         # a `unix:` socket's user and group, names or numbers
 //! socket_group = "postfix"         #   (default: those of the server's process)
 //!
+//! [serve.profile.postfix310]       # requests whose socketmap name is `postfix310`
+//! postfix_tlsrpt = true            # strict_testing, postfix_tlsrpt: as in [serve] (default: theirs)
+//! servername = "hostname"          # or "none": no servername= in `secure` replies
+//!
 //! [override."broken.example"]      # per-domain overrides of MTA-STS (README, "Overrides")
 //! mode = "none"                    # skip MTA-STS for this domain (logged at every use)
 //! [override."pinned.example"]
@@ -270,6 +274,21 @@ pub struct ServeConfig {
     pub socket_group: Option<String>,
     /// `metrics_listen`: where to serve Prometheus metrics over HTTP (`inet:HOST:PORT`).
     pub metrics_listen: Option<String>,
+    /// `[serve.profile.NAME]`: reply options for requests whose socketmap name is `NAME`.
+    pub profile: std::collections::BTreeMap<String, ServeProfileConfig>,
+}
+
+/// `[serve.profile.NAME]`: the reply options of one socketmap name, as written (`None`: the
+/// `[serve]` value applies). `mtasts serve` checks the values.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeProfileConfig {
+    /// `strict_testing`: answer `testing` policies as `enforce` ones.
+    pub strict_testing: Option<bool>,
+    /// `postfix_tlsrpt`: add the TLSRPT attributes of Postfix 3.10+ to `OK` replies.
+    pub postfix_tlsrpt: Option<bool>,
+    /// `servername`: `"hostname"` (`servername=hostname` in `secure` replies) or `"none"`.
+    pub servername: Option<String>,
 }
 
 /// `[report]`: who sends TLSRPT reports, and how they are mailed.

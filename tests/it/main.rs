@@ -15,6 +15,7 @@ mod dane_config;
 mod dane_dns;
 mod dane_engine;
 mod dns;
+mod doctor;
 mod engine;
 mod fetch;
 mod header;

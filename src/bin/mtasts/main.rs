@@ -10,14 +10,17 @@
 //! mtasts stats [--config FILE] [--cache PATH] [--json]
 //! mtasts export opensmtpd-table [--mode enforce|testing] [--output FILE] [--config FILE] [--cache PATH]
 //! mtasts override set DOMAIN (--mode none | --policy FILE) | clear DOMAIN | list [--json] [--config FILE] [--cache PATH]
+//! mtasts doctor [--config FILE] [--user NAME] [--json] [--exim-dir DIR] [--postfix-dir DIR] [--dnssec-probe NAME]
 //! ```
 //!
 //! Exit status: `check` 0 when the command worked, whatever the verdicts; `lint` 0 for a valid
-//! policy, 1 for an invalid one; 2 for usage and internal errors.
+//! policy, 1 for an invalid one; `doctor` 0 when no check fails, 1 when one does; 2 for usage and
+//! internal errors.
 
 mod cache;
 mod check;
 mod connect;
+mod doctor;
 mod export;
 mod exposition;
 mod lint;
@@ -66,6 +69,8 @@ enum Command {
     Stats(stats::Args),
     /// Per-domain overrides in the store: skip MTA-STS for a domain, or pin its policy.
     Override(overrides::Args),
+    /// Check the installation: configuration, store, trust anchors, DNS, DNSSEC, serve, MTA snippets.
+    Doctor(doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Stats(args) => stats::run(&args),
         Command::Override(args) => overrides::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     };
     match result {
         Ok(code) => code,

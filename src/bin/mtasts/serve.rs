@@ -315,7 +315,31 @@ impl Write for Stream {
 /// the shape of replies.
 struct Live {
     engine: Arc<Engine>,
-    options: Options,
+    replies: settings::Replies,
+    /// Whether a request with a map name that has no profile was reported (once per
+    /// configuration).
+    unknown_name_seen: AtomicBool,
+}
+
+impl Live {
+    fn new(engine: Arc<Engine>, replies: settings::Replies) -> Self {
+        Self { engine, replies, unknown_name_seen: AtomicBool::new(false) }
+    }
+
+    /// The reply options for the map name of `payload`; the first name without a profile (when
+    /// profiles are configured) is reported.
+    fn options(&self, payload: &[u8]) -> Options {
+        let name = reply::map_name(payload);
+        let (options, known) = self.replies.select(name);
+        if !known && !self.unknown_name_seen.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "mtasts serve: warning: socketmap name {:?} has no [serve.profile] table; the [serve] reply options apply to it \
+                 (reported once per configuration: other names without a profile are not reported)",
+                String::from_utf8_lossy(name)
+            );
+        }
+        options
+    }
 }
 
 /// The [`Live`] in force, and how many times it was replaced.
@@ -388,7 +412,8 @@ impl Server {
                     if resolution.record != RecordState::NotLooked {
                         self.slow_path(key, &resolution);
                     }
-                    live.sts_reply(key, &resolution, scratch);
+                    let options = live.options(payload);
+                    live.sts_reply(key, &resolution, options, scratch);
                     live.dane_decision(key, scratch).apply(scratch);
                 }
                 // Address literals and names that are no domain names have no policy.
@@ -418,7 +443,13 @@ impl Server {
 
 impl Live {
     /// The MTA-STS reply for `key` (docs/architecture.md §6.3), as without DANE.
-    fn sts_reply(&self, key: &str, resolution: &mtasts::engine::Resolution, scratch: &mut Vec<u8>) {
+    fn sts_reply(
+        &self,
+        key: &str,
+        resolution: &mtasts::engine::Resolution,
+        options: Options,
+        scratch: &mut Vec<u8>,
+    ) {
         let policy = resolution.policy.as_deref();
         if policy.is_none() {
             if let Some(why) = self.engine.holds_mail_without_policy() {
@@ -429,11 +460,11 @@ impl Live {
                 return;
             }
         }
-        if self.options.postfix_tlsrpt && policy.is_some() {
+        if options.postfix_tlsrpt && policy.is_some() {
             let domain = mtasts::Domain::parse(key).map_or_else(|_| key.to_owned(), |d| d.to_string());
-            reply::policy_reply(&domain, policy, self.options, scratch);
+            reply::policy_reply(&domain, policy, options, scratch);
         } else {
-            reply::policy_reply(key, policy, self.options, scratch);
+            reply::policy_reply(key, policy, options, scratch);
         }
     }
 
@@ -661,7 +692,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let known = Arc::new(Known::default());
     let counters = Arc::new(metrics::Counters::default());
     let server = Arc::new(Server {
-        current: Current::new(Live { engine: Arc::clone(&engine), options: serve.options() }),
+        current: Current::new(Live::new(Arc::clone(&engine), serve.replies())),
         max_request: serve.max_request_bytes,
         idle: Duration::from_millis(serve.idle_timeout_ms),
         request_timeout: Duration::from_millis(serve.request_timeout_ms),
@@ -806,6 +837,16 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `[serve]` checked as the server checks it at start (for `mtasts doctor`): the `listen` address
+/// when the file sets one.
+pub fn settings_of(config: &Config) -> Result<Option<String>, String> {
+    let s = settings::Settings::from_config(config, None)?;
+    Listen::parse(&s.listen)?;
+    Ok(config.serve.listen.clone())
+}
+
+pub use settings::DEFAULT_LISTEN;
+
 /// Reloads the configuration on SIGHUP.
 struct Reloader {
     args: Args,
@@ -825,12 +866,12 @@ impl Reloader {
         match self.load(&old) {
             Ok((config, settings, engine)) => {
                 mtasts::logging::apply(&config.log);
-                current.replace(Live { engine: Arc::new(engine), options: settings.options() });
+                current.replace(Live::new(Arc::new(engine), settings.replies()));
                 let from =
                     config.source.as_ref().map_or_else(|| "the defaults".into(), |p| p.display().to_string());
                 eprintln!(
                     "mtasts serve: SIGHUP: configuration reloaded from {from} (trust anchors, [dns], [https], [engine], [cache], [log], \
-                     [serve] strict_testing and postfix_tlsrpt); the policy cache is kept; not changed by a reload: \
+                     [serve] strict_testing, postfix_tlsrpt and [serve.profile.*]); the policy cache is kept; not changed by a reload: \
                      the listeners, [serve] max_request_bytes, idle_timeout_ms, request_timeout_ms, max_connections, refresh_interval_s"
                 );
                 let mut ignored = self.settings.not_reloaded(&settings);
@@ -847,6 +888,7 @@ impl Reloader {
                 }
                 self.settings.strict_testing = settings.strict_testing;
                 self.settings.postfix_tlsrpt = settings.postfix_tlsrpt;
+                self.settings.profiles = settings.profiles;
                 systemd::notify(notifier, "READY=1\nSTATUS=configuration reloaded");
             }
             Err(e) => {

@@ -16,6 +16,8 @@
 # 2. A full delivery by the Postfix master and smtp(8) (tests/it/serve.rs, postfix_full_delivery).
 # 3. `postmap -q` for every row of the README table "DANE in socketmap replies", against zones
 #    signed at test time (tests/it/serve.rs, postfix_postmap_dane_rows).
+# 4. `postmap -q` with two socketmap names against one server with `[serve.profile.NAME]` tables:
+#    different replies per name (tests/it/serve.rs, postfix_postmap_profiles).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 ROOT_DIR=$PWD
@@ -102,6 +104,6 @@ fi
 echo "postmap: $pass passed, $fail failed"
 
 # Full delivery through the Postfix master and smtp(8); postmap for each DANE row.
-MTASTS_E2E_POSTFIX_ROOT=$R cargo test --test it -- --ignored --exact serve::postfix_full_delivery \
+MTASTS_E2E_POSTFIX_ROOT=$R cargo test --test it -- --ignored --exact serve::postfix_full_delivery serve::postfix_postmap_profiles \
     serve::postfix_postmap_dane_rows
 [ "$fail" = 0 ]

@@ -34,13 +34,16 @@ use mtasts::cache::CachedPolicy;
 /// Longest reply payload Postfix accepts (socketmap_table(5)).
 pub const MAX_REPLY: usize = 100_000;
 
-/// How replies are shaped (`[serve]`).
-#[derive(Clone, Copy, Debug, Default)]
+/// How replies are shaped (`[serve]`, or the `[serve.profile.NAME]` of the request's map name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// Answer `testing` like `enforce`.
     pub strict_testing: bool,
     /// Add the Postfix 3.10 TLSRPT attributes.
     pub postfix_tlsrpt: bool,
+    /// Leave `servername=hostname` out of `secure` replies (`servername = "none"`: Postfix
+    /// before 3.4 does not know the attribute).
+    pub no_servername: bool,
 }
 
 /// One step of reading a netstring from the start of a buffer.
@@ -118,7 +121,13 @@ pub enum Request<'a> {
     Malformed(&'static str),
 }
 
-/// Splits a request payload `NAME KEY` (the map name is ignored) and classifies the key.
+/// The map name of a request payload `NAME KEY` (what comes before the first space), which
+/// selects a `[serve.profile.NAME]`.
+pub fn map_name(payload: &[u8]) -> &[u8] {
+    payload.split(|&b| b == b' ').next().unwrap_or_default()
+}
+
+/// Splits a request payload `NAME KEY` (the map name is for [`map_name`]) and classifies the key.
 pub fn parse_request(payload: &[u8]) -> Request<'_> {
     let Ok(text) = std::str::from_utf8(payload) else {
         return Request::Malformed("request is not UTF-8");
@@ -169,7 +178,9 @@ pub fn policy_reply(domain: &str, policy: Option<&CachedPolicy>, opts: Options, 
         }
         out.extend_from_slice(p.base().as_str().as_bytes());
     }
-    out.extend_from_slice(b" servername=hostname");
+    if !opts.no_servername {
+        out.extend_from_slice(b" servername=hostname");
+    }
     if out.len() - start > MAX_REPLY {
         out.truncate(start);
         let _ = write!(out, "TEMP the policy of {domain} has too many mx patterns for a socketmap reply");
@@ -298,6 +309,18 @@ mod tests {
             "OK secure match=mx.example.com servername=hostname"
         );
         assert_eq!(reply("example.com", Some(NONE), strict), "NOTFOUND ");
+        let bare = Options { no_servername: true, ..plain };
+        assert_eq!(reply("example.com", Some(ENFORCE), bare), "OK secure match=mx.example.com:.example.net");
+        assert_eq!(reply("example.com", Some(TESTING), bare), "NOTFOUND ");
+    }
+
+    #[test]
+    fn map_names() {
+        assert_eq!(map_name(b"postfix example.com"), b"postfix");
+        assert_eq!(map_name(b"sts a b"), b"sts");
+        assert_eq!(map_name(b"postfix"), b"postfix");
+        assert_eq!(map_name(b" example.com"), b"");
+        assert_eq!(map_name(b""), b"");
     }
 
     #[test]

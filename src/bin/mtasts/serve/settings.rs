@@ -4,7 +4,11 @@
 //! front-end, and a misspelt key is an error wherever the file is read) but gives them no
 //! meaning: that is done here, for this front-end only.
 
+use std::collections::{BTreeMap, HashMap};
+
 use mtasts::config::Config;
+
+use super::reply::Options;
 
 /// The default socketmap address.
 pub const DEFAULT_LISTEN: &str = "inet:127.0.0.1:8461";
@@ -37,6 +41,58 @@ pub struct Settings {
     pub socket: SocketAccess,
     /// Where to serve Prometheus metrics (`inet:HOST:PORT`); `None`: not served.
     pub metrics_listen: Option<String>,
+    /// `[serve.profile.NAME]`: the reply options of requests whose map name is `NAME`, with the
+    /// keys a profile leaves out taken from `[serve]`.
+    pub profiles: BTreeMap<String, Options>,
+}
+
+/// The reply options of each socketmap name: those of its profile, else those of `[serve]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replies {
+    /// `[serve]`: for names without a profile.
+    pub global: Options,
+    /// `[serve.profile.NAME]`, by name.
+    pub profiles: HashMap<Box<[u8]>, Options>,
+}
+
+impl Replies {
+    /// The options for map name `name`, and whether a profile has that name. Without any profile
+    /// configured, every name gets the global options and counts as known (nothing to warn about).
+    pub fn select(&self, name: &[u8]) -> (Options, bool) {
+        if self.profiles.is_empty() {
+            return (self.global, true);
+        }
+        match self.profiles.get(name) {
+            Some(o) => (*o, true),
+            None => (self.global, false),
+        }
+    }
+}
+
+/// `[serve.profile.NAME] servername`: `"hostname"` (the default: `servername=hostname`, the MX
+/// host name in SNI, as RFC 8461 asks) or `"none"` (no `servername` attribute).
+fn parse_servername(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "hostname" => Ok(false),
+        "none" => Ok(true),
+        _ => Err(format!(
+            "[serve.profile.{name}] servername = {value:?}: write \"hostname\" (replies carry servername=hostname: \
+             Postfix sends the MX host name in SNI, as RFC 8461 asks) or \"none\" (no servername attribute, \
+             for Postfix before 3.4, which does not know it)"
+        )),
+    }
+}
+
+/// A socketmap name a profile can have: what Postfix and Sendmail put before the key (no
+/// space, no control character, not empty).
+fn check_profile_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "[serve.profile.{name:?}]: a profile is named after a socketmap name (the `postfix` of \
+             socketmap:inet:127.0.0.1:8461:postfix): not empty, no spaces or control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// `[serve] socket_mode`, `socket_owner`, `socket_group`, resolved: applied to a `unix:` socket
@@ -159,7 +215,23 @@ impl Settings {
             refresh_interval_s: s.refresh_interval_s.unwrap_or(60),
             socket: SocketAccess::from_config(s).map_err(|e| name_file(config, &e))?,
             metrics_listen: s.metrics_listen.clone(),
+            profiles: BTreeMap::new(),
         };
+        let global = settings.options();
+        let mut settings = settings;
+        for (name, p) in &s.profile {
+            check_profile_name(name).map_err(|e| name_file(config, &e))?;
+            let no_servername = match p.servername.as_deref() {
+                None => global.no_servername,
+                Some(v) => parse_servername(name, v).map_err(|e| name_file(config, &e))?,
+            };
+            let options = Options {
+                strict_testing: p.strict_testing.unwrap_or(global.strict_testing),
+                postfix_tlsrpt: p.postfix_tlsrpt.unwrap_or(global.postfix_tlsrpt),
+                no_servername,
+            };
+            settings.profiles.insert(name.clone(), options);
+        }
         if settings.max_request_bytes == 0
             || settings.idle_timeout_ms == 0
             || settings.request_timeout_ms == 0
@@ -171,9 +243,21 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The shape of replies.
-    pub fn options(&self) -> super::reply::Options {
-        super::reply::Options { strict_testing: self.strict_testing, postfix_tlsrpt: self.postfix_tlsrpt }
+    /// The shape of replies for names without a profile (`[serve]`).
+    pub fn options(&self) -> Options {
+        Options {
+            strict_testing: self.strict_testing,
+            postfix_tlsrpt: self.postfix_tlsrpt,
+            no_servername: false,
+        }
+    }
+
+    /// The shape of replies for each map name.
+    pub fn replies(&self) -> Replies {
+        Replies {
+            global: self.options(),
+            profiles: self.profiles.iter().map(|(k, v)| (k.as_bytes().into(), *v)).collect(),
+        }
     }
 
     /// The `[serve]` keys that differ between `self` and `new` and that a reload does not apply
@@ -271,6 +355,60 @@ mod tests {
         let config = Config::parse("[serve]\nmetrics_listen = \"inet:127.0.0.1:9461\"\n").unwrap();
         let s = Settings::from_config(&config, None).unwrap();
         assert_eq!(s.metrics_listen.as_deref(), Some("inet:127.0.0.1:9461"));
+    }
+
+    #[test]
+    fn profiles() {
+        let c = parse(
+            "[serve]\nstrict_testing = true\n[serve.profile.postfix37]\n\
+             [serve.profile.postfix310]\npostfix_tlsrpt = true\n\
+             [serve.profile.old]\nservername = \"none\"\nstrict_testing = false\n",
+        )
+        .unwrap();
+        let r = c.replies();
+        let global = Options { strict_testing: true, ..Options::default() };
+        assert_eq!(r.global, global);
+        // A profile without keys is `[serve]` itself.
+        assert_eq!(r.select(b"postfix37"), (global, true));
+        assert_eq!(r.select(b"postfix310"), (Options { postfix_tlsrpt: true, ..global }, true));
+        assert_eq!(
+            r.select(b"old"),
+            (Options { strict_testing: false, postfix_tlsrpt: false, no_servername: true }, true)
+        );
+        // Names without a profile: the `[serve]` options, reported as unknown.
+        assert_eq!(r.select(b"postfix"), (global, false));
+        assert_eq!(r.select(b"POSTFIX310"), (global, false));
+        assert_eq!(r.select(b""), (global, false));
+        // No profile at all: every name is as good as any other (today's behaviour).
+        let plain = parse("[serve]\npostfix_tlsrpt = true\n").unwrap().replies();
+        assert_eq!(plain.select(b"anything"), (Options { postfix_tlsrpt: true, ..Options::default() }, true));
+        assert_eq!(
+            parse("[serve.profile.x]\nservername = \"hostname\"\n").unwrap().profiles["x"],
+            Options::default()
+        );
+    }
+
+    #[test]
+    fn bad_profiles_are_errors() {
+        let e = parse("[serve.profile.p]\nservername = \"mx.example.com\"\n").unwrap_err();
+        assert!(
+            e.contains("[serve.profile.p] servername = \"mx.example.com\"") && e.contains("\"none\""),
+            "{e}"
+        );
+        let e = parse("[serve.profile.p]\nservername = \"nexthop\"\n").unwrap_err();
+        assert!(e.contains("servername"), "{e}");
+        let e = parse("[serve.profile.p]\nstrict_test = true\n").unwrap_err();
+        assert!(e.contains("strict_test"), "{e}");
+        let e = parse("[serve.profile.p]\nlisten = \"unix:/x\"\n").unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        assert!(parse("[serve.profile.p]\npostfix_tlsrpt = \"yes\"\n").is_err());
+        let e = parse("[serve.profile.\"a b\"]\n").unwrap_err();
+        assert!(e.contains("[serve.profile.\"a b\"]") && e.contains("no spaces"), "{e}");
+        assert!(parse("[serve.profile.\"\"]\n").unwrap_err().contains("not empty"));
+        let mut config = Config::parse("[serve.profile.p]\nservername = \"x\"\n").unwrap();
+        config.source = Some("/etc/mtasts/mtasts.toml".into());
+        let e = Settings::from_config(&config, None).unwrap_err();
+        assert!(e.starts_with("/etc/mtasts/mtasts.toml: [serve.profile.p] servername"), "{e}");
     }
 
     #[test]
