@@ -182,7 +182,7 @@ pub fn install() -> bool {
             .with_writer(io::stderr)
             .with_filter(FilterFn::new(stderr_enabled(1)));
         let callback = tracing_subscriber::fmt::layer()
-            .with_writer(QueueWriter)
+            .with_writer(PerEvent(queue_line))
             .with_ansi(false)
             .without_time()
             .with_filter(FilterFn::new(|meta| {
@@ -191,7 +191,7 @@ pub fn install() -> bool {
                     && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
             }));
         let syslog = tracing_subscriber::fmt::layer()
-            .with_writer(SyslogWriter)
+            .with_writer(PerEvent(syslog_line))
             .with_ansi(false)
             .without_time()
             .with_filter(FilterFn::new(stderr_enabled(2)));
@@ -238,20 +238,22 @@ pub fn deliver_queued() {
     }
     let Some(sink) = SINK.read().clone() else { return };
     for (level, line) in lines {
-        sink(level, line.trim_end());
+        sink(level, &line);
     }
 }
 
-/// Collects one formatted event for the callback queue.
-struct QueueWriter;
+/// A `MakeWriter` that hands each formatted event, with its level and without its newline, to
+/// a function once the event is written: [`queue_line`] (for the callback) or [`syslog_line`].
+struct PerEvent(fn(LogLevel, &str));
 
-/// The writer of one event: its bytes, queued with the level when the event is written.
-struct QueuedLine {
+/// The bytes of one event on their way to the function of [`PerEvent`].
+struct EventBytes {
     level: LogLevel,
     bytes: Vec<u8>,
+    deliver: fn(LogLevel, &str),
 }
 
-impl io::Write for QueuedLine {
+impl io::Write for EventBytes {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())
@@ -262,77 +264,46 @@ impl io::Write for QueuedLine {
     }
 }
 
-impl Drop for QueuedLine {
-    fn drop(&mut self) {
-        if self.bytes.is_empty() {
-            return;
-        }
-        let line = String::from_utf8_lossy(&self.bytes).into_owned();
-        let level = self.level;
-        let _ = QUEUE.try_with(|q| {
-            if let Ok(mut q) = q.try_borrow_mut() {
-                // A runaway producer outside any exported call must not grow without bound.
-                if q.len() < 1000 {
-                    q.push((level, line));
-                }
-            }
-        });
-    }
-}
-
-impl<'a> MakeWriter<'a> for QueueWriter {
-    type Writer = QueuedLine;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        QueuedLine { level: LogLevel::Warn, bytes: Vec::new() }
-    }
-
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        QueuedLine { level: LogLevel::of(meta.level()), bytes: Vec::new() }
-    }
-}
-
-/// Sends each event as one syslog message (RFC 3164, facility `mail`), through the `syslog`
-/// crate. A line that cannot be sent (no syslog daemon) goes to standard error instead.
-struct SyslogWriter;
-
-impl<'a> MakeWriter<'a> for SyslogWriter {
-    type Writer = SyslogLine;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        SyslogLine { level: LogLevel::Warn, bytes: Vec::new() }
-    }
-
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        SyslogLine { level: LogLevel::of(meta.level()), bytes: Vec::new() }
-    }
-}
-
-/// One event on its way to syslog.
-struct SyslogLine {
-    level: LogLevel,
-    bytes: Vec<u8>,
-}
-
-impl io::Write for SyslogLine {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for SyslogLine {
+impl Drop for EventBytes {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.bytes);
         let line = line.trim_end();
-        if line.is_empty() || send_to_syslog(self.level, line).is_err() {
-            use io::Write as _;
-            let _ = writeln!(io::stderr(), "{line}");
+        if !line.is_empty() {
+            (self.deliver)(self.level, line);
         }
+    }
+}
+
+impl<'a> MakeWriter<'a> for PerEvent {
+    type Writer = EventBytes;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventBytes { level: LogLevel::Warn, bytes: Vec::new(), deliver: self.0 }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        EventBytes { level: LogLevel::of(meta.level()), bytes: Vec::new(), deliver: self.0 }
+    }
+}
+
+/// Queues a line for the callback, handed over by [`deliver_queued`].
+fn queue_line(level: LogLevel, line: &str) {
+    let _ = QUEUE.try_with(|q| {
+        if let Ok(mut q) = q.try_borrow_mut() {
+            // A runaway producer outside any exported call must not grow without bound.
+            if q.len() < 1000 {
+                q.push((level, line.to_owned()));
+            }
+        }
+    });
+}
+
+/// Sends a line as one syslog message (RFC 3164, facility `mail`), through the `syslog` crate;
+/// one that cannot be sent (no syslog daemon) goes to standard error instead.
+fn syslog_line(level: LogLevel, line: &str) {
+    if send_to_syslog(level, line).is_err() {
+        use io::Write as _;
+        let _ = writeln!(io::stderr(), "{line}");
     }
 }
 

@@ -33,19 +33,15 @@ enum Format {
         /// Write here (atomically replaced) instead of standard output.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Policy store to read instead of [cache] path.
-        #[arg(long, value_name = "PATH")]
-        cache: Option<String>,
+        #[command(flatten)]
+        store: crate::cache::StoreArgs,
     },
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let Format::OpensmtpdTable { mode, output, config, cache } = &args.format;
+    let Format::OpensmtpdTable { mode, output, store } = &args.format;
     let want = if mode == "testing" { Mode::Testing } else { Mode::Enforce };
-    let (config, store) = crate::cache::open_store(config.as_deref(), cache.as_deref())?;
+    let (config, store) = store.open_store()?;
     let overrides = crate::cache::effective_overrides(&config, store.as_ref())?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut table = format!(

@@ -28,12 +28,8 @@ use serde_json::{Value, json};
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    /// Policy store to use instead of [cache] path.
-    #[arg(long, value_name = "PATH", global = true)]
-    cache: Option<String>,
+    #[command(flatten)]
+    store: crate::cache::StoreArgs,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -62,11 +58,7 @@ enum Action {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let mut config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
-    mtasts::logging::apply(&config.log);
-    if let Some(cache) = &args.cache {
-        config.cache.path = cache.clone();
-    }
+    let config = args.store.load()?;
     let store = config.open_store().map_err(|e| e.to_string())?.map(|s| s.policies);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     match &args.action {

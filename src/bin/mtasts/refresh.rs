@@ -10,17 +10,12 @@
 //! the store is pruned of domains without a live policy unseen for `[cache] prune_after_days`.
 //! The refreshes and their wording are the library's ([`mtasts::refresh`]).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Policy store to refresh instead of [cache] path.
-    #[arg(long, value_name = "PATH")]
-    cache: Option<String>,
+    #[command(flatten)]
+    store: crate::cache::StoreArgs,
     /// Domains refreshed at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
@@ -30,7 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let (config, store) = crate::cache::open_store(args.config.as_deref(), args.cache.as_deref())?;
+    let (config, store) = args.store.open_store()?;
     drop(store);
     let engine = config.build_engine().map_err(|e| e.to_string())?;
     if let Some(e) = engine.store_error() {

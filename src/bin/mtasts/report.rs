@@ -19,12 +19,8 @@ use mtasts::tlsrpt::report::Day;
 pub struct Args {
     #[command(subcommand)]
     action: Action,
-    /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    /// Policy store instead of [cache] path.
-    #[arg(long, value_name = "PATH", global = true)]
-    cache: Option<String>,
+    #[command(flatten)]
+    store: crate::cache::StoreArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -58,7 +54,7 @@ fn parse_date(s: &str) -> Result<Day, String> {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let (config, stores) = crate::cache::open_report_stores(args.config.as_deref(), args.cache.as_deref())?;
+    let (config, stores) = args.store.open_report_stores()?;
     match &args.action {
         Action::Build { date, out } => {
             let sender = Sender::from_config(&config)?;

@@ -11,7 +11,6 @@
 //! JSON object with `--json` (README "Metrics"). Exit status 0, or 2 when the store cannot be
 //! read (a `memory` store has nothing to sum).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mtasts::metrics::{Metrics, Sample, Value};
@@ -23,12 +22,8 @@ use crate::exposition;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Configuration file (default: $MTASTS_CONFIG, else /etc/mtasts/mtasts.toml if present).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Policy store to read instead of [cache] path.
-    #[arg(long, value_name = "PATH")]
-    cache: Option<String>,
+    #[command(flatten)]
+    store: crate::cache::StoreArgs,
     /// One JSON object instead of Prometheus text.
     #[arg(long)]
     json: bool,
@@ -45,7 +40,7 @@ impl Collector for Summed {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
-    let (config, _) = crate::cache::open_store(args.config.as_deref(), args.cache.as_deref())?;
+    let (config, _) = args.store.open_store()?;
     let stores = config.open_store().map_err(|e| e.to_string())?;
     let Some(stores) = stores else {
         return Err("[cache] path is \"memory\": there is no store to sum".into());
