@@ -10,7 +10,6 @@
 //! `notAfter` in the chain, so that repeated handshakes with a busy MX cost a hash lookup and a
 //! byte comparison, not signature checks. Failures are not remembered.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -148,7 +147,8 @@ fn failure(reason: Reason, detail: impl Into<String>) -> CertFailure {
 /// Validates MX certificate chains and remembers the ones that passed.
 pub struct CertVerifier {
     anchors: TrustAnchors,
-    memo: RwLock<HashMap<u64, Vec<MemoEntry>>>,
+    /// By [`memo_key`] (already a hash: FxHash only mixes it into the table).
+    memo: RwLock<crate::fxhash::FxMap<u64, Vec<MemoEntry>>>,
 }
 
 struct MemoEntry {
@@ -165,7 +165,7 @@ const MEMO_CAPACITY: usize = 4096;
 impl CertVerifier {
     /// A verifier over these trust anchors.
     pub fn new(anchors: TrustAnchors) -> Self {
-        Self { anchors, memo: RwLock::new(HashMap::new()) }
+        Self { anchors, memo: RwLock::new(crate::fxhash::FxMap::default()) }
     }
 
     /// The trust anchors in use.
@@ -175,7 +175,18 @@ impl CertVerifier {
 
     /// Checks `chain` (leaf first; PEM or concatenated DER) for `host` at `now` (Unix seconds).
     pub fn verify(&self, chain: &[u8], host: &Domain, now: u64) -> Result<(), CertFailure> {
-        let key = memo_key(chain, host);
+        self.verify_keyed(memo_key(chain, host), chain, host, now)
+    }
+
+    /// [`CertVerifier::verify`] with the chain's [`memo_key`] already worked out (a check that
+    /// also looks the chain up in the DANE memo computes it once).
+    pub(crate) fn verify_keyed(
+        &self,
+        key: u64,
+        chain: &[u8],
+        host: &Domain,
+        now: u64,
+    ) -> Result<(), CertFailure> {
         if self.remembered(key, chain, host, now) {
             return Ok(());
         }

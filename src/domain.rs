@@ -95,7 +95,10 @@ impl Domain {
         if name.len() > MAX_NAME_LEN {
             return Err(DomainError::TooLong(name.len()));
         }
-        if name.parse::<IpAddr>().is_ok() {
+        // Only digits and dots (IPv4) or a colon (IPv6) can make an address literal: a name with
+        // a letter and no colon is not parsed as one (the hot path of every check).
+        let may_be_address = name.contains(':') || name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if may_be_address && name.parse::<IpAddr>().is_ok() {
             return Err(DomainError::AddressLiteral);
         }
         for label in name.split('.') {
@@ -149,8 +152,10 @@ fn check_label(label: &str) -> Result<(), DomainError> {
     if label.len() > MAX_LABEL_LEN {
         return Err(DomainError::LabelTooLong(label.to_owned()));
     }
-    if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
-        return Err(DomainError::InvalidChar(c));
+    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+            return Err(DomainError::InvalidChar(c));
+        }
     }
     if label.starts_with('-') || label.ends_with('-') {
         return Err(DomainError::Hyphen(label.to_owned()));

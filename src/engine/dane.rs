@@ -220,7 +220,8 @@ impl TlsaCache {
 /// not kept.
 #[derive(Debug, Default)]
 pub(super) struct DaneMemo {
-    map: parking_lot::RwLock<HashMap<u64, Vec<MemoEntry>>>,
+    /// By `crate::cert::memo_key` (already a hash: FxHash only mixes it into the table).
+    map: parking_lot::RwLock<crate::fxhash::FxMap<u64, Vec<MemoEntry>>>,
 }
 
 /// A chain, the MX host it was presented by, and the TLSA answer that authenticated it.
@@ -230,18 +231,18 @@ type MemoEntry = (Box<[u8]>, Domain, Arc<TlsaLookup>);
 const MEMO_CAPACITY: usize = 4096;
 
 impl DaneMemo {
-    fn passed(&self, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) -> bool {
-        self.map.read().get(&crate::cert::memo_key(chain, host)).is_some_and(|bucket| {
+    fn passed(&self, key: u64, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) -> bool {
+        self.map.read().get(&key).is_some_and(|bucket| {
             bucket.iter().any(|(c, h, l)| Arc::ptr_eq(l, lookup) && h == host && **c == *chain)
         })
     }
 
-    fn remember(&self, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) {
+    fn remember(&self, key: u64, chain: &[u8], host: &Domain, lookup: &Arc<TlsaLookup>) {
         let mut map = self.map.write();
         if map.values().map(Vec::len).sum::<usize>() >= MEMO_CAPACITY {
             map.clear();
         }
-        let bucket = map.entry(crate::cert::memo_key(chain, host)).or_default();
+        let bucket = map.entry(key).or_default();
         bucket.retain(|(c, h, _)| !(h == host && **c == *chain));
         bucket.push((chain.into(), host.clone(), Arc::clone(lookup)));
     }
@@ -357,7 +358,16 @@ impl Engine {
     }
 
     /// DANE's judgement of a delivery to `mx`, an MX host of `domain`, with what is known of TLS.
-    pub(super) fn judge_dane(&self, domain: &Domain, mx: &Domain, tls: Tls<'_>, now: u64) -> DaneJudgement {
+    /// `key`: the chain's `crate::cert::memo_key` for `mx`, worked out here if needed and kept
+    /// for the certificate memo.
+    pub(super) fn judge_dane(
+        &self,
+        domain: &Domain,
+        mx: &Domain,
+        tls: Tls<'_>,
+        key: &std::cell::OnceCell<u64>,
+        now: u64,
+    ) -> DaneJudgement {
         let none = DaneJudgement { dane: Dane::NotApplicable, info: None, failure: None };
         // DANE-V-13: an MX RRset that does not validate, or cannot be looked up, leaves the MX
         // hosts of the domain in doubt (RFC 7672 §2.2.1): a temporary failure, never "no DANE".
@@ -409,7 +419,8 @@ impl Engine {
                 )),
             ),
             (TlsaLookup::Secure { records, base, .. }, Tls::Chain(chain)) => {
-                if self.dane_memo.passed(chain, mx, lookup) {
+                let key = *key.get_or_init(|| crate::cert::memo_key(chain, mx));
+                if self.dane_memo.passed(key, chain, mx, lookup) {
                     (Dane::Passed, None)
                 } else {
                     // DANE-TLSA-10: a DANE-TA leaf may name the TLSA base domain (the
@@ -425,7 +436,7 @@ impl Engine {
                     match tlsa::verify(records, chain, names, now) {
                         DaneMatch::Passed { by } => {
                             if by == tlsa::Usage::DaneEe {
-                                self.dane_memo.remember(chain, mx, lookup);
+                                self.dane_memo.remember(key, chain, mx, lookup);
                             }
                             (Dane::Passed, None)
                         }

@@ -719,13 +719,16 @@ impl Engine {
         self.count_lookup(layer, now);
         // The engine's own DANE, unless the caller judged DANE itself (RFC 8461 §2: where DANE
         // applies, it decides).
+        // The chain's memo key, worked out (at most once) for the DANE memo and the certificate
+        // memo, when one of them needs it.
+        let chain_key = std::cell::OnceCell::new();
         let judged = match (&mx, dane) {
-            (Ok(host), Dane::NotApplicable) => Some(self.judge_dane(&domain, host, tls, now)),
+            (Ok(host), Dane::NotApplicable) => Some(self.judge_dane(&domain, host, tls, &chain_key, now)),
             _ => None,
         };
         let caller_dane = dane;
         let dane = judged.as_ref().map_or(dane, |j| j.dane);
-        let (mut outcome, sts_reason) = self.apply(resolution, &mx, tls, dane, now);
+        let (mut outcome, sts_reason) = self.apply(resolution, &mx, tls, dane, &chain_key, now);
         if let Some(j) = judged {
             if let Some((reason, detail)) = j.failure {
                 outcome.reason = reason;
@@ -813,6 +816,7 @@ impl Engine {
         mx: &Result<Domain, (&str, DomainError)>,
         tls: Tls<'_>,
         dane: Dane,
+        chain_key: &std::cell::OnceCell<u64>,
         now: u64,
     ) -> (Outcome, Reason) {
         let mx_name = mx.as_ref().map_err(|(raw, e)| format!("`{raw}` is not a host name ({e}) and"));
@@ -830,7 +834,10 @@ impl Engine {
             Tls::Chain(_) if !mx_matches || !matches!(mode, Some(Mode::Enforce | Mode::Testing)) => {
                 TlsOutcome::NotChecked
             }
-            Tls::Chain(chain) => match mx.map(|mx| self.certs.verify(chain, mx, now)) {
+            Tls::Chain(chain) => match mx.map(|mx| {
+                let key = *chain_key.get_or_init(|| crate::cert::memo_key(chain, mx));
+                self.certs.verify_keyed(key, chain, mx, now)
+            }) {
                 Some(Ok(())) => TlsOutcome::Valid,
                 Some(Err(f)) => {
                     detail = Some(Cow::Owned(f.detail));
