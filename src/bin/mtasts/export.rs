@@ -34,7 +34,7 @@ enum Format {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
         #[command(flatten)]
-        store: crate::cache::StoreArgs,
+        store: crate::store_args::StoreArgs,
     },
 }
 

@@ -29,6 +29,7 @@ mod refresh;
 mod report;
 mod serve;
 mod stats;
+mod store_args;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

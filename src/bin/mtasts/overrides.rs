@@ -29,7 +29,7 @@ pub struct Args {
     #[command(subcommand)]
     action: Action,
     #[command(flatten)]
-    store: crate::cache::StoreArgs,
+    store: crate::store_args::StoreArgs,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    store: crate::cache::StoreArgs,
+    store: crate::store_args::StoreArgs,
     /// Domains refreshed at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,

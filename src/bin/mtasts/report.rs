@@ -20,7 +20,7 @@ pub struct Args {
     #[command(subcommand)]
     action: Action,
     #[command(flatten)]
-    store: crate::cache::StoreArgs,
+    store: crate::store_args::StoreArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -23,7 +23,7 @@ use crate::exposition;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    store: crate::cache::StoreArgs,
+    store: crate::store_args::StoreArgs,
     /// One JSON object instead of Prometheus text.
     #[arg(long)]
     json: bool,
