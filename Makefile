@@ -7,6 +7,9 @@
 #   sudo make uninstall          removes exactly what install put there
 #   make check-install           installs into a temporary DESTDIR and builds examples/c/deliver.c
 #                                against it with pkg-config; checks the SONAME
+#   make deb                     the Debian package $(DEB_DIR)/mtasts_$(VERSION)_ARCH.deb
+#                                (packaging/debian/build-deb.sh; DEB_MAINTAINER=... to set the
+#                                Maintainer field)
 #
 # `install` does not run cargo when the release build exists, so `make && sudo make install`
 # does not build as root.
@@ -35,15 +38,21 @@ TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 RELEASE_DIR := $(TARGET_DIR)/release
 SO := $(RELEASE_DIR)/libmtasts.so
 STATIC := $(RELEASE_DIR)/libmtasts.a
+BIN := $(RELEASE_DIR)/mtasts
+DEB_DIR ?= $(TARGET_DIR)/debian
 
-.PHONY: all install uninstall check-install
+.PHONY: all install uninstall check-install deb
 
 all:
 	$(CARGO) build --release -p mtasts
 
 # Only when missing: see the note at the top. (`&:`: one cargo run makes both; GNU make >= 4.3.)
-$(SO) $(STATIC) &:
+$(SO) $(STATIC) $(BIN) &:
 	$(CARGO) build --release -p mtasts
+
+# The Debian package, from the release build (see packaging/debian/README.md).
+deb: $(SO) $(STATIC) $(BIN)
+	bash packaging/debian/build-deb.sh '$(VERSION)' '$(TARGET_DIR)' '$(DEB_DIR)'
 
 install: $(SO) $(STATIC) include/mtasts.h mtasts.pc.in
 	$(INSTALL) -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)'

@@ -24,6 +24,7 @@ mod doctor;
 mod export;
 mod exposition;
 mod lint;
+mod manpages;
 mod overrides;
 mod refresh;
 mod report;
@@ -72,6 +73,12 @@ enum Command {
     Override(overrides::Args),
     /// Check the installation: configuration, store, trust anchors, DNS, DNSSEC, serve, MTA snippets.
     Doctor(doctor::Args),
+    /// Write the man pages (mtasts.1, mtasts-SUBCOMMAND.1) into a directory (for packagers).
+    #[command(hide = true)]
+    Manpages {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(&args),
         Command::Override(args) => overrides::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Manpages { dir } => manpages::run(<Cli as clap::CommandFactory>::command(), &dir),
     };
     match result {
         Ok(code) => code,
