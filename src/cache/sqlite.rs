@@ -201,10 +201,24 @@ impl SqliteStore {
     }
 }
 
+/// Creates the (empty) database file with mode 0666 less the umask, as any Unix program would:
+/// SQLite itself creates files 0644 whatever the umask, and its `-wal` and `-shm` files take the
+/// database file's mode. So a store made under `UMask=0002` (the Debian package's units) is
+/// writable by its group, which the MTA's user joins to share it. An empty file is a valid new
+/// database. A failure (another process created it first, no permission) is left for SQLite to
+/// report when it opens the path.
+fn create_empty(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o666).open(path);
+}
+
 /// Opens the store read-write, or read-only when this user may read it but not write it.
 fn connect_any(path: &Path) -> Result<(Connection, Access), StoreError> {
     let [wal, shm] = side_files(path);
     let existed = [path.exists(), wal.exists(), shm.exists()];
+    if !existed[0] {
+        create_empty(path);
+    }
     let read_write = connect(path);
     adopt_directory_owner([path, &wal, &shm], existed);
     let error = match read_write {

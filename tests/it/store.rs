@@ -583,6 +583,42 @@ fn files_created_by_root_belong_to_the_owner_of_the_directory() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The store's files get 0666 less the umask (SQLite alone makes them 0644 whatever the umask):
+/// under the Debian package's `UMask=0002` the store, its WAL and its shm file are writable by
+/// the group `mtasts` that the MTA's user joins.
+#[test]
+fn a_new_store_follows_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("umask");
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).expect("metadata");
+    for (umask, want) in [("002", 0o664), ("022", 0o644), ("077", 0o600)] {
+        let path = dir.join(format!("umask-{umask}.sqlite"));
+        // A child process, so that this process's umask (shared by the other tests) is untouched;
+        // `cache list` saves nothing but opens the store for writing, which creates it.
+        let out = Command::new("sh")
+            .args(["-c", "umask \"$1\" && exec \"$2\" cache list --cache \"$3\"", "sh", umask])
+            .arg(env!("CARGO_BIN_EXE_mtasts"))
+            .arg(&path)
+            .env_remove("MTASTS_CONFIG")
+            .output()
+            .expect("sh -c mtasts cache list");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(mode(&path), want, "umask {umask}: the database file");
+        // The side files SQLite makes later take the database file's mode.
+        let store = SqliteStore::open(&path, 300).expect("open");
+        store
+            .save(&domain("umask.test"), &Entry { policy: None, checked_at: now(), failed: None })
+            .expect("save");
+        for side in ["-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(side);
+            assert_eq!(mode(Path::new(&p)), want, "umask {umask}: {side}");
+        }
+        drop(store);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn one_bad_row_spoils_nothing_else() {
     let dir = temp_dir("badrow");
