@@ -7,6 +7,8 @@
 #   sudo make uninstall          removes exactly what install put there
 #   make check-install           installs into a temporary DESTDIR and builds examples/c/deliver.c
 #                                against it with pkg-config; checks the SONAME
+#   make wheel                   the Python wheel with libmtasts.so inside, in $(WHEEL_DIR)
+#                                (bindings/python/build-wheel.sh)
 #   make deb                     the Debian package $(DEB_DIR)/mtasts_$(VERSION)_ARCH.deb
 #                                (packaging/debian/build-deb.sh; DEB_MAINTAINER=... to set the
 #                                Maintainer field)
@@ -40,8 +42,9 @@ SO := $(RELEASE_DIR)/libmtasts.so
 STATIC := $(RELEASE_DIR)/libmtasts.a
 BIN := $(RELEASE_DIR)/mtasts
 DEB_DIR ?= $(TARGET_DIR)/debian
+WHEEL_DIR ?= $(TARGET_DIR)/wheels
 
-.PHONY: all install uninstall check-install deb
+.PHONY: all install uninstall check-install deb wheel
 
 all:
 	$(CARGO) build --release -p mtasts
@@ -53,6 +56,10 @@ $(SO) $(STATIC) $(BIN) &:
 # The Debian package, from the release build (see packaging/debian/README.md).
 deb: $(SO) $(STATIC) $(BIN)
 	bash packaging/debian/build-deb.sh '$(VERSION)' '$(TARGET_DIR)' '$(DEB_DIR)'
+
+# The Python wheel, carrying the release library (see bindings/python/README.md).
+wheel: $(SO)
+	bash bindings/python/build-wheel.sh '$(SO)' '$(WHEEL_DIR)'
 
 install: $(SO) $(STATIC) include/mtasts.h mtasts.pc.in
 	$(INSTALL) -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)'
