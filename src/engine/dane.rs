@@ -26,8 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Engine, Tls};
+use crate::cache::{StoreError, TlsaStore};
 use crate::domain::Domain;
 use crate::fxhash::FxHasher;
+use crate::metrics::DnsKind;
 use crate::ports::{MxLookup, TlsaLookup, TlsaRecord};
 use crate::tlsa::{self, DaneMatch};
 use crate::verdict::{Dane, Reason};
@@ -152,6 +154,61 @@ impl Slot for Arc<MxLookup> {
     }
 }
 
+/// A DNSSEC answer the engine keeps: how it is stored, for how long, and how it is held in
+/// memory.
+trait Answer: Sized {
+    /// What the memory cache holds.
+    type Kept: Slot;
+    /// Its latency histogram.
+    const KIND: DnsKind;
+    fn load(store: &dyn TlsaStore, name: &Domain, now: u64) -> Result<Option<(Self, u64)>, StoreError>;
+    fn save(&self, store: &dyn TlsaStore, name: &Domain, until: u64) -> Result<(), StoreError>;
+    /// Seconds it may be used.
+    fn lifetime(&self) -> u64;
+    fn keep(self) -> Self::Kept;
+}
+
+impl Answer for TlsaLookup {
+    type Kept = Arc<Known>;
+    const KIND: DnsKind = DnsKind::Tlsa;
+    fn load(store: &dyn TlsaStore, host: &Domain, now: u64) -> Result<Option<(Self, u64)>, StoreError> {
+        store.tlsa_load(host, now)
+    }
+    fn save(&self, store: &dyn TlsaStore, host: &Domain, until: u64) -> Result<(), StoreError> {
+        store.tlsa_save(host, self, until)
+    }
+    fn lifetime(&self) -> u64 {
+        match self {
+            Self::Secure { ttl, .. } => u64::from(*ttl).min(MAX_SECS),
+            Self::NotApplicable => NOT_APPLICABLE_SECS,
+            Self::Bogus(_) | Self::Failed(_) => FAILURE_SECS,
+        }
+    }
+    fn keep(self) -> Arc<Known> {
+        Known::new(Arc::new(self))
+    }
+}
+
+impl Answer for MxLookup {
+    type Kept = Arc<MxLookup>;
+    const KIND: DnsKind = DnsKind::Mx;
+    fn load(store: &dyn TlsaStore, domain: &Domain, now: u64) -> Result<Option<(Self, u64)>, StoreError> {
+        store.mx_load(domain, now)
+    }
+    fn save(&self, store: &dyn TlsaStore, domain: &Domain, until: u64) -> Result<(), StoreError> {
+        store.mx_save(domain, self, until)
+    }
+    fn lifetime(&self) -> u64 {
+        match self {
+            Self::Records { ttl, .. } => u64::from(*ttl).min(MX_MAX_SECS),
+            Self::Bogus(_) | Self::Failed(_) => FAILURE_SECS,
+        }
+    }
+    fn keep(self) -> Arc<MxLookup> {
+        Arc::new(self)
+    }
+}
+
 impl TlsaCache {
     /// The unexpired answer of kind `V` for `name`: from this thread's copies, or from the shared
     /// map (then copied).
@@ -179,25 +236,6 @@ impl TlsaCache {
                 answer
             })
             .unwrap_or_else(|_| shared().and_then(|e| fresh(&e)))
-    }
-
-    /// Until when an answer looked up at `now` may be used.
-    fn expiry(lookup: &TlsaLookup, now: u64) -> u64 {
-        let secs = match lookup {
-            TlsaLookup::Secure { ttl, .. } => u64::from(*ttl).min(MAX_SECS),
-            TlsaLookup::NotApplicable => NOT_APPLICABLE_SECS,
-            TlsaLookup::Bogus(_) | TlsaLookup::Failed(_) => FAILURE_SECS,
-        };
-        now.saturating_add(secs)
-    }
-
-    /// Until when an MX answer looked up at `now` may be used.
-    fn mx_expiry(lookup: &MxLookup, now: u64) -> u64 {
-        let secs = match lookup {
-            MxLookup::Records { ttl, .. } => u64::from(*ttl).min(MX_MAX_SECS),
-            MxLookup::Bogus(_) | MxLookup::Failed(_) => FAILURE_SECS,
-        };
-        now.saturating_add(secs)
     }
 
     fn put<V: Slot>(&self, name: &Domain, value: V, until: u64, now: u64) {
@@ -301,29 +339,7 @@ impl Engine {
 
     fn known_tlsa(&self, mx: &Domain, now: u64) -> Option<Arc<Known>> {
         let resolver = self.tlsa.as_ref()?;
-        if let Some(hit) = self.tlsa_cache.get::<Arc<Known>>(mx, now) {
-            return Some(hit);
-        }
-        // Another process (or an earlier run) may have looked it up: a fresh Exim process then
-        // does not walk the DNSSEC chain again. The store is a cache: its errors only cost a
-        // lookup.
-        if let Some(store) = &self.tlsa_store {
-            if let Ok(Some((stored, until))) = store.tlsa_load(mx, now) {
-                let known = Known::new(Arc::new(stored));
-                self.tlsa_cache.put(mx, Arc::clone(&known), until, now);
-                return Some(known);
-            }
-        }
-        let began = std::time::Instant::now();
-        let lookup = resolver.tlsa(mx);
-        self.metrics.dns_latency(crate::metrics::DnsKind::Tlsa, began.elapsed());
-        let until = TlsaCache::expiry(&lookup, now);
-        if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
-            let _ = store.tlsa_save(mx, &lookup, until);
-        }
-        let known = Known::new(Arc::new(lookup));
-        self.tlsa_cache.put(mx, Arc::clone(&known), until, now);
-        Some(known)
+        Some(self.remembered(mx, now, || resolver.tlsa(mx)))
     }
 
     /// The MX RRset of `domain` with its security (from the cache, or looked up), or `None` when
@@ -335,26 +351,34 @@ impl Engine {
 
     fn known_mx(&self, domain: &Domain, now: u64) -> Option<Arc<MxLookup>> {
         let resolver = self.tlsa.as_ref()?;
-        if let Some(hit) = self.tlsa_cache.get::<Arc<MxLookup>>(domain, now) {
-            return Some(hit);
+        Some(self.remembered(domain, now, || resolver.mx(domain)))
+    }
+
+    /// The answer for `name`: from memory, else from the store (another process, or an earlier
+    /// run, may have looked it up: a fresh Exim process then does not walk the DNSSEC chain
+    /// again), else from `look_up`, which is then kept in both until it expires. The store is a
+    /// cache: its errors only cost a lookup.
+    fn remembered<A: Answer>(&self, name: &Domain, now: u64, look_up: impl FnOnce() -> A) -> A::Kept {
+        if let Some(hit) = self.tlsa_cache.get::<A::Kept>(name, now) {
+            return hit;
         }
         if let Some(store) = &self.tlsa_store {
-            if let Ok(Some((stored, until))) = store.mx_load(domain, now) {
-                let stored = Arc::new(stored);
-                self.tlsa_cache.put(domain, Arc::clone(&stored), until, now);
-                return Some(stored);
+            if let Ok(Some((stored, until))) = A::load(store.as_ref(), name, now) {
+                let kept = stored.keep();
+                self.tlsa_cache.put(name, kept.clone(), until, now);
+                return kept;
             }
         }
         let began = std::time::Instant::now();
-        let lookup = resolver.mx(domain);
-        self.metrics.dns_latency(crate::metrics::DnsKind::Mx, began.elapsed());
-        let until = TlsaCache::mx_expiry(&lookup, now);
+        let answer = look_up();
+        self.metrics.dns_latency(A::KIND, began.elapsed());
+        let until = now.saturating_add(answer.lifetime());
         if let Some(store) = self.tlsa_store.as_ref().filter(|_| self.store_writable) {
-            let _ = store.mx_save(domain, &lookup, until);
+            let _ = answer.save(store.as_ref(), name, until);
         }
-        let lookup = Arc::new(lookup);
-        self.tlsa_cache.put(domain, Arc::clone(&lookup), until, now);
-        Some(lookup)
+        let kept = answer.keep();
+        self.tlsa_cache.put(name, kept.clone(), until, now);
+        kept
     }
 
     /// DANE's judgement of a delivery to `mx`, an MX host of `domain`, with what is known of TLS.
@@ -376,19 +400,18 @@ impl Engine {
         let doubt = match self.known_mx(domain, now).as_deref() {
             None => return none,
             Some(MxLookup::Records { .. }) => None,
-            Some(MxLookup::Bogus(why)) => {
-                Some(TlsaLookup::Bogus(format!("the MX RRset of {domain} did not validate (bogus): {why}")))
-            }
-            Some(MxLookup::Failed(why)) => {
-                Some(TlsaLookup::Failed(format!("the MX RRset of {domain} could not be looked up: {why}")))
-            }
+            Some(MxLookup::Bogus(why)) => Some((
+                format!("the MX RRset of {domain} did not validate (bogus): {why}"),
+                TlsaLookup::Bogus as fn(String) -> TlsaLookup,
+            )),
+            Some(MxLookup::Failed(why)) => Some((
+                format!("the MX RRset of {domain} could not be looked up: {why}"),
+                TlsaLookup::Failed as fn(String) -> TlsaLookup,
+            )),
         };
-        if let Some(lookup) = doubt {
-            let detail = match &lookup {
-                TlsaLookup::Bogus(d) | TlsaLookup::Failed(d) => d.clone(),
-                _ => String::new(),
-            };
-            let info = Arc::new(DaneInfo { lookup: Arc::new(lookup), usable: 0, dane: Dane::DnssecInvalid });
+        if let Some((detail, state)) = doubt {
+            let lookup = Arc::new(state(detail.clone()));
+            let info = Arc::new(DaneInfo { lookup, usable: 0, dane: Dane::DnssecInvalid });
             return DaneJudgement {
                 dane: Dane::DnssecInvalid,
                 info: Some(info),
