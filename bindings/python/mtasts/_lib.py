@@ -2,9 +2,13 @@
 
 Where the library is looked for, in order:
 
-1. ``$MTASTS_LIBRARY``, a path to the shared library. When it is set, nothing else is tried: an
-   explicit choice that does not load is an error, not a reason to load some other copy.
-2. ``libmtasts.so`` next to this file (a vendored copy installed with the package).
+1. ``libmtasts.so`` next to this file: the copy a wheel carries. When it is there it is the one
+   loaded, whatever ``$MTASTS_LIBRARY`` says (a wheel is built and tested with its own library, of
+   its own version); if it does not load, the import fails rather than quietly loading another
+   copy. A ``$MTASTS_LIBRARY`` that names another file is reported on the ``mtasts`` logger.
+2. ``$MTASTS_LIBRARY``, a path (a package installed from source carries no library). When it is
+   set, nothing else is tried: an explicit choice that does not load is an error, not a reason to
+   load some other copy.
 3. The system's library path: ``ctypes.util.find_library("mtasts")``, then ``libmtasts.so.0``,
    then ``libmtasts.so`` (``LD_LIBRARY_PATH``, ``ld.so.cache``).
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 from ctypes import CFUNCTYPE, POINTER, c_char, c_char_p, c_int, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 from typing import Any, Dict, List, Optional, Tuple
@@ -119,12 +124,21 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
 def _candidates() -> List[Tuple[str, Optional[str]]]:
     """The places to try, in order, each as (description, what to pass to CDLL); ``None`` stands
     for the result of ``ctypes.util.find_library``, looked up only if the earlier places fail."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
     explicit = os.environ.get(ENV_LIBRARY)
+    if os.path.lexists(here):
+        if explicit and os.path.realpath(explicit) != os.path.realpath(here):
+            logging.getLogger("mtasts").warning(
+                "mtasts: %s=%s is not used: this package carries its own library, %s",
+                ENV_LIBRARY,
+                explicit,
+                here,
+            )
+        return [(f"{here} (the package's own copy)", here)]
     if explicit:
         return [(f"{ENV_LIBRARY}={explicit}", explicit)]
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
     return [
-        (here, here),
+        (f"{here} (the package's own copy): not installed", ""),
         ('ctypes.util.find_library("mtasts")', None),
         ("libmtasts.so.0 (system library path)", "libmtasts.so.0"),
         (f"{LIBRARY_NAME} (system library path)", LIBRARY_NAME),
@@ -135,6 +149,9 @@ def _load() -> Tuple[ctypes.CDLL, str]:
     """Loads the first library that loads, or raises ImportError naming every place tried."""
     tried: List[str] = []
     for where, target in _candidates():
+        if target == "":
+            tried.append(f"  {where}")
+            continue
         if target is None:
             target = ctypes.util.find_library("mtasts")
             if target is None:
@@ -148,9 +165,9 @@ def _load() -> Tuple[ctypes.CDLL, str]:
     raise ImportError(
         "mtasts: cannot load the mtasts C library (libmtasts.so). Tried:\n"
         + "\n".join(tried)
-        + f"\nSet {ENV_LIBRARY} to the path of libmtasts.so (for a source checkout: "
-        "cargo build -p mtasts, then target/debug/libmtasts.so), or install it on the "
-        "system's library path."
+        + f"\nInstall the mtasts wheel (it carries the library), set {ENV_LIBRARY} to the path "
+        "of libmtasts.so (for a source checkout: cargo build -p mtasts, then "
+        "target/debug/libmtasts.so), or install it on the system's library path."
     )
 
 
