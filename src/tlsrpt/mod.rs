@@ -30,6 +30,7 @@
 
 pub mod address;
 pub mod deliver;
+pub mod dkim;
 pub mod mail;
 pub mod pipeline;
 pub mod record;
