@@ -491,15 +491,8 @@ impl Config {
     }
 
     /// Opens what TLSRPT reports are built from and queued in: the TLSRPT counts and the report
-    /// outbox of the configured store; `None` for `memory`. A backend that keeps no outbox (Redis)
-    /// is refused here, before anything is opened or built.
+    /// outbox of the configured store (SQLite, or Redis shared by a fleet); `None` for `memory`.
     pub fn open_report_stores(&self) -> Result<Option<ReportStores>, StoreError> {
-        if let Some(url) = &self.cache.redis_url {
-            return Err(StoreError(format!(
-                "[cache] redis_url = {url:?}: the Redis store keeps no TLSRPT report outbox; \
-                 building and sending reports needs the SQLite store ([cache] path)"
-            )));
-        }
         self.open_store()?.map(|stores| stores.reports()).transpose()
     }
 

@@ -297,7 +297,9 @@ pub fn suppressed(items: &[OutboxItem], suppression: Suppression, now: u64) -> V
 
 /// Delivers the queued reports that are due at `now` (all undelivered ones with `force`), with
 /// the default [`RetrySchedule`]; `on` hears of each attempt, with the report's updated state.
-/// Destinations that refused the report for good are not tried again for it, and suppressed
+/// Each attempt is claimed first ([`OutboxStore::outbox_claim`]): a report another process or
+/// host is sending, or has just sent, is skipped, so a fleet sharing a Redis outbox sends each
+/// report once. Destinations that refused the report for good are not tried again for it, and suppressed
 /// destinations ([`suppressed`]) are left out; a report left with no destination to try is done,
 /// undelivered. Returns how many attempts failed. A store error, or a queued report that cannot
 /// be rebuilt, stops the run.
@@ -333,6 +335,14 @@ pub fn send_due(
             id,
         )
         .map_err(|e| format!("{}: {e}", item.domain))?;
+        // One sender per attempt, fleet-wide (RPT-25): the lease outlasts the slowest attempt.
+        let per_destination = settings.timeout.max(settings.sendmail_timeout).as_secs();
+        let lease = per_destination
+            .saturating_mul(u64::try_from(record.rua.len()).unwrap_or(u64::MAX))
+            .saturating_add(60);
+        if !store.outbox_claim(&item.report_id, &item.state, now, lease).map_err(|e| e.to_string())? {
+            continue; // another process or host is sending it, or just has
+        }
         let now_suppressed = suppressed(&items, suppression, now);
         let mut rua = Vec::new();
         for uri in &record.rua {

@@ -402,3 +402,42 @@ fn rpt_24_a_destination_that_keeps_refusing_is_suppressed() {
     let list = t.ok(&["report", "list"]);
     assert!(list.contains("pending, 1 attempts") && !list.contains("suppressed"), "{list}");
 }
+
+/// RPT-25 in SQLite: several `mtasts report send` processes started together on one host send
+/// a report once; the claim itself: held by one, and refused to a process whose view of the
+/// report is older than the last attempt.
+#[test]
+fn rpt_25_concurrent_senders_on_sqlite_send_once() {
+    use mtasts::cache::OutboxStore;
+    let w = World::new("claim", KEEP_MAIL, "send_delay_max_s = 0", "");
+    w.count(OLD_DAY);
+    w.ok(&["report", "build", "--date", OLD_DAY]);
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_mtasts"))
+                .args(["report", "send"])
+                .env("MTASTS_CONFIG", w.config_path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("send")
+        })
+        .collect();
+    for mut s in senders {
+        assert!(s.wait().expect("wait").success());
+    }
+    assert_eq!(w.mails().len(), 1, "sent once");
+
+    w.count("2026-03-02");
+    w.ok(&["report", "build", "--date", "2026-03-02"]);
+    let store = SqliteStore::open(&w.path("store.sqlite"), 300).expect("store");
+    let item = store.outbox().expect("outbox").into_iter().find(|i| !i.state.done).expect("pending");
+    let now = item.state.next_attempt_at + 1;
+    assert!(store.outbox_claim(&item.report_id, &item.state, now, 600).expect("claim"));
+    assert!(!store.outbox_claim(&item.report_id, &item.state, now, 600).expect("claim"), "held");
+    assert!(store.outbox_claim(&item.report_id, &item.state, now + 601, 600).expect("claim"), "lease over");
+    let mut state = item.state.clone();
+    state.record_result(now, Err("HTTP 503".into()), &mtasts::tlsrpt::RetrySchedule::default());
+    store.outbox_update(&item.report_id, &state).expect("update");
+    assert!(!store.outbox_claim(&item.report_id, &item.state, now, 600).expect("claim"), "stale view");
+    assert!(store.outbox_claim(&item.report_id, &state, now, 600).expect("claim"), "current view");
+}
