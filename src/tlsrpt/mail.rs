@@ -26,7 +26,7 @@
 //!   about failing TLS must still arrive). mtasts's Exim example also routes such messages past
 //!   the mtasts check (RPT-22).
 //! * The message is signed by [`crate::tlsrpt::dkim`] when `[report.dkim]` is set (RPT-12),
-//!   in [`crate::tlsrpt::deliver`]; this function writes it unsigned.
+//!   in [`crate::tlsrpt::deliver`](mod@crate::tlsrpt::deliver); this function writes it unsigned.
 
 use std::fmt::Write as _;
 
