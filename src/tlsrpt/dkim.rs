@@ -15,12 +15,15 @@
 //!   nobody can add a second instance after signing without breaking the signature;
 //! * `t=` (when it was signed), no `x=`, no `l=`, no `z=`.
 //!
-//! Why not the `mail-auth` crate: its DKIM code needs one of two crypto back-ends, `aws-lc-rs`
-//! (which needs cmake and nasm to build, and is not the `ring` provider every other part of mtasts
-//! uses) or the RustCrypto one, whose `rsa` crate has an open timing side-channel advisory on
-//! private-key operations (RUSTSEC-2023-0071), which is what signing is. Signing one message that
-//! mtasts itself writes is small; the cryptography is ring's, and the tests check every signature
-//! with an independent verifier (dkimpy) against a key published in DNS.
+//! Why not the `mail-auth` crate (decision D34 in docs/conformance.md has the compiler errors):
+//! version 0.15.1 cannot be built with `ring` underneath. Without its `aws-lc-rs` or
+//! `rust-crypto` feature it does not compile, and its `SigningKey`/`HashContext` traits must
+//! return its own `HashOutput`, which only wraps an aws-lc-rs or a RustCrypto digest; the first is
+//! a second crypto provider, the second brings the `rsa` crate and its open timing advisory on
+//! private-key operations (RUSTSEC-2023-0071). Its `mail-parser` also needs rustc 1.98. Signing
+//! one message that mtasts itself writes is small; the cryptography is ring's, and the tests check
+//! every signature, over-signing included, with an independent verifier (dkimpy) against a key
+//! published in DNS.
 //!
 //! The key is read from a PEM file (`[report.dkim] key_file`): PKCS#8 (`BEGIN PRIVATE KEY`, RSA or
 //! Ed25519) or PKCS#1 (`BEGIN RSA PRIVATE KEY`). [`DkimSigner::dns_record`] gives the TXT record

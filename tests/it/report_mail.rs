@@ -185,7 +185,8 @@ fn sent_one_report(w: &World) -> PathBuf {
 
 /// RPT-12, RPT-22: an RSA-SHA256 signature that dkimpy verifies (strict TLSRPT mode: the key
 /// record says `s=tlsrpt`), the `TLS-Report-*` headers signed, no `l=`; `TLS-Required: No`.
-/// A changed header, an added `TLS-Report-Domain` or a changed body breaks it.
+/// A changed header, a second `TLS-Report-Domain`, `TLS-Report-Submitter` or `From` (below or
+/// above the signed one: over-signing) or a changed body breaks it.
 #[test]
 fn rpt_12_22_mailed_report_verifies_with_dkimpy_rsa() {
     let w = signing_world("rsa", "rsa");
@@ -215,6 +216,11 @@ fn rpt_12_22_mailed_report_verifies_with_dkimpy_rsa() {
     };
     tamper("domain.txt", "TLS-Report-Domain: dest.test", "TLS-Report-Domain: other.test");
     tamper("added.txt", "TLS-Required: No\n", "TLS-Required: No\nTLS-Report-Domain: other.test\n");
+    // Added above the signed one, a second instance is only caught because `h=` names the field
+    // once more than it occurs (over-signing): a verifier takes instances from the bottom up.
+    for field in ["TLS-Report-Domain: other.test", "TLS-Report-Submitter: other.test", "From: x@other.test"] {
+        tamper("above.txt", "DKIM-Signature:", &format!("{field}\nDKIM-Signature:"));
+    }
     tamper("required.txt", "TLS-Required: No", "TLS-Required: Yes");
     tamper("body.txt", "7 successful sessions", "8 successful sessions");
     // Whitespace changes an MTA may make leave it valid (relaxed canonicalization).
