@@ -1,5 +1,6 @@
-//! TLSRPT costs: counting a session on the hot path, and building a day's reports for 10,000
-//! domains (JSON and gzip). Prints medians.
+//! TLSRPT costs: counting a session on the hot path, building a day's reports for 10,000
+//! domains (JSON and gzip), and DKIM-signing a mailed report (RSA-2048 and Ed25519 keys made by
+//! `openssl` at start). Prints medians.
 //!
 //! `cargo bench --bench tlsrpt`; figures in BENCHMARKS.md.
 
@@ -88,4 +89,45 @@ fn main() {
         runs.push(t.elapsed().as_secs_f64());
     }
     println!("build 10,000 reports (JSON + gzip + file name): median {:.2} s", median(runs));
+
+    // DKIM-signing one mailed report (RPT-12): canonicalization, body hash, signature.
+    let d = &domains[0];
+    let mut only = DayCounts::new();
+    only.add_success(d, &key, 120);
+    let report =
+        build_report("Bench", &contact, &submitter, d, day, &only, ReportId::new(day, d, 1, &submitter))
+            .expect("report");
+    let message =
+        mtasts::tlsrpt::mail::message(&report, &contact, std::slice::from_ref(&contact), 1_795_900_000);
+    let dir = std::env::temp_dir().join(format!("mtasts-bench-dkim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, keygen) in [
+        (
+            "rsa-sha256, 2048-bit key",
+            &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+        ),
+        ("ed25519-sha256", &["genpkey", "-algorithm", "ed25519"][..]),
+    ] {
+        let out = std::process::Command::new("openssl").args(keygen).output().expect("openssl");
+        assert!(out.status.success(), "openssl");
+        let path = dir.join("key.pem");
+        std::fs::write(&path, out.stdout).expect("key");
+        let signer =
+            mtasts::tlsrpt::dkim::DkimSigner::from_key_file("sender.example", "s", &path).expect("signer");
+        let mut per_sign = Vec::new();
+        for _ in 0..31 {
+            let n = 50;
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(signer.sign(black_box(&message), 1_795_900_000).expect("sign"));
+            }
+            per_sign.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+        }
+        println!(
+            "DKIM-sign one report mail ({} bytes, {name}): median {:.0} us",
+            message.len(),
+            median(per_sign)
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -462,6 +462,10 @@ mtasts_status mtasts_engine_check_mx_dane(const struct mtasts_engine *engine,
 // counts reach the store every few hundred sessions or seconds, at `mtasts_engine_flush`, when
 // the engine is freed, and (for the default engine) at `exit()`.
 //
+// Sessions that deliver TLSRPT reports (messages with a `TLS-Report-Domain` header, such as
+// those `mtasts report send` writes) must not be counted (RFC 8460 §3): neither record them nor
+// judge them with `mtasts_engine_check`; deliver them without MTA-STS enforcement.
+//
 // Errors: `MTASTS_STATUS_NULL_ARGUMENT`, `MTASTS_STATUS_INVALID_UTF8` (any string but `mx`),
 // `MTASTS_STATUS_INVALID_DOMAIN`, `MTASTS_STATUS_INVALID_ARGUMENT` (unknown `result`, malformed
 // IP address). An `mx` that is not an ASCII host name is not an error: the session is counted

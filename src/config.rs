@@ -31,6 +31,16 @@
 //! submitter = "example.net"        # default: the domain of contact
 //! from = "tlsrpt@example.net"      # From of mailed reports; default: contact
 //! sendmail = ["/usr/sbin/sendmail", "-t", "-oi"]
+//! send_delay_max_s = 14400         # a day's report is first sent at a random time up to this long
+//!                                  # after the UTC day ends (drawn once, kept in the store)
+//! suppress_after_failures = 3      # a destination refusing (5xx mail, HTTP 4xx) this many reports
+//! suppress_for_s = 604800          #   in a row gets none for this long (0 failures: never)
+//!
+//! [report.dkim]                    # DKIM-sign mailed reports (RFC 8460 §3)
+//! domain = "example.net"           # d=
+//! selector = "tlsrpt"              # s=: publish `mtasts report dkim-record` at
+//!                                  #   tlsrpt._domainkey.example.net
+//! key_file = "/etc/mtasts/dkim.pem"  # RSA (2048-4096 bits) or Ed25519 private key, PEM
 //!
 //! [engine]
 //! txt_check_interval = 300         # seconds between TXT checks while a policy is cached
@@ -305,6 +315,16 @@ pub struct ReportConfig {
     pub from: Option<String>,
     /// The command that takes a mailed report on standard input.
     pub sendmail: Vec<String>,
+    /// `send_delay_max_s`: a report of a day is first due at a random time up to this many
+    /// seconds after that UTC day ends (drawn once, when it is queued). Default 4 hours.
+    pub send_delay_max_s: u64,
+    /// `suppress_after_failures`: a destination that failed permanently (mail refused, HTTP 4xx)
+    /// in this many reports in a row is suppressed. Default 3; 0 never suppresses.
+    pub suppress_after_failures: u32,
+    /// `suppress_for_s`: how long a suppressed destination gets no reports. Default 7 days.
+    pub suppress_for_s: u64,
+    /// `[report.dkim]`: DKIM-sign mailed reports.
+    pub dkim: Option<DkimConfig>,
 }
 
 impl Default for ReportConfig {
@@ -315,8 +335,24 @@ impl Default for ReportConfig {
             submitter: None,
             from: None,
             sendmail: vec!["/usr/sbin/sendmail".into(), "-t".into(), "-oi".into()],
+            send_delay_max_s: 4 * 3600,
+            suppress_after_failures: 3,
+            suppress_for_s: 7 * 86_400,
+            dkim: None,
         }
     }
+}
+
+/// `[report.dkim]`: the DKIM key that signs mailed reports (RFC 8460 §3).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    /// `domain`: the signing domain (`d=`), usually the submitter domain.
+    pub domain: String,
+    /// `selector`: the selector (`s=`); the key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// `key_file`: the private key, PEM (PKCS#8 RSA or Ed25519, or PKCS#1 RSA).
+    pub key_file: PathBuf,
 }
 
 /// A configuration that cannot be read or used. The message names the file.
@@ -455,15 +491,8 @@ impl Config {
     }
 
     /// Opens what TLSRPT reports are built from and queued in: the TLSRPT counts and the report
-    /// outbox of the configured store; `None` for `memory`. A backend that keeps no outbox (Redis)
-    /// is refused here, before anything is opened or built.
+    /// outbox of the configured store (SQLite, or Redis shared by a fleet); `None` for `memory`.
     pub fn open_report_stores(&self) -> Result<Option<ReportStores>, StoreError> {
-        if let Some(url) = &self.cache.redis_url {
-            return Err(StoreError(format!(
-                "[cache] redis_url = {url:?}: the Redis store keeps no TLSRPT report outbox; \
-                 building and sending reports needs the SQLite store ([cache] path)"
-            )));
-        }
         self.open_store()?.map(|stores| stores.reports()).transpose()
     }
 

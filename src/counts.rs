@@ -547,6 +547,23 @@ pub struct DeliveryState {
     pub delivered: bool,
     /// Why the last attempt failed; `None` after a success.
     pub last_error: Option<String>,
+    /// Destinations that refused this report for good (HTTP 4xx, a mail command's "no such
+    /// user/host" exit), by URI: not tried again for this report, and counted towards
+    /// suppressing the destination (RPT-24).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, Refusal>,
+    /// Destinations left out of this report because they were suppressed (RPT-24).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<String>,
+}
+
+/// A destination's final refusal of one report (RPT-24).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// What it said.
+    pub error: String,
 }
 
 impl DeliveryState {
@@ -559,6 +576,8 @@ impl DeliveryState {
             done: false,
             delivered: false,
             last_error: None,
+            refused: BTreeMap::new(),
+            suppressed: Vec::new(),
         }
     }
 

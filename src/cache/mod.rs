@@ -155,7 +155,9 @@ pub trait CountStore: Send + Sync + fmt::Debug {
 }
 
 /// A persistent queue of built TLSRPT reports and where their delivery stands, so that a restart
-/// neither forgets a report nor sends it twice. Only the SQLite store keeps one.
+/// neither forgets a report nor sends it twice. The SQLite and Redis stores keep one; with Redis,
+/// every host of a fleet sees the same queue and [`OutboxStore::outbox_claim`] lets one of them
+/// send each report (RPT-25).
 pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Queues a built report for delivery; false (and nothing changed) if a report for the same
     /// day and domain is already queued, so that building twice never sends twice.
@@ -164,8 +166,21 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Every queued report, delivered or not.
     fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError>;
 
-    /// Records where the delivery of a queued report stands.
+    /// Records where the delivery of a queued report stands, and releases its claim.
     fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError>;
+
+    /// Takes a queued report for one delivery attempt, atomically, so that of several processes
+    /// or hosts sending at once exactly one attempts it. `seen` is the state the caller read:
+    /// the claim fails (false) when the report is claimed by another, or when its state has moved
+    /// on since (another attempt was made, or it is done). Held until [`Self::outbox_update`],
+    /// or for `lease` seconds after `now` if the holder dies.
+    fn outbox_claim(
+        &self,
+        report_id: &str,
+        seen: &DeliveryState,
+        now: u64,
+        lease: u64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// DANE answers (the TLSA state of MX hosts) kept across processes until they expire, so that a
@@ -351,7 +366,7 @@ impl From<SqliteStore> for Stores {
 impl From<RedisStore> for Stores {
     fn from(store: RedisStore) -> Self {
         let store = Arc::new(store);
-        Self { policies: store.clone(), counts: Some(store), outbox: None, tlsa: None }
+        Self { policies: store.clone(), counts: Some(store.clone()), outbox: Some(store), tlsa: None }
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{CountStore, Entry, PolicyStore, StoreError, StoredOverride};
-use crate::counts::{Day, DayCounts};
+use super::{CountStore, Entry, OutboxItem, OutboxStore, PolicyStore, StoreError, StoredOverride};
+use crate::counts::{Day, DayCounts, DeliveryState};
 use crate::domain::Domain;
 
 const PREFIX: &str = "mtasts:policy:";
@@ -24,6 +24,19 @@ const COUNTS_PREFIX: &str = "mtasts:tlsrpt:";
 const STATS_KEY: &str = "mtasts:stats";
 /// The hash of per-domain overrides (`mtasts override set`), one field per domain.
 const OVERRIDES: &str = "mtasts:overrides";
+/// The TLSRPT report outbox (RPT-25): `…:index` maps `DAY:DOMAIN` to the report id queued for
+/// them (so a day and domain are queued once, fleet-wide), `…:items` a report id to what the
+/// report is rebuilt from, `…:states` a report id to its delivery state; `…:claim:ID` is held
+/// by the host attempting a delivery.
+const OUTBOX_PREFIX: &str = "mtasts:tlsrpt:outbox:";
+/// Queues a report unless its day and domain already have one (KEYS: index, items, states;
+/// ARGV: DAY:DOMAIN, report id, item JSON, state JSON).
+const OUTBOX_PUT: &str = r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+return 1
+"#;
 /// How long a key outlives its policy (or its last lookup).
 const GRACE: u64 = 86_400;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,6 +73,15 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore").field("url", &self.url).finish_non_exhaustive()
     }
+}
+
+/// A queued report as the outbox keeps it (the state is kept beside it).
+#[derive(Serialize, Deserialize)]
+struct StoredItem {
+    day: u64,
+    domain: String,
+    counts: DayCounts,
+    record: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -314,5 +336,122 @@ impl CountStore for RedisStore {
             rows.push((domain, policy, failure, n));
         }
         super::sqlite::counts_from_rows(&self.url, rows)
+    }
+}
+
+impl RedisStore {
+    fn outbox_key(what: &str) -> String {
+        format!("{OUTBOX_PREFIX}{what}")
+    }
+
+    fn outbox_state(&self, report_id: &str) -> Result<Option<DeliveryState>, StoreError> {
+        let json: Option<String> =
+            self.with(|c| redis::cmd("HGET").arg(Self::outbox_key("states")).arg(report_id).query(c))?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| StoreError(format!("{}: TLSRPT outbox state of {report_id}: {e}", self.url)))
+        })
+        .transpose()
+    }
+}
+
+/// The outbox in three hashes (see [`OUTBOX_PREFIX`]); the claim is `SET NX EX`, Redis's atomic
+/// "set if absent", so of several hosts exactly one attempts a report at a time, and it
+/// re-reads the state after claiming, so a report another host has just delivered is not sent
+/// again. Queued reports are kept until removed, like the SQLite outbox.
+impl OutboxStore for RedisStore {
+    fn outbox_put(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        let stored = StoredItem {
+            day: item.day.days(),
+            domain: item.domain.to_string(),
+            counts: item.counts.clone(),
+            record: item.record.clone(),
+        };
+        let json = serde_json::to_string(&stored).map_err(|e| StoreError(e.to_string()))?;
+        let state = serde_json::to_string(&item.state).map_err(|e| StoreError(e.to_string()))?;
+        let index = format!("{}:{}", item.day.days(), item.domain);
+        let added: i64 = self.with(|c| {
+            redis::cmd("EVAL")
+                .arg(OUTBOX_PUT)
+                .arg(3)
+                .arg(Self::outbox_key("index"))
+                .arg(Self::outbox_key("items"))
+                .arg(Self::outbox_key("states"))
+                .arg(index)
+                .arg(&item.report_id)
+                .arg(json)
+                .arg(state)
+                .query(c)
+        })?;
+        Ok(added == 1)
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        type Fields = Vec<(String, String)>;
+        let (items, states): (Fields, Fields) = self.with(|c| {
+            redis::pipe()
+                .cmd("HGETALL")
+                .arg(Self::outbox_key("items"))
+                .cmd("HGETALL")
+                .arg(Self::outbox_key("states"))
+                .query(c)
+        })?;
+        let states: std::collections::HashMap<String, String> = states.into_iter().collect();
+        let bad = |id: &str, what: String| StoreError(format!("{}: TLSRPT outbox {id}: {what}", self.url));
+        let mut out = Vec::with_capacity(items.len());
+        for (report_id, json) in items {
+            let s: StoredItem = serde_json::from_str(&json).map_err(|e| bad(&report_id, e.to_string()))?;
+            let state = states.get(&report_id).ok_or_else(|| bad(&report_id, "no state".into()))?;
+            out.push(OutboxItem {
+                day: Day::from_days(s.day),
+                domain: Domain::parse(&s.domain).map_err(|e| bad(&report_id, e.to_string()))?,
+                counts: s.counts,
+                record: s.record,
+                state: serde_json::from_str(state).map_err(|e| bad(&report_id, e.to_string()))?,
+                report_id,
+            });
+        }
+        out.sort_by(|a, b| (a.day.days(), &a.domain).cmp(&(b.day.days(), &b.domain)));
+        Ok(out)
+    }
+
+    fn outbox_update(&self, report_id: &str, state: &DeliveryState) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).map_err(|e| StoreError(e.to_string()))?;
+        self.with(|c| {
+            redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(Self::outbox_key("states"))
+                .arg(report_id)
+                .arg(json)
+                .ignore()
+                .cmd("DEL")
+                .arg(Self::outbox_key(&format!("claim:{report_id}")))
+                .ignore()
+                .query::<()>(c)
+        })
+    }
+
+    fn outbox_claim(
+        &self,
+        report_id: &str,
+        seen: &DeliveryState,
+        _now: u64,
+        lease: u64,
+    ) -> Result<bool, StoreError> {
+        let key = Self::outbox_key(&format!("claim:{report_id}"));
+        let owner = format!("{}:{}", std::process::id(), now());
+        let set: Option<String> = self.with(|c| {
+            redis::cmd("SET").arg(&key).arg(&owner).arg("NX").arg("EX").arg(lease.max(1)).query(c)
+        })?;
+        if set.is_none() {
+            return Ok(false);
+        }
+        let current = self.outbox_state(report_id)?;
+        let unchanged = current.is_some_and(|s| !s.done && s.attempts == seen.attempts);
+        if !unchanged {
+            self.with(|c| redis::cmd("DEL").arg(&key).query::<()>(c))?;
+        }
+        Ok(unchanged)
     }
 }

@@ -743,6 +743,29 @@ impl OutboxStore for SqliteStore {
         })
         .map(|_| ())
     }
+
+    /// One `UPDATE` (atomic across processes): the claim is a `claimed_until` member added to
+    /// the state's JSON, which [`DeliveryState`] ignores and `outbox_update` overwrites.
+    fn outbox_claim(
+        &self,
+        report_id: &str,
+        seen: &DeliveryState,
+        now: u64,
+        lease: u64,
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        let until = now.saturating_add(lease);
+        self.with(|c| {
+            c.execute(
+                "UPDATE tlsrpt_outbox SET state = json_set(state, '$.claimed_until', ?2)
+                 WHERE report_id = ?1 AND json_extract(state, '$.done') = 0
+                   AND json_extract(state, '$.attempts') = ?3
+                   AND COALESCE(json_extract(state, '$.claimed_until'), 0) <= ?4",
+                params![report_id, to_sql(until), seen.attempts, to_sql(now)],
+            )
+            .map(|n| n == 1)
+        })
+    }
 }
 
 /// The counters of `counts` as (domain, policy JSON, failure JSON or "", sessions) rows.

@@ -356,7 +356,8 @@ const BAD_RESULT: &CStr =
 /// `certificate-expired`, `validation-failure`, or the DANE ones `tlsa-invalid`, `dnssec-invalid`,
 /// `dane-required`). Counted under an `enforce` or `testing` policy, and under the `tlsa` policy
 /// of `MX` where DANE applies to it (as `Engine::record_session` says), and written to the store at once (Exim runs one short process per delivery). Yields
-/// the empty string.
+/// the empty string. Not for the delivery of TLSRPT report mail, which RFC 8460 §3 leaves out of
+/// reports (the example configuration routes it past mtasts altogether).
 ///
 /// Returns `OK`; `FAIL` when `DOMAIN` is not a domain name; `ERROR` for usage (including an
 /// unknown `RESULT`), configuration and internal errors. Never `DEFER`. Fork-safe.

@@ -16,6 +16,8 @@
 //!   is open, not through a pipe: a command that exits without reading cannot raise `SIGPIPE` in the
 //!   host process (this code may run inside an MTA that does not ignore it), and a command that
 //!   never reads cannot block us. The command is killed after [`DeliverySettings::sendmail_timeout`].
+//!   With [`DeliverySettings::dkim`] the message is DKIM-signed first (RPT-12); a signing error is
+//!   a failure of that destination, never an unsigned message.
 //!   RPT-13 (deliver the report even when the receiving domain's TLS fails, and do not count that
 //!   session) is for the MTA doing the SMTP delivery: it must exempt these messages from MTA-STS and
 //!   DANE enforcement.
@@ -46,6 +48,7 @@ pub use crate::counts::{DeliveryState, RetrySchedule};
 use crate::https::{self, AgentSettings, client_config, printable, rustls_error, seconds, tls_failure};
 use crate::ports::{AddressResolver, DnsError};
 use crate::tlsrpt::address::EmailAddress;
+use crate::tlsrpt::dkim::DkimSigner;
 use crate::tlsrpt::mail;
 use crate::tlsrpt::media_type_gzip;
 use crate::tlsrpt::record::{HttpsUri, ReportUri};
@@ -77,6 +80,9 @@ pub struct DeliverySettings {
     /// Where the message is written for the mail command's standard input (the file is unlinked
     /// once open, and is private to the process). Default: the system's temporary directory.
     pub spool_dir: PathBuf,
+    /// Signs mailed reports (`[report.dkim]`; RPT-12). Default: none, the message goes unsigned
+    /// (for an MTA that signs what it relays).
+    pub dkim: Option<Arc<DkimSigner>>,
 }
 
 impl DeliverySettings {
@@ -91,6 +97,7 @@ impl DeliverySettings {
             sendmail: ["/usr/sbin/sendmail", "-t", "-oi"].map(String::from).to_vec(),
             sendmail_timeout: Duration::from_secs(120),
             spool_dir: std::env::temp_dir(),
+            dkim: None,
         }
     }
 }
@@ -102,6 +109,10 @@ pub struct UriOutcome {
     pub uri: String,
     /// What it said: `Ok("HTTP 201")`, `Ok("accepted by the mail command")`, or why not.
     pub result: Result<String, String>,
+    /// The failure is final for this destination (RPT-24): an HTTP 4xx other than 408 and 429,
+    /// or a mail command exiting with `EX_DATAERR` (65), `EX_NOUSER` (67) or `EX_NOHOST` (68),
+    /// as sendmail does for an address it knows cannot be delivered. Retrying will not help.
+    pub permanent: bool,
 }
 
 /// The result of one delivery attempt to every destination.
@@ -147,13 +158,32 @@ pub fn deliver(
                     .map(|status| format!("HTTP {status}")),
                 ReportUri::Mailto(mailto) => {
                     let message = mail::message(report, &settings.from, mailto.to(), now);
-                    send_mail(settings, &message).map(|()| "accepted by the mail command".to_owned())
+                    let signed = match &settings.dkim {
+                        Some(signer) => signer.signed(&message, now).map_err(|e| format!("DKIM: {e}")),
+                        None => Ok(message),
+                    };
+                    signed
+                        .and_then(|m| send_mail(settings, &m))
+                        .map(|()| "accepted by the mail command".to_owned())
                 }
             };
-            UriOutcome { uri: uri.to_string(), result }
+            let permanent = result.as_ref().err().is_some_and(|e| is_permanent(e));
+            UriOutcome { uri: uri.to_string(), result, permanent }
         })
         .collect();
     DeliveryOutcome { results }
+}
+
+/// Whether a failure message of [`post_report`] or [`send_mail`] is final (see
+/// [`UriOutcome::permanent`]).
+fn is_permanent(error: &str) -> bool {
+    if let Some(rest) = error.strip_prefix("HTTP ") {
+        let status: u16 = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
+        return (400..500).contains(&status) && status != 408 && status != 429;
+    }
+    [65, 67, 68].iter().any(|code| {
+        error.contains(&format!(": exit status {code}:")) || error.ends_with(&format!(": exit status {code}"))
+    })
 }
 
 /// POSTs a gzip report to an `https:` destination (RPT-9). `Ok` carries the 2xx status.
@@ -309,8 +339,29 @@ impl DeliveryState {
         let result = if outcome.delivered() {
             Ok(())
         } else {
-            Err(outcome.errors().unwrap_or_else(|| "no destination".to_owned()))
+            Err(outcome.errors().unwrap_or_else(|| {
+                "no destination left to try (each refused the report for good or is suppressed)".to_owned()
+            }))
         };
         self.record_result(now, result, schedule);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent;
+
+    #[test]
+    fn permanent_failures() {
+        assert!(is_permanent("HTTP 404 Not Found"));
+        assert!(is_permanent("HTTP 410"));
+        assert!(!is_permanent("HTTP 429 Too Many Requests"));
+        assert!(!is_permanent("HTTP 408"));
+        assert!(!is_permanent("HTTP 503 Service Unavailable"));
+        assert!(!is_permanent("HTTP 301 redirect to https://x/ (not followed)"));
+        assert!(is_permanent("/usr/sbin/sendmail: exit status 67: no such user"));
+        assert!(is_permanent("/usr/sbin/sendmail: exit status 68"));
+        assert!(!is_permanent("/usr/sbin/sendmail: exit status 75: queue file write error"));
+        assert!(!is_permanent("could not connect to 192.0.2.1:443 within 10 s"));
     }
 }

@@ -7,6 +7,7 @@
 //! MIME-Version: 1.0                 Auto-Submitted: auto-generated
 //! TLS-Report-Domain: <policy-domain>
 //! TLS-Report-Submitter: <submitter>           (the domain of contact-info: build_report checks)
+//! TLS-Required: No                            (RFC 8689: deliver even without TLS; RPT-22)
 //! Content-Type: multipart/report; report-type="tlsrpt"; boundary="=_tlsrpt_..."
 //!   text/plain; charset="utf-8" (quoted-printable): a summary for people
 //!   application/tlsrpt+gzip (base64), Content-Disposition: attachment; filename=<RPT-8 name>
@@ -20,8 +21,12 @@
 //!   no part can be mistaken for a boundary whatever the organisation name says.
 //! * Lines end with LF: the message is meant for `sendmail -t -oi` on standard input, which takes
 //!   local text lines. Headers longer than 78 characters are folded at spaces.
-//! * The message is not DKIM-signed here (RPT-12): the MTA that receives it from sendmail signs it
-//!   for the reporting domain, including the `TLS-Report-*` headers.
+//! * `TLS-Required: No` (RFC 8689 §5) asks every MTA on the way to deliver the report even where
+//!   TLS to the receiver fails or its MTA-STS / DANE policy cannot be met (RFC 8460 §3: reports
+//!   about failing TLS must still arrive). mtasts's Exim example also routes such messages past
+//!   the mtasts check (RPT-22).
+//! * The message is signed by [`crate::tlsrpt::dkim`] when `[report.dkim]` is set (RPT-12),
+//!   in [`crate::tlsrpt::deliver`](mod@crate::tlsrpt::deliver); this function writes it unsigned.
 
 use std::fmt::Write as _;
 
@@ -59,6 +64,7 @@ pub fn message(report: &Report, from: &EmailAddress, to: &[EmailAddress], now: u
     header(&mut m, "Auto-Submitted", "auto-generated");
     header(&mut m, "TLS-Report-Domain", report.policy_domain().as_str());
     header(&mut m, "TLS-Report-Submitter", report.submitter().as_str());
+    header(&mut m, "TLS-Required", "No");
     header(
         &mut m,
         "Content-Type",
@@ -124,7 +130,7 @@ fn printable(s: &str) -> String {
 }
 
 /// `Name: value`, folded at spaces so that lines stay within 78 characters where possible.
-fn header(out: &mut String, name: &str, value: &str) {
+pub(crate) fn header(out: &mut String, name: &str, value: &str) {
     let mut line_len = name.len() + 1;
     out.push_str(name);
     out.push(':');

@@ -6,9 +6,10 @@
 //! | [`address`] | email addresses (`contact-info`, `From`, `mailto:` recipients) | §3, §4.1, §5.3 |
 //! | [`record`] | the `_smtp._tls` TXT record: grammar and discovery (RPT-1..6) | §3 |
 //! | [`report`] | the report JSON, gzip and the file name (RPT-7, RPT-8); the day's counts are [`crate::counts`] | §4, §5.1, §5.2 |
-//! | [`mail`] | the report as a `multipart/report` email (RPT-10, RPT-11) | §5.3 |
+//! | [`mail`] | the report as a `multipart/report` email, `TLS-Required: No` (RPT-10, RPT-11, RPT-22) | §5.3 |
+//! | [`dkim`] | the DKIM signature of mailed reports (`[report.dkim]`; RPT-12) | §3 |
 //! | [`deliver`](mod@deliver) | HTTPS POST and sendmail delivery, and the retry schedule (RPT-6, RPT-9, RPT-14) | §5.4, §5.5 |
-//! | [`pipeline`] | the daily run over a store: build and queue a day's reports, send those due (`mtasts report`) | §4, §5 |
+//! | [`pipeline`] | the daily run over a store: build and queue a day's reports (first due at a random time after the day, RPT-23), send those due, one claimed attempt at a time (RPT-25), leaving out suppressed destinations (RPT-24) (`mtasts report`) | §4, §5 |
 //!
 //! ## Data flow
 //!
@@ -19,7 +20,7 @@
 //!    report::build_report(.., domain, day, &counts, report_id) ─► Report
 //!        Report::to_json ─► Report::to_gzip ─► Report::file_name
 //!    deliver::DeliveryState::new(not_before) ─► due(now)? ─► deliver::deliver(.., rua, now)
-//!        https: POST application/tlsrpt+gzip     mailto: mail::message ─► sendmail -t -oi
+//!        https: POST application/tlsrpt+gzip     mailto: mail::message ─► dkim::DkimSigner ─► sendmail -t -oi
 //!    DeliveryState::record(now, &outcome): done, or next_attempt_at (backoff, 24 h at most)
 //! ```
 //!
@@ -30,6 +31,7 @@
 
 pub mod address;
 pub mod deliver;
+pub mod dkim;
 pub mod mail;
 pub mod pipeline;
 pub mod record;

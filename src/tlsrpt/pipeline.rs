@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use crate::cache::{OutboxItem, OutboxStore, ReportStores};
 use crate::config::Config;
+use crate::counts::Refusal;
 use crate::domain::Domain;
 use crate::ports::{AddressResolver, DnsError, Resolver};
 use crate::tlsrpt::deliver::{DeliveryOutcome, DeliverySettings, DeliveryState, RetrySchedule, deliver};
+use crate::tlsrpt::dkim::DkimSigner;
 use crate::tlsrpt::mail::EmailAddress;
 use crate::tlsrpt::record::{self, Discovery, TlsRptRecord};
 use crate::tlsrpt::report::{Day, DayCounts, ReportId, build_report};
@@ -60,12 +62,18 @@ impl Sender {
         Ok(Self { organization, contact, submitter, from })
     }
 
-    /// How reports are delivered: the configured trust anchors, this sender's `From`, and
-    /// `[report] sendmail`.
+    /// How reports are delivered: the configured trust anchors, this sender's `From`,
+    /// `[report] sendmail`, and the DKIM key of `[report.dkim]` (read now: a missing or unusable
+    /// key is an error before anything is sent).
     pub fn delivery_settings(&self, config: &Config) -> Result<DeliverySettings, String> {
         let anchors = config.trust_anchors().map_err(|e| e.to_string())?;
         let mut settings = DeliverySettings::new(anchors, self.from.clone());
         settings.sendmail = config.report.sendmail.clone();
+        if let Some(d) = &config.report.dkim {
+            let signer = DkimSigner::from_key_file(&d.domain, &d.selector, &d.key_file)
+                .map_err(|e| format!("[report.dkim]: {e}"))?;
+            settings.dkim = Some(Arc::new(signer));
+        }
         Ok(settings)
     }
 }
@@ -81,6 +89,8 @@ pub enum Built<'a> {
         report_id: &'a str,
         /// Its destinations, as published.
         rua: &'a [String],
+        /// When it is first due (Unix seconds; RPT-23).
+        due: u64,
     },
     /// A report for `domain` and that day was already queued; it is left alone.
     AlreadyQueued {
@@ -111,6 +121,21 @@ pub struct DayRun<'a> {
     /// A directory to create, and to write a copy of each report into (`.json.gz`, its RFC file
     /// name).
     pub out: Option<&'a Path>,
+    /// `[report] send_delay_max_s` (RPT-23): a new report is first due at the end of the day
+    /// plus a delay drawn uniformly from 0 to this (with `nonce`), or now if that has passed.
+    /// 0: due now.
+    pub send_delay_max: u64,
+}
+
+/// When a report of `day` built at `now` is first due (RPT-23): a random point in the
+/// `send_delay_max` seconds after the day ends (`draw` is uniform over `u64`), or `now` if that
+/// point has passed or spreading is off.
+pub fn first_due(day: Day, now: u64, send_delay_max: u64, draw: u64) -> u64 {
+    if send_delay_max == 0 {
+        return now;
+    }
+    let delay = draw % send_delay_max.saturating_add(1);
+    now.max(day.end().saturating_add(1).saturating_add(delay))
 }
 
 /// Builds and queues the reports of `run.day` (see the module documentation); returns how many
@@ -124,7 +149,7 @@ pub fn build_day<R: Resolver + ?Sized>(
     nonce: &mut dyn FnMut() -> u64,
     on: &mut dyn FnMut(Built<'_>),
 ) -> Result<usize, String> {
-    let DayRun { day, now, out } = run;
+    let DayRun { day, now, out, send_delay_max } = run;
     let counts = stores.counts.report_counts(day).map_err(|e| e.to_string())?;
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -154,7 +179,7 @@ pub fn build_day<R: Resolver + ?Sized>(
             domain: domain.clone(),
             counts: only,
             record: record.to_stored_text(),
-            state: DeliveryState::new(now),
+            state: DeliveryState::new(first_due(day, now, send_delay_max, nonce())),
         };
         let queued = stores.outbox.outbox_put(&item).map_err(|e| e.to_string())?;
         if let Some(dir) = out {
@@ -164,7 +189,8 @@ pub fn build_day<R: Resolver + ?Sized>(
         }
         if queued {
             built += 1;
-            on(Built::Queued { domain, report_id: report.report_id().as_str(), rua: &rua });
+            let due = item.state.next_attempt_at;
+            on(Built::Queued { domain, report_id: report.report_id().as_str(), rua: &rua, due });
         } else {
             on(Built::AlreadyQueued { domain });
         }
@@ -184,22 +210,115 @@ fn counts_of(counts: &DayCounts, domain: &Domain) -> DayCounts {
     only
 }
 
+/// When a destination that keeps refusing reports is left out (RPT-24): after refusing
+/// `after` reports in a row for good (see [`crate::tlsrpt::deliver::UriOutcome::permanent`]), for
+/// `period` seconds from the last refusal. `after = 0` never suppresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suppression {
+    /// Refused reports in a row that suppress a destination.
+    pub after: u32,
+    /// Seconds of suppression after the last refusal.
+    pub period: u64,
+}
+
+impl Suppression {
+    /// From `[report] suppress_after_failures` and `suppress_for_s`.
+    pub fn from_config(config: &Config) -> Self {
+        Self { after: config.report.suppress_after_failures, period: config.report.suppress_for_s }
+    }
+}
+
+/// A destination that is suppressed now (RPT-24).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suppressed {
+    /// The destination, as published.
+    pub uri: String,
+    /// Reports in a row it refused.
+    pub refusals: u32,
+    /// Suppressed until then (Unix seconds).
+    pub until: u64,
+    /// What it said last.
+    pub last_error: String,
+}
+
+/// The destinations suppressed at `now`, judged from the queued reports' histories: for each
+/// destination, the reports that listed it, newest day first, skipping those it was left out of
+/// (suppressed) and those not yet tried; the refusals in a row from the newest one count.
+pub fn suppressed(items: &[OutboxItem], suppression: Suppression, now: u64) -> Vec<Suppressed> {
+    if suppression.after == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<&OutboxItem> = items.iter().collect();
+    order.sort_by(|a, b| b.day.days().cmp(&a.day.days()).then_with(|| b.report_id.cmp(&a.report_id)));
+    let mut uris: Vec<String> = Vec::new();
+    for item in &order {
+        if let Ok(record) = TlsRptRecord::from_stored_text(&item.record) {
+            for uri in record.rua.iter().map(ToString::to_string) {
+                if !uris.contains(&uri) {
+                    uris.push(uri);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for uri in uris {
+        let mut refusals = 0;
+        let mut last: Option<&crate::counts::Refusal> = None;
+        for item in &order {
+            if item.state.suppressed.contains(&uri) {
+                continue;
+            }
+            match item.state.refused.get(&uri) {
+                Some(r) => {
+                    refusals += 1;
+                    if last.is_none_or(|l| r.at > l.at) {
+                        last = Some(r);
+                    }
+                }
+                None if item.state.attempts == 0 => {}
+                None => {
+                    let listed = TlsRptRecord::from_stored_text(&item.record)
+                        .is_ok_and(|r| r.rua.iter().any(|u| u.to_string() == uri));
+                    if listed {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(last) = last {
+            let until = last.at.saturating_add(suppression.period);
+            if refusals >= suppression.after && now < until {
+                out.push(Suppressed { uri, refusals, until, last_error: last.error.clone() });
+            }
+        }
+    }
+    out
+}
+
 /// Delivers the queued reports that are due at `now` (all undelivered ones with `force`), with
 /// the default [`RetrySchedule`]; `on` hears of each attempt, with the report's updated state.
-/// Returns how many attempts failed. A store error, or a queued report that cannot be rebuilt,
-/// stops the run.
+/// Each attempt is claimed first ([`OutboxStore::outbox_claim`]): a report another process or
+/// host is sending, or has just sent, is skipped, so a fleet sharing a Redis outbox sends each
+/// report once. Destinations that refused the report for good are not tried again for it, and suppressed
+/// destinations ([`suppressed`]) are left out; a report left with no destination to try is done,
+/// undelivered. Returns how many attempts failed. A store error, or a queued report that cannot
+/// be rebuilt, stops the run.
+#[allow(clippy::too_many_arguments)]
 pub fn send_due(
     store: &dyn OutboxStore,
     settings: &DeliverySettings,
     resolver: &Arc<dyn AddressResolver>,
     sender: &Sender,
+    suppression: Suppression,
     now: u64,
     force: bool,
     on: &mut dyn FnMut(&OutboxItem, &DeliveryOutcome),
 ) -> Result<usize, String> {
     let schedule = RetrySchedule::default();
     let mut failed = 0;
-    for mut item in store.outbox().map_err(|e| e.to_string())? {
+    let mut items = store.outbox().map_err(|e| e.to_string())?;
+    for i in 0..items.len() {
+        let mut item = items[i].clone();
         if item.state.done || !(force || item.state.is_due(now)) {
             continue;
         }
@@ -216,13 +335,51 @@ pub fn send_due(
             id,
         )
         .map_err(|e| format!("{}: {e}", item.domain))?;
-        let outcome = deliver(settings, Arc::clone(resolver), &report, &record.rua, now);
+        // One sender per attempt, fleet-wide (RPT-25): the lease outlasts the slowest attempt.
+        let per_destination = settings.timeout.max(settings.sendmail_timeout).as_secs();
+        let lease = per_destination
+            .saturating_mul(u64::try_from(record.rua.len()).unwrap_or(u64::MAX))
+            .saturating_add(60);
+        if !store.outbox_claim(&item.report_id, &item.state, now, lease).map_err(|e| e.to_string())? {
+            continue; // another process or host is sending it, or just has
+        }
+        let now_suppressed = suppressed(&items, suppression, now);
+        let mut rua = Vec::new();
+        for uri in &record.rua {
+            let text = uri.to_string();
+            if item.state.refused.contains_key(&text) {
+                continue;
+            }
+            if now_suppressed.iter().any(|s| s.uri == text) {
+                if !item.state.suppressed.contains(&text) {
+                    item.state.suppressed.push(text);
+                }
+                continue;
+            }
+            rua.push(uri.clone());
+        }
+        let outcome = if rua.is_empty() {
+            DeliveryOutcome { results: Vec::new() }
+        } else {
+            deliver(settings, Arc::clone(resolver), &report, &rua, now)
+        };
+        for r in &outcome.results {
+            if let (Err(error), true) = (&r.result, r.permanent) {
+                item.state.refused.insert(r.uri.clone(), Refusal { at: now, error: error.clone() });
+            }
+        }
         item.state.record(now, &outcome, &schedule);
+        if !item.state.delivered && item.state.refused.len() + item.state.suppressed.len() >= record.rua.len()
+        {
+            // Nothing left to try: every destination refused the report for good or is suppressed.
+            item.state.done = true;
+        }
         store.outbox_update(&item.report_id, &item.state).map_err(|e| e.to_string())?;
         if !outcome.delivered() {
             failed += 1;
         }
         on(&item, &outcome);
+        items[i] = item;
     }
     Ok(failed)
 }

@@ -486,9 +486,9 @@ fn check_says_when_the_store_is_unavailable() {
 }
 
 #[test]
-fn report_refuses_a_store_without_an_outbox_before_it_starts() {
-    // Redis keeps policies and TLSRPT counts but no report outbox: `mtasts report` says so at
-    // once, before it connects, looks up a record or builds anything.
+fn report_fails_at_once_on_a_store_it_cannot_open() {
+    // A Redis store keeps the report outbox too (RPT-25); one that cannot be reached (or a
+    // build without Redis) stops `mtasts report` before it looks up a record or builds anything.
     let dir = std::env::temp_dir().join(format!("mtasts-cli-redis-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("mtasts.toml");
@@ -501,7 +501,7 @@ fn report_refuses_a_store_without_an_outbox_before_it_starts() {
             .expect("run mtasts");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && out.stdout.is_empty(), "{action}: {stderr}");
-        assert!(stderr.contains("keeps no TLSRPT report outbox"), "{action}: {stderr}");
+        assert!(stderr.contains("redis://127.0.0.1:1/0"), "{action}: {stderr}");
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -26,6 +26,7 @@ mod overrides;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod report_flow;
+mod report_mail;
 mod serve;
 mod store;
 mod tlsrpt;

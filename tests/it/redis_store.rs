@@ -204,3 +204,107 @@ fn overrides_are_shared_through_redis() {
     assert!(!store.override_clear(&d).expect("clear again"));
     assert_eq!(store.overrides().expect("list"), vec![pinned]);
 }
+
+/// A queued report for the outbox tests.
+fn outbox_item(report_id: &str, day: u64) -> mtasts::cache::OutboxItem {
+    use mtasts::tlsrpt::report::{Day, DayCounts};
+    mtasts::cache::OutboxItem {
+        report_id: report_id.to_owned(),
+        day: Day::from_days(day),
+        domain: Domain::parse("dest.test").expect("domain"),
+        counts: DayCounts::new(),
+        record: "v=TLSRPTv1; rua=mailto:reports@dest.test".to_owned(),
+        state: mtasts::tlsrpt::DeliveryState::new(1_800_000_000),
+    }
+}
+
+/// RPT-25: the outbox in Redis, seen by two hosts: a day and domain are queued once; of two
+/// hosts claiming an attempt one wins; once the winner has recorded its attempt, a host that
+/// read the older state cannot claim it again; the state round-trips.
+#[test]
+fn rpt_25_outbox_in_redis_is_shared_and_claimed_once() {
+    use mtasts::cache::OutboxStore;
+    use mtasts::tlsrpt::RetrySchedule;
+    let server = redis_server();
+    let (a, b) = (
+        RedisStore::open(&server.url, 300).expect("connect"),
+        RedisStore::open(&server.url, 300).expect("connect"),
+    );
+    let item = outbox_item("2026-03-01T00:00:00Z_dest.test_1@sender.test", 20_513);
+    assert!(a.outbox_put(&item).expect("put"));
+    let again = outbox_item("2026-03-01T00:00:00Z_dest.test_2@sender.test", 20_513);
+    assert!(!b.outbox_put(&again).expect("put"), "one report per day and domain, fleet-wide");
+    assert!(b.outbox_put(&outbox_item("2026-03-02T00:00:00Z_dest.test_3@sender.test", 20_514)).expect("put"));
+    let seen = b.outbox().expect("outbox");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], item);
+    let now = 1_800_000_100;
+    assert!(a.outbox_claim(&item.report_id, &item.state, now, 600).expect("claim"));
+    assert!(!b.outbox_claim(&item.report_id, &item.state, now, 600).expect("claim"), "held by a");
+    let mut state = item.state.clone();
+    state.record_result(now, Ok(()), &RetrySchedule::default());
+    a.outbox_update(&item.report_id, &state).expect("update");
+    assert!(
+        !b.outbox_claim(&item.report_id, &item.state, now, 600).expect("claim"),
+        "b read the state before a's attempt: no second send"
+    );
+    assert_eq!(b.outbox().expect("outbox")[0].state, state);
+}
+
+/// RPT-25 end to end: `mtasts report build` on two hosts queues one report; four `mtasts report
+/// send` processes started together against the same Redis deliver it exactly once.
+#[test]
+fn rpt_25_a_fleet_sharing_redis_sends_each_report_once() {
+    use mtasts::cache::CountStore;
+    use mtasts::tlsrpt::report::{Day, DayCounts, PolicyKey};
+    let server = redis_server();
+    let w = mtasts_fixtures::world::World::start("redis-outbox").expect("fixtures");
+    let sendmail = w.path("sendmail.sh");
+    std::fs::write(&sendmail, format!("#!/bin/sh\ncat > {}/mail.$$.eml\n", w.dir.display())).expect("script");
+    std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    w.write_config(&format!(
+        "[cache]\nredis_url = \"{}\"\n[report]\norganization = \"Fleet\"\ncontact = \"tlsrpt@sender.test\"\n\
+         sendmail = [\"{}\"]\nsend_delay_max_s = 0\n",
+        server.url,
+        sendmail.display()
+    ));
+    w.dns.set_txt1("_smtp._tls.dest.test", &["v=TLSRPTv1; rua=mailto:reports@dest.test"]);
+    let store = RedisStore::open(&server.url, 300).expect("connect");
+    let policy = Policy::parse(ENFORCE.as_bytes()).expect("policy");
+    let mut counts = DayCounts::new();
+    counts.add_success(
+        &Domain::parse("dest.test").expect("domain"),
+        &PolicyKey::sts_from_body(ENFORCE.as_bytes(), &policy),
+        5,
+    );
+    store.add_report_counts(Day::parse("2026-03-01").expect("day"), &counts).expect("counts");
+    let mtasts = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mtasts"))
+            .args(args)
+            .env("MTASTS_CONFIG", w.config_path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mtasts")
+    };
+    for host in ["first", "second"] {
+        let out = mtasts(&["report", "build", "--date", "2026-03-01"]).wait_with_output().expect("build");
+        assert!(out.status.success(), "{host}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let expected = if host == "first" { "queued for mailto:reports@dest.test" } else { "already queued" };
+        assert!(text.contains(expected), "{host}: {text}");
+    }
+    let senders: Vec<_> = (0..4).map(|_| mtasts(&["report", "send"])).collect();
+    for s in senders {
+        let out = s.wait_with_output().expect("send");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mails = std::fs::read_dir(&w.dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .count();
+    assert_eq!(mails, 1, "sent once");
+    let list = mtasts(&["report", "list"]).wait_with_output().expect("list");
+    assert!(String::from_utf8_lossy(&list.stdout).contains(" delivered"), "{list:?}");
+}

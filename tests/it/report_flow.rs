@@ -36,7 +36,7 @@ impl World {
         std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
         w.write_config(&format!(
-            "[cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\n\
+            "[cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\nsend_delay_max_s = 0\n\
              sendmail = [\"{}\"]\n",
             w.path("store.sqlite").display(),
             sendmail.display()
@@ -302,7 +302,7 @@ fn dane_world() -> World {
     w.write_config_text(&format!(
         "[dns]\nnameservers = [\"{}\"]\ntimeout_ms = 10000\ndnssec = \"validate\"\ntrust_anchor = \"{}\"\n\
          [https]\nca_file = \"{}\"\nport = {}\ntimeout_ms = 3000\nconnect_timeout_ms = 2000\n\
-         [cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\n\
+         [cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\nsend_delay_max_s = 0\n\
          sendmail = [\"{}\"]\n",
         w.dns.addr(),
         w.path("anchor").display(),

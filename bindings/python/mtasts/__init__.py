@@ -531,7 +531,9 @@ class Engine(Managed):
         except the DANE results (:attr:`Reason.TLSA_INVALID`, :attr:`Reason.DNSSEC_INVALID`,
         :attr:`Reason.DANE_REQUIRED`); and, when the engine does DANE and ``mx`` has
         DNSSEC-secure TLSA records, also under the ``tlsa`` policy of ``mx`` (the DANE results
-        always go there). Raises
+        always go there). Sessions that deliver TLSRPT reports (messages with a
+        ``TLS-Report-Domain`` header) must not be counted (RFC 8460 §3): neither record nor
+        :meth:`check` them. Raises
         :class:`InvalidDomainError`, :class:`InvalidArgumentError` (e.g. a malformed IP address),
         :class:`ClosedError`. Thread-safe.
         """

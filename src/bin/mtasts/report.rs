@@ -42,6 +42,8 @@ enum Action {
     },
     /// The queued reports and where their delivery stands.
     List,
+    /// The DKIM TXT record to publish for `[report.dkim]`: its name and its text.
+    DkimRecord,
 }
 
 fn now() -> u64 {
@@ -54,6 +56,9 @@ fn parse_date(s: &str) -> Result<Day, String> {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode, String> {
+    if let Action::DkimRecord = args.action {
+        return dkim_record(&args.store);
+    }
     let (config, stores) = args.store.open_report_stores()?;
     match &args.action {
         Action::Build { date, out } => {
@@ -67,11 +72,20 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 &stores,
                 &dns,
                 &sender,
-                DayRun { day, now: now(), out: out.as_deref() },
+                DayRun {
+                    day,
+                    now: now(),
+                    out: out.as_deref(),
+                    send_delay_max: config.report.send_delay_max_s,
+                },
                 &mut rand::random::<u64>,
                 &mut |step| match step {
-                    Built::Queued { domain, report_id, rua } => {
-                        println!("{domain}: report {report_id} queued for {}", rua.join(", "));
+                    Built::Queued { domain, report_id, rua, due } => {
+                        println!(
+                            "{domain}: report {report_id} queued for {}, due {}",
+                            rua.join(", "),
+                            mtasts::cert::rfc3339(due)
+                        );
                     }
                     Built::AlreadyQueued { domain } => {
                         println!("{domain}: a report for {} is already queued", day.start_datetime());
@@ -97,6 +111,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                 &settings,
                 &resolver,
                 &sender,
+                pipeline::Suppression::from_config(&config),
                 now(),
                 *force,
                 &mut |item, outcome| {
@@ -120,7 +135,8 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Action::List => {
-            for item in stores.outbox.outbox().map_err(|e| e.to_string())? {
+            let items = stores.outbox.outbox().map_err(|e| e.to_string())?;
+            for item in &items {
                 let s = &item.state;
                 let status = if s.delivered {
                     "delivered".to_owned()
@@ -133,11 +149,47 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
                         mtasts::cert::rfc3339(s.next_attempt_at)
                     )
                 };
-                println!("{} {} {} {status}", &item.day.start_datetime()[..10], item.domain, item.report_id);
+                let mut notes = String::new();
+                for uri in s.refused.keys() {
+                    notes.push_str(&format!("; refused by {uri}"));
+                }
+                for uri in &s.suppressed {
+                    notes.push_str(&format!("; not sent to {uri} (suppressed)"));
+                }
+                println!(
+                    "{} {} {} {status}{notes}",
+                    &item.day.start_datetime()[..10],
+                    item.domain,
+                    item.report_id
+                );
+            }
+            for s in pipeline::suppressed(&items, pipeline::Suppression::from_config(&config), now()) {
+                println!(
+                    "suppressed {} until {} after {} refused reports: {}",
+                    s.uri,
+                    mtasts::cert::rfc3339(s.until),
+                    s.refusals,
+                    s.last_error
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
+        Action::DkimRecord => dkim_record(&args.store),
     }
+}
+
+/// `mtasts report dkim-record`: `NAME IN TXT "..."` for the key of `[report.dkim]` (RPT-12).
+fn dkim_record(store: &crate::store_args::StoreArgs) -> Result<ExitCode, String> {
+    let config = store.load()?;
+    let d = config.report.dkim.as_ref().ok_or("[report.dkim] is not set: mailed reports are not signed")?;
+    let signer = mtasts::tlsrpt::dkim::DkimSigner::from_key_file(&d.domain, &d.selector, &d.key_file)
+        .map_err(|e| format!("[report.dkim]: {e}"))?;
+    let record = signer.dns_record();
+    // TXT character-strings hold at most 255 octets each; an RSA key's record is longer.
+    let strings: Vec<String> =
+        record.as_bytes().chunks(255).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    println!("{}. IN TXT ( {} )", signer.record_name(), strings.join(" "));
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

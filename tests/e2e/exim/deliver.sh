@@ -37,6 +37,21 @@ probe() {
     probe "a rogue.outside.test" a rogue.outside.test "$@"
 } >"$probes"
 cat "$probes"
+# TLSRPT report mail (RPT-13): as `mtasts report send` submits it, by the report user (the
+# caller, root here, as MTASTS_REPORT_USER says), to a domain whose enforce policy the MX fails;
+# then (after the loop below) the same message claiming another submitter (-oMt, a trusted
+# caller's ident), which must not be exempt.
+report() { # report RCPT [EXIM OPTION...]
+    local rcpt=$1 rc=0
+    shift
+    printf 'From: tlsrpt@mta.test\nTo: %s\nSubject: Report Domain: badcert.test Submitter: mta.test Report-ID: <x@mta.test>\nTLS-Report-Domain: badcert.test\nTLS-Report-Submitter: mta.test\nTLS-Required: No\n\nA report.\n' "$rcpt" |
+        exim "${exim_args[@]}" "$@" -odf -oi -f tlsrpt@mta.test "$rcpt" 2>"$err" || rc=$?
+    grep -v 'exim user lost privilege for using -C option' "$err" >&2 || true
+    echo "submitted report to $rcpt: exim exit $rc"
+}
+exim_args=("$@")
+# First, while mx.badcert.test has no retry record: the other messages for it are deferred.
+report reports@badcert.test
 for rcpt in user@enforce.test user@outside.test user@badcert.test user@testing.test \
     user@nopolicy.test user@fallback.test user@dane-ee.test user@dane-mismatch.test \
     user@dane-testing.test user@dane-bogus.test user@dane-outside.test user@dane-next.test \
@@ -50,3 +65,5 @@ for rcpt in user@enforce.test user@outside.test user@badcert.test user@testing.t
     grep -v 'exim user lost privilege for using -C option' "$err" >&2 || true
     echo "submitted to $rcpt: exim exit $rc"
 done
+
+report forged@badcert.test -oMt mallory

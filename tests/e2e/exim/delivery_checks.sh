@@ -62,7 +62,8 @@ sys.exit(0 if eval(expr) else 1)
         logged 'SSL verify denied by event-action: depth=0: MTA-STS enforce policy of badcert\.test refuses mx\.badcert\.test: certificate-host-mismatch'
     check "== user@badcert.test deferred at mx.badcert.test" \
         logged '== user@badcert\.test R=mtasts_dnslookup T=mtasts_smtp defer .*H=mx\.badcert\.test \[127\.0\.0\.13\]'
-    check "the sink of mx.badcert.test got no message" sink mx.badcert.test 'len(m) == 0'
+    check "the sink of mx.badcert.test got no message but the report (case 16)" \
+        sink mx.badcert.test 'all(x["rcpt_to"] == ["reports@badcert.test"] for x in m)'
 
     echo "-- 4. testing, certificate for another name: delivered (CV=no)"
     check "=> user@testing.test H=mx.testing.test ... CV=no" \
@@ -152,6 +153,14 @@ sys.exit(0 if eval(expr) else 1)
     check "== user@bogus-mx.test deferred by the router: host lookup did not complete" \
         logged '== user@bogus-mx\.test R=mtasts_dnslookup defer .*host lookup did not complete'
     check "the sink of mx.bogus-mx.test saw no connection" sink mx.bogus-mx.test 's["connections"] == 0'
+
+    echo "-- 16. TLSRPT report mail from the report user: exempt from MTA-STS, delivered (APPLY-13, RPT-13)"
+    check "=> reports@badcert.test R=mtasts_tlsrpt_reports T=mtasts_tlsrpt_smtp ... CV=no" \
+        logged '=> reports@badcert\.test .*R=mtasts_tlsrpt_reports T=mtasts_tlsrpt_smtp H=mx\.badcert\.test \[127\.0\.0\.13\]:25 X=TLS[^ ]* CV=no'
+    check "the sink of mx.badcert.test got the report over TLS" \
+        sink mx.badcert.test 'len(m) == 1 and m[0]["rcpt_to"] == ["reports@badcert.test"] and m[0]["tls"]'
+    check "the same message from another user is not exempt: deferred by the MTA-STS check" \
+        logged '== forged@badcert\.test R=mtasts_dnslookup T=mtasts_smtp defer'
 
     echo "-- overall"
     check "nothing bounced (no ** lines)" bash -c "! grep -q ' \*\* ' '$mainlog'"

@@ -163,7 +163,8 @@ delivery_stage() {
         -DE2E_EXAMPLE="$root/examples/exim/exim-mtasts.conf" \
         -DMTASTS_LIB="$lib" \
         "-DMTASTS_CONFIG_ARG={config=$dir/$config}" \
-        -DMTASTS_CA="$dir/ca.pem" || rc=$?
+        -DMTASTS_CA="$dir/ca.pem" \
+        -DMTASTS_REPORT_USER=root || rc=$?
     # Closing its stdin makes the fixture print what the sinks saw, and exit.
     exec 9>&-
     wait "$mta_pid" || true
