@@ -95,6 +95,8 @@ struct Inner {
     no_policy: FxMap<(Day, Domain, FailureKey), u64>,
     sessions: usize,
     last_flush: u64,
+    /// Sessions an MTA reported itself (docs/tlsrpt-collect.md), already keyed, by day.
+    reported: BTreeMap<Day, DayCounts>,
     /// Flushed counts of an engine without a persistent store.
     kept: BTreeMap<Day, DayCounts>,
     /// Counters refused because `kept` was full.
@@ -144,6 +146,7 @@ impl Inner {
             if self.generation.is_some() {
                 self.counts.clear();
                 self.no_policy.clear();
+                self.reported.clear();
                 self.sessions = 0;
             }
             self.generation = Some(generation);
@@ -232,16 +235,33 @@ impl Tally {
         inner.counted(now)
     }
 
+    /// Adds the counts of sessions an MTA reported itself (already keyed by domain and policy)
+    /// to `now`'s day; true when a flush is due.
+    pub fn add_reported(&self, now: u64, counts: &DayCounts) -> bool {
+        if counts.is_empty() {
+            return false;
+        }
+        let day = Day::from_unix(now);
+        let mut guard = self.inner.lock();
+        let inner = guard.own();
+        inner.reported.entry(day).or_default().merge(counts);
+        inner.counted(now)
+    }
+
     /// Takes every pending count, as day counts.
     pub fn take(&self, now: u64) -> BTreeMap<Day, DayCounts> {
-        let (counts, no_policy) = {
+        let (counts, no_policy, reported) = {
             let mut guard = self.inner.lock();
             let inner = guard.own();
             inner.sessions = 0;
             inner.last_flush = now;
-            (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
+            (
+                std::mem::take(&mut inner.counts),
+                std::mem::take(&mut inner.no_policy),
+                std::mem::take(&mut inner.reported),
+            )
         };
-        let mut days: BTreeMap<Day, DayCounts> = BTreeMap::new();
+        let mut days: BTreeMap<Day, DayCounts> = reported;
         for ((day, _), slot) in counts {
             let key = slot.policy.key();
             let day = days.entry(day).or_default();

@@ -8,6 +8,7 @@
 //! | [`report`] | the report JSON, gzip and the file name (RPT-7, RPT-8); the day's counts are [`crate::counts`] | §4, §5.1, §5.2 |
 //! | [`mail`] | the report as a `multipart/report` email (RPT-10, RPT-11) | §5.3 |
 //! | [`deliver`](mod@deliver) | HTTPS POST and sendmail delivery, and the retry schedule (RPT-6, RPT-9, RPT-14) | §5.4, §5.5 |
+//! | [`collect`] | the datagrams an MTA sends per TLS session (libtlsrpt, Postfix 3.10), as counts (COLL-1..10) | §4 |
 //! | [`pipeline`] | the daily run over a store: build and queue a day's reports, send those due (`mtasts report`) | §4, §5 |
 //!
 //! ## Data flow
@@ -29,6 +30,7 @@
 //! fetch, and a local mail command).
 
 pub mod address;
+pub mod collect;
 pub mod deliver;
 pub mod mail;
 pub mod pipeline;
