@@ -106,6 +106,14 @@ struct DropLog {
 }
 
 impl DropLog {
+    /// Reports the drops not logged yet, whatever the time.
+    fn unlogged_at_exit(&mut self) {
+        if self.unlogged > 0 {
+            eprintln!("mtasts serve: warning: {} more TLSRPT datagram(s) dropped", self.unlogged);
+            self.unlogged = 0;
+        }
+    }
+
     /// Reports the drops not logged yet, once their second is over.
     fn catch_up(&mut self) {
         if self.unlogged > 0 && self.last.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -140,23 +148,28 @@ fn read_loop(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut pending = false;
     let mut log = DropLog::default();
+    let take = |n: usize, buf: &[u8], log: &mut DropLog| {
+        if n > MAX_DATAGRAM {
+            counters.tlsrpt_datagram(true);
+            log.dropped(&format!("larger than {MAX_DATAGRAM} bytes"));
+            return false;
+        }
+        match parse_datagram(&buf[..n]) {
+            Ok(counts) => {
+                engine().record_reported(&counts);
+                counters.tlsrpt_datagram(false);
+                true
+            }
+            Err(e) => {
+                counters.tlsrpt_datagram(true);
+                log.dropped(&e.to_string());
+                false
+            }
+        }
+    };
     while !stopping() {
         match socket.recv(&mut buf) {
-            Ok(n) if n > MAX_DATAGRAM => {
-                counters.tlsrpt_datagram(true);
-                log.dropped(&format!("larger than {MAX_DATAGRAM} bytes"));
-            }
-            Ok(n) => match parse_datagram(&buf[..n]) {
-                Ok(counts) => {
-                    engine().record_reported(&counts);
-                    counters.tlsrpt_datagram(false);
-                    pending = true;
-                }
-                Err(e) => {
-                    counters.tlsrpt_datagram(true);
-                    log.dropped(&e.to_string());
-                }
-            },
+            Ok(n) => pending |= take(n, &buf, &mut log),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if std::mem::take(&mut pending) {
                     engine().flush_reports();
@@ -170,5 +183,18 @@ fn read_loop(
             }
         }
     }
+    // Stopping: what was sent before is still taken (the socket is not read once this returns).
+    if socket.set_nonblocking(true).is_ok() {
+        loop {
+            match socket.recv(&mut buf) {
+                Ok(n) => {
+                    take(n, &buf, &mut log);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+    log.unlogged_at_exit();
     engine().flush_reports();
 }
