@@ -213,7 +213,10 @@ mod tests {
         Domain::parse(s).unwrap()
     }
 
-    fn one(counts: &DayCounts, domain: &str) -> Vec<(PolicyKey, u64, Vec<(FailureKey, u64)>)> {
+    /// A policy's successes and failures.
+    type Counted = (PolicyKey, u64, Vec<(FailureKey, u64)>);
+
+    fn one(counts: &DayCounts, domain: &str) -> Vec<Counted> {
         counts
             .policies(&d(domain))
             .map(|(k, c)| (k.clone(), c.successes, c.failures.iter().map(|(f, n)| (f.clone(), *n)).collect()))
