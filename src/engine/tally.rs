@@ -407,6 +407,28 @@ mod tests {
     }
 
     #[test]
+    fn reported_sessions_join_the_engines_own() {
+        let tally = Tally::default();
+        let domain = Domain::parse("example.test").expect("domain");
+        let now = 1_800_000_000;
+        let none = PolicyKey::no_policy_found();
+        let mut reported = DayCounts::new();
+        reported.add_success(&domain, &none, 2);
+        assert!(!tally.add_reported(now, &DayCounts::new()), "nothing to count");
+        tally.add_reported(now, &reported);
+        tally.add_reported(now, &reported);
+        tally.add(now, &domain, None, Some(FailureKey::new(ResultType::StsPolicyFetchError, None)));
+        let days = tally.take(now);
+        let (_, c) = days[&Day::from_unix(now)].policies(&domain).next().expect("policy");
+        assert_eq!((c.successes, c.total_failures()), (4, 1), "one policy, both kinds of counts");
+        assert!(tally.take(now).is_empty(), "taken once");
+        // Counts inherited through fork() are the parent's.
+        tally.add_reported(now, &reported);
+        tally.inner.lock().generation = Some(crate::forks::generation().wrapping_add(1));
+        assert!(tally.take(now).is_empty());
+    }
+
+    #[test]
     fn tlsa_sessions_are_counted_under_the_records_of_the_mx_host() {
         use crate::ports::TlsaRecord;
         let tally = Tally::default();
