@@ -7,7 +7,7 @@
 //! in force ([`mtasts::Engine::record_reported`]), which flushes them to the store with its own;
 //! counts pending when the socket is idle for a second are flushed then, and at shutdown. A
 //! datagram that is malformed or larger than [`MAX_DATAGRAM`] is dropped: counted in
-//! `mtasts_serve_tlsrpt_datagrams{result="dropped"}` and logged (at most one line a second, with
+//! `mtasts_serve_tlsrpt_datagrams_total{result="dropped"}` and logged (at most one line a second, with
 //! the number of drops not logged since). Nothing a sender does can stop the thread or make it
 //! wait on that sender: datagrams are read as they come, and a full socket buffer only makes
 //! libtlsrpt's non-blocking send fail on the MTA's side.
