@@ -185,6 +185,8 @@ fn today() -> String {
 struct Serve {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// The socketmap's `inet:127.0.0.1:PORT`.
+    listen: String,
 }
 
 impl Serve {
@@ -225,7 +227,30 @@ impl Serve {
             }
             lines.push(line);
         }
-        Self { child, stderr }
+        let listen = lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("listening on inet:"))
+            .unwrap_or_else(|| panic!("no listening line in {lines:?}"))
+            .to_owned();
+        Self { child, stderr, listen }
+    }
+
+    /// One socketmap lookup: the reply netstring's payload.
+    fn lookup(&self, key: &str) -> String {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&self.listen).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let req = format!("postfix {key}");
+        s.write_all(format!("{}:{req},", req.len()).as_bytes()).expect("write");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b",") {
+            assert_eq!(s.read(&mut byte).expect("read"), 1, "the connection closed: {reply:?}");
+            reply.push(byte[0]);
+        }
+        let text = String::from_utf8(reply).expect("utf-8");
+        let (_, payload) = text.split_once(':').expect("netstring");
+        payload.trim_end_matches(',').to_owned()
     }
 
     /// SIGTERM, then waits for the exit (flushing the counts taken).
@@ -271,7 +296,7 @@ fn coll_reports_match_the_reference_collector() {
     }
     let config = w.write_config(&format!(
         "[cache]\npath = \"{}\"\n[report]\norganization = \"Test Sender\"\ncontact = \"tlsrpt@sender.test\"\n\
-         sendmail = [\"/bin/true\"]\n[serve]\nrefresh_interval_s = 0\n",
+         sendmail = [\"/bin/true\"]\n[serve]\nrefresh_interval_s = 0\ntlsrpt_socket_mode = \"0620\"\n",
         w.path("store.sqlite").display()
     ));
     let (datagrams, results) = datagrams();
@@ -284,6 +309,9 @@ fn coll_reports_match_the_reference_collector() {
     // mtasts: every datagram in one burst, then malformed and oversized ones in between more.
     let socket = w.path("tlsrpt.sock");
     let mut serve = Serve::start(&config, &socket);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&socket).expect("socket file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o620, "[serve] tlsrpt_socket_mode applies to the socket file");
     let sender = UnixDatagram::unbound().expect("socket");
     let bad: Vec<Vec<u8>> = vec![
         b"not json".to_vec(),
@@ -301,6 +329,8 @@ fn coll_reports_match_the_reference_collector() {
     for d in second {
         sender.send_to(d.to_string().as_bytes(), &socket).expect("send");
     }
+    // The socketmap still answers after the bad datagrams.
+    assert_eq!(serve.lookup("nothing.test"), "NOTFOUND ");
     let stderr = serve.stop();
     assert!(
         stderr.contains(&format!("TLSRPT datagrams: {} counted, {} dropped", datagrams.len(), bad.len())),
