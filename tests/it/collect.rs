@@ -288,7 +288,7 @@ fn gunzip_json(path: &Path) -> Value {
 
 /// COLL-1..COLL-10 against tlsrpt-reporter 0.6.0: the same datagrams make the same reports.
 #[test]
-fn coll_reports_match_the_reference_collector() {
+fn rpt_22_coll_reports_match_the_reference_collector() {
     let w = mtasts_fixtures::world::World::start("collect").expect("fixtures");
     let domains = ["sts.test", "dane.test", "both.test", "plain.test"];
     for d in domains {
