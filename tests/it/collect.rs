@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::gunzip_json;
 use mtasts::tlsrpt::report::Day;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -200,20 +201,7 @@ impl Serve {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start mtasts serve");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = Arc::clone(&stderr);
-            let mut pipe = child.stderr.take().expect("stderr");
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr.lock().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let stderr = crate::common::collect_stderr(&mut child);
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut lines = Vec::new();
         loop {
@@ -276,14 +264,6 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn gunzip_json(path: &Path) -> Value {
-    let mut s = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
-        .read_to_string(&mut s)
-        .expect("gunzip");
-    serde_json::from_str(&s).expect("JSON")
 }
 
 /// COLL-1..COLL-10 against tlsrpt-reporter 0.6.0: the same datagrams make the same reports.

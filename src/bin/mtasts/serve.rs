@@ -149,26 +149,13 @@ impl Listener {
                 .map_err(|e| format!("cannot listen on inet:{addr}: {e}")),
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
-                // Until its owner and mode are set, the socket is the server user's alone. (Only
-                // at start, before other threads run: the umask is the process's.)
-                use nix::sys::stat::{Mode, umask};
-                let old_umask = access.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
-                let bound = UnixListener::bind(path);
-                if let Some(old) = old_umask {
-                    umask(old);
-                }
-                let listener = bound.map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
-                let ready = access.apply(path).and_then(|()| {
-                    listener.local_addr().map_err(|e| format!("unix:{}: {e}", path.display()))
-                });
-                match ready {
-                    Ok(addr) => Ok(Self::Unix { listener, addr, remove: Some(path.clone()) }),
-                    Err(e) => {
-                        drop(listener);
-                        let _ = std::fs::remove_file(path);
-                        Err(e)
-                    }
-                }
+                let (listener, addr) = access.bind(
+                    path,
+                    |p: &Path| UnixListener::bind(p),
+                    |e| format!("cannot listen on unix:{}: {e}", path.display()),
+                    |l| l.local_addr().map_err(|e| format!("unix:{}: {e}", path.display())),
+                )?;
+                Ok(Self::Unix { listener, addr, remove: Some(path.clone()) })
             }
         }
     }

@@ -74,23 +74,12 @@ pub fn spawn(
     counters: Arc<Counters>,
 ) -> Result<Collector, String> {
     remove_stale(path)?;
-    // Until its owner and mode are set, the socket is the server user's alone (only at start,
-    // before other threads read the umask).
-    use nix::sys::stat::{Mode, umask};
-    let old_umask = access.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
-    let bound = UnixDatagram::bind(path);
-    if let Some(old) = old_umask {
-        umask(old);
-    }
-    let socket = bound.map_err(|e| format!("[serve] tlsrpt_socket: cannot bind {}: {e}", path.display()))?;
-    let ready = access.apply(path).and_then(|()| {
-        socket.set_read_timeout(Some(IDLE)).map_err(|e| format!("[serve] tlsrpt_socket: {e}"))
-    });
-    if let Err(e) = ready {
-        drop(socket);
-        let _ = std::fs::remove_file(path);
-        return Err(e);
-    }
+    let (socket, ()) = access.bind(
+        path,
+        |p: &Path| UnixDatagram::bind(p),
+        |e| format!("[serve] tlsrpt_socket: cannot bind {}: {e}", path.display()),
+        |s| s.set_read_timeout(Some(IDLE)).map_err(|e| format!("[serve] tlsrpt_socket: {e}")),
+    )?;
     let thread = std::thread::Builder::new()
         .name("mtasts-tlsrpt".into())
         .spawn(move || read_loop(&socket, &*engine, &*stopping, &counters))

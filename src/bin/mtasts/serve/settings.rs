@@ -172,6 +172,34 @@ impl SocketAccess {
         self.mode.is_some() || self.owner.is_some() || self.group.is_some()
     }
 
+    /// Binds a unix socket file at `path` with `bind`, gives it this owner, group and mode, and
+    /// finishes with `then`; until the mode is set the file is the server user's alone (umask
+    /// 0177: only at start, before other threads run, for the umask is the process's). A failure
+    /// after binding removes the file.
+    pub fn bind<T, U>(
+        &self,
+        path: &std::path::Path,
+        bind: impl FnOnce(&std::path::Path) -> std::io::Result<T>,
+        bind_error: impl FnOnce(std::io::Error) -> String,
+        then: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<(T, U), String> {
+        use nix::sys::stat::{Mode, umask};
+        let old_umask = self.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
+        let bound = bind(path);
+        if let Some(old) = old_umask {
+            umask(old);
+        }
+        let socket = bound.map_err(bind_error)?;
+        match self.apply(path).and_then(|()| then(&socket)) {
+            Ok(more) => Ok((socket, more)),
+            Err(e) => {
+                drop(socket);
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
+    }
+
     /// Applies the owner, group and mode to the socket file at `path`.
     pub fn apply(&self, path: &std::path::Path) -> Result<(), String> {
         if self.owner.is_some() || self.group.is_some() {
