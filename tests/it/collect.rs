@@ -394,3 +394,47 @@ fn rpt_22_coll_reports_match_the_reference_collector() {
         .collect();
     assert_eq!(types.len(), 11, "every result type: {types:?}");
 }
+
+/// The socket path is checked before anything is served: a relative path, a file that is not a
+/// socket, and a socket another process reads are errors naming the key, and the server exits.
+#[test]
+fn coll_bad_socket_paths_stop_the_server() {
+    let dir = std::env::temp_dir().join(format!("mtasts-collect-paths-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("mtasts.toml");
+    std::fs::write(&config, "[cache]\npath = \"memory\"\n[serve]\nrefresh_interval_s = 0\n").expect("config");
+    let run = |socket: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+            .args(["serve", "--listen", "inet:127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--tlsrpt-socket")
+            .arg(socket)
+            .output()
+            .expect("mtasts serve");
+        assert!(!out.status.success(), "{socket:?}: the server must not start");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(Path::new("relative/tlsrpt.sock"));
+    assert!(e.contains("--tlsrpt-socket relative/tlsrpt.sock: write the absolute path"), "{e}");
+    let file = dir.join("file");
+    std::fs::write(&file, "x").expect("file");
+    let e = run(&file);
+    assert!(e.contains("the file exists and is not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "x", "left alone");
+    let busy = dir.join("busy.sock");
+    let _reader = UnixDatagram::bind(&busy).expect("bind");
+    let e = run(&busy);
+    assert!(e.contains("another process reads that socket"), "{e}");
+    assert!(busy.exists(), "left alone");
+    // A socket file nothing reads any more is replaced.
+    let stale = dir.join("stale.sock");
+    drop(UnixDatagram::bind(&stale).expect("bind"));
+    let mut serve = Serve::start(&config, &stale);
+    UnixDatagram::unbound()
+        .expect("socket")
+        .send_to(br#"{"d":"x.test","pr":"v=TLSRPTv1; rua=mailto:a@x.test","policies":[{"policy-type":9,"t":0,"f":0}]}"#, &stale)
+        .expect("send");
+    assert!(serve.stop().contains("TLSRPT datagrams: 1 counted, 0 dropped"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
