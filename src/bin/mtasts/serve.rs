@@ -40,7 +40,7 @@
 //!
 //! * TLSRPT: with `[serve] tlsrpt_socket` (or `--tlsrpt-socket`), a unix datagram socket takes the
 //!   per-session datagrams of Postfix 3.10 (`smtp_tlsrpt_socket_name`) and adds them to the
-//!   engine's TLSRPT counts ([`collect`], docs/tlsrpt-collect.md); its file gets
+//!   engine's TLSRPT counts ([`collect`]: a reader and a counting thread, docs/tlsrpt-collect.md); its file gets
 //!   `tlsrpt_socket_mode`, `tlsrpt_socket_owner` and `tlsrpt_socket_group`.
 //!
 //! Standard output gets one line per listener, `listening on inet:127.0.0.1:8461` (the real port
