@@ -62,6 +62,10 @@
 //! socket_mode = "0660"             # a `unix:` socket's permissions (default: as the umask leaves them)
 //! socket_owner = "postfix"         # a `unix:` socket's user and group, names or numbers
 //! socket_group = "postfix"         #   (default: those of the server's process)
+//! tlsrpt_socket = "/var/spool/postfix/run/mtasts/tlsrpt.sock"  # take Postfix 3.10's TLSRPT
+//!                                  # datagrams here (default: not taken; docs/tlsrpt-collect.md)
+//! tlsrpt_socket_mode = "0660"      # its permissions, user and group, as socket_* above, so that
+//! tlsrpt_socket_group = "postfix"  #   Postfix's smtp processes can send (tlsrpt_socket_owner too)
 //!
 //! [serve.profile.postfix310]       # requests whose socketmap name is `postfix310`
 //! postfix_tlsrpt = true            # strict_testing, postfix_tlsrpt: as in [serve] (default: theirs)
@@ -284,6 +288,15 @@ pub struct ServeConfig {
     pub socket_group: Option<String>,
     /// `metrics_listen`: where to serve Prometheus metrics over HTTP (`inet:HOST:PORT`).
     pub metrics_listen: Option<String>,
+    /// `tlsrpt_socket`: path of a unix datagram socket taking the TLSRPT datagrams of Postfix
+    /// 3.10 (`smtp_tlsrpt_socket_name`), docs/tlsrpt-collect.md.
+    pub tlsrpt_socket: Option<String>,
+    /// `tlsrpt_socket_mode`: permissions of that socket, an octal string such as `"0660"`.
+    pub tlsrpt_socket_mode: Option<String>,
+    /// `tlsrpt_socket_owner`: user (name or number) given that socket.
+    pub tlsrpt_socket_owner: Option<String>,
+    /// `tlsrpt_socket_group`: group (name or number) given that socket.
+    pub tlsrpt_socket_group: Option<String>,
     /// `[serve.profile.NAME]`: reply options for requests whose socketmap name is `NAME`.
     pub profile: std::collections::BTreeMap<String, ServeProfileConfig>,
 }

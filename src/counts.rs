@@ -128,6 +128,9 @@ pub struct PolicyKey {
     strings: Vec<String>,
     /// The `mx` patterns in display form (A-labels); made from [`MxPattern`]s only.
     mx: Vec<String>,
+    /// The `policy-domain` when an MTA reported one that differs from the domain the policy is
+    /// counted under (docs/tlsrpt-collect.md, COLL-7); `None`: that domain.
+    domain: Option<Domain>,
 }
 
 impl PolicyKey {
@@ -137,6 +140,7 @@ impl PolicyKey {
             policy_type: PolicyType::Sts,
             strings: lines,
             mx: mx.iter().map(ToString::to_string).collect(),
+            domain: None,
         }
     }
 
@@ -147,12 +151,24 @@ impl PolicyKey {
 
     /// DANE: one `"usage selector matching data"` string per TLSA record.
     pub fn tlsa(records: Vec<String>) -> Self {
-        Self { policy_type: PolicyType::Tlsa, strings: records, mx: Vec::new() }
+        Self { policy_type: PolicyType::Tlsa, strings: records, mx: Vec::new(), domain: None }
     }
 
     /// No policy applied (`no-policy-found`).
     pub fn no_policy_found() -> Self {
-        Self { policy_type: PolicyType::NoPolicyFound, strings: Vec::new(), mx: Vec::new() }
+        Self { policy_type: PolicyType::NoPolicyFound, strings: Vec::new(), mx: Vec::new(), domain: None }
+    }
+
+    /// A policy as an MTA reported it (docs/tlsrpt-collect.md): its type, `policy-string` and
+    /// `mx-host` as given, and its `policy-domain` when that differs from the domain it is counted
+    /// under.
+    pub fn reported(
+        policy_type: PolicyType,
+        strings: Vec<String>,
+        mx: &[MxPattern],
+        domain: Option<Domain>,
+    ) -> Self {
+        Self { policy_type, strings, mx: mx.iter().map(ToString::to_string).collect(), domain }
     }
 
     /// The policy type.
@@ -168,6 +184,12 @@ impl PolicyKey {
     /// The `mx-host` patterns.
     pub fn mx_hosts(&self) -> &[String] {
         &self.mx
+    }
+
+    /// The `policy-domain`, when it is not the domain the policy is counted under (only for
+    /// policies an MTA reported, COLL-7).
+    pub fn policy_domain(&self) -> Option<&Domain> {
+        self.domain.as_ref()
     }
 }
 
@@ -191,6 +213,10 @@ struct PolicyKeyRepr {
     strings: Vec<String>,
     #[serde(default)]
     mx: Vec<String>,
+    /// Absent in rows written before it existed, and whenever it is `None`: older rows read the
+    /// same, and a key without it is stored exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
 }
 
 impl TryFrom<PolicyKeyRepr> for PolicyKey {
@@ -200,13 +226,22 @@ impl TryFrom<PolicyKeyRepr> for PolicyKey {
             r.mx.iter()
                 .map(|m| MxPattern::parse(m).map(|p| p.to_string()).map_err(|e| format!("mx `{m}`: {e}")))
                 .collect::<Result<_, _>>()?;
-        Ok(Self { policy_type: r.policy_type, strings: r.strings, mx })
+        let domain = r
+            .domain
+            .map(|d| Domain::parse(&d).map_err(|e| format!("policy domain `{d}`: {e}")))
+            .transpose()?;
+        Ok(Self { policy_type: r.policy_type, strings: r.strings, mx, domain })
     }
 }
 
 impl From<PolicyKey> for PolicyKeyRepr {
     fn from(k: PolicyKey) -> Self {
-        Self { policy_type: k.policy_type, strings: k.strings, mx: k.mx }
+        Self {
+            policy_type: k.policy_type,
+            strings: k.strings,
+            mx: k.mx,
+            domain: k.domain.map(|d| d.to_string()),
+        }
     }
 }
 
@@ -687,6 +722,21 @@ mod tests {
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<DayCounts>(&json).unwrap(), a);
         assert!(serde_json::from_str::<DayCounts>(r#"[{"domain":"-bad-","policies":[]}]"#).is_err());
+    }
+
+    #[test]
+    fn policy_keys_without_a_domain_are_stored_as_before() {
+        // A row written before `domain` existed reads back, and writes back identically.
+        let old = r#"{"type":"sts","strings":["version: STSv1"],"mx":["mx.example.com"]}"#;
+        let key: PolicyKey = serde_json::from_str(old).unwrap();
+        assert_eq!(key.policy_domain(), None);
+        assert_eq!(serde_json::to_string(&key).unwrap(), old);
+        let reported =
+            PolicyKey::reported(PolicyType::Tlsa, vec!["3 1 1 0aff".into()], &[], Some(d("MX.example.com")));
+        let json = serde_json::to_string(&reported).unwrap();
+        assert!(json.contains(r#""domain":"mx.example.com""#), "{json}");
+        assert_eq!(serde_json::from_str::<PolicyKey>(&json).unwrap(), reported);
+        assert!(serde_json::from_str::<PolicyKey>(r#"{"type":"tlsa","domain":"-x-"}"#).is_err());
     }
 
     #[test]

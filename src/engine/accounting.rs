@@ -122,6 +122,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Counts sessions an MTA judged and reported itself, already keyed by policy domain and
+    /// policy (e.g. Postfix 3.10's TLSRPT datagrams, [`crate::tlsrpt::collect`]), on today's UTC
+    /// day; they are flushed to the store with the engine's own counts.
+    pub fn record_reported(&self, counts: &DayCounts) {
+        if self.tally.add_reported(self.clock.now(), counts) {
+            self.flush_reports();
+        }
+    }
+
     /// Writes pending TLSRPT counts to the persistent store (or keeps them in memory without one).
     /// Done by itself every few hundred sessions or seconds, and when the engine is dropped.
     /// The engine's counters (`crate::metrics`) are flushed with them.

@@ -95,6 +95,8 @@ struct Inner {
     no_policy: FxMap<(Day, Domain, FailureKey), u64>,
     sessions: usize,
     last_flush: u64,
+    /// Sessions an MTA reported itself (docs/tlsrpt-collect.md), already keyed, by day.
+    reported: BTreeMap<Day, DayCounts>,
     /// Flushed counts of an engine without a persistent store.
     kept: BTreeMap<Day, DayCounts>,
     /// Counters refused because `kept` was full.
@@ -144,6 +146,7 @@ impl Inner {
             if self.generation.is_some() {
                 self.counts.clear();
                 self.no_policy.clear();
+                self.reported.clear();
                 self.sessions = 0;
             }
             self.generation = Some(generation);
@@ -232,16 +235,33 @@ impl Tally {
         inner.counted(now)
     }
 
+    /// Adds the counts of sessions an MTA reported itself (already keyed by domain and policy)
+    /// to `now`'s day; true when a flush is due.
+    pub fn add_reported(&self, now: u64, counts: &DayCounts) -> bool {
+        if counts.is_empty() {
+            return false;
+        }
+        let day = Day::from_unix(now);
+        let mut guard = self.inner.lock();
+        let inner = guard.own();
+        inner.reported.entry(day).or_default().merge(counts);
+        inner.counted(now)
+    }
+
     /// Takes every pending count, as day counts.
     pub fn take(&self, now: u64) -> BTreeMap<Day, DayCounts> {
-        let (counts, no_policy) = {
+        let (counts, no_policy, reported) = {
             let mut guard = self.inner.lock();
             let inner = guard.own();
             inner.sessions = 0;
             inner.last_flush = now;
-            (std::mem::take(&mut inner.counts), std::mem::take(&mut inner.no_policy))
+            (
+                std::mem::take(&mut inner.counts),
+                std::mem::take(&mut inner.no_policy),
+                std::mem::take(&mut inner.reported),
+            )
         };
-        let mut days: BTreeMap<Day, DayCounts> = BTreeMap::new();
+        let mut days: BTreeMap<Day, DayCounts> = reported;
         for ((day, _), slot) in counts {
             let key = slot.policy.key();
             let day = days.entry(day).or_default();
@@ -384,6 +404,28 @@ mod tests {
             .flat_map(|c| c.domains().flat_map(|d| c.policies(d).map(|(_, p)| p.total_failures())))
             .sum();
         assert_eq!(total, 1, "only the child's own session");
+    }
+
+    #[test]
+    fn reported_sessions_join_the_engines_own() {
+        let tally = Tally::default();
+        let domain = Domain::parse("example.test").expect("domain");
+        let now = 1_800_000_000;
+        let none = PolicyKey::no_policy_found();
+        let mut reported = DayCounts::new();
+        reported.add_success(&domain, &none, 2);
+        assert!(!tally.add_reported(now, &DayCounts::new()), "nothing to count");
+        tally.add_reported(now, &reported);
+        tally.add_reported(now, &reported);
+        tally.add(now, &domain, None, Some(FailureKey::new(ResultType::StsPolicyFetchError, None)));
+        let days = tally.take(now);
+        let (_, c) = days[&Day::from_unix(now)].policies(&domain).next().expect("policy");
+        assert_eq!((c.successes, c.total_failures()), (4, 1), "one policy, both kinds of counts");
+        assert!(tally.take(now).is_empty(), "taken once");
+        // Counts inherited through fork() are the parent's.
+        tally.add_reported(now, &reported);
+        tally.inner.lock().generation = Some(crate::forks::generation().wrapping_add(1));
+        assert!(tally.take(now).is_empty());
     }
 
     #[test]

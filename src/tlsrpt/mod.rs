@@ -9,6 +9,7 @@
 //! | [`mail`] | the report as a `multipart/report` email, `TLS-Required: No` (RPT-10, RPT-11, RPT-22) | §5.3 |
 //! | [`dkim`] | the DKIM signature of mailed reports (`[report.dkim]`; RPT-12) | §3 |
 //! | [`deliver`](mod@deliver) | HTTPS POST and sendmail delivery, and the retry schedule (RPT-6, RPT-9, RPT-14) | §5.4, §5.5 |
+//! | [`collect`] | the datagrams an MTA sends per TLS session (libtlsrpt, Postfix 3.10), as counts (COLL-1..10) | §4 |
 //! | [`pipeline`] | the daily run over a store: build and queue a day's reports (first due at a random time after the day, RPT-23), send those due, one claimed attempt at a time (RPT-25), leaving out suppressed destinations (RPT-24) (`mtasts report`) | §4, §5 |
 //!
 //! ## Data flow
@@ -30,6 +31,7 @@
 //! fetch, and a local mail command).
 
 pub mod address;
+pub mod collect;
 pub mod deliver;
 pub mod dkim;
 pub mod mail;

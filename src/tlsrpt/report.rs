@@ -36,6 +36,8 @@
 //!   DNSSEC-validated records were had (`dnssec-invalid`). `policy-domain` is the TLSA base domain
 //!   (RFC 8460 §3: for DANE the Policy Domain is the TLSA base domain of the receiving server), which
 //!   is the MX host: the report goes to the MX host's `_smtp._tls` record. No `mx-host`.
+//! * **Policies an MTA reported itself** (Postfix 3.10's datagrams, docs/tlsrpt-collect.md) keep
+//!   the `policy-domain` the MTA gave when it differs from the report's domain (COLL-7).
 //! * **The date range** is one UTC day: `start-datetime` `YYYY-MM-DDT00:00:00Z`, `end-datetime`
 //!   `YYYY-MM-DDT23:59:59Z`, as in RFC 8460 Appendix B and in Google's and Microsoft's reports.
 //!   The file name's end timestamp is the same instant (start + 86399), so the two agree (RPT-15).
@@ -302,7 +304,10 @@ impl Report {
                         policy_string: (p.policy.policy_type() == PolicyType::Tlsa
                             || !p.policy.strings().is_empty())
                         .then(|| p.policy.strings()),
-                        policy_domain: self.policy_domain.as_str(),
+                        policy_domain: p
+                            .policy
+                            .policy_domain()
+                            .map_or(self.policy_domain.as_str(), Domain::as_str),
                         mx_host: p.policy.mx_hosts(),
                     },
                     summary: WireSummary {

@@ -1,5 +1,6 @@
 //! Test doubles shared by the integration tests: a scripted resolver, fetcher and clock that
-//! count what the engine asks of them, and the rcgen test PKI.
+//! count what the engine asks of them, and the rcgen test PKI; and helpers for child processes
+//! and report files.
 
 #![allow(dead_code)]
 
@@ -184,4 +185,32 @@ impl mtasts::ports::TlsaResolver for FakeTlsa {
             ttl: 300,
         })
     }
+}
+
+/// Collects everything `child` writes to standard error (piped) from now on, in a thread.
+pub fn collect_stderr(child: &mut std::process::Child) -> Arc<Mutex<String>> {
+    use std::io::Read;
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let seen = Arc::clone(&stderr);
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.lock().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    stderr
+}
+
+/// The JSON of a gzipped report file.
+pub fn gunzip_json(path: &std::path::Path) -> serde_json::Value {
+    use std::io::Read;
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
+        .read_to_string(&mut s)
+        .expect("gunzip");
+    serde_json::from_str(&s).expect("JSON")
 }

@@ -10,6 +10,7 @@
 mod common;
 
 mod cli;
+mod collect;
 mod connect;
 mod dane_config;
 mod dane_dns;

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::gunzip_json;
 use mtasts::cache::{CountStore, SqliteStore};
 use mtasts::tlsrpt::report::Day;
 use mtasts_fixtures::https::Response;
@@ -345,15 +346,6 @@ fn dane_report_worker() {
             .record_session("example.test", "mx.example.test", Some(mtasts::Reason::TlsaInvalid), &details)
             .expect("record");
     }
-}
-
-fn gunzip_json(path: &Path) -> Value {
-    use std::io::Read;
-    let mut s = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open"))
-        .read_to_string(&mut s)
-        .expect("gunzip");
-    serde_json::from_str(&s).expect("JSON")
 }
 
 /// RPT-18..RPT-21, DANE-4 end to end: DANE sessions judged by engines in two processes through a

@@ -99,20 +99,7 @@ impl Server {
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start mtasts serve");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = Arc::clone(&stderr);
-            let mut pipe = child.stderr.take().expect("stderr");
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr.lock().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let stderr = crate::common::collect_stderr(&mut child);
         first(&stderr);
         let mut line = String::new();
         stdout.read_line(&mut line).expect("listening line");

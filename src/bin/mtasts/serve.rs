@@ -38,11 +38,17 @@
 //!   of `[serve] listen`. A `unix:` socket the server binds itself gets `[serve] socket_mode`,
 //!   `socket_owner` and `socket_group`.
 //!
+//! * TLSRPT: with `[serve] tlsrpt_socket` (or `--tlsrpt-socket`), a unix datagram socket takes the
+//!   per-session datagrams of Postfix 3.10 (`smtp_tlsrpt_socket_name`) and adds them to the
+//!   engine's TLSRPT counts ([`collect`]: a reader and a counting thread, docs/tlsrpt-collect.md); its file gets
+//!   `tlsrpt_socket_mode`, `tlsrpt_socket_owner` and `tlsrpt_socket_group`.
+//!
 //! Standard output gets one line per listener, `listening on inet:127.0.0.1:8461` (the real port
-//! when 0 was asked for), and one more, `metrics on inet:127.0.0.1:9461`, when Prometheus metrics
-//! are served ([`metrics`], `--metrics` or `[serve] metrics_listen`); everything else goes to
-//! standard error.
+//! when 0 was asked for), one more, `metrics on inet:127.0.0.1:9461`, when Prometheus metrics
+//! are served ([`metrics`], `--metrics` or `[serve] metrics_listen`), and `tlsrpt on
+//! unix:/path` when TLSRPT datagrams are taken; everything else goes to standard error.
 
+mod collect;
 mod dane;
 mod metrics;
 mod refresher;
@@ -84,6 +90,10 @@ pub struct Args {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics, instead of [serve] metrics_listen.
     #[arg(long, value_name = "inet:HOST:PORT")]
     metrics: Option<String>,
+    /// Take Postfix 3.10's TLSRPT datagrams on this unix datagram socket (an absolute path),
+    /// instead of [serve] tlsrpt_socket.
+    #[arg(long, value_name = "PATH")]
+    tlsrpt_socket: Option<PathBuf>,
 }
 
 /// How long connections get to finish at shutdown.
@@ -139,26 +149,13 @@ impl Listener {
                 .map_err(|e| format!("cannot listen on inet:{addr}: {e}")),
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
-                // Until its owner and mode are set, the socket is the server user's alone. (Only
-                // at start, before other threads run: the umask is the process's.)
-                use nix::sys::stat::{Mode, umask};
-                let old_umask = access.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
-                let bound = UnixListener::bind(path);
-                if let Some(old) = old_umask {
-                    umask(old);
-                }
-                let listener = bound.map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
-                let ready = access.apply(path).and_then(|()| {
-                    listener.local_addr().map_err(|e| format!("unix:{}: {e}", path.display()))
-                });
-                match ready {
-                    Ok(addr) => Ok(Self::Unix { listener, addr, remove: Some(path.clone()) }),
-                    Err(e) => {
-                        drop(listener);
-                        let _ = std::fs::remove_file(path);
-                        Err(e)
-                    }
-                }
+                let (listener, addr) = access.bind(
+                    path,
+                    |p: &Path| UnixListener::bind(p),
+                    |e| format!("cannot listen on unix:{}: {e}", path.display()),
+                    |l| l.local_addr().map_err(|e| format!("unix:{}: {e}", path.display())),
+                )?;
+                Ok(Self::Unix { listener, addr, remove: Some(path.clone()) })
             }
         }
     }
@@ -669,6 +666,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     if let Some(metrics) = &args.metrics {
         serve.metrics_listen = Some(metrics.clone());
     }
+    if let Some(path) = &args.tlsrpt_socket {
+        if !path.is_absolute() {
+            return Err(format!("--tlsrpt-socket {}: write the absolute path of the socket", path.display()));
+        }
+        serve.tlsrpt_socket = Some(path.clone());
+    }
     let listen = Listen::parse(&serve.listen)?;
     let metrics_addr = serve.metrics_listen.as_deref().map(metrics::parse_listen).transpose()?;
     let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
@@ -714,6 +717,19 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
             let current = Arc::new(move || Arc::clone(&live.current.get().1.engine));
             let exporter = Arc::new(metrics::Exporter::new(current, Arc::clone(&counters), stores));
             Some(metrics::spawn(addr, exporter)?)
+        }
+        None => None,
+    };
+    let collector = match &serve.tlsrpt_socket {
+        Some(path) => {
+            let (live, stop) = (Arc::clone(&server), Arc::clone(&server));
+            Some(collect::spawn(
+                path,
+                &serve.tlsrpt_access,
+                Arc::new(move || Arc::clone(&live.current.get().1.engine)),
+                Arc::new(move || stop.stopping.load(Ordering::SeqCst)),
+                Arc::clone(&counters),
+            )?)
         }
         None => None,
     };
@@ -797,6 +813,10 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         println!("metrics on inet:{addr}");
         eprintln!("mtasts serve: metrics on http://{addr}/metrics");
     }
+    if let Some(c) = &collector {
+        println!("tlsrpt on unix:{}", c.path().display());
+        eprintln!("mtasts serve: TLSRPT datagrams on unix:{}", c.path().display());
+    }
     let _ = io::stdout().flush();
     systemd::notify((*notifier).as_ref(), &format!("READY=1\nSTATUS=listening on {}", described.join(", ")));
 
@@ -825,6 +845,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let left = connections.len();
     drop(connections);
+    if let Some(c) = collector {
+        // Ends within a second of begin_stop, after flushing the counts it took.
+        c.join();
+        let (counted, dropped) = counters.tlsrpt_datagrams();
+        eprintln!("mtasts serve: TLSRPT datagrams: {counted} counted, {dropped} dropped");
+    }
     for listener in listeners.iter() {
         if let Listener::Unix { remove: Some(path), .. } = listener {
             let _ = std::fs::remove_file(path);

@@ -67,6 +67,8 @@ pub struct Counters {
     refresher_runs: AtomicU64,
     refreshes_ok: AtomicU64,
     refreshes_failed: AtomicU64,
+    tlsrpt_counted: AtomicU64,
+    tlsrpt_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -89,6 +91,16 @@ impl Counters {
     /// Counts a pass of the refresher.
     pub fn refresher_run(&self) {
         self.refresher_runs.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a TLSRPT datagram: counted, or dropped (malformed or oversized).
+    pub fn tlsrpt_datagram(&self, dropped: bool) {
+        if dropped { &self.tlsrpt_dropped } else { &self.tlsrpt_counted }.fetch_add(1, Relaxed);
+    }
+
+    /// TLSRPT datagrams counted and dropped so far.
+    pub fn tlsrpt_datagrams(&self) -> (u64, u64) {
+        (self.tlsrpt_counted.load(Relaxed), self.tlsrpt_dropped.load(Relaxed))
     }
 
     /// Counts one domain's refresh: failed (a warning) or not.
@@ -237,6 +249,15 @@ impl Collector for Exporter {
             &[
                 (&[("result", "ok")], c.refreshes_ok.load(Relaxed)),
                 (&[("result", "failed")], c.refreshes_failed.load(Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "mtasts_serve_tlsrpt_datagrams",
+            "TLSRPT datagrams taken on [serve] tlsrpt_socket, by result (dropped: malformed or oversized, see the log)",
+            &[
+                (&[("result", "counted")], c.tlsrpt_counted.load(Relaxed)),
+                (&[("result", "dropped")], c.tlsrpt_dropped.load(Relaxed)),
             ],
         )?;
         let g = self.store_gauges();

@@ -41,6 +41,10 @@ pub struct Settings {
     pub socket: SocketAccess,
     /// Where to serve Prometheus metrics (`inet:HOST:PORT`); `None`: not served.
     pub metrics_listen: Option<String>,
+    /// The unix datagram socket taking TLSRPT datagrams (Postfix 3.10); `None`: none.
+    pub tlsrpt_socket: Option<std::path::PathBuf>,
+    /// What that socket is given: permissions, owner, group.
+    pub tlsrpt_access: SocketAccess,
     /// `[serve.profile.NAME]`: the reply options of requests whose map name is `NAME`, with the
     /// keys a profile leaves out taken from `[serve]`.
     pub profiles: BTreeMap<String, Options>,
@@ -102,32 +106,98 @@ pub struct SocketAccess {
     pub mode: Option<u32>,
     pub owner: Option<u32>,
     pub group: Option<u32>,
+    /// The keys' prefix in messages: `socket` (the socketmap's, the default) or `tlsrpt_socket`.
+    pub prefix: Prefix,
+}
+
+/// Which socket's keys a [`SocketAccess`] comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prefix {
+    /// `socket_mode`, `socket_owner`, `socket_group`: the socketmap's.
+    #[default]
+    Socketmap,
+    /// `tlsrpt_socket_mode`, ...: the TLSRPT datagram socket's.
+    Tlsrpt,
+}
+
+impl Prefix {
+    fn key(self, name: &str) -> String {
+        match self {
+            Self::Socketmap => format!("socket_{name}"),
+            Self::Tlsrpt => format!("tlsrpt_socket_{name}"),
+        }
+    }
 }
 
 impl SocketAccess {
     fn from_config(s: &mtasts::config::ServeConfig) -> Result<Self, String> {
-        let mode = match s.socket_mode.as_deref() {
+        Self::from_keys(Prefix::Socketmap, [&s.socket_mode, &s.socket_owner, &s.socket_group])
+    }
+
+    fn from_tlsrpt_config(s: &mtasts::config::ServeConfig) -> Result<Self, String> {
+        Self::from_keys(
+            Prefix::Tlsrpt,
+            [&s.tlsrpt_socket_mode, &s.tlsrpt_socket_owner, &s.tlsrpt_socket_group],
+        )
+    }
+
+    /// From the `mode`, `owner` and `group` keys of `prefix`.
+    fn from_keys(prefix: Prefix, [mode, owner, group]: [&Option<String>; 3]) -> Result<Self, String> {
+        let mode = match mode.as_deref() {
             None => None,
             Some(text) => Some(parse_mode(text).ok_or_else(|| {
                 format!(
-                    "[serve] socket_mode = {text:?}: write the permissions as an octal string, e.g. \"0660\" (at most 0777)"
+                    "[serve] {} = {text:?}: write the permissions as an octal string, e.g. \"0660\" (at most 0777)",
+                    prefix.key("mode")
                 )
             })?),
         };
-        let owner = match s.socket_owner.as_deref() {
+        let owner = match owner.as_deref() {
             None => None,
-            Some(name) => Some(user_id(name).map_err(|e| format!("[serve] socket_owner = {name:?}: {e}"))?),
+            Some(name) => {
+                Some(user_id(name).map_err(|e| format!("[serve] {} = {name:?}: {e}", prefix.key("owner")))?)
+            }
         };
-        let group = match s.socket_group.as_deref() {
+        let group = match group.as_deref() {
             None => None,
-            Some(name) => Some(group_id(name).map_err(|e| format!("[serve] socket_group = {name:?}: {e}"))?),
+            Some(name) => {
+                Some(group_id(name).map_err(|e| format!("[serve] {} = {name:?}: {e}", prefix.key("group")))?)
+            }
         };
-        Ok(Self { mode, owner, group })
+        Ok(Self { mode, owner, group, prefix })
     }
 
     /// Whether any key is set.
     pub fn is_set(&self) -> bool {
-        *self != Self::default()
+        self.mode.is_some() || self.owner.is_some() || self.group.is_some()
+    }
+
+    /// Binds a unix socket file at `path` with `bind`, gives it this owner, group and mode, and
+    /// finishes with `then`; until the mode is set the file is the server user's alone (umask
+    /// 0177: only at start, before other threads run, for the umask is the process's). A failure
+    /// after binding removes the file.
+    pub fn bind<T, U>(
+        &self,
+        path: &std::path::Path,
+        bind: impl FnOnce(&std::path::Path) -> std::io::Result<T>,
+        bind_error: impl FnOnce(std::io::Error) -> String,
+        then: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<(T, U), String> {
+        use nix::sys::stat::{Mode, umask};
+        let old_umask = self.is_set().then(|| umask(Mode::from_bits_truncate(0o177)));
+        let bound = bind(path);
+        if let Some(old) = old_umask {
+            umask(old);
+        }
+        let socket = bound.map_err(bind_error)?;
+        match self.apply(path).and_then(|()| then(&socket)) {
+            Ok(more) => Ok((socket, more)),
+            Err(e) => {
+                drop(socket);
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
     }
 
     /// Applies the owner, group and mode to the socket file at `path`.
@@ -135,7 +205,9 @@ impl SocketAccess {
         if self.owner.is_some() || self.group.is_some() {
             std::os::unix::fs::chown(path, self.owner, self.group).map_err(|e| {
                 format!(
-                    "[serve] socket_owner/socket_group: cannot change the owner of {}: {e}",
+                    "[serve] {}/{}: cannot change the owner of {}: {e}",
+                    self.prefix.key("owner"),
+                    self.prefix.key("group"),
                     path.display()
                 )
             })?;
@@ -143,7 +215,11 @@ impl SocketAccess {
         if let Some(mode) = self.mode {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-                format!("[serve] socket_mode: cannot change the permissions of {}: {e}", path.display())
+                format!(
+                    "[serve] {}: cannot change the permissions of {}: {e}",
+                    self.prefix.key("mode"),
+                    path.display()
+                )
             })?;
         }
         Ok(())
@@ -215,6 +291,18 @@ impl Settings {
             refresh_interval_s: s.refresh_interval_s.unwrap_or(60),
             socket: SocketAccess::from_config(s).map_err(|e| name_file(config, &e))?,
             metrics_listen: s.metrics_listen.clone(),
+            tlsrpt_socket: match s.tlsrpt_socket.as_deref() {
+                None => None,
+                Some(p) if p.starts_with('/') => Some(p.into()),
+                Some(p) => {
+                    let e = format!(
+                        "[serve] tlsrpt_socket = {p:?}: write the absolute path of the socket, the path Postfix's \
+                         smtp_tlsrpt_socket_name names (e.g. \"/var/spool/postfix/run/mtasts/tlsrpt.sock\")"
+                    );
+                    return Err(name_file(config, &e));
+                }
+            },
+            tlsrpt_access: SocketAccess::from_tlsrpt_config(s).map_err(|e| name_file(config, &e))?,
             profiles: BTreeMap::new(),
         };
         let global = settings.options();
@@ -274,6 +362,10 @@ impl Settings {
             ("request_timeout_ms", self.request_timeout_ms != new.request_timeout_ms),
             ("max_connections", self.max_connections != new.max_connections),
             ("refresh_interval_s", self.refresh_interval_s != new.refresh_interval_s),
+            ("tlsrpt_socket", self.tlsrpt_socket != new.tlsrpt_socket),
+            ("tlsrpt_socket_mode", self.tlsrpt_access.mode != new.tlsrpt_access.mode),
+            ("tlsrpt_socket_owner", self.tlsrpt_access.owner != new.tlsrpt_access.owner),
+            ("tlsrpt_socket_group", self.tlsrpt_access.group != new.tlsrpt_access.group),
         ];
         for (key, changed) in pairs {
             if changed {
@@ -322,7 +414,10 @@ mod tests {
     fn socket_access() {
         let c = parse("[serve]\nsocket_mode = \"0660\"\nsocket_owner = \"0\"\nsocket_group = \"root\"\n")
             .unwrap();
-        assert_eq!(c.socket, SocketAccess { mode: Some(0o660), owner: Some(0), group: Some(0) });
+        assert_eq!(
+            c.socket,
+            SocketAccess { mode: Some(0o660), owner: Some(0), group: Some(0), ..Default::default() }
+        );
         assert_eq!(parse("[serve]\nsocket_mode = \"600\"\n").unwrap().socket.mode, Some(0o600));
         assert_eq!(parse("[serve]\nsocket_owner = \"root\"\n").unwrap().socket.owner, Some(0));
         assert!(!parse("").unwrap().socket.is_set());
@@ -338,6 +433,34 @@ mod tests {
         assert!(parse("[serve]\nsocket_group = \"4294967295\"\n").unwrap_err().contains("socket_group"));
         // A number needs no account.
         assert_eq!(parse("[serve]\nsocket_group = \"54321\"\n").unwrap().socket.group, Some(54321));
+    }
+
+    #[test]
+    fn tlsrpt_socket() {
+        let c = parse("").unwrap();
+        assert_eq!((c.tlsrpt_socket, c.tlsrpt_access.is_set()), (None, false));
+        let c = parse(
+            "[serve]\ntlsrpt_socket = \"/run/mtasts/tlsrpt.sock\"\ntlsrpt_socket_mode = \"0620\"\ntlsrpt_socket_group = \"0\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tlsrpt_socket.as_deref(), Some(std::path::Path::new("/run/mtasts/tlsrpt.sock")));
+        assert_eq!(
+            (c.tlsrpt_access.mode, c.tlsrpt_access.group, c.tlsrpt_access.owner),
+            (Some(0o620), Some(0), None)
+        );
+        assert!(!c.socket.is_set(), "the socketmap's keys are apart");
+        let e = parse("[serve]\ntlsrpt_socket = \"run/tlsrpt.sock\"\n").unwrap_err();
+        assert!(e.contains("[serve] tlsrpt_socket") && e.contains("absolute path"), "{e}");
+        let e = parse("[serve]\ntlsrpt_socket_mode = \"rw\"\n").unwrap_err();
+        assert!(e.contains("[serve] tlsrpt_socket_mode"), "{e}");
+        let e = parse("[serve]\ntlsrpt_socket_group = \"no-such-group-mtasts\"\n").unwrap_err();
+        assert!(e.contains("[serve] tlsrpt_socket_group") && e.contains("no such group"), "{e}");
+        let e = parse("[serve]\ntlsrpt_socket_owner = \"no-such-user-mtasts\"\n").unwrap_err();
+        assert!(e.contains("[serve] tlsrpt_socket_owner"), "{e}");
+        assert_eq!(
+            parse("").unwrap().not_reloaded(&parse("[serve]\ntlsrpt_socket = \"/x\"\n").unwrap()),
+            ["tlsrpt_socket"]
+        );
     }
 
     #[test]
