@@ -19,11 +19,14 @@
  *
  *   bash benches/process/run.sh
  */
+#define _DEFAULT_SOURCE /* wait4 */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,8 +89,9 @@ static double now_us(void) {
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
-/* Runs argv as a child; returns its wall time in microseconds, or -1 if it did not exit 0. */
-static double timed(char *const argv[]) {
+/* Runs argv as a child; returns its wall time in microseconds, or -1 if it did not exit 0, and
+ * stores its CPU time (user + system, from wait4) in *cpu. */
+static double timed(char *const argv[], double *cpu) {
     double t0 = now_us();
     pid_t pid = fork();
     if (pid < 0) {
@@ -100,10 +104,12 @@ static double timed(char *const argv[]) {
         _exit(127);
     }
     int status = 0;
-    if (waitpid(pid, &status, 0) != pid) {
-        perror("waitpid");
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) != pid) {
+        perror("wait4");
         return -1;
     }
+    *cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
     double t1 = now_us();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "%s %s: exit status %d\n", argv[0], argv[1], WIFEXITED(status) ? WEXITSTATUS(status) : -1);
@@ -127,18 +133,20 @@ static int bench(int n, char *self, char *lib, char *domain, char *mx, char *cha
     char *argv_b[] = {self, "b", lib, domain, mx, chain_path, NULL};
     double *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
     double *d = calloc((size_t)n, sizeof *d);
-    if (!a || !b || !d)
+    double *ca = calloc((size_t)n, sizeof *ca), *cb = calloc((size_t)n, sizeof *cb);
+    if (!a || !b || !d || !ca || !cb)
         return 2;
     /* Warm-up: page cache, the store's WAL and shared memory files. */
-    if (timed(argv_a) < 0 || timed(argv_b) < 0)
+    double ignored;
+    if (timed(argv_a, &ignored) < 0 || timed(argv_b, &ignored) < 0)
         return 1;
     for (int i = 0; i < n; i++) {
         if (i % 2 == 0) {
-            a[i] = timed(argv_a);
-            b[i] = timed(argv_b);
+            a[i] = timed(argv_a, &ca[i]);
+            b[i] = timed(argv_b, &cb[i]);
         } else {
-            b[i] = timed(argv_b);
-            a[i] = timed(argv_a);
+            b[i] = timed(argv_b, &cb[i]);
+            a[i] = timed(argv_a, &ca[i]);
         }
         if (a[i] < 0 || b[i] < 0)
             return 1;
@@ -152,6 +160,11 @@ static int bench(int n, char *self, char *lib, char *domain, char *mx, char *cha
            quantile(b, n, 0.1), quantile(b, n, 0.9));
     printf("  median(b) - median(a):                    %7.0f us  (target <= 300 us)\n", mb - ma);
     printf("  median of the per-round differences:      %7.0f us\n", md);
+    double mca = quantile(ca, n, 0.5), mcb = quantile(cb, n, 0.5);
+    printf("CPU time of the same processes (user + system, from wait4; less moved by other load):\n");
+    printf("  (a) median %.0f us, (b) median %.0f us, (b) - (a) %.0f us\n", mca, mcb, mcb - mca);
+    free(ca);
+    free(cb);
     free(a);
     free(b);
     free(d);

@@ -56,14 +56,14 @@ sessions() {
 }
 before=$(sessions)
 "$bin" bench "$n" "$lib" enforce.test mx.enforce.test "$chain"
+echo "write-ahead log after the bench: $(stat -c %s "$tmp/store.sqlite-wal") bytes"
 after=$(sessions)
-echo "  write-ahead log after the bench: $(stat -c %s "$tmp/store.sqlite-wal") bytes"
 # The bench runs one warm-up (b) process and N measured ones.
 if [ "$((after - before))" -ne "$((n + 1))" ]; then
   echo "sessions counted: $((after - before)), want $((n + 1)): counts were lost" >&2
   exit 1
 fi
-echo "  every (b) session counted in the store: $((after - before)) (N + 1 warm-up)"
+echo "every (b) session counted in the store: $((after - before)) (N + 1 warm-up)"
 if [ -n "${STRACE:-}" ]; then
   echo "---- strace -f -c of one (b) process"
   strace -f -c -o "$tmp/strace.txt" "$bin" b "$lib" enforce.test mx.enforce.test "$chain"
