@@ -2,7 +2,8 @@
  * A process per delivery (issue 17, item 1): what one short-lived process pays for the library,
  * from exec to exit, against a baseline from the same run.
  *
- *   proc_delivery bench N LIB DOMAIN MX CHAIN   runs N rounds; in each, one process of each
+ *   proc_delivery bench N LIB DOMAIN MX CHAIN [CONFIG_C]
+ *                                               runs N rounds; in each, one process of each
  *                                               case (the order alternates by round), and prints
  *                                               the medians of their exec-to-exit wall times
  *   proc_delivery a LIB CHAIN                   (a) dlopen()s LIB, reads CHAIN, exits
@@ -10,6 +11,10 @@
  *                                               CHAIN) with the default engine (MTASTS_CONFIG),
  *                                               and a normal exit(): the library's exit handler
  *                                               writes the session's TLSRPT count to the store
+ *   proc_delivery c LIB CONFIG DOMAIN MX CHAIN  (c) as (b) with MTASTS_CONFIG=CONFIG: the bench
+ *                                               runs it when given CONFIG_C (run.sh: the same
+ *                                               configuration with ca_file = the system's bundle
+ *                                               of roots plus the fixture's root)
  *
  * Both cases read the chain file, so that the difference is the library's work alone: building
  * the default engine (configuration, store, trust anchors), the check, and the exit flush. A
@@ -83,6 +88,15 @@ static int case_b(const char *lib, const char *domain, const char *mx, const cha
     exit(0);
 }
 
+static int case_c(const char *lib, const char *config, const char *domain, const char *mx,
+                  const char *chain_path) {
+    if (setenv("MTASTS_CONFIG", config, 1) != 0) {
+        perror("setenv");
+        exit(2);
+    }
+    return case_b(lib, domain, mx, chain_path);
+}
+
 static double now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -128,46 +142,54 @@ static double quantile(double *v, int n, double q) {
     return v[(int)(q * (n - 1) + 0.5)];
 }
 
-static int bench(int n, char *self, char *lib, char *domain, char *mx, char *chain_path) {
+static void report(const char *name, double *wall, double *cpu, int n) {
+    double w = quantile(wall, n, 0.5);
+    printf("  %-44s median %7.0f us  (p10 %.0f, p90 %.0f); CPU median %.0f us\n", name, w,
+           quantile(wall, n, 0.1), quantile(wall, n, 0.9), quantile(cpu, n, 0.5));
+}
+
+static int bench(int n, char *self, char *lib, char *domain, char *mx, char *chain_path, char *config_c) {
     char *argv_a[] = {self, "a", lib, chain_path, NULL};
     char *argv_b[] = {self, "b", lib, domain, mx, chain_path, NULL};
-    double *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
-    double *d = calloc((size_t)n, sizeof *d);
-    double *ca = calloc((size_t)n, sizeof *ca), *cb = calloc((size_t)n, sizeof *cb);
-    if (!a || !b || !d || !ca || !cb)
-        return 2;
+    char *argv_c[] = {self, "c", lib, config_c, domain, mx, chain_path, NULL};
+    int cases = config_c ? 3 : 2;
+    char *const *argvs[3] = {argv_a, argv_b, argv_c};
+    double *wall[3], *cpu[3];
+    for (int k = 0; k < 3; k++) {
+        wall[k] = calloc((size_t)n, sizeof(double));
+        cpu[k] = calloc((size_t)n, sizeof(double));
+        if (!wall[k] || !cpu[k])
+            return 2;
+    }
     /* Warm-up: page cache, the store's WAL and shared memory files. */
     double ignored;
-    if (timed(argv_a, &ignored) < 0 || timed(argv_b, &ignored) < 0)
-        return 1;
-    for (int i = 0; i < n; i++) {
-        if (i % 2 == 0) {
-            a[i] = timed(argv_a, &ca[i]);
-            b[i] = timed(argv_b, &cb[i]);
-        } else {
-            b[i] = timed(argv_b, &cb[i]);
-            a[i] = timed(argv_a, &ca[i]);
-        }
-        if (a[i] < 0 || b[i] < 0)
+    for (int k = 0; k < cases; k++)
+        if (timed(argvs[k], &ignored) < 0)
             return 1;
-        d[i] = b[i] - a[i];
+    for (int i = 0; i < n; i++) {
+        /* Each round runs every case once, starting with another one each time. */
+        for (int j = 0; j < cases; j++) {
+            int k = (i + j) % cases;
+            wall[k][i] = timed(argvs[k], &cpu[k][i]);
+            if (wall[k][i] < 0)
+                return 1;
+        }
     }
-    double ma = quantile(a, n, 0.5), mb = quantile(b, n, 0.5), md = quantile(d, n, 0.5);
-    printf("a process per delivery, %d runs of each case, interleaved (exec to exit, wall time):\n", n);
-    printf("  (a) dlopen only:                          median %7.0f us  (p10 %.0f, p90 %.0f)\n", ma,
-           quantile(a, n, 0.1), quantile(a, n, 0.9));
-    printf("  (b) dlopen + mtasts_check + exit flush:   median %7.0f us  (p10 %.0f, p90 %.0f)\n", mb,
-           quantile(b, n, 0.1), quantile(b, n, 0.9));
-    printf("  median(b) - median(a):                    %7.0f us  (target <= 300 us)\n", mb - ma);
-    printf("  median of the per-round differences:      %7.0f us\n", md);
-    double mca = quantile(ca, n, 0.5), mcb = quantile(cb, n, 0.5);
-    printf("CPU time of the same processes (user + system, from wait4; less moved by other load):\n");
-    printf("  (a) median %.0f us, (b) median %.0f us, (b) - (a) %.0f us\n", mca, mcb, mcb - mca);
-    free(ca);
-    free(cb);
-    free(a);
-    free(b);
-    free(d);
+    double ma = quantile(wall[0], n, 0.5), mb = quantile(wall[1], n, 0.5);
+    double ca = quantile(cpu[0], n, 0.5), cb = quantile(cpu[1], n, 0.5);
+    printf("a process per delivery, %d rounds, one process of each case per round (exec to exit; CPU = user + system from wait4):\n", n);
+    report("(a) dlopen only:", wall[0], cpu[0], n);
+    report("(b) dlopen + mtasts_check + exit flush:", wall[1], cpu[1], n);
+    if (config_c)
+        report("(c) as (b), ca_file = system bundle + 1:", wall[2], cpu[2], n);
+    printf("  median(b) - median(a): %.0f us wall (target <= 300 us), %.0f us CPU\n", mb - ma, cb - ca);
+    if (config_c)
+        printf("  median(c) - median(a): %.0f us wall, %.0f us CPU\n", quantile(wall[2], n, 0.5) - ma,
+               quantile(cpu[2], n, 0.5) - ca);
+    for (int k = 0; k < 3; k++) {
+        free(wall[k]);
+        free(cpu[k]);
+    }
     return 0;
 }
 
@@ -176,16 +198,19 @@ int main(int argc, char **argv) {
         return case_a(argv[2], argv[3]);
     if (argc == 6 && strcmp(argv[1], "b") == 0)
         return case_b(argv[2], argv[3], argv[4], argv[5]);
-    if (argc == 7 && strcmp(argv[1], "bench") == 0) {
+    if (argc == 7 && strcmp(argv[1], "c") == 0)
+        return case_c(argv[2], argv[3], argv[4], argv[5], argv[6]);
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "bench") == 0) {
         int n = atoi(argv[2]);
         if (n < 1) {
             fprintf(stderr, "N must be a positive number\n");
             return 2;
         }
-        return bench(n, argv[0], argv[3], argv[4], argv[5], argv[6]);
+        return bench(n, argv[0], argv[3], argv[4], argv[5], argv[6], argc == 8 ? argv[7] : NULL);
     }
     fprintf(stderr,
-            "usage: %s bench N LIB DOMAIN MX CHAIN | a LIB CHAIN | b LIB DOMAIN MX CHAIN\n",
+            "usage: %s bench N LIB DOMAIN MX CHAIN [CONFIG_C] | a LIB CHAIN | b LIB DOMAIN MX CHAIN"
+            " | c LIB CONFIG DOMAIN MX CHAIN\n",
             argv[0]);
     return 2;
 }

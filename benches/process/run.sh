@@ -10,8 +10,13 @@
 #   (b) the same, plus mtasts_check("enforce.test", "mx.enforce.test", chain) with the default
 #       engine (MTASTS_CONFIG) and a normal exit (the exit handler writes the TLSRPT count)
 #
-# and prints the medians of their exec-to-exit wall times. Afterwards it checks in the store that
-# every (b) process's session was counted. Not run by CI (timings need a quiet machine).
+#   (c) as (b), with [https] ca_file = the system's bundle of roots (/etc/ssl/certs/
+#       ca-certificates.crt) plus the fixture's root: what a delivery pays for its trust anchors
+#       with a real root set (skipped when the bundle is missing)
+#
+# and prints the medians of their exec-to-exit wall times and CPU times. Afterwards it checks in
+# the store that every (b) and (c) process's session was counted. Not run by CI (timings need a
+# quiet machine).
 #
 #   bash benches/process/run.sh [N]        (default 200)
 #
@@ -47,6 +52,14 @@ export MTASTS_CONFIG=$config
 # Fill the store: DNS (DNSSEC-validated), HTTPS and the TLSA answer happen here, once.
 "$bin" b "$lib" enforce.test mx.enforce.test "$chain" || { echo "filling the store failed" >&2; exit 1; }
 sed -i 's|^nameservers = .*|nameservers = ["127.0.0.1:9"]|' "$config"
+bundle=/etc/ssl/certs/ca-certificates.crt
+case_c=()
+if [ -r "$bundle" ]; then
+  cat "$bundle" "$tmp/fx/ca.pem" > "$tmp/roots.pem"
+  sed "s|^ca_file = .*|ca_file = \"$tmp/roots.pem\"|" "$config" > "$tmp/c.toml"
+  echo "(c): $(grep -c 'BEGIN CERTIFICATE' "$tmp/roots.pem") roots in ca_file"
+  case_c=("$tmp/c.toml")
+fi
 for _ in $(seq "${AGE:-0}"); do
   "$bin" b "$lib" enforce.test mx.enforce.test "$chain" || { echo "ageing the store failed" >&2; exit 1; }
 done
@@ -55,15 +68,16 @@ sessions() {
   sqlite3 "$tmp/store.sqlite" "SELECT coalesce(sum(sessions), 0) FROM tlsrpt_counts WHERE domain = 'enforce.test' AND failure = ''"
 }
 before=$(sessions)
-"$bin" bench "$n" "$lib" enforce.test mx.enforce.test "$chain"
+"$bin" bench "$n" "$lib" enforce.test mx.enforce.test "$chain" "${case_c[@]}"
 echo "write-ahead log after the bench: $(stat -c %s "$tmp/store.sqlite-wal") bytes"
 after=$(sessions)
-# The bench runs one warm-up (b) process and N measured ones.
-if [ "$((after - before))" -ne "$((n + 1))" ]; then
-  echo "sessions counted: $((after - before)), want $((n + 1)): counts were lost" >&2
+# The bench runs one warm-up process of (b) and of (c), and N measured ones of each.
+want=$(( (n + 1) * (1 + ${#case_c[@]}) ))
+if [ "$((after - before))" -ne "$want" ]; then
+  echo "sessions counted: $((after - before)), want $want: counts were lost" >&2
   exit 1
 fi
-echo "every (b) session counted in the store: $((after - before)) (N + 1 warm-up)"
+echo "every (b) and (c) session counted in the store: $((after - before))"
 if [ -n "${STRACE:-}" ]; then
   echo "---- strace -f -c of one (b) process"
   strace -f -c -o "$tmp/strace.txt" "$bin" b "$lib" enforce.test mx.enforce.test "$chain"
