@@ -90,13 +90,14 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a writer waits for another process's write.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The size of the write-ahead log, in pages, past which a commit copies it into the database
-/// (a passive checkpoint: two fsyncs), so that the next writer starts the log again. SQLite's
-/// default is 1,000 pages (4 MB). A process that opens the store while no other process has it
-/// open rebuilds its index of the log by reading all of it, and Exim opens it that way for
-/// every delivery, whose exit flush adds two pages: with the default, a delivery spent about
-/// 1.3 µs per page in the log, 1.4 ms at 800 pages, more than everything else it did. At 100
-/// pages the rebuild stays under about 130 µs (65 µs on average) and the checkpoint's two fsyncs
-/// fall on one delivery in 50 (BENCHMARKS.md "A process per delivery").
+/// (a passive checkpoint: the log and the database are synced), so that the next writer starts
+/// the log again (its new header is synced too). SQLite's default is 1,000 pages (4 MB). A
+/// process that opens the store while no other process has it open rebuilds its index of the
+/// log by reading all of it, and Exim opens it that way for every delivery, whose exit flush adds
+/// two pages: with the default, a delivery spent about 1.3 µs per page in the log, 1.4 ms at 800
+/// pages, more than everything else it did. At 100 pages the rebuild stays under about 130 µs
+/// (65 µs on average) and the checkpoint's fsyncs (four in the process that runs it) fall on one
+/// delivery in 50 (BENCHMARKS.md "A process per delivery").
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 100;
 
 /// The stored policies due for refresh (`?1` now, `?2` the refresh interval). Both terms of the
