@@ -229,11 +229,13 @@ static KEYS: Lazy<(Vec<String>, std::collections::HashMap<String, usize>)> = Laz
 /// The stored key of slot `i`, formatted on first use. A short-lived process (an Exim delivery)
 /// writes a handful of counters at its exit: formatting the keys of every slot (about a
 /// thousand) for them cost more than the rest of the flush (issue 17, BENCHMARKS.md "A process
-/// per delivery").
+/// per delivery"). Each cell is set by a compare-and-swap, never waited for: a child forked while
+/// a parent thread was formatting a key formats it again instead of waiting forever.
 fn slot_key(i: usize) -> &'static str {
-    static CELLS: Lazy<Vec<std::sync::OnceLock<String>>> =
-        Lazy::new(|| (0..LAYOUT.1).map(|_| std::sync::OnceLock::new()).collect());
-    CELLS[i].get_or_init(|| make_slot_key(i)).as_str()
+    use once_cell::race::OnceBox;
+    static CELLS: OnceBox<Vec<OnceBox<String>>> = OnceBox::new();
+    let cells = CELLS.get_or_init(|| Box::new((0..LAYOUT.1).map(|_| OnceBox::new()).collect()));
+    cells[i].get_or_init(|| Box::new(make_slot_key(i))).as_str()
 }
 
 fn make_slot_key(i: usize) -> String {
