@@ -218,28 +218,46 @@ static LAYOUT: Lazy<(Vec<usize>, usize)> = Lazy::new(|| {
     (offsets, at)
 });
 
-/// The stored key of every slot, and the slot of every key (see [`Metrics::keys`]).
+/// The stored key of every slot, and the slot of every key (see [`Metrics::keys`]). Made only
+/// when all of them are needed (`mtasts stats`, reading a key back); a flush uses [`slot_key`].
 static KEYS: Lazy<(Vec<String>, std::collections::HashMap<String, usize>)> = Lazy::new(|| {
-    let mut keys = Vec::with_capacity(LAYOUT.1);
-    for f in &FAMILIES {
-        for s in 0..f.series() {
-            let labels = f.label_values(s);
-            let base = series_key(f.name, &labels);
-            match f.kind {
-                Kind::Counter => keys.push(base),
-                Kind::Histogram => {
-                    for le in LATENCY_BUCKETS {
-                        keys.push(format!("{base}#le={le}"));
-                    }
-                    keys.push(format!("{base}#le=+Inf"));
-                    keys.push(format!("{base}#sum_us"));
-                }
-            }
-        }
-    }
+    let keys: Vec<String> = (0..LAYOUT.1).map(|i| slot_key(i).to_owned()).collect();
     let index = keys.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect();
     (keys, index)
 });
+
+/// The stored key of slot `i`, formatted on first use. A short-lived process (an Exim delivery)
+/// writes a handful of counters at its exit: formatting the keys of every slot (about a
+/// thousand) for them cost more than the rest of the flush (issue 17, BENCHMARKS.md "A process
+/// per delivery"). Each cell is set by a compare-and-swap, never waited for: a child forked while
+/// a parent thread was formatting a key formats it again instead of waiting forever.
+fn slot_key(i: usize) -> &'static str {
+    use once_cell::race::OnceBox;
+    static CELLS: OnceBox<Vec<OnceBox<String>>> = OnceBox::new();
+    let cells = CELLS.get_or_init(|| Box::new((0..LAYOUT.1).map(|_| OnceBox::new()).collect()));
+    cells[i].get_or_init(|| Box::new(make_slot_key(i))).as_str()
+}
+
+fn make_slot_key(i: usize) -> String {
+    let (family, start) = FAMILIES
+        .iter()
+        .zip(&LAYOUT.0)
+        .take_while(|(_, start)| **start <= i)
+        .last()
+        .unwrap_or((&FAMILIES[0], &0));
+    let offset = i - start;
+    match family.kind {
+        Kind::Counter => series_key(family.name, &family.label_values(offset)),
+        Kind::Histogram => {
+            let base = series_key(family.name, &family.label_values(offset / HIST_SLOTS));
+            match LATENCY_BUCKETS.get(offset % HIST_SLOTS) {
+                Some(le) => format!("{base}#le={le}"),
+                None if offset % HIST_SLOTS == LATENCY_BUCKETS.len() => format!("{base}#le=+Inf"),
+                None => format!("{base}#sum_us"),
+            }
+        }
+    }
+}
 
 fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
@@ -464,7 +482,7 @@ impl Metrics {
         if !inherited {
             for (i, (now_v, then)) in current.iter().zip(&flushed.values).enumerate() {
                 if now_v > then {
-                    out.push((KEYS.0[i].as_str(), now_v - then));
+                    out.push((slot_key(i), now_v - then));
                 }
             }
         }
@@ -491,6 +509,22 @@ mod tests {
     #[test]
     fn keys_cover_every_slot_once() {
         assert_eq!(Metrics::keys().len(), LAYOUT.1);
+        // The order of the flat array: families in turn, each series' slots together.
+        let mut expected = Vec::new();
+        for f in &FAMILIES {
+            for s in 0..f.series() {
+                let base = series_key(f.name, &f.label_values(s));
+                match f.kind {
+                    Kind::Counter => expected.push(base),
+                    Kind::Histogram => {
+                        expected.extend(LATENCY_BUCKETS.iter().map(|le| format!("{base}#le={le}")));
+                        expected.push(format!("{base}#le=+Inf"));
+                        expected.push(format!("{base}#sum_us"));
+                    }
+                }
+            }
+        }
+        assert_eq!(Metrics::keys(), expected.as_slice());
         assert_eq!(KEYS.1.len(), LAYOUT.1, "keys are unique");
         assert!(
             Metrics::keys()

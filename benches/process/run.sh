@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# A process per delivery (issue 17, item 1): Exim runs one short process per delivery, so every
+# delivery pays for building the default engine, one check and the exit flush. Builds the release
+# library and benches/process/proc_delivery.c, starts the local fixtures, fills a SQLite store
+# with enforce.test's policy and the DNSSEC answers of its MX (one check with the fixtures
+# answering), then points the configuration at a DNS server that does not exist (127.0.0.1:9),
+# so that a process that had to look anything up would not get its `pass`, and runs N rounds of
+#
+#   (a) a process that dlopen()s libmtasts.so, reads the MX's chain and exits
+#   (b) the same, plus mtasts_check("enforce.test", "mx.enforce.test", chain) with the default
+#       engine (MTASTS_CONFIG) and a normal exit (the exit handler writes the TLSRPT count)
+#
+#   (c) as (b), with [https] ca_file = the system's bundle of roots (/etc/ssl/certs/
+#       ca-certificates.crt) plus the fixture's root: what a delivery pays for its trust anchors
+#       with a real root set (skipped when the bundle is missing)
+#
+# and prints the medians of their exec-to-exit wall times and CPU times. Afterwards it checks in
+# the store that every (b) and (c) process's session was counted. Not run by CI (timings need a
+# quiet machine).
+#
+#   bash benches/process/run.sh [N]        (default 200)
+#
+# LIB=path measures another build of the library (the same bench against an older commit's
+# libmtasts.so, for a before/after); AGE=K runs K (b) processes before measuring, so that the
+# store's write-ahead log is as a busy MTA leaves it rather than empty (each delivery's exit
+# flush adds two pages to it).
+#
+# PERF=1 records a profile of 200 (b) processes into $PERF_OUT (default /tmp/proc-delivery.perf)
+# after the bench; STRACE=1 prints `strace -f -c` of one (b) process and the fsync calls of one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-200}
+cargo build -q --release -p mtasts --lib
+cargo build -q -p mtasts-fixtures --bin mtasts-fixture
+tmp=$(mktemp -d)
+mkfifo "$tmp/hold"
+target/debug/mtasts-fixture "$tmp/fx" < "$tmp/hold" > "$tmp/info" &
+fixture=$!
+exec 3> "$tmp/hold"
+trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
+for _ in $(seq 100); do [ -s "$tmp/info" ] && break; sleep 0.1; done
+[ -s "$tmp/info" ] || { echo "the fixtures did not start" >&2; exit 1; }
+config="$tmp/fx/mtasts.toml"
+grep -q '^dnssec = "validate"' "$config" || { echo "the fixture's configuration does no DANE" >&2; exit 1; }
+sed -i "s|^path = \"memory\"|path = \"$tmp/store.sqlite\"|" "$config"
+lib=${LIB:-$PWD/target/release/libmtasts.so}
+echo "library: $lib"
+cc -std=c99 -O2 -Wall -Wextra -Werror -Iinclude benches/process/proc_delivery.c -ldl -o "$tmp/proc_delivery"
+bin=$tmp/proc_delivery
+chain=$tmp/fx/mx-enforce.der
+export MTASTS_CONFIG=$config
+# Fill the store: DNS (DNSSEC-validated), HTTPS and the TLSA answer happen here, once.
+"$bin" b "$lib" enforce.test mx.enforce.test "$chain" || { echo "filling the store failed" >&2; exit 1; }
+sed -i 's|^nameservers = .*|nameservers = ["127.0.0.1:9"]|' "$config"
+bundle=/etc/ssl/certs/ca-certificates.crt
+case_c=()
+if [ -r "$bundle" ]; then
+  cat "$bundle" "$tmp/fx/ca.pem" > "$tmp/roots.pem"
+  sed "s|^ca_file = .*|ca_file = \"$tmp/roots.pem\"|" "$config" > "$tmp/c.toml"
+  echo "(c): $(grep -c 'BEGIN CERTIFICATE' "$tmp/roots.pem") roots in ca_file"
+  case_c=("$tmp/c.toml")
+fi
+for _ in $(seq "${AGE:-0}"); do
+  "$bin" b "$lib" enforce.test mx.enforce.test "$chain" || { echo "ageing the store failed" >&2; exit 1; }
+done
+[ "${AGE:-0}" = 0 ] || echo "store aged by $AGE deliveries: write-ahead log $(stat -c %s "$tmp/store.sqlite-wal") bytes"
+sessions() {
+  sqlite3 "$tmp/store.sqlite" "SELECT coalesce(sum(sessions), 0) FROM tlsrpt_counts WHERE domain = 'enforce.test' AND failure = ''"
+}
+before=$(sessions)
+"$bin" bench "$n" "$lib" enforce.test mx.enforce.test "$chain" "${case_c[@]}"
+echo "write-ahead log after the bench: $(stat -c %s "$tmp/store.sqlite-wal") bytes"
+after=$(sessions)
+# The bench runs one warm-up process of (b) and of (c), and N measured ones of each.
+want=$(( (n + 1) * (1 + ${#case_c[@]}) ))
+if [ "$((after - before))" -ne "$want" ]; then
+  echo "sessions counted: $((after - before)), want $want: counts were lost" >&2
+  exit 1
+fi
+echo "every (b) and (c) session counted in the store: $((after - before))"
+if [ -n "${STRACE:-}" ]; then
+  echo "---- strace -f -c of one (b) process"
+  strace -f -c -o "$tmp/strace.txt" "$bin" b "$lib" enforce.test mx.enforce.test "$chain"
+  cat "$tmp/strace.txt"
+  echo "---- the fsync-like calls and writes to the store of one (b) process, with their durations"
+  strace -f -T -e trace=fsync,fdatasync,sync_file_range,pwrite64,openat -o "$tmp/strace-t.txt" \
+    "$bin" b "$lib" enforce.test mx.enforce.test "$chain"
+  grep -v ENOENT "$tmp/strace-t.txt" | grep -E 'sqlite|sync|pwrite|mtasts' || true
+fi
+if [ -n "${PERF:-}" ]; then
+  out=${PERF_OUT:-/tmp/proc-delivery.perf}
+  perf record -q -F 20000 -g -o "$out" -- bash -c \
+    'for _ in $(seq 200); do "$0" b "$1" enforce.test mx.enforce.test "$2" || exit 1; done' "$bin" "$lib" "$chain"
+  echo "profile in $out (perf report -i $out --no-children --comm proc_delivery)"
+fi
