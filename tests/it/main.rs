@@ -26,6 +26,7 @@ mod overrides;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod report_flow;
+mod scale;
 mod serve;
 mod store;
 mod tlsrpt;
