@@ -49,7 +49,8 @@ use crate::verdict::Reason;
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// The input buffer of each transport layer (TCP, then TLS): room for the longest head and more.
 /// ureq's default (128 KiB, and as much again for output, at both layers) made every fetch
-/// allocate and zero half a megabyte, a sixth of a cold lookup's CPU time (BENCHMARKS.md "Scale").
+/// allocate and zero half a megabyte, a quarter of `mtasts serve`'s CPU time per cold lookup
+/// (BENCHMARKS.md "Scale").
 const INPUT_BUFFER: usize = 32 * 1024;
 /// The output buffer of each transport layer: a request head, or a chunk of an uploaded report.
 const OUTPUT_BUFFER: usize = 16 * 1024;
