@@ -264,7 +264,9 @@ fn breakdown(n: usize) {
             let _ = ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name);
         }
         let began = thread_cpu_us();
+        let mut walls = Vec::with_capacity(names.len());
         for name in &names {
+            let t0 = Instant::now();
             match tag {
                 't' => drop(resolver.txt(&format!("_mta-sts.{name}")).expect("txt")),
                 'a' => drop(resolver.addresses(&format!("mta-sts.{name}")).expect("addresses")),
@@ -274,8 +276,17 @@ fn breakdown(n: usize) {
                 }
                 _ => drop(ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name)),
             }
+            walls.push(t0.elapsed());
         }
-        println!("{what:<48} {:>7.1} µs CPU per call", (thread_cpu_us() - began) / n as f64);
+        let cpu = (thread_cpu_us() - began) / n as f64;
+        walls.sort_unstable();
+        let at = |p: usize| walls[(walls.len() * p / 100).min(walls.len() - 1)].as_secs_f64() * 1e3;
+        println!(
+            "{what:<48} {cpu:>7.1} µs CPU per call; wall p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            at(50),
+            at(99),
+            walls.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        );
     }
 }
 
