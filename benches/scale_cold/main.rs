@@ -25,16 +25,19 @@
 //!    lasts long enough to measure): the cached path, the baseline of item 4.
 //! 4. **failing, first round**: `domains` distinct domains whose TXT record is there and whose
 //!    policy host (127.0.0.2) refuses connections on the HTTPS port.
-//! 5. **failing, second round**: the same domains again (`passes` times over), within `[engine] no_policy_interval` and
-//!    `fetch_retry_interval`: answered from the negative cache, no DNS and no connection.
+//! 5. **failing, second round**: the same domains again (`passes` times over), within
+//!    `[engine] no_policy_interval` and `fetch_retry_interval`: answered from the negative cache,
+//!    no DNS and no connection.
 //!
-//! Rates are `domains` over the wall time from the start of the first lookup to the end of the
-//! last; latencies are per lookup (write of the request to the last byte of the reply). The
+//! Rates are the lookups of a round over the wall time from the start of its first lookup to the
+//! end of its last; latencies are per lookup (write of the request to the last byte of the reply). The
 //! bench fails if any reply is wrong, if `mtasts serve` fetched a policy more or less than once
 //! per domain (counted at the HTTPS fixture), or if the second round of failing domains asked DNS
 //! or connected anywhere (counted at the DNS fixture: no address lookup, no connection).
 //! The median repetition (by rate) of each measurement is reported, with the CPU time per lookup
-//! of `mtasts serve` and of this process (fixtures and clients), from `/proc`.
+//! of `mtasts serve` and of this process (fixtures and clients), from `/proc`; the ratios (cold
+//! to ceiling, negative cache to cached path) are taken within each repetition, and their median
+//! reported.
 //!
 //! `--breakdown` measures instead, on one thread, the CPU time per call of each step of a cold
 //! lookup alone (the TXT lookup, the policy host's address lookup, the fetch) and of the ceiling
