@@ -11,6 +11,8 @@
 //!   redirect followed** (a 3xx is an answer for the caller to judge), **no status turned into an
 //!   error**, **no `Accept-Encoding`**, **no idle connection kept**.
 //! * **Deadlines**: one for the TCP connection and TLS handshake, one for the whole exchange.
+//! * **Small buffers**: a response head of at most 16 KiB, buffers of 32 KiB in and 16 KiB out
+//!   (ureq's defaults are 128 KiB each, allocated and zeroed for every request).
 //! * **DNS through the caller's [`AddressResolver`]**, not ureq's (which starts a thread per lookup
 //!   when a timeout is set), to the port the caller names; with `refuse_private`, addresses that
 //!   are not globally reachable are refused ([`is_non_global`], SEC-10). The addresses handed out
@@ -41,6 +43,17 @@ use crate::calendar::rfc3339;
 use crate::cert::TrustAnchors;
 use crate::ports::{AddressResolver, DnsError};
 use crate::verdict::Reason;
+
+/// The largest response head (status line and headers) accepted: 16 KiB, four times what common
+/// servers allow for a request's headers. A longer one is an error that says so.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// The input buffer of each transport layer (TCP, then TLS): room for the longest head and more.
+/// ureq's default (128 KiB, and as much again for output, at both layers) made every fetch
+/// allocate and zero half a megabyte, a quarter of `mtasts serve`'s CPU time per cold lookup
+/// (BENCHMARKS.md "Scale").
+const INPUT_BUFFER: usize = 32 * 1024;
+/// The output buffer of each transport layer: a request head, or a chunk of an uploaded report.
+const OUTPUT_BUFFER: usize = 16 * 1024;
 
 /// What differs between the agents: who is asking, the budgets, and where to connect.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +88,9 @@ pub(crate) fn agent(
         .user_agent(settings.user_agent)
         .max_idle_connections(0)
         .max_idle_connections_per_host(0)
+        .max_response_header_size(MAX_RESPONSE_HEAD)
+        .input_buffer_size(INPUT_BUFFER)
+        .output_buffer_size(OUTPUT_BUFFER)
         .timeout_global(Some(settings.timeout))
         .timeout_connect(Some(settings.connect_timeout))
         .build();

@@ -3,6 +3,7 @@
 //! domain (RFC 8461 §3, §5.1; CACHE-1..15, FETCH-10..12).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -21,6 +22,8 @@ use crate::verdict::Reason;
 pub(super) struct Flight {
     result: Mutex<Option<Resolution>>,
     done: Condvar,
+    /// Callers waiting for this flight's result.
+    waiters: AtomicUsize,
 }
 
 /// Removes the flight and wakes the waiters even if discovery panics.
@@ -181,6 +184,13 @@ impl Engine {
         now.saturating_sub(entry.checked_at) >= interval
     }
 
+    /// How many lookups are waiting, now, for a discovery that another caller is making for the
+    /// same domain (single-flight: one discovery per domain, whoever asks meanwhile shares its
+    /// result). For monitoring and tests.
+    pub fn waiting_for_discovery(&self) -> usize {
+        self.flights.lock().values().map(|f| f.waiters.load(Ordering::SeqCst)).sum()
+    }
+
     /// Lets one caller per domain do discovery; the others wait and share its result.
     fn single_flight(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
         let (flight, leader) = {
@@ -207,10 +217,12 @@ impl Engine {
             *guard.flight.result.lock() = Some(resolution.clone());
             return resolution;
         }
+        flight.waiters.fetch_add(1, Ordering::SeqCst);
         let mut result = flight.result.lock();
         while result.is_none() && self.flights.lock().get(domain).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             flight.done.wait(&mut result);
         }
+        flight.waiters.fetch_sub(1, Ordering::SeqCst);
         match result.clone() {
             Some(r) => r,
             // The leader panicked: fall back to what the cache holds.

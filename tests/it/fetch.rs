@@ -368,6 +368,16 @@ fn fetch_9_body_over_the_cap_is_refused() {
 }
 
 #[test]
+fn fetch_9_response_head_over_16_kib_is_refused() {
+    // 15 KiB of headers pass; 17 KiB are refused with a clear error (the agent's buffers are
+    // sized for a 16 KiB head, src/https.rs).
+    let server = server_with(Response::policy(POLICY).header("X-Filler", &"f".repeat(15 * 1024)));
+    assert_eq!(fetch(&server).expect("15 KiB head"), POLICY.as_bytes());
+    server.set_response(HOST, Response::policy(POLICY).header("X-Filler", &"f".repeat(17 * 1024)));
+    assert_fails(fetch(&server), Reason::StsPolicyFetchError, "response header too large");
+}
+
+#[test]
 fn fetch_9_slow_server_is_cut_off_by_the_timeout() {
     let server = server_with(Response { delay: Duration::from_secs(30), ..Response::policy(POLICY) });
     let start = Instant::now();

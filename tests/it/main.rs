@@ -28,6 +28,7 @@ mod overrides;
 mod redis_store;
 mod report_flow;
 mod report_mail;
+mod scale;
 mod serve;
 mod store;
 mod tlsrpt;
