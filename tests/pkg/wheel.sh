@@ -22,8 +22,11 @@ make --no-print-directory wheel WHEEL_DIR="$tmp/wheels"
 wheels=("$tmp"/wheels/mtasts-"$version"-py3-none-manylinux_*.whl)
 [[ ${#wheels[@]} == 1 && -f ${wheels[0]} ]] || { echo "expected one wheel, got: ${wheels[*]}"; exit 1; }
 wheel=${wheels[0]}
-python3 -m zipfile -l "$wheel"
-python3 -m zipfile -l "$wheel" | grep -q '^mtasts/libmtasts.so ' ||
+# The listing goes through a file: `grep -q` may exit at its match while zipfile still writes,
+# and under pipefail the pipe's SIGPIPE would fail the check.
+python3 -m zipfile -l "$wheel" > "$tmp/listing"
+cat "$tmp/listing"
+grep -q '^mtasts/libmtasts.so ' "$tmp/listing" ||
     { echo "the wheel does not carry mtasts/libmtasts.so"; exit 1; }
 
 echo "== fresh venv, pip install the wheel (and pytest, twine)"
