@@ -52,8 +52,11 @@ impl std::fmt::Debug for WriteBehind {
     }
 }
 
-#[derive(Default)]
 struct Shared {
+    /// How long the first entry queued waits for others ([`INTERVAL`]).
+    interval: Duration,
+    /// A queue this long is written at once ([`MAX_BATCH`]).
+    max_batch: usize,
     state: Mutex<State>,
     /// Signalled when the queue gets its first entry or reaches [`MAX_BATCH`], and at stop.
     wake: Condvar,
@@ -75,7 +78,23 @@ struct State {
 impl WriteBehind {
     /// Wraps `inner` and starts the writing thread.
     pub fn start(inner: Arc<dyn PolicyStore>) -> Result<Arc<Self>, StoreError> {
-        let shared = Arc::new(Shared::default());
+        Self::start_with(inner, INTERVAL, MAX_BATCH)
+    }
+
+    /// As [`Self::start`], with another interval and batch size (tests use an interval long
+    /// enough that only a flush, a full batch or the drop writes).
+    fn start_with(
+        inner: Arc<dyn PolicyStore>,
+        interval: Duration,
+        max_batch: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        let shared = Arc::new(Shared {
+            interval,
+            max_batch,
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            writing: Mutex::default(),
+        });
         let thread = {
             let (inner, shared) = (Arc::clone(&inner), Arc::clone(&shared));
             std::thread::Builder::new()
@@ -96,8 +115,8 @@ fn writer(inner: &dyn PolicyStore, shared: &Shared) {
             while st.queued.is_empty() && !st.stop {
                 shared.wake.wait(&mut st);
             }
-            let deadline = Instant::now() + INTERVAL;
-            while st.queued.len() < MAX_BATCH && !st.stop {
+            let deadline = Instant::now() + shared.interval;
+            while st.queued.len() < shared.max_batch && !st.stop {
                 if shared.wake.wait_until(&mut st, deadline).timed_out() {
                     break;
                 }
@@ -195,7 +214,7 @@ impl PolicyStore for WriteBehind {
             None => entry.clone(),
         };
         st.queued.insert(domain.clone(), next);
-        if st.queued.len() == 1 || st.queued.len() >= MAX_BATCH {
+        if st.queued.len() == 1 || st.queued.len() >= self.shared.max_batch {
             self.shared.wake.notify_one();
         }
         st.error.clone().map_or(Ok(()), Err)
@@ -291,12 +310,18 @@ mod tests {
         (path, Arc::new(store))
     }
 
+    /// A write-behind whose thread writes only a full batch of 3, or at the drop.
+    fn held(inner: &Arc<dyn PolicyStore>) -> Arc<WriteBehind> {
+        WriteBehind::start_with(Arc::clone(inner), Duration::from_secs(3600), 3).expect("start")
+    }
+
     #[test]
     fn queued_entries_are_read_back_and_written_at_drop() {
         let (path, inner) = temp_store("drop");
+        let other = SqliteStore::open(&path, 300).expect("second connection");
         let d = Domain::parse("a.test").expect("domain");
         {
-            let wb = WriteBehind::start(Arc::clone(&inner)).expect("start");
+            let wb = held(&inner);
             wb.save(&d, &entry("mx1.a.test", 100)).expect("save");
             // A later save of an older policy does not replace the newer one (as in the store),
             // but its TXT lookup time counts.
@@ -306,6 +331,7 @@ mod tests {
             let got = wb.load(&d).expect("load").expect("entry");
             assert_eq!(got.policy.as_ref().map(|p| p.text.contains("mx1.a.test")), Some(true));
             assert_eq!(got.checked_at, 200);
+            assert_eq!(other.load(&d).expect("load"), None, "queued, not written yet");
         }
         // The write-behind is gone: another connection sees what it had queued.
         let other = SqliteStore::open(&path, 300).expect("reopen");
@@ -318,10 +344,11 @@ mod tests {
     #[test]
     fn flush_writes_the_queue_and_reads_write_it_first() {
         let (path, inner) = temp_store("flush");
-        let wb = WriteBehind::start(Arc::clone(&inner)).expect("start");
+        let wb = held(&inner);
         let other = SqliteStore::open(&path, 300).expect("second connection");
         let (a, b) = (Domain::parse("a.test").expect("a"), Domain::parse("b.test").expect("b"));
         wb.save(&a, &entry("mx.a.test", 100)).expect("save");
+        assert_eq!(other.load(&a).expect("load"), None, "queued, not written yet");
         wb.flush().expect("flush");
         assert!(other.load(&a).expect("load").is_some(), "flushed");
         wb.save(&b, &entry("mx.b.test", 100)).expect("save");
@@ -330,6 +357,17 @@ mod tests {
         assert!(other.load(&b).expect("load").is_some(), "written before the list");
         assert!(wb.remove(&b).expect("remove"));
         assert!(wb.load(&b).expect("load").is_none());
+        // A full batch is written by the thread without a flush.
+        let names: Vec<Domain> =
+            ["c.test", "d.test", "e.test"].iter().map(|n| Domain::parse(n).expect("domain")).collect();
+        for d in &names {
+            wb.save(d, &entry("mx.x.test", 100)).expect("save");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while names.iter().any(|d| other.load(d).expect("load").is_none()) {
+            assert!(Instant::now() < deadline, "a full batch was not written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(wb);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
     }
@@ -366,7 +404,7 @@ mod tests {
     #[test]
     fn a_failed_write_is_kept_queued_reported_and_retried() {
         let inner = Arc::new(Failing::default());
-        let wb = WriteBehind::start(Arc::clone(&inner) as Arc<dyn PolicyStore>).expect("start");
+        let wb = held(&(Arc::clone(&inner) as Arc<dyn PolicyStore>));
         let d = Domain::parse("a.test").expect("domain");
         wb.save(&d, &entry("mx.a.test", 100)).expect("accepted");
         assert_eq!(wb.flush(), Err(StoreError("disk full".into())));
