@@ -514,17 +514,32 @@ impl Config {
     /// its in-process cache: the MTA keeps delivering, unless `[engine] on_store_error =
     /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
-        self.build_engine_inner(None)
+        self.build_engine_inner(None, &mut |stores| Ok(stores))
     }
 
     /// As [`Config::build_engine`], for an engine that replaces `old` (a reload of `mtasts
     /// serve`): it keeps `old`'s in-process policy cache ([`Engine::shared_cache`]) and counts
     /// into its metrics ([`Engine::shared_metrics`]).
     pub fn build_engine_replacing(&self, old: &Engine) -> Result<Engine, ConfigError> {
-        self.build_engine_inner(Some(old))
+        self.build_engine_inner(Some(old), &mut |stores| Ok(stores))
     }
 
-    fn build_engine_inner(&self, old: Option<&Engine>) -> Result<Engine, ConfigError> {
+    /// As [`Config::build_engine`] (or [`Config::build_engine_replacing`] with `old`), with the
+    /// opened store handed to `wrap` first: `mtasts serve` puts its write-behind queue in front of
+    /// it. A `wrap` that fails is reported as a store that cannot be opened.
+    pub fn build_engine_wrapping(
+        &self,
+        old: Option<&Engine>,
+        wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
+    ) -> Result<Engine, ConfigError> {
+        self.build_engine_inner(old, wrap)
+    }
+
+    fn build_engine_inner(
+        &self,
+        old: Option<&Engine>,
+        wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
+    ) -> Result<Engine, ConfigError> {
         let anchors = self.trust_anchors()?;
         let dns = Arc::new(self.dns_resolver()?);
         let settings = FetchSettings {
@@ -551,7 +566,7 @@ impl Config {
             Some(old) => builder.memory_cache(old.shared_cache()).metrics(old.shared_metrics()),
             None => builder,
         };
-        Ok(match self.open_store() {
+        Ok(match self.open_store().and_then(|s| s.map(&mut *wrap).transpose()) {
             Ok(Some(stores)) => builder.store(stores).build(),
             Ok(None) => builder.build(),
             Err(e) => builder.store_unavailable(&e).build(),

@@ -9,14 +9,18 @@
 //! cargo bench --bench scale_cold -- --breakdown [--domains 2000]
 //! ```
 //!
-//! Each repetition uses fresh generated names (`dN.cR.scale.test`, `dN.mR.scale.test`,
-//! `dN.fR.scale.test`), so nothing is cached by anyone, and measures in turn:
+//! Each repetition uses fresh generated names (`dN.cR.scale.test`, `dN.nR.scale.test`,
+//! `dN.mR.scale.test`, `dN.fR.scale.test`), so nothing is cached by anyone, and measures in turn:
 //!
 //! 1. **ceiling**: a client that only does what a cold lookup cannot avoid, the TXT lookup of
-//!    `_mta-sts.<domain>` (UDP, one query) and the HTTPS GET of the policy (TCP, TLS with the
-//!    certificate validated against the test CA, no session resumption, `Connection: close`), for
-//!    `domains` distinct domains at `conns` concurrent clients. It shows how fast the fixtures
-//!    (and the loopback, and the machine) can serve cold lookups at all.
+//!    `_mta-sts.<domain>` (UDP, one query), the policy host's A and AAAA lookups (UDP, both
+//!    queries sent at once, the connection made to the A answer: a fetch cannot connect without
+//!    resolving the host, and a client that may use either family asks for both) and the HTTPS
+//!    GET of the policy (TCP, TLS with the certificate validated against the test CA, no session
+//!    resumption, `Connection: close`), for `domains` distinct domains at `conns` concurrent
+//!    clients. It shows how fast the fixtures (and the loopback, and the machine) can serve cold
+//!    lookups at all. The same without the address lookups (connecting to 127.0.0.1 directly, the
+//!    ceiling of the first version of this bench) is measured too, for comparison.
 //! 2. **cold**: `mtasts serve` (release binary, the configured store) asked for `domains` other
 //!    distinct domains over `conns` socketmap connections, one request outstanding per connection
 //!    as a Postfix smtp(8) process has: each lookup is a TXT lookup, the policy host's A and AAAA
@@ -97,7 +101,7 @@ fn main() {
     let mut serve = Serve::start(&dir, &dns, &https, &store);
     let tls = ceiling_tls();
 
-    let mut runs: [Vec<Run>; 5] = Default::default();
+    let mut runs: [Vec<Run>; 6] = Default::default();
     for rep in 0..reps {
         let set = |tag: char| -> (String, Vec<String>) {
             let suffix = format!("{tag}{rep}.scale.test");
@@ -105,30 +109,37 @@ fn main() {
             (suffix, names)
         };
         let (c_suffix, c_names) = set('c');
+        let (n_suffix, n_names) = set('n');
         let (m_suffix, m_names) = set('m');
         let (f_suffix, f_names) = set('f');
-        for s in [&c_suffix, &m_suffix] {
+        for s in [&c_suffix, &n_suffix, &m_suffix] {
             dns.generate(s, "s1", Ipv4Addr::LOCALHOST);
             https.generate(s, Response::policy(POLICY));
         }
         dns.generate(&f_suffix, "s1", REFUSING);
 
-        // 1. The ceiling.
+        // 1. The ceiling, and the same without the policy host's address lookup.
         let dns_addr = dns.addr();
         let tls = Arc::clone(&tls);
         let pid = serve.child.id();
-        let ceiling = with_cpu(pid, domains, || {
-            drive(
-                conns,
-                &c_names,
-                || UdpSocket::bind("127.0.0.1:0").expect("udp"),
-                |sock, name| ceiling_lookup(sock, dns_addr, &tls, https_port, name),
-            )
-        });
-        for r in &ceiling.replies {
-            assert!(r.ends_with(POLICY.as_bytes()), "ceiling: bad policy {:?}", show(r));
-        }
-        report_line(rep, "ceiling (TXT + HTTPS GET)", &ceiling);
+        let ceiling_of = |names: &[String], resolve_host: bool| {
+            let run = with_cpu(pid, domains, || {
+                drive(
+                    conns,
+                    names,
+                    || UdpSocket::bind("127.0.0.1:0").expect("udp"),
+                    |sock, name| ceiling_lookup(sock, dns_addr, &tls, https_port, name, resolve_host),
+                )
+            });
+            for r in &run.replies {
+                assert!(r.ends_with(POLICY.as_bytes()), "ceiling: bad policy {:?}", show(r));
+            }
+            run
+        };
+        let ceiling = ceiling_of(&c_names, true);
+        report_line(rep, "ceiling (TXT, A+AAAA, GET)", &ceiling);
+        let no_host = ceiling_of(&n_names, false);
+        report_line(rep, "ceiling without A+AAAA", &no_host);
 
         // 2. and 3. Cold, then cached.
         let fetched_before = requests_under(&https, &m_suffix);
@@ -162,7 +173,7 @@ fn main() {
             .count();
         assert_eq!(host_lookups, domains, "policy host lookups (connection attempts) of failing domains");
 
-        for (all, run) in runs.iter_mut().zip([ceiling, cold, cached, fail1, fail2]) {
+        for (all, run) in runs.iter_mut().zip([ceiling, cold, cached, fail1, fail2, no_host]) {
             all.push(run);
         }
     }
@@ -172,8 +183,8 @@ fn main() {
     // The ratios of each repetition (both sides of a ratio from the same repetition).
     let ratios =
         |a: usize, b: usize| -> Vec<f64> { (0..reps).map(|i| runs[a][i].rate / runs[b][i].rate).collect() };
-    let (cold_ratios, negative_ratios) = (ratios(1, 0), ratios(4, 2));
-    let [ceiling, cold, cached, fail1, fail2] = runs.map(|mut r| {
+    let (cold_ratios, negative_ratios, no_host_ratios) = (ratios(1, 0), ratios(4, 2), ratios(1, 5));
+    let [ceiling, cold, cached, fail1, fail2, no_host] = runs.map(|mut r| {
         r.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         r.swap_remove(r.len() / 2)
     });
@@ -185,8 +196,8 @@ fn main() {
             reps,
             passes,
             &store,
-            [&ceiling, &cold, &cached, &fail1, &fail2],
-            [&cold_ratios, &negative_ratios]
+            [&ceiling, &cold, &cached, &fail1, &fail2, &no_host],
+            [&cold_ratios, &negative_ratios, &no_host_ratios]
         )
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -257,6 +268,7 @@ fn breakdown(n: usize) {
         ('a', "DnsResolver::addresses (A + AAAA)"),
         ('f', "HttpsFetcher::fetch (A + AAAA, TCP, TLS, GET)"),
         ('c', "ceiling client: TXT query + TLS GET"),
+        ('h', "ceiling client: TXT, A + AAAA queries, TLS GET"),
     ] {
         let suffix = format!("{tag}.breakdown.test");
         dns.generate(&suffix, "b1", Ipv4Addr::LOCALHOST);
@@ -264,7 +276,7 @@ fn breakdown(n: usize) {
         let names: Vec<String> = (0..n).map(|i| format!("d{i}.{suffix}")).collect();
         // Certificates are issued ahead, so that the fixture's work is not in the way.
         for name in &names {
-            let _ = ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name);
+            let _ = ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name, false);
         }
         let began = thread_cpu_us();
         let mut walls = Vec::with_capacity(names.len());
@@ -277,7 +289,8 @@ fn breakdown(n: usize) {
                     let domain = mtasts::Domain::parse(name).expect("domain");
                     drop(fetcher.fetch(&domain).expect("fetch"));
                 }
-                _ => drop(ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name)),
+                'h' => drop(ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name, true)),
+                _ => drop(ceiling_lookup(&mut sock, dns.addr(), &tls, https.addr().port(), name, false)),
             }
             walls.push(t0.elapsed());
         }
@@ -395,32 +408,37 @@ fn ceiling_lookup(
     tls: &Arc<ClientConfig>,
     https_port: u16,
     name: &str,
+    resolve_host: bool,
 ) -> Vec<u8> {
     // TXT, over UDP.
-    let mut q = Message::query();
-    let id = rand::random::<u16>();
-    q.metadata.id = id;
-    q.metadata.recursion_desired = true;
-    q.add_query(Query::query(Name::from_ascii(format!("_mta-sts.{name}.")).expect("name"), RecordType::TXT));
     sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    sock.send_to(&q.to_vec().expect("encode"), dns).expect("send");
-    let mut buf = [0u8; 4096];
-    let answer = loop {
-        let (n, _) = sock.recv_from(&mut buf).expect("TXT answer");
-        let m = Message::from_vec(&buf[..n]).expect("decode");
-        if m.metadata.id == id {
-            break m;
-        }
-    };
+    let id = send_query(sock, dns, &format!("_mta-sts.{name}."), RecordType::TXT);
+    let answer = &answers(sock, &[id])[0];
     assert!(
         answer.answers.iter().any(
             |r| matches!(&r.data, RData::TXT(t) if t.txt_data.iter().any(|s| s.starts_with(b"v=STSv1")))
         ),
         "no STS record for {name}"
     );
-    // The policy, over HTTPS.
     let host = format!("mta-sts.{name}");
-    let tcp = TcpStream::connect((Ipv4Addr::LOCALHOST, https_port)).expect("connect");
+    // The policy host's addresses: A and AAAA asked together, both answers awaited (what any
+    // client that may connect over either family does, and what `mtasts serve` does).
+    let addr = if resolve_host {
+        let ids = [RecordType::A, RecordType::AAAA].map(|t| send_query(sock, dns, &format!("{host}."), t));
+        let got = answers(sock, &ids);
+        got[0]
+            .answers
+            .iter()
+            .find_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no A record for {host}"))
+    } else {
+        Ipv4Addr::LOCALHOST
+    };
+    // The policy, over HTTPS.
+    let tcp = TcpStream::connect((addr, https_port)).expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let conn = ClientConnection::new(Arc::clone(tls), ServerName::try_from(host.clone()).expect("sni"))
@@ -434,6 +452,31 @@ fn ceiling_lookup(
     stream.read_to_end(&mut response).expect("response");
     assert!(response.starts_with(b"HTTP/1.1 200 "), "{host}: {}", String::from_utf8_lossy(&response));
     response
+}
+
+/// Sends one query for `name`; returns its id.
+fn send_query(sock: &UdpSocket, dns: SocketAddr, name: &str, rtype: RecordType) -> u16 {
+    let mut q = Message::query();
+    let id = rand::random::<u16>();
+    q.metadata.id = id;
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    sock.send_to(&q.to_vec().expect("encode"), dns).expect("send");
+    id
+}
+
+/// The answers to the queries `ids`, in their order (stale answers of other ids are skipped).
+fn answers(sock: &UdpSocket, ids: &[u16]) -> Vec<Message> {
+    let mut got: Vec<Option<Message>> = ids.iter().map(|_| None).collect();
+    let mut buf = [0u8; 4096];
+    while got.iter().any(Option::is_none) {
+        let (n, _) = sock.recv_from(&mut buf).expect("DNS answer");
+        let m = Message::from_vec(&buf[..n]).expect("decode");
+        if let Some(i) = ids.iter().position(|id| *id == m.metadata.id) {
+            got[i] = Some(m);
+        }
+    }
+    got.into_iter().flatten().collect()
 }
 
 /// A socketmap connection with one request outstanding at most.
@@ -539,11 +582,11 @@ fn report(
     reps: usize,
     passes: usize,
     store: &str,
-    r: [&Run; 5],
-    ratios: [&[f64]; 2],
+    r: [&Run; 6],
+    ratios: [&[f64]; 3],
 ) -> String {
     use std::fmt::Write as _;
-    let [ceiling, cold, cached, fail1, fail2] = r;
+    let [ceiling, cold, cached, fail1, fail2, no_host] = r;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut s = String::new();
     let _ = writeln!(
@@ -558,7 +601,8 @@ fn report(
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for (what, run) in [
-        ("ceiling: TXT lookup + HTTPS GET only (same fixtures, other names)", ceiling),
+        ("ceiling: TXT lookup, policy host's A + AAAA, HTTPS GET (same fixtures, other names)", ceiling),
+        ("the same without the A + AAAA lookups (the ceiling before 2026-11-30 04:30)", no_host),
         ("`mtasts serve`, cold (TXT, A+AAAA, fetch, parse, store, reply)", cold),
         ("`mtasts serve`, the same domains again (cached path)", cached),
         ("`mtasts serve`, failing domains, first round (connection refused)", fail1),
@@ -593,6 +637,13 @@ fn report(
         cold.serve_cpu_us,
         cold.own_cpu_us,
         ceiling.serve_cpu_us + ceiling.own_cpu_us
+    );
+    let _ = writeln!(
+        s,
+        "- against the ceiling without the policy host's address lookup: {:.0}% (each repetition: {}; {:.0} µs CPU per lookup)",
+        100.0 * median(ratios[2]),
+        list(ratios[2], 100.0, "%"),
+        no_host.serve_cpu_us + no_host.own_cpu_us
     );
     let _ = writeln!(
         s,

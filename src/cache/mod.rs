@@ -40,6 +40,17 @@ pub trait PolicyStore: Send + Sync + fmt::Debug {
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError>;
     /// Stores the entry of `domain`. A stored policy fetched later than `entry`'s is kept.
     fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError>;
+    /// Stores several entries as [`Self::save`] would, one after the other. SQLite writes them
+    /// in one transaction (one commit, one WAL append) instead of one each.
+    fn save_many(&self, entries: &[(&Domain, &Entry)]) -> Result<(), StoreError> {
+        entries.iter().try_for_each(|(domain, entry)| self.save(domain, entry))
+    }
+    /// Writes whatever this store has accepted but not written yet (`mtasts serve` queues its
+    /// writes, see docs/architecture.md); the stores of the library write at once and have
+    /// nothing to do.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Every stored domain with its entry.
     fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError>;
     /// Removes a domain; true if it was stored.

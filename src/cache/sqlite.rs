@@ -475,42 +475,15 @@ impl PolicyStore for SqliteStore {
     }
 
     fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError> {
+        self.save_many(&[(domain, entry)])
+    }
+
+    fn save_many(&self, entries: &[(&Domain, &Entry)]) -> Result<(), StoreError> {
         self.writable()?;
-        let failed = entry.failed.as_ref();
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO policies (domain, checked_at, failed_id, failed_at, failed_reason, failed_detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (domain) DO UPDATE SET
-                   checked_at = max(checked_at, excluded.checked_at),
-                   failed_id = excluded.failed_id, failed_at = excluded.failed_at,
-                   failed_reason = excluded.failed_reason, failed_detail = excluded.failed_detail",
-            )?
-            .execute(params![
-                domain.as_str(),
-                to_sql(entry.checked_at),
-                failed.map(|f| f.id.as_str()),
-                failed.map(|f| to_sql(f.at)),
-                failed.map(|f| f.failure.reason.as_str()),
-                failed.map(|f| f.failure.detail.as_str()),
-            ])?;
-            if let Some(p) = &entry.policy {
-                // Only a policy fetched no earlier than the stored one replaces it.
-                tx.prepare_cached(
-                    "UPDATE policies SET policy_text = ?2, policy_id = ?3, mode = ?4, max_age = ?5,
-                       fetched_at = ?6, expires_at = ?7
-                     WHERE domain = ?1 AND (fetched_at IS NULL OR fetched_at <= ?6)",
-                )?
-                .execute(params![
-                    domain.as_str(),
-                    p.text,
-                    p.id.as_str(),
-                    p.mode().as_str(),
-                    p.policy.max_age(),
-                    to_sql(p.fetched_at),
-                    to_sql(p.expires_at),
-                ])?;
+            for (domain, entry) in entries {
+                save_in(&tx, domain, entry)?;
             }
             tx.commit()
         })
@@ -820,6 +793,45 @@ pub(super) fn counts_from_rows(
         }
     }
     Ok(counts)
+}
+
+/// Writes one entry inside the caller's transaction: the TXT lookup time only moves forward, the
+/// last failure is replaced, and a policy replaces the stored one only if fetched no earlier.
+fn save_in(tx: &rusqlite::Transaction<'_>, domain: &Domain, entry: &Entry) -> rusqlite::Result<()> {
+    let failed = entry.failed.as_ref();
+    tx.prepare_cached(
+        "INSERT INTO policies (domain, checked_at, failed_id, failed_at, failed_reason, failed_detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (domain) DO UPDATE SET
+           checked_at = max(checked_at, excluded.checked_at),
+           failed_id = excluded.failed_id, failed_at = excluded.failed_at,
+           failed_reason = excluded.failed_reason, failed_detail = excluded.failed_detail",
+    )?
+    .execute(params![
+        domain.as_str(),
+        to_sql(entry.checked_at),
+        failed.map(|f| f.id.as_str()),
+        failed.map(|f| to_sql(f.at)),
+        failed.map(|f| f.failure.reason.as_str()),
+        failed.map(|f| f.failure.detail.as_str()),
+    ])?;
+    if let Some(p) = &entry.policy {
+        tx.prepare_cached(
+            "UPDATE policies SET policy_text = ?2, policy_id = ?3, mode = ?4, max_age = ?5,
+               fetched_at = ?6, expires_at = ?7
+             WHERE domain = ?1 AND (fetched_at IS NULL OR fetched_at <= ?6)",
+        )?
+        .execute(params![
+            domain.as_str(),
+            p.text,
+            p.id.as_str(),
+            p.mode().as_str(),
+            p.policy.max_age(),
+            to_sql(p.fetched_at),
+            to_sql(p.expires_at),
+        ])?;
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {

@@ -25,7 +25,9 @@
 //!   one: a client that pipelines requests without reading its replies is not read any further
 //!   until it takes them.
 //! * One engine for the whole process, with the persistent store of `[cache]`, and a background
-//!   refresher thread ([`refresher`]).
+//!   refresher thread ([`refresher`]). New policies are written to the store in batches by a
+//!   thread of their own ([`write_behind`]): a lookup never waits for a store write, and the queue
+//!   is written out at SIGTERM/SIGINT and, for the engine replaced, at SIGHUP.
 //! * SIGTERM or SIGINT: stop accepting, let each connection finish the requests it has received,
 //!   close it, remove the unix socket, exit 0. Connections still busy after 5 s are abandoned.
 //! * SIGHUP: read the configuration file again and build a new engine from it, which takes over
@@ -55,6 +57,7 @@ mod refresher;
 mod reply;
 mod settings;
 mod systemd;
+mod write_behind;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -68,6 +71,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mtasts::Engine;
+use mtasts::cache::{PolicyStore, Stores};
 use mtasts::config::Config;
 use mtasts::engine::RecordState;
 use mtasts::ports::TlsaLookup;
@@ -674,7 +678,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let listen = Listen::parse(&serve.listen)?;
     let metrics_addr = serve.metrics_listen.as_deref().map(metrics::parse_listen).transpose()?;
-    let engine = Arc::new(config.build_engine().map_err(|e| e.to_string())?);
+    let engine = Arc::new(build_engine(&config, None)?);
     let passed = systemd::listen_fds()?;
     let activated = !passed.is_empty();
     let listeners = if activated {
@@ -845,6 +849,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let left = connections.len();
     drop(connections);
+    flush_store(&server.current.get().1.engine);
     if let Some(c) = collector {
         // Ends within a second of begin_stop, after flushing the counts it took.
         c.join();
@@ -873,6 +878,25 @@ pub fn settings_of(config: &Config) -> Result<Option<String>, String> {
 
 pub use settings::DEFAULT_LISTEN;
 
+/// An engine built from `config` (replacing `old` on a reload) whose store writes go through a
+/// write-behind queue ([`write_behind`]).
+fn build_engine(config: &Config, old: Option<&Engine>) -> Result<Engine, String> {
+    config
+        .build_engine_wrapping(old, &mut |stores| {
+            let policies: Arc<dyn PolicyStore> =
+                write_behind::WriteBehind::start(Arc::clone(&stores.policies))?;
+            Ok(Stores { policies, ..stores })
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Writes what `engine`'s store has queued; a failure is reported as any store failure is.
+fn flush_store(engine: &Engine) {
+    if let Some(Err(e)) = engine.store().map(PolicyStore::flush) {
+        engine.report_store_error(&e);
+    }
+}
+
 /// Reloads the configuration on SIGHUP.
 struct Reloader {
     args: Args,
@@ -893,6 +917,9 @@ impl Reloader {
             Ok((config, settings, engine)) => {
                 mtasts::logging::apply(&config.log);
                 current.replace(Live::new(Arc::new(engine), settings.replies()));
+                // What the replaced engine queued is written now (and what connections still
+                // using it queue later, when it is dropped).
+                flush_store(&old);
                 let from =
                     config.source.as_ref().map_or_else(|| "the defaults".into(), |p| p.display().to_string());
                 eprintln!(
@@ -940,7 +967,7 @@ impl Reloader {
         if !self.activated {
             Listen::parse(&settings.listen)?;
         }
-        let engine = config.build_engine_replacing(old).map_err(|e| e.to_string())?;
+        let engine = build_engine(&config, Some(old))?;
         Ok((config, settings, engine))
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mtasts::Engine;
-use mtasts::cache::Stores;
+use mtasts::cache::{PolicyStore, Stores};
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -151,6 +151,10 @@ impl Exporter {
         let now = (self.engine)().now();
         let mut g = StoreGauges::default();
         if let Some(stores) = &self.stores {
+            // The engine's queued writes first, so that the gauges count every policy it has.
+            if let Some(Err(e)) = (self.engine)().store().map(PolicyStore::flush) {
+                (self.engine)().report_store_error(&e);
+            }
             match stores.policies.count_by_mode(now) {
                 Ok(c) => g.policies = Some(c),
                 Err(e) => (self.engine)().report_store_error(&e),

@@ -1,0 +1,420 @@
+//! Write-behind for the persistent store of `mtasts serve`: a policy the engine saves is queued
+//! and written by a thread of its own, with the others queued meanwhile, in one transaction.
+//!
+//! A cold lookup used to wait for its own SQLite write transaction (about 150 µs of CPU per
+//! discovery, BENCHMARKS.md "Cold lookups"); the engine answers from its in-process cache anyway,
+//! so the write need not be on the request's path. Writing a batch every [`INTERVAL`] (or
+//! [`MAX_BATCH`] entries, whichever comes first) makes it one commit for many discoveries.
+//!
+//! * Reads see queued writes: [`WriteBehind::load`] merges the queued entry of a domain into the
+//!   stored one exactly as the store's own write would (newest policy, latest TXT lookup, the
+//!   last failure); every other read ([`PolicyStore::list`], the refresher's query, pruning,
+//!   removal, the gauges) writes the queue first.
+//! * Nothing queued is lost on an orderly stop or reload: [`PolicyStore::flush`] writes the queue
+//!   (`mtasts serve` calls it at SIGTERM/SIGINT and at SIGHUP for the engine it replaces), and
+//!   dropping the write-behind stops its thread after a last write.
+//! * A crash (SIGKILL, power loss) loses at most the last [`INTERVAL`] of discoveries: those
+//!   domains are fetched again at their next lookup. That is what a cache that had never held
+//!   them would do, which RFC 8461 allows (§3.3, §5.1: a sender fetches when it has no cached
+//!   policy); what a sender must not do, forget a policy it has relied on for its `max_age`
+//!   across a restart while discovery is blocked (§10.2), stays covered for everything written
+//!   more than [`INTERVAL`] before the crash.
+//! * A failed write keeps the batch queued (merged under anything queued since) and is retried
+//!   at the next interval; until a write succeeds, [`PolicyStore::save`] answers the error, so the
+//!   engine reports the store as unavailable, as it does for a direct write that fails.
+//!
+//! Only `mtasts serve` uses this: the library, loaded into MTAs, starts no thread of its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mtasts::Domain;
+use mtasts::cache::{Entry, PolicyStore, StoreError};
+use parking_lot::{Condvar, Mutex};
+
+/// The longest a saved entry waits in the queue.
+pub const INTERVAL: Duration = Duration::from_millis(5);
+/// A queue this long is written at once.
+pub const MAX_BATCH: usize = 256;
+
+/// A [`PolicyStore`] whose writes are queued and written in batches by a thread of its own.
+pub struct WriteBehind {
+    inner: Arc<dyn PolicyStore>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for WriteBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehind").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    /// How long the first entry queued waits for others ([`INTERVAL`]).
+    interval: Duration,
+    /// A queue this long is written at once ([`MAX_BATCH`]).
+    max_batch: usize,
+    state: Mutex<State>,
+    /// Signalled when the queue gets its first entry or reaches [`MAX_BATCH`], and at stop.
+    wake: Condvar,
+    /// Held for the whole of a write, so that writes keep their order.
+    writing: Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Saved and not yet being written, by domain (later saves merged into earlier ones).
+    queued: HashMap<Domain, Entry>,
+    /// Being written now (still visible to [`WriteBehind::load`] until committed).
+    in_flight: Option<Arc<HashMap<Domain, Entry>>>,
+    /// Why the last write failed, until one succeeds.
+    error: Option<StoreError>,
+    stop: bool,
+}
+
+impl WriteBehind {
+    /// Wraps `inner` and starts the writing thread.
+    pub fn start(inner: Arc<dyn PolicyStore>) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(inner, INTERVAL, MAX_BATCH)
+    }
+
+    /// As [`Self::start`], with another interval and batch size (tests use an interval long
+    /// enough that only a flush, a full batch or the drop writes).
+    fn start_with(
+        inner: Arc<dyn PolicyStore>,
+        interval: Duration,
+        max_batch: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        let shared = Arc::new(Shared {
+            interval,
+            max_batch,
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            writing: Mutex::default(),
+        });
+        let thread = {
+            let (inner, shared) = (Arc::clone(&inner), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("mtasts-store".into())
+                .spawn(move || writer(inner.as_ref(), &shared))
+                .map_err(|e| StoreError(format!("cannot start the store writer thread: {e}")))?
+        };
+        Ok(Arc::new(Self { inner, shared, thread: Mutex::new(Some(thread)) }))
+    }
+}
+
+/// The writing thread: waits for a first queued entry, lets the queue fill for [`INTERVAL`] (or
+/// up to [`MAX_BATCH`]), writes it; at stop, writes what is left and returns.
+fn writer(inner: &dyn PolicyStore, shared: &Shared) {
+    loop {
+        let stop = {
+            let mut st = shared.state.lock();
+            while st.queued.is_empty() && !st.stop {
+                shared.wake.wait(&mut st);
+            }
+            let deadline = Instant::now() + shared.interval;
+            while st.queued.len() < shared.max_batch && !st.stop {
+                if shared.wake.wait_until(&mut st, deadline).timed_out() {
+                    break;
+                }
+            }
+            st.stop
+        };
+        // An error is kept in the state (answered by `save`) and the batch retried.
+        let _ = write_queue(inner, shared);
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Writes the queue in one call of [`PolicyStore::save_many`]. On failure the batch goes back
+/// under whatever was queued meanwhile.
+fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreError> {
+    let _one = shared.writing.lock();
+    let batch = {
+        let mut st = shared.state.lock();
+        if st.queued.is_empty() {
+            return st.error.clone().map_or(Ok(()), Err);
+        }
+        let batch = Arc::new(std::mem::take(&mut st.queued));
+        st.in_flight = Some(Arc::clone(&batch));
+        batch
+    };
+    let entries: Vec<(&Domain, &Entry)> = batch.iter().collect();
+    let result = inner.save_many(&entries);
+    drop(entries);
+    let mut st = shared.state.lock();
+    st.in_flight = None;
+    match result {
+        Ok(()) => {
+            st.error = None;
+            Ok(())
+        }
+        Err(e) => {
+            for (domain, entry) in batch.iter() {
+                let merged = match st.queued.remove(domain) {
+                    Some(later) => merged(entry.clone(), &later),
+                    None => entry.clone(),
+                };
+                st.queued.insert(domain.clone(), merged);
+            }
+            st.error = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+/// `written` with `next` saved over it, as the store writes an entry: the TXT lookup time only
+/// moves forward, the failure is `next`'s, and `next`'s policy replaces the written one unless
+/// the written one was fetched later.
+fn merged(mut written: Entry, next: &Entry) -> Entry {
+    written.checked_at = written.checked_at.max(next.checked_at);
+    written.failed.clone_from(&next.failed);
+    if let Some(p) = &next.policy {
+        if written.policy.as_ref().is_none_or(|w| w.fetched_at <= p.fetched_at) {
+            written.policy = Some(Arc::clone(p));
+        }
+    }
+    written
+}
+
+impl PolicyStore for WriteBehind {
+    fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
+        let (in_flight, queued) = {
+            let st = self.shared.state.lock();
+            (st.in_flight.as_ref().and_then(|b| b.get(domain).cloned()), st.queued.get(domain).cloned())
+        };
+        let stored = self.inner.load(domain)?;
+        if in_flight.is_none() && queued.is_none() {
+            return Ok(stored);
+        }
+        // Writing the same entry twice changes nothing, so a batch committed since the queue was
+        // read is merged harmlessly a second time.
+        let mut entry = stored;
+        for next in [in_flight, queued].iter().flatten() {
+            entry = Some(match entry {
+                Some(written) => merged(written, next),
+                None => next.clone(),
+            });
+        }
+        Ok(entry)
+    }
+
+    fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError> {
+        if let Some(why) = self.inner.read_only() {
+            return Err(StoreError(why));
+        }
+        let mut st = self.shared.state.lock();
+        let next = match st.queued.remove(domain) {
+            Some(earlier) => merged(earlier, entry),
+            None => entry.clone(),
+        };
+        st.queued.insert(domain.clone(), next);
+        if st.queued.len() == 1 || st.queued.len() >= self.shared.max_batch {
+            self.shared.wake.notify_one();
+        }
+        st.error.clone().map_or(Ok(()), Err)
+    }
+
+    fn save_many(&self, entries: &[(&Domain, &Entry)]) -> Result<(), StoreError> {
+        entries.iter().try_for_each(|(domain, entry)| self.save(domain, entry))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        write_queue(self.inner.as_ref(), &self.shared)
+    }
+
+    fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError> {
+        self.flush()?;
+        self.inner.list()
+    }
+
+    fn due_for_refresh(&self, now: u64, refresh_interval: u64) -> Result<Vec<(Domain, Entry)>, StoreError> {
+        self.flush()?;
+        self.inner.due_for_refresh(now, refresh_interval)
+    }
+
+    fn prune(&self, now: u64, keep: u64) -> Result<u64, StoreError> {
+        self.flush()?;
+        self.inner.prune(now, keep)
+    }
+
+    fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+        self.flush()?;
+        self.inner.remove(domain)
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn read_only(&self) -> Option<String> {
+        self.inner.read_only()
+    }
+
+    fn count_by_mode(&self, now: u64) -> Result<[u64; 3], StoreError> {
+        self.flush()?;
+        self.inner.count_by_mode(now)
+    }
+
+    fn overrides(&self) -> Result<Vec<mtasts::cache::StoredOverride>, StoreError> {
+        self.inner.overrides()
+    }
+
+    fn override_set(&self, o: &mtasts::cache::StoredOverride) -> Result<(), StoreError> {
+        self.inner.override_set(o)
+    }
+
+    fn override_clear(&self, domain: &Domain) -> Result<bool, StoreError> {
+        self.inner.override_clear(domain)
+    }
+}
+
+impl Drop for WriteBehind {
+    /// Stops the thread after it has written what is queued.
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mtasts::cache::{CachedPolicy, SqliteStore};
+    use mtasts::txt::PolicyId;
+
+    fn policy(mx: &str, fetched_at: u64) -> Arc<CachedPolicy> {
+        let text = format!("version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n");
+        let parsed = mtasts::Policy::parse(text.as_bytes()).expect("policy");
+        Arc::new(CachedPolicy::new(parsed, PolicyId::parse("id1").expect("id"), text, fetched_at))
+    }
+
+    fn entry(mx: &str, fetched_at: u64) -> Entry {
+        Entry { policy: Some(policy(mx, fetched_at)), checked_at: fetched_at, failed: None }
+    }
+
+    fn temp_store(name: &str) -> (std::path::PathBuf, Arc<dyn PolicyStore>) {
+        let dir = std::env::temp_dir().join(format!("mtasts-write-behind-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("policies.sqlite");
+        let store = SqliteStore::open(&path, 300).expect("open");
+        (path, Arc::new(store))
+    }
+
+    /// A write-behind whose thread writes only a full batch of 3, or at the drop.
+    fn held(inner: &Arc<dyn PolicyStore>) -> Arc<WriteBehind> {
+        WriteBehind::start_with(Arc::clone(inner), Duration::from_secs(3600), 3).expect("start")
+    }
+
+    #[test]
+    fn queued_entries_are_read_back_and_written_at_drop() {
+        let (path, inner) = temp_store("drop");
+        let other = SqliteStore::open(&path, 300).expect("second connection");
+        let d = Domain::parse("a.test").expect("domain");
+        {
+            let wb = held(&inner);
+            wb.save(&d, &entry("mx1.a.test", 100)).expect("save");
+            // A later save of an older policy does not replace the newer one (as in the store),
+            // but its TXT lookup time counts.
+            let mut older = entry("old.a.test", 50);
+            older.checked_at = 200;
+            wb.save(&d, &older).expect("save");
+            let got = wb.load(&d).expect("load").expect("entry");
+            assert_eq!(got.policy.as_ref().map(|p| p.text.contains("mx1.a.test")), Some(true));
+            assert_eq!(got.checked_at, 200);
+            assert_eq!(other.load(&d).expect("load"), None, "queued, not written yet");
+        }
+        // The write-behind is gone: another connection sees what it had queued.
+        let other = SqliteStore::open(&path, 300).expect("reopen");
+        let got = other.load(&d).expect("load").expect("written at drop");
+        assert_eq!(got.policy.as_ref().map(|p| p.fetched_at), Some(100));
+        assert_eq!(got.checked_at, 200);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn flush_writes_the_queue_and_reads_write_it_first() {
+        let (path, inner) = temp_store("flush");
+        let wb = held(&inner);
+        let other = SqliteStore::open(&path, 300).expect("second connection");
+        let (a, b) = (Domain::parse("a.test").expect("a"), Domain::parse("b.test").expect("b"));
+        wb.save(&a, &entry("mx.a.test", 100)).expect("save");
+        assert_eq!(other.load(&a).expect("load"), None, "queued, not written yet");
+        wb.flush().expect("flush");
+        assert!(other.load(&a).expect("load").is_some(), "flushed");
+        wb.save(&b, &entry("mx.b.test", 100)).expect("save");
+        let listed: Vec<Domain> = wb.list().expect("list").into_iter().map(|(d, _)| d).collect();
+        assert_eq!(listed, vec![a.clone(), b.clone()]);
+        assert!(other.load(&b).expect("load").is_some(), "written before the list");
+        assert!(wb.remove(&b).expect("remove"));
+        assert!(wb.load(&b).expect("load").is_none());
+        // A full batch is written by the thread without a flush.
+        let names: Vec<Domain> =
+            ["c.test", "d.test", "e.test"].iter().map(|n| Domain::parse(n).expect("domain")).collect();
+        for d in &names {
+            wb.save(d, &entry("mx.x.test", 100)).expect("save");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while names.iter().any(|d| other.load(d).expect("load").is_none()) {
+            assert!(Instant::now() < deadline, "a full batch was not written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(wb);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    /// A store whose writes fail until told otherwise.
+    #[derive(Debug, Default)]
+    struct Failing {
+        ok: std::sync::atomic::AtomicBool,
+        rows: Mutex<HashMap<Domain, Entry>>,
+    }
+
+    impl PolicyStore for Failing {
+        fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
+            Ok(self.rows.lock().get(domain).cloned())
+        }
+        fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError> {
+            if !self.ok.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError("disk full".into()));
+            }
+            self.rows.lock().insert(domain.clone(), entry.clone());
+            Ok(())
+        }
+        fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError> {
+            Ok(self.rows.lock().iter().map(|(d, e)| (d.clone(), e.clone())).collect())
+        }
+        fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+            Ok(self.rows.lock().remove(domain).is_some())
+        }
+        fn location(&self) -> String {
+            "failing".into()
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_kept_queued_reported_and_retried() {
+        let inner = Arc::new(Failing::default());
+        let wb = held(&(Arc::clone(&inner) as Arc<dyn PolicyStore>));
+        let d = Domain::parse("a.test").expect("domain");
+        wb.save(&d, &entry("mx.a.test", 100)).expect("accepted");
+        assert_eq!(wb.flush(), Err(StoreError("disk full".into())));
+        // Still visible, and the next save says the store is failing.
+        assert!(wb.load(&d).expect("load").is_some());
+        assert_eq!(wb.save(&d, &entry("mx.a.test", 100)), Err(StoreError("disk full".into())));
+        assert!(wb.list().is_err(), "a read that needs the queue written fails with it");
+        inner.ok.store(true, std::sync::atomic::Ordering::SeqCst);
+        wb.flush().expect("retried");
+        assert!(inner.rows.lock().contains_key(&d));
+        wb.save(&d, &entry("mx.a.test", 101)).expect("the error is cleared");
+    }
+}
