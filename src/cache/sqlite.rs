@@ -89,11 +89,6 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a writer waits for another process's write.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// `PRAGMA cache_size` of a connection, in KiB (SQLite's default is 2000): enough for every
-/// interior page of the policies table at a million rows (about 2 MB of them), so that a lookup
-/// reads at most its leaf page from the file however many domains are stored. Pages are cached
-/// as they are read, so a short-lived process pays only for what it reads.
-const PAGE_CACHE_KIB: i64 = 8192;
 
 /// The stored policies due for refresh (`?1` now, `?2` the refresh interval). Both terms of the
 /// OR are indexed (`policies_fetched_at`, `policies_half_life`), so rows with nothing due are never
@@ -282,7 +277,6 @@ fn connect(path: &Path) -> Result<Connection, (StoreError, bool)> {
         ));
     }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
-    page_cache(&conn).map_err(fail)?;
     prepare(&mut conn).map_err(fail)?;
     check_application_id(path, &conn).map_err(|e| (e, false))?;
     Ok(conn)
@@ -301,7 +295,6 @@ fn connect_read_only(path: &Path, immutable: bool) -> Result<Connection, StoreEr
     }
     .map_err(|e| describe(path, &e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| describe(path, &e))?;
-    page_cache(&conn).map_err(|e| describe(path, &e))?;
     check_application_id(path, &conn)?;
     let version: i64 =
         conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| describe(path, &e))?;
@@ -367,11 +360,6 @@ fn adopt_directory_owner(files: [&Path; 3], existed: [bool; 3]) {
             give(file, db_owner);
         }
     }
-}
-
-/// Sets the size of the connection's page cache ([`PAGE_CACHE_KIB`]).
-fn page_cache(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!("PRAGMA cache_size = -{PAGE_CACHE_KIB}"))
 }
 
 /// Sets the pragmas, claims a new database and runs pending migrations.
@@ -965,11 +953,10 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_is_one_primary_key_search_with_a_page_cache_for_a_million_rows() {
+    fn a_lookup_is_one_primary_key_search() {
         let dir = std::env::temp_dir().join(format!("mtasts-sqlite-lookup-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("p.sqlite");
-        let store = SqliteStore::open(&path, 300).expect("open");
+        let store = SqliteStore::open(&dir.join("p.sqlite"), 300).expect("open");
         let plan: Vec<String> = store
             .with(|c| {
                 let mut stmt =
@@ -979,17 +966,6 @@ mod tests {
             })
             .expect("plan");
         assert_eq!(plan, ["SEARCH policies USING PRIMARY KEY (domain=?)"]);
-        let read_only = connect_read_only(&path, false).expect("read-only");
-        for (what, size) in [
-            ("read-write", store.with(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))),
-            (
-                "read-only",
-                read_only.query_row("PRAGMA cache_size", [], |r| r.get(0)).map_err(|e| describe(&path, &e)),
-            ),
-        ] {
-            assert_eq!(size.expect("cache_size"), -PAGE_CACHE_KIB, "{what}");
-        }
-        drop(read_only);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
