@@ -20,7 +20,7 @@ use std::hash::Hasher as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use super::Entry;
 use crate::domain::Domain;
@@ -99,6 +99,16 @@ fn name(domain: &Domain) -> &[u8] {
     domain.as_str().as_bytes()
 }
 
+/// What [`MemoryCache::miss`] found.
+enum Miss<'a> {
+    /// The shared entry, under the read lock.
+    Shared(MappedRwLockReadGuard<'a, Entry>),
+    /// A private copy is now in the thread's table.
+    Copied,
+    /// No entry.
+    Absent,
+}
+
 /// A thread's copies of entries of one cache at one generation.
 struct Local {
     cache_id: u64,
@@ -152,32 +162,48 @@ impl MemoryCache {
                 local.entries.clear();
             }
             if !local.entries.contains_key(domain) {
-                let hash = {
-                    let mut h = FxHasher::default();
-                    h.write(domain.as_str().as_bytes());
-                    h.finish() | 1
-                };
-                let slot = (hash % RECENT as u64) as usize;
-                if local.recent[slot] != hash {
-                    // Not read lately: the shared entry, in place.
-                    let map = self.map.read();
-                    let entry = map.get(name(domain));
-                    if entry.is_some() {
-                        local.recent[slot] = hash;
+                match self.miss(&mut local, domain) {
+                    Miss::Shared(entry) => {
+                        drop(local);
+                        return f(Some(&entry));
                     }
-                    drop(local);
-                    return f(entry);
+                    Miss::Absent => return f(None),
+                    Miss::Copied => {}
                 }
-                let Some(copy) = self.map.read().get(name(domain)).map(private_copy) else {
-                    return f(None);
-                };
-                if local.entries.len() >= LOCAL_CAPACITY {
-                    local.entries.clear();
-                }
-                local.entries.insert(domain.clone(), copy);
             }
             f(local.entries.get(domain))
         })
+    }
+
+    /// A read that this thread's copies cannot answer, kept out of [`MemoryCache::read`] so
+    /// that the path of a busy domain stays small: the shared entry, in place, for a domain not
+    /// read lately; a private copy for one read again.
+    #[inline(never)]
+    fn miss(&self, local: &mut Local, domain: &Domain) -> Miss<'_> {
+        let hash = {
+            let mut h = FxHasher::default();
+            h.write(name(domain));
+            h.finish() | 1
+        };
+        let slot = (hash % RECENT as u64) as usize;
+        let map = self.map.read();
+        if local.recent[slot] != hash {
+            // Not read lately: the shared entry, in place.
+            return match RwLockReadGuard::try_map(map, |m| m.get(name(domain))) {
+                Ok(entry) => {
+                    local.recent[slot] = hash;
+                    Miss::Shared(entry)
+                }
+                Err(_) => Miss::Absent,
+            };
+        }
+        let Some(copy) = map.get(name(domain)).map(private_copy) else { return Miss::Absent };
+        drop(map);
+        if local.entries.len() >= LOCAL_CAPACITY {
+            local.entries.clear();
+        }
+        local.entries.insert(domain.clone(), copy);
+        Miss::Copied
     }
 
     /// A copy of the entry for `domain`, from the shared map.
