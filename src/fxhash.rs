@@ -1,7 +1,8 @@
 //! A fast, non-keyed hasher (FxHash) for maps on the hot path whose keys an attacker cannot aim
 //! at collisions, or whose size is small and bounded (then collisions cost little): the TLSRPT
-//! counters (keys made by this process), the per-thread copies of DNSSEC answers (at most 256
-//! entries), and the certificate and DANE-EE memos (keyed by a hash of the chain already, and
+//! counters (keys made by this process), the per-thread copies of DNSSEC answers and of policy
+//! cache entries (at most 256 entries each), the memory cache's filter of recently read domains,
+//! and the certificate and DANE-EE memos (keyed by a hash of the chain already, and
 //! bounded). Shared maps keyed by names from DNS keep the standard keyed hasher.
 
 use std::collections::HashMap;

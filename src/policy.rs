@@ -63,7 +63,11 @@ impl fmt::Display for Mode {
 }
 
 /// A valid policy. Only [`Policy::parse`] makes one.
+///
+/// `repr(C)`: what a check reads (mode, patterns) first, in the order written, so that it sits
+/// in the first cache line of a [`crate::cache::CachedPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct Policy {
     mode: Mode,
     max_age: u32,

@@ -1,26 +1,37 @@
 //! The in-process cache: a map from Policy Domain to [`Entry`] behind a read-write lock that is
 //! held only for the map access itself, never across I/O.
 //!
-//! Reads on the hot path do not touch the shared lock: each thread keeps its own copy of the
-//! entries it has read, valid for as long as the cache's generation counter has not moved. Every
-//! write bumps the counter (after changing the map), so a thread's copy is never older than the
-//! generation it was taken at. Without this, two threads checking the same domain would fight over
-//! the lock word and the policy's reference count, and the second core would add almost nothing.
+//! Reads of a busy domain do not touch the shared lock: each thread keeps its own copy of the
+//! entries it reads again and again, valid for as long as the cache's generation counter has not
+//! moved. Every write bumps the counter (after changing the map), so a thread's copy is never
+//! older than the generation it was taken at. Without this, two threads checking the same domain
+//! would fight over the lock word and the policy's reference count, and the second core would add
+//! almost nothing.
+//!
+//! A domain gets a private copy only on its second read within a short while (a small filter of
+//! the domains read lately from the shared map). A check of a domain that is not busy reads the
+//! shared entry in place: with a million domains cached, copying every entry read (its policy's
+//! patterns, id and text) into the thread's table cost more than the lookup itself, and a table of
+//! 256 copies holds none of them for long (BENCHMARKS.md, "Scale").
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hasher as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use super::Entry;
 use crate::domain::Domain;
+use crate::fxhash::{FxHasher, FxMap};
 
 /// Entries kept before the ones without a live policy are dropped.
 const DEFAULT_CAPACITY: usize = 100_000;
 /// Entries a thread keeps copies of before it starts again.
 const LOCAL_CAPACITY: usize = 256;
+/// Slots of a thread's filter of the domains it read lately from the shared map.
+const RECENT: usize = 64;
 
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -29,19 +40,90 @@ static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 pub struct MemoryCache {
     id: u64,
     generation: AtomicU64,
-    map: RwLock<HashMap<Domain, Entry>>,
+    map: RwLock<HashMap<Key, Entry>>,
     capacity: usize,
     /// The size at which the next trim runs: `capacity`, or more while live policies alone fill
     /// it (so that a full cache does not scan every entry on every new domain).
     trim_at: std::sync::atomic::AtomicUsize,
 }
 
+/// Names up to this many octets are kept in the map's slot itself, so that a lookup compares the
+/// name without following a pointer to it (one cache miss fewer per lookup once the map is larger
+/// than the CPU caches). Most domains are shorter.
+const INLINE: usize = 30;
+
+/// The shared map's key: a domain's name, in the slot when it is short. Hashed and compared as
+/// its bytes, so the map is searched with `&[u8]` and a lookup builds nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Key {
+    Inline(u8, [u8; INLINE]),
+    Long(Box<[u8]>),
+}
+
+impl Key {
+    fn of(domain: &Domain) -> Self {
+        let name = domain.as_str().as_bytes();
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..name.len()].copy_from_slice(name);
+                Self::Inline(len, bytes)
+            }
+            _ => Self::Long(name.into()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Self::Long(bytes) => bytes,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, so that `Borrow<[u8]>` lookups find the key.
+        self.bytes().hash(state);
+    }
+}
+
+/// The shared map's lookup form of a domain.
+fn name(domain: &Domain) -> &[u8] {
+    domain.as_str().as_bytes()
+}
+
+/// What [`MemoryCache::miss`] found.
+enum Miss<'a> {
+    /// The shared entry, under the read lock.
+    Shared(MappedRwLockReadGuard<'a, Entry>),
+    /// A private copy is now in the thread's table.
+    Copied,
+    /// No entry.
+    Absent,
+}
+
 /// A thread's copies of entries of one cache at one generation.
-#[derive(Default)]
 struct Local {
     cache_id: u64,
     generation: u64,
-    entries: HashMap<Domain, Entry>,
+    /// At most [`LOCAL_CAPACITY`] entries, so the fast unkeyed hasher is safe here.
+    entries: FxMap<Domain, Entry>,
+    /// Hashes of the domains read lately from the shared map, one per slot: a domain found here
+    /// is read a second time and gets a private copy.
+    recent: [u64; RECENT],
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Self { cache_id: 0, generation: 0, entries: FxMap::default(), recent: [0; RECENT] }
+    }
 }
 
 thread_local! {
@@ -72,7 +154,7 @@ impl MemoryCache {
         let generation = self.generation.load(Ordering::Acquire);
         LOCAL.with(|cell| {
             let Ok(mut local) = cell.try_borrow_mut() else {
-                return f(self.map.read().get(domain));
+                return f(self.map.read().get(name(domain)));
             };
             if local.cache_id != self.id || local.generation != generation {
                 local.cache_id = self.id;
@@ -80,27 +162,59 @@ impl MemoryCache {
                 local.entries.clear();
             }
             if !local.entries.contains_key(domain) {
-                let Some(copy) = self.map.read().get(domain).map(private_copy) else {
-                    return f(None);
-                };
-                if local.entries.len() >= LOCAL_CAPACITY {
-                    local.entries.clear();
+                match self.miss(&mut local, domain) {
+                    Miss::Shared(entry) => {
+                        drop(local);
+                        return f(Some(&entry));
+                    }
+                    Miss::Absent => return f(None),
+                    Miss::Copied => {}
                 }
-                local.entries.insert(domain.clone(), copy);
             }
             f(local.entries.get(domain))
         })
     }
 
+    /// A read that this thread's copies cannot answer, kept out of [`MemoryCache::read`] so
+    /// that the path of a busy domain stays small: the shared entry, in place, for a domain not
+    /// read lately; a private copy for one read again.
+    #[inline(never)]
+    fn miss(&self, local: &mut Local, domain: &Domain) -> Miss<'_> {
+        let hash = {
+            let mut h = FxHasher::default();
+            h.write(name(domain));
+            h.finish() | 1
+        };
+        let slot = (hash % RECENT as u64) as usize;
+        let map = self.map.read();
+        if local.recent[slot] != hash {
+            // Not read lately: the shared entry, in place.
+            return match RwLockReadGuard::try_map(map, |m| m.get(name(domain))) {
+                Ok(entry) => {
+                    local.recent[slot] = hash;
+                    Miss::Shared(entry)
+                }
+                Err(_) => Miss::Absent,
+            };
+        }
+        let Some(copy) = map.get(name(domain)).map(private_copy) else { return Miss::Absent };
+        drop(map);
+        if local.entries.len() >= LOCAL_CAPACITY {
+            local.entries.clear();
+        }
+        local.entries.insert(domain.clone(), copy);
+        Miss::Copied
+    }
+
     /// A copy of the entry for `domain`, from the shared map.
     pub fn get(&self, domain: &Domain) -> Option<Entry> {
-        self.map.read().get(domain).cloned()
+        self.map.read().get(name(domain)).cloned()
     }
 
     /// Runs `f` on the entry for `domain` (created empty if absent), under the write lock.
     pub fn update<T>(&self, domain: &Domain, now: u64, f: impl FnOnce(&mut Entry) -> T) -> T {
         let mut map = self.map.write();
-        if map.len() >= self.trim_at.load(Ordering::Relaxed) && !map.contains_key(domain) {
+        if map.len() >= self.trim_at.load(Ordering::Relaxed) && !map.contains_key(name(domain)) {
             map.retain(|_, e| e.live(now).is_some());
             // Entries without a live policy may again take up to a tenth of the capacity (at
             // least one) beyond the live ones before the next trim: the cost of a trim is spread
@@ -108,7 +222,7 @@ impl MemoryCache {
             let slack = (self.capacity / 10).max(1);
             self.trim_at.store(map.len().max(self.capacity.saturating_sub(slack)) + slack, Ordering::Relaxed);
         }
-        let result = f(map.entry(domain.clone()).or_default());
+        let result = f(map.entry(Key::of(domain)).or_default());
         self.generation.fetch_add(1, Ordering::Release);
         result
     }
@@ -116,7 +230,7 @@ impl MemoryCache {
     /// Removes the entry for `domain`; true if there was one.
     pub fn remove(&self, domain: &Domain) -> bool {
         let mut map = self.map.write();
-        let removed = map.remove(domain).is_some();
+        let removed = map.remove(name(domain)).is_some();
         self.generation.fetch_add(1, Ordering::Release);
         removed
     }
@@ -153,6 +267,46 @@ mod tests {
             checked_at: now,
             failed: None,
         }
+    }
+
+    /// Whether this thread holds a private copy of `domain`'s entry.
+    fn copied(domain: &Domain) -> bool {
+        LOCAL.with(|cell| cell.borrow().entries.contains_key(domain))
+    }
+
+    #[test]
+    fn a_domain_read_again_gets_a_private_copy_and_writes_are_seen_at_once() {
+        let now = 1_800_000_000;
+        let cache = MemoryCache::default();
+        // Short names live in the map's slot, long ones (over 30 octets) behind a pointer.
+        let long = format!("{}.example.test", "a".repeat(40));
+        for name in ["busy.test", long.as_str()] {
+            let d = Domain::parse(name).expect("domain");
+            assert!(cache.read(&d, |e| e.is_none()), "{name}: absent at first");
+            cache.update(&d, now, |e| *e = live_entry(now));
+            // Read once: from the shared map, no copy.
+            let shared = cache.read(&d, |e| e.and_then(|e| e.live(now).cloned())).expect("live");
+            assert!(!copied(&d), "{name}: copied on its first read");
+            // Read again: a private copy, equal to the shared entry but not the same object.
+            let private = cache.read(&d, |e| e.and_then(|e| e.live(now).cloned())).expect("live");
+            assert!(copied(&d), "{name}: not copied on its second read");
+            assert_eq!(private, shared);
+            assert!(!Arc::ptr_eq(&private, &shared), "{name}: the copy shares the reference count");
+            // A write is seen by the next read, copy or not.
+            cache.update(&d, now, |e| e.checked_at = now + 7);
+            assert_eq!(cache.read(&d, |e| e.map(|e| e.checked_at)), Some(now + 7), "{name}");
+            assert_eq!(cache.read(&d, |e| e.map(|e| e.checked_at)), Some(now + 7), "{name}");
+            assert!(cache.remove(&d));
+            assert!(cache.read(&d, |e| e.is_none()), "{name}: removed");
+            assert_eq!(cache.get(&d), None);
+        }
+        // Names that differ only past the inline part, or in length, are different keys.
+        let a = Domain::parse(&format!("{long}.a")).expect("domain");
+        let b = Domain::parse(&format!("{long}.b")).expect("domain");
+        cache.update(&a, now, |e| e.checked_at = 1);
+        assert_eq!(cache.get(&b), None);
+        assert_eq!(cache.get(&Domain::parse("x.test").expect("d")), None);
+        assert_eq!(cache.get(&a).map(|e| e.checked_at), Some(1));
     }
 
     #[test]

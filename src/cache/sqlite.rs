@@ -1024,4 +1024,21 @@ mod tests {
         assert!(text.contains("policies_fetched_at") && text.contains("policies_half_life"), "{text}");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn a_lookup_is_one_primary_key_search() {
+        let dir = std::env::temp_dir().join(format!("mtasts-sqlite-lookup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = SqliteStore::open(&dir.join("p.sqlite"), 300).expect("open");
+        let plan: Vec<String> = store
+            .with(|c| {
+                let mut stmt =
+                    c.prepare("EXPLAIN QUERY PLAN SELECT policy_text FROM policies WHERE domain = ?1")?;
+                let rows = stmt.query_map(params!["example.com"], |r| r.get::<_, String>(3))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .expect("plan");
+        assert_eq!(plan, ["SEARCH policies USING PRIMARY KEY (domain=?)"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

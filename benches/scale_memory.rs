@@ -1,0 +1,262 @@
+//! Many domains in memory (issue 17, item 2): one engine holding the policies of N domains, as a
+//! long-running `mtasts serve` would.
+//!
+//! The engine is filled through its normal path: one `check_mx` per domain, which looks up the
+//! TXT record (a resolver answering from memory), fetches the policy (a fetcher answering from
+//! memory), parses it and writes it to the in-process cache as any discovery does. Then:
+//!
+//! * RSS (`/proc/self/statm`) and live heap bytes (a counting allocator) before and after the
+//!   fill, per domain;
+//! * the cached `check_mx` of one domain over and over (the baseline) against the cached
+//!   `check_mx` of a domain drawn at random among the N, in alternating batches; the medians of
+//!   the batches and their ratio.
+//!
+//! Two kinds of policies, each in its own child process (so that one's memory is not the
+//! other's): `distinct`, where every domain has its own MX host names (the worst case for
+//! memory), and `shared`, where the domains are hosted by eight providers and each serves its
+//! provider's policy text (the common case: many domains point at the same few mail hosts).
+//! Every domain has its own TXT id in both.
+//!
+//! `cargo bench --bench scale_memory` (N = 1,000,000); `-- --domains N` to change N,
+//! `-- --kind distinct|shared` to run one kind in this process. Figures in BENCHMARKS.md
+//! ("Scale").
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Instant;
+
+use mtasts::cache::Failure;
+use mtasts::engine::{DnsError, Fetcher, Resolver};
+use mtasts::{Domain, Engine, Timing, TrustAnchors, Verdict};
+
+/// Live heap bytes, counted by the allocator.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is kept.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Distinct,
+    Shared,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Distinct => "distinct",
+            Self::Shared => "shared",
+        }
+    }
+}
+
+/// Providers of the `shared` kind.
+const PROVIDERS: usize = 8;
+
+/// The number in a generated name `customer0001234.com` (and `_mta-sts.` / `mta-sts.` forms).
+fn index_of(name: &str) -> usize {
+    let digits: String = name.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().unwrap_or(usize::MAX)
+}
+
+struct Dns;
+impl Resolver for Dns {
+    fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        Ok(vec![format!("v=STSv1; id=2026{}", index_of(name)).into_bytes()])
+    }
+}
+
+struct Http(Kind);
+impl Fetcher for Http {
+    fn fetch(&self, domain: &Domain) -> Result<Vec<u8>, Failure> {
+        let i = index_of(domain.as_str());
+        let mx = match self.0 {
+            Kind::Distinct => format!("mx: mx1.customer{i:07}.com\nmx: mx2.customer{i:07}.com\n"),
+            Kind::Shared => format!("mx: *.mail.provider{}.net\n", i % PROVIDERS),
+        };
+        Ok(format!("version: STSv1\nmode: enforce\n{mx}max_age: 604800\n").into_bytes())
+    }
+}
+
+/// Writes `customer{i:07}.com` and the MX host a check names into fixed buffers: the same work
+/// for the baseline and the random case, and no heap.
+struct Names {
+    domain: [u8; 32],
+    mx: [u8; 48],
+    domain_len: usize,
+    mx_len: usize,
+}
+
+impl Names {
+    fn new() -> Self {
+        Self { domain: [0; 32], mx: [0; 48], domain_len: 0, mx_len: 0 }
+    }
+
+    fn set(&mut self, kind: Kind, i: usize) -> (&str, &str) {
+        let mut digits = [b'0'; 7];
+        let mut n = i;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let put = |buf: &mut [u8], parts: &[&[u8]]| {
+            let mut at = 0;
+            for p in parts {
+                buf[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            at
+        };
+        self.domain_len = put(&mut self.domain, &[b"customer", &digits, b".com"]);
+        self.mx_len = match kind {
+            Kind::Distinct => put(&mut self.mx, &[b"mx1.customer", &digits, b".com"]),
+            Kind::Shared => {
+                let p = [b'0' + (i % PROVIDERS) as u8];
+                put(&mut self.mx, &[b"mx", &digits, b".mail.provider", &p, b".net"])
+            }
+        };
+        let domain = std::str::from_utf8(&self.domain[..self.domain_len]).unwrap_or("");
+        let mx = std::str::from_utf8(&self.mx[..self.mx_len]).unwrap_or("");
+        (domain, mx)
+    }
+}
+
+/// Resident set size in bytes.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("resident");
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    pages * page
+}
+
+/// xorshift64*: a reproducible random sequence without a dependency.
+fn random_indices(n: usize, count: usize) -> Vec<u32> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as u32
+        })
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Nanoseconds per check over a batch of checks of the domains `indices` names.
+fn batch(engine: &Engine, kind: Kind, names: &mut Names, indices: impl Iterator<Item = usize>) -> f64 {
+    let began = Instant::now();
+    let mut n = 0u32;
+    for i in indices {
+        let (domain, mx) = names.set(kind, i);
+        let outcome = engine.check_mx(black_box(domain), black_box(mx)).expect("check");
+        debug_assert_eq!(outcome.verdict, Verdict::Pass);
+        black_box(outcome);
+        n += 1;
+    }
+    began.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn run(kind: Kind, n: usize) {
+    const BATCH: usize = 200_000;
+    const ROUNDS: usize = 15;
+    let random = random_indices(n, BATCH * ROUNDS);
+    let timing = Timing { txt_check_interval: 86_400, ..Timing::default() };
+    let engine =
+        Engine::builder(Dns, Http(kind)).trust_anchors(TrustAnchors::webpki()).timing(timing).build();
+    let mut names = Names::new();
+    // The engine's own first-use costs (metrics, thread-locals) before the first measurement.
+    let (d, mx) = names.set(kind, 0);
+    assert_eq!(engine.check_mx(d, mx).expect("check").verdict, Verdict::Pass);
+
+    let (rss0, heap0) = (rss(), LIVE.load(Ordering::Relaxed));
+    let began = Instant::now();
+    for i in 0..n {
+        let (d, mx) = names.set(kind, i);
+        let outcome = engine.check_mx(d, mx).expect("fill");
+        assert_eq!(outcome.verdict, Verdict::Pass, "{d} {mx}: {:?}", outcome.reason);
+    }
+    let fill = began.elapsed();
+    let (rss1, heap1) = (rss(), LIVE.load(Ordering::Relaxed));
+    assert_eq!(engine.cache().len(), n);
+    let per = |a: usize, b: usize| (b as f64 - a as f64) / n as f64;
+    println!(
+        "[{}] filled {n} domains through check_mx in {:.1} s ({:.2} µs each)",
+        kind.as_str(),
+        fill.as_secs_f64(),
+        fill.as_secs_f64() * 1e6 / n as f64
+    );
+    println!(
+        "[{}] RSS {:.1} MiB -> {:.1} MiB: {:.0} bytes per domain; live heap {:.0} bytes per domain",
+        kind.as_str(),
+        rss0 as f64 / 1048576.0,
+        rss1 as f64 / 1048576.0,
+        per(rss0, rss1),
+        (heap1 - heap0) as f64 / n as f64
+    );
+
+    // Warm-up of both cases, then alternating batches.
+    batch(&engine, kind, &mut names, std::iter::repeat_n(0, BATCH));
+    batch(&engine, kind, &mut names, random[..BATCH].iter().map(|&i| i as usize));
+    let (mut single, mut spread) = (Vec::new(), Vec::new());
+    for r in 0..ROUNDS {
+        single.push(batch(&engine, kind, &mut names, std::iter::repeat_n(0, BATCH)));
+        let chunk = &random[r * BATCH..(r + 1) * BATCH];
+        spread.push(batch(&engine, kind, &mut names, chunk.iter().map(|&i| i as usize)));
+    }
+    let (single, spread) = (median(&mut single), median(&mut spread));
+    println!(
+        "[{}] cached check_mx, one domain: {single:.0} ns; a random one of {n}: {spread:.0} ns; ratio {:.2}x (medians of {ROUNDS} batches of {BATCH})",
+        kind.as_str(),
+        spread / single
+    );
+    println!("[{}] RSS at the end {:.1} MiB", kind.as_str(), rss() as f64 / 1048576.0);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let n: usize = value("--domains").map_or(1_000_000, |v| v.parse().expect("--domains N"));
+    match value("--kind").as_deref() {
+        Some("distinct") => run(Kind::Distinct, n),
+        Some("shared") => run(Kind::Shared, n),
+        Some(other) => panic!("--kind {other}: distinct or shared"),
+        None => {
+            // Each kind in a process of its own, one after the other.
+            for kind in ["distinct", "shared"] {
+                let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+                    .args(["--kind", kind, "--domains", &n.to_string()])
+                    .status()
+                    .expect("child");
+                assert!(status.success(), "{kind}: {status}");
+            }
+        }
+    }
+}
