@@ -98,7 +98,8 @@ impl Source {
             Self::File(path) => Config::from_file(path),
         };
         let config = config.inspect(|c| crate::logging::apply(&c.log));
-        config.and_then(|c| c.build_engine()).map_err(|e| e.to_string())
+        // A process per delivery: the DNSSEC trust anchor file is read when a validation needs it.
+        config.and_then(|c| c.build_engine_lazy()).map_err(|e| e.to_string())
     }
 
     /// The file whose changes make the engine be built again: the one `build` reads (for the
