@@ -321,7 +321,7 @@ mod tests {
         .expect("config");
         let source = Source::File(config);
         assert!(source.build(true).is_ok());
-        let e = source.build(false).err().expect("a reload checks the trust anchor");
+        let Err(e) = source.build(false) else { panic!("a reload must check the trust anchor") };
         assert!(e.contains("[dns] trust_anchor") && e.contains(&anchor.display().to_string()), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
