@@ -464,6 +464,23 @@ impl Config {
     /// configured nameservers, those of `/etc/resolv.conf` must all be on loopback; a
     /// `trust_anchor` file must hold DS or DNSKEY records.
     pub fn dns_resolver(&self) -> Result<DnsResolver, ConfigError> {
+        self.check_trust_anchor()?;
+        self.dns_resolver_unchecked()
+    }
+
+    /// Checks that the `[dns] trust_anchor` file, if one is set, is readable and holds DS or
+    /// DNSKEY records (`mtasts doctor`, `lint`, and every engine built by [`Config::build_engine`]).
+    pub fn check_trust_anchor(&self) -> Result<(), ConfigError> {
+        match &self.dns.trust_anchor {
+            Some(path) => crate::dnssec::check_trust_anchor_file(path)
+                .map_err(|e| ConfigError(format!("[dns] trust_anchor: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`Config::dns_resolver`] without reading the trust anchor file: the resolver reads it
+    /// when it validates, and a bad file then fails that lookup with a message naming the file.
+    fn dns_resolver_unchecked(&self) -> Result<DnsResolver, ConfigError> {
         let nameservers = self.nameservers()?;
         if self.dns.dnssec == DnssecMode::TrustAd && nameservers.is_empty() {
             let (system, _opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
@@ -477,10 +494,6 @@ impl Config {
                 ));
             }
             check_loopback(&system, "the nameservers of /etc/resolv.conf")?;
-        }
-        if let Some(path) = &self.dns.trust_anchor {
-            crate::dnssec::check_trust_anchor_file(path)
-                .map_err(|e| ConfigError(format!("[dns] trust_anchor: {e}")))?;
         }
         Ok(DnsResolver::new(DnsSettings {
             nameservers,
@@ -514,6 +527,17 @@ impl Config {
     /// its in-process cache: the MTA keeps delivering, unless `[engine] on_store_error =
     /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
+        self.check_trust_anchor()?;
+        self.build_engine_inner(None, &mut |stores| Ok(stores))
+    }
+
+    /// As [`Config::build_engine`], for a short-lived process that may never validate a DNSSEC
+    /// answer (the default engine of the C ABI and Exim's engines: Exim runs a process per
+    /// delivery, and one whose policy and DANE state are stored validates nothing): the `[dns]
+    /// trust_anchor` file is read at the first validation, not now. A missing or bad file then
+    /// fails that lookup (fail closed: a temporary failure naming the file), and `mtasts lint`
+    /// and `mtasts doctor` still check it.
+    pub fn build_engine_lazy(&self) -> Result<Engine, ConfigError> {
         self.build_engine_inner(None, &mut |stores| Ok(stores))
     }
 
@@ -521,6 +545,7 @@ impl Config {
     /// serve`): it keeps `old`'s in-process policy cache ([`Engine::shared_cache`]) and counts
     /// into its metrics ([`Engine::shared_metrics`]).
     pub fn build_engine_replacing(&self, old: &Engine) -> Result<Engine, ConfigError> {
+        self.check_trust_anchor()?;
         self.build_engine_inner(Some(old), &mut |stores| Ok(stores))
     }
 
@@ -532,6 +557,7 @@ impl Config {
         old: Option<&Engine>,
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
+        self.check_trust_anchor()?;
         self.build_engine_inner(old, wrap)
     }
 
@@ -541,7 +567,7 @@ impl Config {
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
         let anchors = self.trust_anchors()?;
-        let dns = Arc::new(self.dns_resolver()?);
+        let dns = Arc::new(self.dns_resolver_unchecked()?);
         let settings = FetchSettings {
             timeout: Duration::from_millis(self.https.timeout_ms),
             connect_timeout: Duration::from_millis(self.https.connect_timeout_ms),
@@ -731,6 +757,28 @@ mod tests {
         assert_eq!((c.serve.idle_timeout_ms, c.serve.listen.as_deref()), (Some(0), Some("unix:/tmp/s")));
         assert!(Config::parse("[serve]\nlisten_on = \"x\"\n").unwrap_err().0.contains("listen_on"));
         assert!(Config::parse("[serve]\nmax_connections = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn a_bad_trust_anchor_file_fails_the_build_or_with_build_engine_lazy_the_first_validation() {
+        use crate::ports::{TlsaLookup, TlsaResolver as _};
+        let missing = std::env::temp_dir().join(format!("mtasts-no-anchor-{}.ds", std::process::id()));
+        let c = Config::parse(&format!(
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout_ms = 2000\ndnssec = \"validate\"\n\
+             trust_anchor = \"{}\"\n[cache]\npath = \"memory\"\n",
+            missing.display()
+        ))
+        .unwrap();
+        let name = missing.display().to_string();
+        let e = c.build_engine().unwrap_err();
+        assert!(e.0.contains("[dns] trust_anchor") && e.0.contains(&name), "{e}");
+        assert!(c.dns_resolver().unwrap_err().0.contains(&name));
+        // The default engine of a process per delivery reads the file only to validate.
+        c.build_engine_lazy().expect("built without reading the trust anchor");
+        let mx = crate::domain::Domain::parse("mx.example.com").unwrap();
+        let lookup = c.dns_resolver_unchecked().unwrap().tlsa(&mx);
+        let TlsaLookup::Failed(text) = &lookup else { panic!("{lookup:?}") };
+        assert!(text.contains(&format!("cannot read the trust anchor {name}")), "{text}");
     }
 
     #[test]

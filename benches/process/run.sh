@@ -25,6 +25,9 @@
 # store's write-ahead log is as a busy MTA leaves it rather than empty (each delivery's exit
 # flush adds two pages to it).
 #
+# STAT=1 prints, per process, the page faults (`perf stat` of 100) and the user-space
+# instructions (callgrind, median of 5) of (a) and (b): counts that the machine's load does not
+# stretch, for comparing builds on a busy machine (CG_OUT=prefix keeps a callgrind profile of each).
 # PERF=1 records a profile of 200 (b) processes into $PERF_OUT (default /tmp/proc-delivery.perf)
 # after the bench; STRACE=1 prints `strace -f -c` of one (b) process and the fsync calls of one.
 set -euo pipefail
@@ -86,6 +89,26 @@ if [ -n "${STRACE:-}" ]; then
   strace -f -T -e trace=fsync,fdatasync,sync_file_range,pwrite64,openat -o "$tmp/strace-t.txt" \
     "$bin" b "$lib" enforce.test mx.enforce.test "$chain"
   grep -v ENOENT "$tmp/strace-t.txt" | grep -E 'sqlite|sync|pwrite|mtasts' || true
+fi
+if [ -n "${STAT:-}" ]; then
+  # Counts that do not stretch with the machine's load as times do, to compare builds while
+  # other work shares the cores: the page faults of 100 (a) and 100 (b) processes (`perf stat`),
+  # and the user-space instructions of 5 processes of each (valgrind's callgrind, the median).
+  for c in a b; do
+    if [ $c = a ]; then args=(a "$lib" "$chain"); else args=(b "$lib" enforce.test mx.enforce.test "$chain"); fi
+    perf stat -x, -e page-faults -o "$tmp/stat-$c.txt" -- bash -c \
+      'for _ in $(seq 100); do "$@" || exit 1; done' _ "$bin" "${args[@]}"
+    faults=$(awk -F, '/page-faults/ { print $1 }' "$tmp/stat-$c.txt")
+    irs=()
+    for i in 1 2 3 4 5; do
+      valgrind --tool=callgrind --callgrind-out-file="$tmp/cg-$c.$i" "$bin" "${args[@]}" 2> "$tmp/cg-$c.log" ||
+        { cat "$tmp/cg-$c.log" >&2; exit 1; }
+      irs+=("$(sed -n 's/^summary: //p' "$tmp/cg-$c.$i")")
+    done
+    ir=$(printf '%s\n' "${irs[@]}" | sort -n | sed -n 3p)
+    echo "  ($c) page faults per process: $((faults / 100)); instructions (user space, median of 5): $ir"
+    [ -z "${CG_OUT:-}" ] || cp "$tmp/cg-$c.3" "$CG_OUT.$c"
+  done
 fi
 if [ -n "${PERF:-}" ]; then
   out=${PERF_OUT:-/tmp/proc-delivery.perf}

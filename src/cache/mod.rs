@@ -163,6 +163,12 @@ pub trait CountStore: Send + Sync + fmt::Debug {
 
     /// The engine counters summed over every process that flushed to this store.
     fn stats(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Adds engine counters and TLSRPT counts of any number of days in one write (SQLite: one
+    /// transaction; Redis: one atomic pipeline): all of them are added, or none (so that a caller
+    /// may keep everything to retry on an error without counting anything twice). An engine's
+    /// flush, and so each short-lived process's exit, writes this way.
+    fn add_all(&self, stats: &[(&str, u64)], days: &[(Day, &DayCounts)]) -> Result<(), StoreError>;
 }
 
 /// A persistent queue of built TLSRPT reports and where their delivery stands, so that a restart

@@ -292,27 +292,34 @@ impl CountStore for RedisStore {
     }
 
     fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
-        let key = format!("{COUNTS_PREFIX}{}", day.days());
-        let rows = super::sqlite::count_rows(counts)?;
-        self.with(|c| {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (domain, policy, failure, n) in &rows {
-                let field = serde_json::to_string(&(domain, policy, failure)).unwrap_or_default();
-                pipe.cmd("HINCRBY").arg(&key).arg(field).arg(*n).ignore();
-            }
-            // Kept a week: long enough to build and resend the day's reports.
-            pipe.cmd("EXPIRE").arg(&key).arg(7 * 86_400).ignore();
-            pipe.query::<()>(c)
-        })
+        self.add_all(&[], &[(day, counts)])
     }
 
     fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
+        self.add_all(deltas, &[])
+    }
+
+    fn add_all(&self, stats: &[(&str, u64)], days: &[(Day, &DayCounts)]) -> Result<(), StoreError> {
+        let mut counts = Vec::with_capacity(days.len());
+        for (day, day_counts) in days {
+            counts.push((format!("{COUNTS_PREFIX}{}", day.days()), super::sqlite::count_rows(day_counts)?));
+        }
+        if stats.is_empty() && counts.is_empty() {
+            return Ok(());
+        }
         self.with(|c| {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for (key, n) in deltas {
+            for (key, n) in stats {
                 pipe.cmd("HINCRBY").arg(STATS_KEY).arg(*key).arg(*n).ignore();
+            }
+            for (key, rows) in &counts {
+                for (domain, policy, failure, n) in rows {
+                    let field = serde_json::to_string(&(domain, policy, failure)).unwrap_or_default();
+                    pipe.cmd("HINCRBY").arg(key).arg(field).arg(*n).ignore();
+                }
+                // Kept a week: long enough to build and resend the day's reports.
+                pipe.cmd("EXPIRE").arg(key).arg(7 * 86_400).ignore();
             }
             pipe.query::<()>(c)
         })

@@ -90,8 +90,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a writer waits for another process's write.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The size of the write-ahead log, in pages, past which a commit copies it into the database
-/// (a passive checkpoint: the log and the database are synced), so that the next writer starts
-/// the log again (its new header is synced too). SQLite's default is 1,000 pages (4 MB). A
+/// and empties it (a `TRUNCATE` checkpoint, [`checkpoint_and_restart`]: the log and the database
+/// are synced), so that the next writer starts the log again (its new header is synced too).
+/// SQLite's default is 1,000 pages (4 MB). A
 /// process that opens the store while no other process has it open rebuilds its index of the
 /// log by reading all of it, and Exim opens it that way for every delivery, whose exit flush adds
 /// two pages: with the default, a delivery spent about 1.3 µs per page in the log, 1.4 ms at 800
@@ -259,6 +260,40 @@ fn connect_any(path: &Path) -> Result<(Connection, Access), StoreError> {
     Err(error.0)
 }
 
+/// SQLite's process-wide memory settings, made once before this process's first connection.
+/// By default every connection sets up 120 KB of lookaside memory and 20 pages of page cache at
+/// once and writes a free list through all of it, so a process that opens one connection for a
+/// few reads touches (and takes a page fault for) each of those pages: about 40 faults more per
+/// Exim delivery (BENCHMARKS.md "A process per delivery"). 19 KB of lookaside still serve most of
+/// the schema parser's small allocations (0.15% more instructions than the default; none costs
+/// 2%); the page cache takes memory a page at a time as pages are read.
+#[allow(unsafe_code)] // sqlite3_config: SQLite's C interface, which rusqlite does not wrap
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // 16 slots of 1,200 bytes (SQLite carves them into large and small ones), not 100.
+        let (lookaside_size, lookaside_slots) = (1200i32, 16i32);
+        // SAFETY: called once, before this process's first connection (every connection of
+        // the library is opened after this `Once`, which makes other threads wait), so no other
+        // SQLite call runs meanwhile. A SQLite already initialised answers SQLITE_MISUSE and
+        // keeps its settings, which is harmless.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_LOOKASIDE,
+                lookaside_size,
+                lookaside_slots,
+            );
+            // No memory of its own and no initial bulk: pages from the heap as they are read.
+            rusqlite::ffi::sqlite3_config(
+                rusqlite::ffi::SQLITE_CONFIG_PAGECACHE,
+                std::ptr::null_mut::<std::ffi::c_void>(),
+                0i32,
+                0i32,
+            );
+        }
+    });
+}
+
 /// Opens and checks the database at `path` for reading and writing. The flag of the error says
 /// whether the cause is a permission (so that a read-only open may succeed).
 fn connect(path: &Path) -> Result<Connection, (StoreError, bool)> {
@@ -275,6 +310,7 @@ fn connect(path: &Path) -> Result<Connection, (StoreError, bool)> {
         );
         (describe(path, &e), permission)
     };
+    configure_sqlite();
     let mut conn = Connection::open_with_flags(path, flags).map_err(fail)?;
     // SQLite opens a file it may not write read-only without saying so.
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
@@ -297,6 +333,7 @@ fn connect(path: &Path) -> Result<Connection, (StoreError, bool)> {
 fn connect_read_only(path: &Path, immutable: bool) -> Result<Connection, StoreError> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    configure_sqlite();
     let conn = if immutable {
         let uri = format!("file:{}?immutable=1", uri_path(path));
         Connection::open_with_flags(uri, flags)
@@ -372,6 +409,27 @@ fn adopt_directory_owner(files: [&Path; 3], existed: [bool; 3]) {
     }
 }
 
+/// Replaces SQLite's automatic checkpoint (passive, at 1,000 pages) with one at
+/// [`WAL_AUTOCHECKPOINT_PAGES`] that also empties the log (`TRUNCATE`), run by the commit that
+/// takes the log past that size. A passive checkpoint copies the log into the database but leaves
+/// the log for the next write to start again, and only a write whose transaction began after the
+/// checkpoint in the same process can: a process that opens the store alone rebuilds its index of
+/// the log and forgets that it was copied. An Exim delivery writes once (its exit flush), so the
+/// log was never started again and grew by every delivery's pages, each delivery reading all of
+/// it and repeating the checkpoint with its fsyncs. Emptied, the log is read from its start by
+/// the next process. The truncation waits (the busy timeout) for readers still in the old log;
+/// if they outlast it, the checkpoint is the passive one and a later commit tries again.
+fn checkpoint_and_restart(conn: &mut Connection) -> rusqlite::Result<()> {
+    let at = i32::try_from(WAL_AUTOCHECKPOINT_PAGES).unwrap_or(i32::MAX);
+    conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
+        if pages >= at {
+            // The commit has happened; a checkpoint that could not finish is no error of it.
+            let _ = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::TRUNCATE);
+        }
+        Ok(())
+    }))
+}
+
 /// Sets the pragmas, claims a new database and runs pending migrations.
 fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -380,9 +438,8 @@ fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
             format!("cannot switch to WAL mode (journal mode is {mode})").into(),
         ));
     }
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
-    ))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")?;
+    checkpoint_and_restart(conn)?;
     // The common case, a current store: no write transaction at all.
     let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -609,34 +666,42 @@ impl CountStore for SqliteStore {
     }
 
     fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
-        self.writable()?;
-        let rows = count_rows(counts)?;
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO tlsrpt_counts (day, domain, policy, failure, sessions) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (day, domain, policy, failure) DO UPDATE SET sessions = sessions + excluded.sessions",
-                )?;
-                for (domain, policy, failure, n) in &rows {
-                    stmt.execute(params![to_sql(day.days()), domain, policy, failure, to_sql(*n)])?;
-                }
-            }
-            tx.commit()
-        })
+        self.add_all(&[], &[(day, counts)])
     }
 
     fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
+        self.add_all(deltas, &[])
+    }
+
+    fn add_all(&self, stats: &[(&str, u64)], days: &[(Day, &DayCounts)]) -> Result<(), StoreError> {
         self.writable()?;
+        let mut rows = Vec::with_capacity(days.len());
+        for (day, counts) in days {
+            rows.push((*day, count_rows(counts)?));
+        }
+        if stats.is_empty() && rows.iter().all(|(_, r)| r.is_empty()) {
+            return Ok(());
+        }
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
+            if !stats.is_empty() {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO stats (key, value) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
                 )?;
-                for (key, n) in deltas {
+                for (key, n) in stats {
                     stmt.execute(params![key, to_sql(*n)])?;
+                }
+            }
+            if rows.iter().any(|(_, r)| !r.is_empty()) {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO tlsrpt_counts (day, domain, policy, failure, sessions) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (day, domain, policy, failure) DO UPDATE SET sessions = sessions + excluded.sessions",
+                )?;
+                for (day, rows) in &rows {
+                    for (domain, policy, failure, n) in rows {
+                        stmt.execute(params![to_sql(day.days()), domain, policy, failure, to_sql(*n)])?;
+                    }
                 }
             }
             tx.commit()
@@ -993,17 +1058,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mtasts-sqlite-wal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("w.sqlite");
+        // The commit that takes the log to the limit also empties it (a passive checkpoint would
+        // leave it for the next write, which a process writing once never makes).
         let store = SqliteStore::open(&path, 300).expect("open");
-        let pages: i64 =
-            store.with(|c| c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))).expect("pragma");
-        assert_eq!(pages, i64::from(WAL_AUTOCHECKPOINT_PAGES));
-        for i in 0..400u64 {
-            store.add_stats(&[("k", i)]).expect("add");
-        }
         let [wal, _] = side_files(&path);
         let frame = 24 + 4096;
-        let frames = (std::fs::metadata(&wal).expect("wal").len() - 32) / frame;
-        assert!(frames <= u64::from(WAL_AUTOCHECKPOINT_PAGES) + 2, "{frames} frames in the log");
+        let mut emptied = 0;
+        for i in 0..400u64 {
+            store.add_stats(&[("k", i)]).expect("add");
+            let len = std::fs::metadata(&wal).expect("wal").len();
+            let frames = len.saturating_sub(32) / frame;
+            assert!(frames < u64::from(WAL_AUTOCHECKPOINT_PAGES), "{frames} frames in the log");
+            emptied += u32::from(len == 0);
+        }
+        assert!(emptied >= 3, "the log was emptied {emptied} times in 400 commits");
+        let total: i64 = store
+            .with(|c| c.query_row("SELECT value FROM stats WHERE key = 'k'", [], |r| r.get(0)))
+            .expect("sum");
+        assert_eq!(total, (0..400).sum::<i64>());
         let _ = std::fs::remove_dir_all(dir);
     }
 

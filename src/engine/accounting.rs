@@ -135,21 +135,27 @@ impl Engine {
     /// Done by itself every few hundred sessions or seconds, and when the engine is dropped.
     /// The engine's counters (`crate::metrics`) are flushed with them.
     pub fn flush_reports(&self) {
-        self.flush_metrics();
-        let days = self.tally.take(self.clock.now());
-        if days.is_empty() {
+        let Some(store) = self.counts.as_ref().filter(|_| self.store_writable) else {
+            self.flush_metrics();
+            let days = self.tally.take(self.clock.now());
+            if !days.is_empty() {
+                self.tally.keep(days);
+            }
+            return;
+        };
+        // The counters and every day's counts in one write (one SQLite transaction): a process
+        // per delivery pays for one commit at exit, not two.
+        let now = self.clock.now();
+        let deltas = self.metrics.take_deltas(now);
+        let days = self.tally.take(now);
+        if deltas.is_empty() && days.is_empty() {
             return;
         }
-        match self.counts.as_ref().filter(|_| self.store_writable) {
-            Some(store) => {
-                for (day, counts) in days {
-                    if let Err(e) = store.add_report_counts(day, &counts) {
-                        self.report_store_error(&e);
-                        self.tally.keep([(day, counts)].into());
-                    }
-                }
-            }
-            None => self.tally.keep(days),
+        let batch: Vec<(Day, &DayCounts)> = days.iter().map(|(day, counts)| (*day, counts)).collect();
+        if let Err(e) = store.add_all(&deltas, &batch) {
+            self.metrics.untake(&deltas);
+            self.report_store_error(&e);
+            self.tally.keep(days);
         }
     }
 

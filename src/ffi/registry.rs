@@ -92,13 +92,22 @@ enum Source {
 }
 
 impl Source {
-    fn build(&self) -> Result<Engine, String> {
+    /// Builds the engine. The first build of a process (`first`) leaves the DNSSEC trust anchor
+    /// file to the first validation (a process per delivery seldom validates anything); a
+    /// reload checks it, so that a changed configuration with a bad file is refused and the one
+    /// in force stays.
+    fn build(&self, first: bool) -> Result<Engine, String> {
         let config = match self {
             Self::Default => Config::load(None),
             Self::File(path) => Config::from_file(path),
         };
         let config = config.inspect(|c| crate::logging::apply(&c.log));
-        config.and_then(|c| c.build_engine()).map_err(|e| e.to_string())
+        let built = match config {
+            Ok(c) if first => c.build_engine_lazy(),
+            Ok(c) => c.build_engine(),
+            Err(e) => Err(e),
+        };
+        built.map_err(|e| e.to_string())
     }
 
     /// The file whose changes make the engine be built again: the one `build` reads (for the
@@ -147,7 +156,7 @@ impl Engines {
         let loaded = cell.get_or_try_init(|| {
             flush_at_exit();
             let before = stamp(&source.watched());
-            source.build().map(|e| Loaded { engine: Mutex::new(Arc::new(e)), stamp: Mutex::new(before) })
+            source.build(true).map(|e| Loaded { engine: Mutex::new(Arc::new(e)), stamp: Mutex::new(before) })
         })?;
         Ok(Arc::clone(&loaded.engine.lock()))
     }
@@ -167,7 +176,7 @@ impl Engines {
                 continue;
             }
             *loaded.stamp.lock() = now;
-            match source.build() {
+            match source.build(false) {
                 Ok(engine) => {
                     tracing::info!(target: "mtasts", config = %path.display(), "configuration reloaded");
                     // The old engine is dropped by its last user, outside this lock.
@@ -295,6 +304,27 @@ fn flush_at_exit() {
 mod tests {
     use super::*;
     use std::panic::AssertUnwindSafe;
+
+    #[test]
+    fn a_first_build_reads_no_trust_anchor_and_a_reload_refuses_a_bad_one() {
+        let dir = std::env::temp_dir().join(format!("mtasts-registry-anchor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (config, anchor) = (dir.join("mtasts.toml"), dir.join("missing.ds"));
+        std::fs::write(
+            &config,
+            format!(
+                "[dns]\nnameservers = [\"127.0.0.1:9\"]\ndnssec = \"validate\"\ntrust_anchor = \"{}\"\n\
+                 [cache]\npath = \"memory\"\n",
+                anchor.display()
+            ),
+        )
+        .expect("config");
+        let source = Source::File(config);
+        assert!(source.build(true).is_ok());
+        let Err(e) = source.build(false) else { panic!("a reload must check the trust anchor") };
+        assert!(e.contains("[dns] trust_anchor") && e.contains(&anchor.display().to_string()), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     /// Forks, runs `child` in the child (exit status 0 when it returns true), and waits for it
     /// with a generous deadline that only detects a hang (a hung child is killed, and fails).
