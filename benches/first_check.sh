@@ -27,14 +27,8 @@ cd "$(dirname "$0")/.."
 n=${1:-50}
 cargo build -q --release --example first_check -p mtasts
 cargo build -q -p mtasts-fixtures
-tmp=$(mktemp -d)
-fifo="$tmp/hold"
-mkfifo "$fifo"
-target/debug/mtasts-fixture "$tmp/fx" < "$fifo" > "$tmp/info" &
-fixture=$!
-exec 3> "$fifo"
-trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 50); do [ -s "$tmp/info" ] && break; sleep 0.1; done
+. fixtures/start.sh
+start_fixture
 config="$tmp/fx/mtasts.toml"
 grep -q '^dnssec = "validate"' "$config" || { echo "the fixture's configuration does no DANE" >&2; exit 1; }
 off="$tmp/off.toml"

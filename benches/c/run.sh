@@ -6,13 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build -q --release -p mtasts
 cargo build -q -p mtasts-fixtures
-tmp=$(mktemp -d)
-mkfifo "$tmp/hold"
-target/debug/mtasts-fixture "$tmp/fx" < "$tmp/hold" > "$tmp/info" &
-fixture=$!
-exec 3> "$tmp/hold"
-trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do [ -s "$tmp/info" ] && break; sleep 0.1; done
+. fixtures/start.sh
+start_fixture
 # The baseline engine: the same configuration without DANE.
 sed -e 's/^dnssec = .*/dnssec = "off"/' -e '/^trust_anchor = /d' "$tmp/fx/mtasts.toml" > "$tmp/fx/mtasts-dane-off.toml"
 # The library's SONAME is libmtasts.so.0: link against a copy under that name.

@@ -35,14 +35,8 @@ cd "$(dirname "$0")/../.."
 n=${1:-200}
 cargo build -q --release -p mtasts --lib
 cargo build -q -p mtasts-fixtures --bin mtasts-fixture
-tmp=$(mktemp -d)
-mkfifo "$tmp/hold"
-target/debug/mtasts-fixture "$tmp/fx" < "$tmp/hold" > "$tmp/info" &
-fixture=$!
-exec 3> "$tmp/hold"
-trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do [ -s "$tmp/info" ] && break; sleep 0.1; done
-[ -s "$tmp/info" ] || { echo "the fixtures did not start" >&2; exit 1; }
+. fixtures/start.sh
+start_fixture
 config="$tmp/fx/mtasts.toml"
 grep -q '^dnssec = "validate"' "$config" || { echo "the fixture's configuration does no DANE" >&2; exit 1; }
 sed -i "s|^path = \"memory\"|path = \"$tmp/store.sqlite\"|" "$config"

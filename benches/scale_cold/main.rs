@@ -55,6 +55,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+#[path = "../support/socketmap_client.rs"]
+mod socketmap_client;
+
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use mtasts_fixtures::dns::DnsServer;
@@ -62,6 +65,7 @@ use mtasts_fixtures::https::{HttpsServer, Response};
 use mtasts_fixtures::pki::pki;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use socketmap_client::Conn;
 
 /// The policy every generated domain publishes.
 const POLICY: &str = "version: STSv1\nmode: enforce\nmx: *.scale.test\nmax_age: 604800\n";
@@ -308,7 +312,7 @@ fn breakdown(n: usize) {
 
 /// Asks `mtasts serve` for every name once, over `conns` connections.
 fn socketmap(conns: usize, names: &[String], port: u16) -> Run {
-    drive(conns, names, || Conn::connect(port), |c, name| c.lookup(name))
+    drive(conns, names, || Conn::connect(port, Duration::from_secs(60)), |c, name| c.lookup(name))
 }
 
 /// Looks up every name once, `conns` at a time (one thread each, with its own `state`).
@@ -477,39 +481,6 @@ fn answers(sock: &UdpSocket, ids: &[u16]) -> Vec<Message> {
         }
     }
     got.into_iter().flatten().collect()
-}
-
-/// A socketmap connection with one request outstanding at most.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        Self { stream, buf: vec![0u8; 4096] }
-    }
-
-    /// Asks `postfix <name>` and reads the whole reply netstring.
-    fn lookup(&mut self, name: &str) -> Vec<u8> {
-        let payload = format!("postfix {name}");
-        self.stream.write_all(format!("{}:{payload},", payload.len()).as_bytes()).expect("write");
-        let mut got = Vec::new();
-        loop {
-            let n = self.stream.read(&mut self.buf).expect("read");
-            assert!(n > 0, "mtasts serve closed the connection");
-            got.extend_from_slice(&self.buf[..n]);
-            if let Some(colon) = got.iter().position(|&b| b == b':') {
-                let len: usize = std::str::from_utf8(&got[..colon]).expect("digits").parse().expect("len");
-                if got.len() >= colon + len + 2 {
-                    return got;
-                }
-            }
-        }
-    }
 }
 
 /// `mtasts serve` (the release binary) pointed at the fixtures.

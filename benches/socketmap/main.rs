@@ -38,12 +38,15 @@
 //!   print a line on stderr, which fails the benchmark. `cache_grace` is one day, so it answers
 //!   every request from its cache.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+
+#[path = "../support/socketmap_client.rs"]
+mod socketmap_client;
 
 use hickory_proto::rr::RData;
 use hickory_proto::rr::rdata::TXT;
@@ -51,6 +54,7 @@ use mtasts_fixtures::dns::DnsServer;
 use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
 use mtasts_fixtures::https::{HttpsServer, Response};
 use mtasts_fixtures::pki::pki;
+use socketmap_client::{Conn, read_listening_port, request};
 
 const KEY: &str = "enforce.test";
 const ENFORCE_REPLY: &str = "OK secure match=mx.enforce.test:.backup.enforce.test servername=hostname";
@@ -241,8 +245,8 @@ impl Target {
 
     /// One lookup (the policy fetch for mtasts), and the reply every measured lookup must give.
     fn warm_up(&mut self) {
-        let mut c = Conn::connect(self.port);
-        let reply = c.roundtrip_any(&request());
+        let mut c = Conn::connect(self.port, Duration::from_secs(10));
+        let reply = c.roundtrip_any(&request(KEY));
         let text = std::str::from_utf8(&reply).expect("utf-8 reply");
         let payload = text.split_once(':').map_or("", |(_, p)| p.trim_end_matches(','));
         let ok = payload.starts_with("OK secure match=")
@@ -283,77 +287,15 @@ impl Drop for Target {
     }
 }
 
-fn read_listening_port(child: &mut Child) -> u16 {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("bad line {line:?}"))
-}
-
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("free port").port()
-}
-
-fn request() -> Vec<u8> {
-    let payload = format!("postfix {KEY}");
-    format!("{}:{payload},", payload.len()).into_bytes()
-}
-
-/// A client connection with one request outstanding at most.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn connect(port: u16) -> Self {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        Self { stream, buf: vec![0u8; 4096] }
-    }
-
-    /// Sends a request and reads a whole reply netstring of unknown length.
-    fn roundtrip_any(&mut self, req: &[u8]) -> Vec<u8> {
-        self.stream.write_all(req).expect("write");
-        let mut got = Vec::new();
-        loop {
-            let n = self.stream.read(&mut self.buf).expect("read");
-            assert!(n > 0, "server closed the connection");
-            got.extend_from_slice(&self.buf[..n]);
-            if let Some(colon) = got.iter().position(|&b| b == b':') {
-                let len: usize = std::str::from_utf8(&got[..colon]).expect("digits").parse().expect("len");
-                if got.len() >= colon + len + 2 {
-                    return got;
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, req: &[u8]) {
-        self.stream.write_all(req).expect("write");
-    }
-
-    /// Reads exactly one reply of `want.len()` bytes and checks it.
-    fn receive(&mut self, want: &[u8]) {
-        let mut have = 0;
-        while have < want.len() {
-            let n = self.stream.read(&mut self.buf[have..want.len()]).expect("read");
-            assert!(n > 0, "server closed the connection");
-            have += n;
-        }
-        assert!(
-            self.buf[..want.len()] == *want,
-            "wrong reply {:?}",
-            String::from_utf8_lossy(&self.buf[..have])
-        );
-    }
 }
 
 /// Runs `conns` connections on `threads` client threads for `window` after a warm-up.
 fn measure(server: &Target, conns: usize, threads: usize, window: Duration) -> Run {
     let warm = Duration::from_millis(300);
     let barrier = Arc::new(Barrier::new(threads));
-    let req = Arc::new(request());
+    let req = Arc::new(request(KEY));
     let want = Arc::new(server.reply.clone());
     let port = server.port;
     let handles: Vec<_> = (0..threads)
@@ -361,7 +303,8 @@ fn measure(server: &Target, conns: usize, threads: usize, window: Duration) -> R
             let mine = conns / threads + usize::from(t < conns % threads);
             let (barrier, req, want) = (Arc::clone(&barrier), Arc::clone(&req), Arc::clone(&want));
             std::thread::spawn(move || {
-                let mut cs: Vec<Conn> = (0..mine).map(|_| Conn::connect(port)).collect();
+                let mut cs: Vec<Conn> =
+                    (0..mine).map(|_| Conn::connect(port, Duration::from_secs(10))).collect();
                 let mut sent = vec![Instant::now(); mine];
                 let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
                 barrier.wait();

@@ -15,13 +15,8 @@ fi
 [ -x "$smtpd" ] || { echo "cannot unpack OpenSMTPD into $cache/opensmtpd" >&2; exit 1; }
 
 cargo build -q -p mtasts -p mtasts-fixtures
-tmp=$(mktemp -d)
-mkfifo "$tmp/hold"
-target/debug/mtasts-fixture "$tmp/fx" < "$tmp/hold" > "$tmp/info" &
-fixture=$!
-exec 3> "$tmp/hold"
-trap 'exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do [ -s "$tmp/info" ] && break; sleep 0.1; done
+. fixtures/start.sh
+start_fixture
 export MTASTS_CONFIG="$tmp/fx/mtasts.toml"
 store="$tmp/policies.sqlite"
 failures=0
