@@ -161,17 +161,18 @@ impl MemoryCache {
                 local.generation = generation;
                 local.entries.clear();
             }
-            if !local.entries.contains_key(domain) {
-                match self.miss(&mut local, domain) {
-                    Miss::Shared(entry) => {
-                        drop(local);
-                        return f(Some(&entry));
-                    }
-                    Miss::Absent => return f(None),
-                    Miss::Copied => {}
-                }
+            // One search on the hit path: a busy domain's private copy.
+            if let Some(entry) = local.entries.get(domain) {
+                return f(Some(entry));
             }
-            f(local.entries.get(domain))
+            match self.miss(&mut local, domain) {
+                Miss::Shared(entry) => {
+                    drop(local);
+                    f(Some(&entry))
+                }
+                Miss::Absent => f(None),
+                Miss::Copied => f(local.entries.get(domain)),
+            }
         })
     }
 

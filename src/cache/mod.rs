@@ -38,7 +38,8 @@ pub fn sqlite_schema_version() -> i64 {
 pub trait PolicyStore: Send + Sync + fmt::Debug {
     /// The entry of `domain`, if stored.
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError>;
-    /// Stores the entry of `domain`. A stored policy fetched later than `entry`'s is kept.
+    /// Stores the entry of `domain` as [`Entry::saved_over`] says: a stored policy fetched later
+    /// than `entry`'s is kept.
     fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), StoreError>;
     /// Stores several entries as [`Self::save`] would, one after the other. SQLite writes them
     /// in one transaction (one commit, one WAL append) instead of one each.
@@ -481,6 +482,24 @@ pub struct Entry {
     pub checked_at: u64,
     /// The last failed fetch, cleared by a successful one.
     pub failed: Option<FailedFetch>,
+}
+
+impl Entry {
+    /// This (stored) entry with `next` saved over it: the rule of every [`PolicyStore::save`].
+    /// The TXT lookup time only moves forward, the failure is `next`'s, and `next`'s policy
+    /// replaces the stored one unless the stored one was fetched later (two processes writing
+    /// the same domain keep the newest policy). SQLite's `save_in` and Redis's save script
+    /// apply the same rule inside the store, atomically.
+    pub fn saved_over(mut self, next: &Entry) -> Entry {
+        self.checked_at = self.checked_at.max(next.checked_at);
+        self.failed.clone_from(&next.failed);
+        if let Some(p) = &next.policy {
+            if self.policy.as_ref().is_none_or(|w| w.fetched_at <= p.fetched_at) {
+                self.policy = Some(Arc::clone(p));
+            }
+        }
+        self
+    }
 }
 
 /// Says something an operator should know, as a `warn` event (`crate::logging`); on standard

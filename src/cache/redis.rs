@@ -41,7 +41,8 @@ return 1
 const GRACE: u64 = 86_400;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Merges the entry being written (ARGV[1]) with the stored one and sets the key's expiry.
+/// Merges the entry being written (ARGV[1]) with the stored one, by the rule of
+/// [`super::Entry::saved_over`] in Lua, and sets the key's expiry.
 const MERGE: &str = r#"
 local new = cjson.decode(ARGV[1])
 local cur = redis.call('GET', KEYS[1])

@@ -860,8 +860,9 @@ pub(super) fn counts_from_rows(
     Ok(counts)
 }
 
-/// Writes one entry inside the caller's transaction: the TXT lookup time only moves forward, the
-/// last failure is replaced, and a policy replaces the stored one only if fetched no earlier.
+/// Writes one entry inside the caller's transaction, by the rule of [`Entry::saved_over`] in
+/// SQL: the TXT lookup time only moves forward, the last failure is replaced, and a policy
+/// replaces the stored one only if fetched no earlier.
 fn save_in(tx: &rusqlite::Transaction<'_>, domain: &Domain, entry: &Entry) -> rusqlite::Result<()> {
     let failed = entry.failed.as_ref();
     tx.prepare_cached(

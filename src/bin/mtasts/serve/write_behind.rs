@@ -157,7 +157,7 @@ fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreErro
         Err(e) => {
             for (domain, entry) in batch.iter() {
                 let merged = match st.queued.remove(domain) {
-                    Some(later) => merged(entry.clone(), &later),
+                    Some(later) => entry.clone().saved_over(&later),
                     None => entry.clone(),
                 };
                 st.queued.insert(domain.clone(), merged);
@@ -166,20 +166,6 @@ fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreErro
             Err(e)
         }
     }
-}
-
-/// `written` with `next` saved over it, as the store writes an entry: the TXT lookup time only
-/// moves forward, the failure is `next`'s, and `next`'s policy replaces the written one unless
-/// the written one was fetched later.
-fn merged(mut written: Entry, next: &Entry) -> Entry {
-    written.checked_at = written.checked_at.max(next.checked_at);
-    written.failed.clone_from(&next.failed);
-    if let Some(p) = &next.policy {
-        if written.policy.as_ref().is_none_or(|w| w.fetched_at <= p.fetched_at) {
-            written.policy = Some(Arc::clone(p));
-        }
-    }
-    written
 }
 
 impl PolicyStore for WriteBehind {
@@ -197,7 +183,7 @@ impl PolicyStore for WriteBehind {
         let mut entry = stored;
         for next in [in_flight, queued].iter().flatten() {
             entry = Some(match entry {
-                Some(written) => merged(written, next),
+                Some(written) => written.saved_over(next),
                 None => next.clone(),
             });
         }
@@ -210,7 +196,7 @@ impl PolicyStore for WriteBehind {
         }
         let mut st = self.shared.state.lock();
         let next = match st.queued.remove(domain) {
-            Some(earlier) => merged(earlier, entry),
+            Some(earlier) => earlier.saved_over(entry),
             None => entry.clone(),
         };
         st.queued.insert(domain.clone(), next);
