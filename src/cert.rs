@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -26,12 +26,86 @@ use crate::domain::Domain;
 use crate::verdict::Reason;
 
 /// A set of trust anchors (root certificates), loaded once and kept immutable. Clones share the
-/// set. The system's roots are loaded on first use, so that a process that only reads cached
-/// policies never pays for reading them (about 10 ms).
+/// set. The system's roots, and a `ca_file` given to [`TrustAnchors::from_pem_file_lazy`], are
+/// read on first use, so that a process that only reads cached policies and remembered
+/// validations never pays for reading them (about 2 ms for a system's 145 roots).
+///
+/// A set also has an **identity** ([`TrustAnchors::identity`]): a digest that changes whenever
+/// the roots may have changed, under which validations are remembered across processes
+/// (docs/architecture.md, "Remembered validations").
 #[derive(Clone)]
 pub struct TrustAnchors {
-    anchors: Arc<OnceLock<Vec<TrustAnchor<'static>>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     source: String,
+    origin: Origin,
+    anchors: OnceLock<Result<Vec<TrustAnchor<'static>>, CertError>>,
+    identity: OnceLock<Option<[u8; 32]>>,
+}
+
+/// Where a set of roots comes from, which decides how its identity is found.
+enum Origin {
+    /// The operating system's roots, where rustls-native-certs finds them (`SSL_CERT_FILE`,
+    /// `SSL_CERT_DIR`, else the usual bundle file and directories).
+    System,
+    /// A PEM file, with its file system stamp when it was read (or, for a lazy set, when the set
+    /// was made). `None`: the file could not be examined, and the set has no identity.
+    File { path: PathBuf, stamp: Option<FileStamp> },
+    /// Roots given whole (PEM text, or compiled in): identified by a digest of their content.
+    Content([u8; 32]),
+}
+
+/// What tells two versions of a file apart without reading it: the file (device and inode), its
+/// size, and its modification and change times to the nanosecond. Replacing the file (a new
+/// inode) or writing it (new times; the change time cannot be set back) gives a new stamp.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp([u64; 6]);
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| (s as u64).wrapping_mul(1_000_000_000).wrapping_add(n as u64);
+        Self([
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            ns(meta.mtime(), meta.mtime_nsec()),
+            ns(meta.ctime(), meta.ctime_nsec()),
+            u64::from(meta.mode()),
+        ])
+    }
+
+    fn of_path(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|m| Self::of(&m))
+    }
+
+    fn feed(stamp: Option<Self>, ctx: &mut ring::digest::Context) {
+        match stamp {
+            Some(Self(fields)) => fields.iter().for_each(|f| ctx.update(&f.to_be_bytes())),
+            None => ctx.update(b"absent"),
+        }
+    }
+}
+
+/// The digest contexts of this module: SHA-256, each input under its own label.
+fn labelled(label: &str) -> ring::digest::Context {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label.as_bytes());
+    ctx.update(&[0]);
+    ctx
+}
+
+fn feed_bytes(ctx: &mut ring::digest::Context, bytes: &[u8]) {
+    ctx.update(&(bytes.len() as u64).to_be_bytes());
+    ctx.update(bytes);
+}
+
+fn finish(ctx: ring::digest::Context) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 fn load_system() -> Result<Vec<TrustAnchor<'static>>, CertError> {
@@ -48,6 +122,45 @@ fn load_system() -> Result<Vec<TrustAnchor<'static>>, CertError> {
     Ok(anchors)
 }
 
+/// The identity of the system's roots: the places rustls-native-certs reads (the same probe) and
+/// the stamp of each. A directory's stamp changes when a file is added, removed or renamed in it
+/// (`update-ca-certificates` also rewrites the bundle file); a root edited in place inside a
+/// directory is not seen, which the one-day limit on remembered validations bounds.
+fn system_identity() -> [u8; 32] {
+    let probe = openssl_probe::probe();
+    let mut ctx = labelled("mtasts trust anchors: system");
+    for path in probe.cert_file.iter().chain(&probe.cert_dir) {
+        feed_bytes(&mut ctx, path.as_os_str().as_encoded_bytes());
+        FileStamp::feed(FileStamp::of_path(path), &mut ctx);
+    }
+    finish(ctx)
+}
+
+fn pem_anchors(pem: &[u8], source: &str) -> Result<Vec<TrustAnchor<'static>>, CertError> {
+    let mut anchors = Vec::new();
+    for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let cert = cert.map_err(|e| CertError(format!("{source}: certificate {}: {e}", i + 1)))?;
+        let anchor = webpki::anchor_from_trusted_cert(&cert)
+            .map_err(|e| CertError(format!("{source}: certificate {} is not a usable root: {e}", i + 1)))?;
+        anchors.push(anchor.to_owned());
+    }
+    if anchors.is_empty() {
+        return Err(CertError(format!("{source}: no PEM `CERTIFICATE` block found")));
+    }
+    Ok(anchors)
+}
+
+/// Reads a PEM file of roots, with the stamp of the file it read (taken from the open file).
+fn read_pem_file(path: &Path) -> Result<(Vec<u8>, Option<FileStamp>), CertError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| CertError(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let stamp = file.metadata().ok().map(|m| FileStamp::of(&m));
+    let mut pem = Vec::new();
+    file.read_to_end(&mut pem).map_err(cannot)?;
+    Ok((pem, stamp))
+}
+
 /// A certificate-handling error outside validation proper (loading roots, reading a chain).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertError(pub String);
@@ -61,65 +174,112 @@ impl fmt::Display for CertError {
 impl std::error::Error for CertError {}
 
 impl TrustAnchors {
-    fn loaded(anchors: Vec<TrustAnchor<'static>>, source: &str) -> Self {
-        Self { anchors: Arc::new(OnceLock::from(anchors)), source: source.into() }
+    fn new(source: String, origin: Origin, anchors: Option<Vec<TrustAnchor<'static>>>) -> Self {
+        let loaded = OnceLock::new();
+        if let Some(anchors) = anchors {
+            let _ = loaded.set(Ok(anchors));
+        }
+        Self { shared: Arc::new(Shared { source, origin, anchors: loaded, identity: OnceLock::new() }) }
     }
 
     /// The Mozilla root program as compiled into the `webpki-roots` crate.
     pub fn webpki() -> Self {
-        Self::loaded(webpki_roots::TLS_SERVER_ROOTS.to_vec(), "webpki-roots")
+        let roots = webpki_roots::TLS_SERVER_ROOTS;
+        let mut ctx = labelled("mtasts trust anchors: content");
+        for root in roots {
+            feed_bytes(&mut ctx, root.subject.as_ref());
+            feed_bytes(&mut ctx, root.subject_public_key_info.as_ref());
+        }
+        Self::new("webpki-roots".into(), Origin::Content(finish(ctx)), Some(roots.to_vec()))
     }
 
     /// The operating system's roots (honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), read now.
     pub fn system() -> Result<Self, CertError> {
-        Ok(Self::loaded(load_system()?, "system"))
+        Ok(Self::new("system".into(), Origin::System, Some(load_system()?)))
     }
 
     /// The operating system's roots, read on first use; the compiled-in Mozilla set if the
     /// system has none.
     pub fn system_lazy() -> Self {
-        Self { anchors: Arc::new(OnceLock::new()), source: "system".into() }
+        Self::new("system".into(), Origin::System, None)
     }
 
     /// Roots from PEM text (one or more `CERTIFICATE` blocks).
     pub fn from_pem(pem: &[u8], source: &str) -> Result<Self, CertError> {
-        let mut anchors = Vec::new();
-        for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
-            let cert = cert.map_err(|e| CertError(format!("{source}: certificate {}: {e}", i + 1)))?;
-            let anchor = webpki::anchor_from_trusted_cert(&cert).map_err(|e| {
-                CertError(format!("{source}: certificate {} is not a usable root: {e}", i + 1))
-            })?;
-            anchors.push(anchor.to_owned());
-        }
-        if anchors.is_empty() {
-            return Err(CertError(format!("{source}: no PEM `CERTIFICATE` block found")));
-        }
-        Ok(Self::loaded(anchors, source))
+        let anchors = pem_anchors(pem, source)?;
+        let mut ctx = labelled("mtasts trust anchors: content");
+        feed_bytes(&mut ctx, pem);
+        Ok(Self::new(source.into(), Origin::Content(finish(ctx)), Some(anchors)))
     }
 
-    /// Roots from a PEM file, such as the `ca_file` of the configuration.
+    /// Roots from a PEM file, such as the `ca_file` of the configuration, read now.
     pub fn from_pem_file(path: &Path) -> Result<Self, CertError> {
-        let pem =
-            std::fs::read(path).map_err(|e| CertError(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_pem(&pem, &path.display().to_string())
+        let (pem, stamp) = read_pem_file(path)?;
+        let source = path.display().to_string();
+        let anchors = pem_anchors(&pem, &source)?;
+        Ok(Self::new(source, Origin::File { path: path.into(), stamp }, Some(anchors)))
     }
 
-    /// The anchors, for building a rustls root store.
-    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
-        self.anchors.get_or_init(|| load_system().unwrap_or_else(|_| webpki_roots::TLS_SERVER_ROOTS.to_vec()))
+    /// Roots from a PEM file read at their first use (the default engine of a process per
+    /// delivery, which usually finds its validation remembered). A file that cannot be read or
+    /// holds no usable root then fails every validation with [`TrustAnchors::anchors`]'s error
+    /// (fail closed); `mtasts lint` and `mtasts doctor` read it at once.
+    pub fn from_pem_file_lazy(path: &Path) -> Self {
+        let origin = Origin::File { path: path.into(), stamp: FileStamp::of_path(path) };
+        Self::new(path.display().to_string(), origin, None)
+    }
+
+    /// The anchors, for building a rustls root store or validating a chain; read now if the set
+    /// is lazy (then an unreadable file is an error, every time it is asked).
+    pub fn anchors(&self) -> Result<&[TrustAnchor<'static>], CertError> {
+        let loaded = self.shared.anchors.get_or_init(|| match &self.shared.origin {
+            Origin::System => Ok(load_system().unwrap_or_else(|_| webpki_roots::TLS_SERVER_ROOTS.to_vec())),
+            Origin::File { path, .. } => {
+                read_pem_file(path).and_then(|(pem, _)| pem_anchors(&pem, &self.shared.source))
+            }
+            Origin::Content(_) => Err(CertError(format!("{}: no roots", self.shared.source))),
+        });
+        loaded.as_deref().map_err(Clone::clone)
+    }
+
+    /// Whether the roots have been read (a lazy set reads them at its first use).
+    pub fn is_loaded(&self) -> bool {
+        self.shared.anchors.get().is_some()
     }
 
     /// Where the anchors came from (`system`, `webpki-roots`, or a file name).
     pub fn source(&self) -> &str {
-        &self.source
+        &self.shared.source
+    }
+
+    /// A digest that differs between any two sets of roots this may stand for, worked out once
+    /// (for the system's roots: a few `stat` calls, no reading); `None` when it cannot be known
+    /// (a file that could not be examined), and then no validation is remembered across
+    /// processes.
+    pub fn identity(&self) -> Option<&[u8; 32]> {
+        self.shared
+            .identity
+            .get_or_init(|| match &self.shared.origin {
+                Origin::System => Some(system_identity()),
+                Origin::File { stamp: None, .. } => None,
+                Origin::File { path, stamp } => {
+                    let mut ctx = labelled("mtasts trust anchors: file");
+                    feed_bytes(&mut ctx, path.as_os_str().as_encoded_bytes());
+                    FileStamp::feed(*stamp, &mut ctx);
+                    Some(finish(ctx))
+                }
+                Origin::Content(digest) => Some(*digest),
+            })
+            .as_ref()
     }
 }
 
 impl fmt::Debug for TrustAnchors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.anchors.get() {
-            Some(a) => write!(f, "TrustAnchors({}, {} roots)", self.source, a.len()),
-            None => write!(f, "TrustAnchors({}, not loaded yet)", self.source),
+        match self.shared.anchors.get() {
+            Some(Ok(a)) => write!(f, "TrustAnchors({}, {} roots)", self.shared.source, a.len()),
+            Some(Err(e)) => write!(f, "TrustAnchors({}, unusable: {e})", self.shared.source),
+            None => write!(f, "TrustAnchors({}, not loaded yet)", self.shared.source),
         }
     }
 }
@@ -175,24 +335,32 @@ impl CertVerifier {
 
     /// Checks `chain` (leaf first; PEM or concatenated DER) for `host` at `now` (Unix seconds).
     pub fn verify(&self, chain: &[u8], host: &Domain, now: u64) -> Result<(), CertFailure> {
-        self.verify_keyed(memo_key(chain, host), chain, host, now)
+        let key = memo_key(chain, host);
+        if self.remembered(key, chain, host, now) {
+            return Ok(());
+        }
+        self.verify_now(key, chain, host, now).map(|_| ())
     }
 
-    /// [`CertVerifier::verify`] with the chain's [`memo_key`] already worked out (a check that
-    /// also looks the chain up in the DANE memo computes it once).
-    pub(crate) fn verify_keyed(
+    /// Validates `chain` for `host` now, without looking in the memo, and remembers it if it
+    /// passed: the window (latest `notBefore`, earliest `notAfter`) within which it stays valid.
+    pub(crate) fn verify_now(
         &self,
         key: u64,
         chain: &[u8],
         host: &Domain,
         now: u64,
-    ) -> Result<(), CertFailure> {
-        if self.remembered(key, chain, host, now) {
-            return Ok(());
-        }
+    ) -> Result<(u64, u64), CertFailure> {
         let certs = parse_chain(chain)?;
         self.verify_parsed(&certs, host, now)?;
         let (valid_from, valid_until) = chain_validity(&certs).unwrap_or((now, now));
+        self.remember(key, chain, host, valid_from, valid_until);
+        Ok((valid_from, valid_until))
+    }
+
+    /// Remembers that `chain` passed for `host`, within `valid_from..valid_until` (here, or
+    /// in another process: see [`CertVerifier::digest`]).
+    pub(crate) fn remember(&self, key: u64, chain: &[u8], host: &Domain, valid_from: u64, valid_until: u64) {
         let mut memo = self.memo.write();
         if memo.values().map(Vec::len).sum::<usize>() >= MEMO_CAPACITY {
             memo.clear();
@@ -200,16 +368,29 @@ impl CertVerifier {
         let bucket = memo.entry(key).or_default();
         bucket.retain(|e| !(e.host == *host && *e.chain == *chain));
         bucket.push(MemoEntry { chain: chain.into(), host: host.clone(), valid_from, valid_until });
-        Ok(())
     }
 
-    fn remembered(&self, key: u64, chain: &[u8], host: &Domain, now: u64) -> bool {
+    /// Whether `chain` passed for `host` earlier in this process and is still within its window.
+    pub(crate) fn remembered(&self, key: u64, chain: &[u8], host: &Domain, now: u64) -> bool {
         let memo = self.memo.read();
         memo.get(&key).is_some_and(|bucket| {
             bucket
                 .iter()
                 .any(|e| e.host == *host && *e.chain == *chain && e.valid_from <= now && now < e.valid_until)
         })
+    }
+
+    /// The name under which a validation of `chain` for `host` against these trust anchors is
+    /// remembered across processes: SHA-256 over the anchors' identity, the host name and the
+    /// chain's exact bytes, so that another chain, host or set of roots never finds it. `None`
+    /// when the anchors have no identity.
+    pub(crate) fn digest(&self, chain: &[u8], host: &Domain) -> Option<[u8; 32]> {
+        let anchors = self.anchors.identity()?;
+        let mut ctx = labelled("mtasts verified chain");
+        ctx.update(anchors);
+        feed_bytes(&mut ctx, host.as_str().as_bytes());
+        feed_bytes(&mut ctx, chain);
+        Some(finish(ctx))
     }
 
     fn verify_parsed(
@@ -224,9 +405,12 @@ impl CertVerifier {
             failure(Reason::ValidationFailure, format!("the leaf certificate cannot be read: {e}"))
         })?;
         let time = UnixTime::since_unix_epoch(Duration::from_secs(now));
+        let anchors = self.anchors.anchors().map_err(|e| {
+            failure(Reason::ValidationFailure, format!("the trust anchors cannot be read: {e}"))
+        })?;
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            self.anchors.anchors(),
+            anchors,
             intermediates,
             time,
             webpki::KeyUsage::server_auth(),
@@ -419,6 +603,46 @@ mod tests {
         // The calendar itself is tested in src/calendar.rs.
         assert_eq!(asn1_time(0x17, b"260101000000Z"), Some(days_from_civil(2026, 1, 1).unwrap() * 86_400));
         assert_eq!(asn1_time(0x18, b"20500101000000Z"), Some(days_from_civil(2050, 1, 1).unwrap() * 86_400));
+    }
+
+    #[test]
+    fn trust_anchor_identities() {
+        let dir = std::env::temp_dir().join(format!("mtasts-anchor-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(TrustAnchors::webpki().anchors().map(|a| a.len()).unwrap() > 50);
+        // A root file: read now or lazily, the same identity; the lazy one reads nothing for it.
+        let path = dir.join("roots.pem");
+        let root = rcgen::generate_simple_self_signed(vec!["root.test".into()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&root.signing_key).unwrap();
+        std::fs::write(&path, ca.pem()).unwrap();
+        let eager = TrustAnchors::from_pem_file(&path).unwrap();
+        let lazy = TrustAnchors::from_pem_file_lazy(&path);
+        assert_eq!(eager.identity(), lazy.identity());
+        assert!(eager.identity().is_some() && !lazy.is_loaded());
+        // Replaced by the same text: another file, another identity.
+        let tmp = dir.join("roots.pem.new");
+        std::fs::write(&tmp, ca.pem()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_ne!(TrustAnchors::from_pem_file_lazy(&path).identity(), lazy.identity());
+        // The same text in memory: identified by content, unlike the file.
+        let a = TrustAnchors::from_pem(ca.pem().as_bytes(), "a").unwrap();
+        let b = TrustAnchors::from_pem(ca.pem().as_bytes(), "b").unwrap();
+        assert_eq!(a.identity(), b.identity());
+        assert_ne!(a.identity(), lazy.identity());
+        assert_ne!(a.identity(), TrustAnchors::webpki().identity());
+        // A file that cannot be examined has none (nothing is remembered under it) and fails at use.
+        let missing = TrustAnchors::from_pem_file_lazy(&dir.join("missing.pem"));
+        assert_eq!(missing.identity(), None);
+        let e = missing.anchors().unwrap_err();
+        assert!(e.0.contains("missing.pem"), "{e}");
+        assert!(format!("{missing:?}").contains("unusable"));
+        // The system's roots: known without reading them, and stable.
+        let system = TrustAnchors::system_lazy();
+        assert_eq!(system.identity(), TrustAnchors::system_lazy().identity());
+        assert!(system.identity().is_some() && !system.is_loaded());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

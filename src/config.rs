@@ -460,6 +460,15 @@ impl Config {
         }
     }
 
+    /// As [`Config::trust_anchors`], with a `ca_file` read at its first use
+    /// ([`TrustAnchors::from_pem_file_lazy`]).
+    fn trust_anchors_lazy(&self) -> TrustAnchors {
+        match &self.https.ca_file {
+            Some(path) => TrustAnchors::from_pem_file_lazy(path),
+            None => TrustAnchors::system_lazy(),
+        }
+    }
+
     /// The DNS client this configuration describes. With `dnssec = "trust-ad"` and no
     /// configured nameservers, those of `/etc/resolv.conf` must all be on loopback; a
     /// `trust_anchor` file must hold DS or DNSKEY records.
@@ -532,13 +541,15 @@ impl Config {
     }
 
     /// As [`Config::build_engine`], for a short-lived process that may never validate a DNSSEC
-    /// answer (the default engine of the C ABI and Exim's engines: Exim runs a process per
-    /// delivery, and one whose policy and DANE state are stored validates nothing): the `[dns]
-    /// trust_anchor` file is read at the first validation, not now. A missing or bad file then
-    /// fails that lookup (fail closed: a temporary failure naming the file), and `mtasts lint`
-    /// and `mtasts doctor` still check it.
+    /// answer or a certificate chain (the default engine of the C ABI and Exim's engines: Exim
+    /// runs a process per delivery, and one whose policy and DANE state are stored and whose MX
+    /// chain was validated by an earlier delivery validates nothing): the `[dns] trust_anchor`
+    /// file is read at the first DNSSEC validation and the `[https] ca_file` at the first
+    /// certificate validation, not now. A missing or bad file then fails that lookup or
+    /// validation (fail closed: a temporary failure, or a failed validation, naming the file),
+    /// and `mtasts lint` and `mtasts doctor` still check both.
     pub fn build_engine_lazy(&self) -> Result<Engine, ConfigError> {
-        self.build_engine_inner(None, &mut |stores| Ok(stores))
+        self.build_engine_with(self.trust_anchors_lazy(), None, &mut |stores| Ok(stores))
     }
 
     /// As [`Config::build_engine`], for an engine that replaces `old` (a reload of `mtasts
@@ -566,7 +577,15 @@ impl Config {
         old: Option<&Engine>,
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
-        let anchors = self.trust_anchors()?;
+        self.build_engine_with(self.trust_anchors()?, old, wrap)
+    }
+
+    fn build_engine_with(
+        &self,
+        anchors: TrustAnchors,
+        old: Option<&Engine>,
+        wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
+    ) -> Result<Engine, ConfigError> {
         let dns = Arc::new(self.dns_resolver_unchecked()?);
         let settings = FetchSettings {
             timeout: Duration::from_millis(self.https.timeout_ms),

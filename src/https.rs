@@ -104,7 +104,7 @@ pub(crate) fn agent(
 /// SNI on, no resumption (nothing is remembered between requests), no client certificate.
 pub(crate) fn client_config(anchors: &TrustAnchors) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = RootCertStore { roots: anchors.anchors().to_vec() };
+    let roots = RootCertStore { roots: anchors.anchors().map_err(|e| rustls::Error::General(e.0))?.to_vec() };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots)

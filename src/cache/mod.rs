@@ -213,6 +213,12 @@ pub trait TlsaStore: Send + Sync + fmt::Debug {
     fn mx_load(&self, domain: &Domain, now: u64) -> Result<Option<(MxLookup, u64)>, StoreError>;
     /// Stores the MX RRset of `domain` until `expires_at`.
     fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError>;
+    /// A certificate chain validation remembered under `digest` ([`crate::cert::CertVerifier`]'s
+    /// digest of the anchors, host and chain), if stored and unexpired at `now`: the time from
+    /// which it holds (the chain's latest `notBefore`) and the time it expires.
+    fn verified_load(&self, digest: &[u8; 32], now: u64) -> Result<Option<(u64, u64)>, StoreError>;
+    /// Remembers a passed validation under `digest`, holding from `valid_from` until `expires_at`.
+    fn verified_save(&self, digest: &[u8; 32], valid_from: u64, expires_at: u64) -> Result<(), StoreError>;
 }
 
 /// An MX answer as stored text: `records secure|insecure TTL [PREFERENCE EXCHANGE]...`,

@@ -975,6 +975,20 @@ fn mx_key(domain: &Domain) -> String {
     format!("mx {domain}")
 }
 
+/// Remembered certificate validations share it too, under `cert ` and the digest in hex; the
+/// answer is the time from which the validation holds (docs/architecture.md, "Remembered
+/// validations"). One table keeps a fresh process's schema reading and statements to those it
+/// already needs for DANE.
+fn verified_key(digest: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(5 + 64);
+    key.push_str("cert ");
+    for b in digest {
+        let _ = write!(key, "{b:02x}");
+    }
+    key
+}
+
 impl SqliteStore {
     /// The stored, unexpired answer under `key`, decoded by `decode`, with its expiry.
     fn answer_load<T>(
@@ -1012,6 +1026,14 @@ impl SqliteStore {
 }
 
 impl super::TlsaStore for SqliteStore {
+    fn verified_load(&self, digest: &[u8; 32], now: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        self.answer_load(&verified_key(digest), now, |text| text.parse::<u64>().ok())
+    }
+
+    fn verified_save(&self, digest: &[u8; 32], valid_from: u64, expires_at: u64) -> Result<(), StoreError> {
+        self.answer_save(&verified_key(digest), &valid_from.to_string(), expires_at)
+    }
+
     fn tlsa_load(
         &self,
         host: &Domain,

@@ -56,6 +56,7 @@ use crate::txt::PolicyId;
 use crate::verdict::{self, Dane, Decision, Reason, TlsOutcome, Verdict};
 
 mod accounting;
+mod certs;
 mod dane;
 mod overrides;
 mod resolve;
@@ -836,7 +837,7 @@ impl Engine {
             }
             Tls::Chain(chain) => match mx.map(|mx| {
                 let key = *chain_key.get_or_init(|| crate::cert::memo_key(chain, mx));
-                self.certs.verify_keyed(key, chain, mx, now)
+                self.verify_chain(key, chain, mx, now)
             }) {
                 Some(Ok(())) => TlsOutcome::Valid,
                 Some(Err(f)) => {

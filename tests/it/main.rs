@@ -33,3 +33,4 @@ mod serve;
 mod store;
 mod tlsrpt;
 mod vectors;
+mod verified;

@@ -1,0 +1,52 @@
+//! MX certificate validation across processes (docs/architecture.md, "Remembered validations").
+//!
+//! A chain that passed is remembered by the engine's [`crate::cert::CertVerifier`] for this
+//! process, and in the persistent store for every process that shares it: Exim starts a process
+//! per delivery, and validating the same MX's chain again in each (an ECDSA or RSA signature
+//! check per certificate, and reading the roots first: about 0.5 ms for one root, 2 ms for a
+//! system's 145) cost more than everything else the delivery's check did. The store keeps a
+//! validation under a digest of the trust anchors' identity, the MX host name and the chain's
+//! exact bytes ([`crate::cert::CertVerifier::digest`]), for at most [`REMEMBER_FOR`] and never
+//! past the chain's earliest `notAfter`. Failures are never remembered: a failing chain is
+//! validated again at every delivery. The store is a cache here: if it cannot be read or
+//! written, the chain is validated.
+
+use super::Engine;
+use crate::cert::CertFailure;
+use crate::domain::Domain;
+
+/// How long a validation is remembered in the store at most: a bound on how long a root that
+/// left the trust anchors in a way their identity cannot see (a file edited in place inside a
+/// system certificate directory) may still count for chains validated before.
+pub(crate) const REMEMBER_FOR: u64 = 86_400;
+
+impl Engine {
+    /// Validates `chain` (its memo key `key`) for the MX host `mx` at `now`, or finds it
+    /// validated in this process or, under the same trust anchors, in another.
+    pub(super) fn verify_chain(
+        &self,
+        key: u64,
+        chain: &[u8],
+        mx: &Domain,
+        now: u64,
+    ) -> Result<(), CertFailure> {
+        if self.certs.remembered(key, chain, mx, now) {
+            return Ok(());
+        }
+        let stored = self.tlsa_store.as_ref().and_then(|store| Some((store, self.certs.digest(chain, mx)?)));
+        if let Some((store, digest)) = &stored {
+            if let Ok(Some((valid_from, until))) = store.verified_load(digest, now) {
+                if valid_from <= now {
+                    self.certs.remember(key, chain, mx, valid_from, until);
+                    return Ok(());
+                }
+            }
+        }
+        let (valid_from, valid_until) = self.certs.verify_now(key, chain, mx, now)?;
+        if let Some((store, digest)) = stored.filter(|_| self.store_writable) {
+            let _ =
+                store.verified_save(&digest, valid_from, valid_until.min(now.saturating_add(REMEMBER_FOR)));
+        }
+        Ok(())
+    }
+}
