@@ -213,12 +213,33 @@ pub trait TlsaStore: Send + Sync + fmt::Debug {
     fn mx_load(&self, domain: &Domain, now: u64) -> Result<Option<(MxLookup, u64)>, StoreError>;
     /// Stores the MX RRset of `domain` until `expires_at`.
     fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError>;
-    /// A certificate chain validation remembered under `digest` ([`crate::cert::CertVerifier`]'s
-    /// digest of the anchors, host and chain), if stored and unexpired at `now`: the time from
-    /// which it holds (the chain's latest `notBefore`) and the time it expires.
+}
+
+/// MX certificate validations that passed, kept across processes until they expire
+/// (docs/architecture.md, "Remembered validations"; `src/engine/certs.rs`).
+pub trait VerifiedStore: Send + Sync + fmt::Debug {
+    /// The validation remembered under `digest` (the digest of the anchors' identity, the host
+    /// and the chain: `crate::cert::CertVerifier`), if stored and unexpired at `now`: the time
+    /// from which it holds (the chain's latest `notBefore`) and the time it expires.
     fn verified_load(&self, digest: &[u8; 32], now: u64) -> Result<Option<(u64, u64)>, StoreError>;
-    /// Remembers a passed validation under `digest`, holding from `valid_from` until `expires_at`.
-    fn verified_save(&self, digest: &[u8; 32], valid_from: u64, expires_at: u64) -> Result<(), StoreError>;
+    /// Remembers a passed validation under `digest`, holding from `valid_from` until `expires_at`
+    /// (`now` being the engine's time, for a store whose keys expire after a delay).
+    fn verified_save(
+        &self,
+        digest: &[u8; 32],
+        valid_from: u64,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+}
+
+/// A digest in lower-case hex, as the stores name a remembered validation.
+pub(crate) fn digest_hex(digest: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 /// An MX answer as stored text: `records secure|insecure TTL [PREFERENCE EXCHANGE]...`,
@@ -330,9 +351,9 @@ pub(crate) fn tlsa_from_text(text: &str) -> Option<TlsaLookup> {
     }
 }
 
-/// The persistent stores of one backend: policies always; TLSRPT counts and the report outbox
-/// where the backend keeps them (SQLite keeps all three, Redis policies and counts). Several may
-/// be the same object.
+/// The persistent stores of one backend: policies always; TLSRPT counts, the report outbox, DANE
+/// answers and remembered validations where the backend keeps them (SQLite keeps all, Redis all
+/// but DANE answers). Several may be the same object.
 #[derive(Clone, Debug)]
 pub struct Stores {
     /// The policies.
@@ -343,12 +364,14 @@ pub struct Stores {
     pub outbox: Option<Arc<dyn OutboxStore>>,
     /// DANE answers, if this backend keeps them.
     pub tlsa: Option<Arc<dyn TlsaStore>>,
+    /// Remembered certificate validations, if this backend keeps them.
+    pub verified: Option<Arc<dyn VerifiedStore>>,
 }
 
 impl Stores {
     /// A backend that keeps policies only.
     pub fn policies_only(policies: Arc<dyn PolicyStore>) -> Self {
-        Self { policies, counts: None, outbox: None, tlsa: None }
+        Self { policies, counts: None, outbox: None, tlsa: None, verified: None }
     }
 
     /// The counts and the outbox, which `mtasts report` needs, or why this backend has none.
@@ -381,7 +404,8 @@ impl From<SqliteStore> for Stores {
             policies: store.clone(),
             counts: Some(store.clone()),
             outbox: Some(store.clone()),
-            tlsa: Some(store),
+            tlsa: Some(store.clone()),
+            verified: Some(store),
         }
     }
 }
@@ -390,7 +414,13 @@ impl From<SqliteStore> for Stores {
 impl From<RedisStore> for Stores {
     fn from(store: RedisStore) -> Self {
         let store = Arc::new(store);
-        Self { policies: store.clone(), counts: Some(store.clone()), outbox: Some(store), tlsa: None }
+        Self {
+            policies: store.clone(),
+            counts: Some(store.clone()),
+            outbox: Some(store.clone()),
+            tlsa: None,
+            verified: Some(store),
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::{CountStore, Entry, OutboxItem, OutboxStore, PolicyStore, StoreError, StoredOverride};
+use super::{
+    CountStore, Entry, OutboxItem, OutboxStore, PolicyStore, StoreError, StoredOverride, VerifiedStore,
+};
 use crate::counts::{Day, DayCounts, DeliveryState};
 use crate::domain::Domain;
 
@@ -24,6 +26,10 @@ const COUNTS_PREFIX: &str = "mtasts:tlsrpt:";
 const STATS_KEY: &str = "mtasts:stats";
 /// The hash of per-domain overrides (`mtasts override set`), one field per domain.
 const OVERRIDES: &str = "mtasts:overrides";
+/// One key per remembered certificate validation (docs/architecture.md, "Remembered
+/// validations"): the digest in hex; the value is `VALID_FROM EXPIRES_AT`, and the key expires
+/// with it.
+const VERIFIED_PREFIX: &str = "mtasts:verified:";
 /// The TLSRPT report outbox (RPT-25): `…:index` maps `DAY:DOMAIN` to the report id queued for
 /// them (so a day and domain are queued once, fleet-wide), `…:items` a report id to what the
 /// report is rebuilt from, `…:states` a report id to its delivery state; `…:claim:ID` is held
@@ -461,5 +467,40 @@ impl OutboxStore for RedisStore {
             self.with(|c| redis::cmd("DEL").arg(&key).query::<()>(c))?;
         }
         Ok(unchanged)
+    }
+}
+
+impl VerifiedStore for RedisStore {
+    fn verified_load(&self, digest: &[u8; 32], now: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        let key = format!("{VERIFIED_PREFIX}{}", super::digest_hex(digest));
+        let value: Option<String> = self.with(|c| redis::cmd("GET").arg(&key).query(c))?;
+        let Some(value) = value else { return Ok(None) };
+        let window = value.split_once(' ').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        if window.is_none() {
+            super::warn(format_args!(
+                "{}: remembered validation `{key}` unreadable, ignored",
+                self.location()
+            ));
+        }
+        Ok(window.filter(|&(_, until): &(u64, u64)| now < until))
+    }
+
+    fn verified_save(
+        &self,
+        digest: &[u8; 32],
+        valid_from: u64,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let key = format!("{VERIFIED_PREFIX}{}", super::digest_hex(digest));
+        let ttl = expires_at.saturating_sub(now).max(1);
+        self.with(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(format!("{valid_from} {expires_at}"))
+                .arg("EX")
+                .arg(ttl)
+                .query::<()>(c)
+        })
     }
 }

@@ -980,13 +980,7 @@ fn mx_key(domain: &Domain) -> String {
 /// validations"). One table keeps a fresh process's schema reading and statements to those it
 /// already needs for DANE.
 fn verified_key(digest: &[u8; 32]) -> String {
-    use std::fmt::Write as _;
-    let mut key = String::with_capacity(5 + 64);
-    key.push_str("cert ");
-    for b in digest {
-        let _ = write!(key, "{b:02x}");
-    }
-    key
+    format!("cert {}", super::digest_hex(digest))
 }
 
 impl SqliteStore {
@@ -1025,15 +1019,23 @@ impl SqliteStore {
     }
 }
 
-impl super::TlsaStore for SqliteStore {
+impl super::VerifiedStore for SqliteStore {
     fn verified_load(&self, digest: &[u8; 32], now: u64) -> Result<Option<(u64, u64)>, StoreError> {
         self.answer_load(&verified_key(digest), now, |text| text.parse::<u64>().ok())
     }
 
-    fn verified_save(&self, digest: &[u8; 32], valid_from: u64, expires_at: u64) -> Result<(), StoreError> {
+    fn verified_save(
+        &self,
+        digest: &[u8; 32],
+        valid_from: u64,
+        _now: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
         self.answer_save(&verified_key(digest), &valid_from.to_string(), expires_at)
     }
+}
 
+impl super::TlsaStore for SqliteStore {
     fn tlsa_load(
         &self,
         host: &Domain,

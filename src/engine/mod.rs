@@ -42,7 +42,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::cache::{CachedPolicy, CountStore, MemoryCache, PolicyStore, StoreError, Stores, TlsaStore};
+use crate::cache::{
+    CachedPolicy, CountStore, MemoryCache, PolicyStore, StoreError, Stores, TlsaStore, VerifiedStore,
+};
 use crate::cert::{CertVerifier, TrustAnchors};
 use crate::counts::Day;
 use crate::domain::{Domain, DomainError};
@@ -305,6 +307,8 @@ pub struct Engine {
     tlsa_cache: dane::TlsaCache,
     /// Where TLSA states are kept across processes, if the store keeps them.
     tlsa_store: Option<Arc<dyn TlsaStore>>,
+    /// Where passed certificate validations are remembered across processes (`certs.rs`).
+    verified_store: Option<Arc<dyn VerifiedStore>>,
     /// Chains a DANE-EE record authenticated.
     dane_memo: dane::DaneMemo,
     /// Counters for `mtasts serve --metrics` and `mtasts stats` (src/metrics.rs); shared with
@@ -434,8 +438,9 @@ impl EngineBuilder {
     /// The engine.
     pub fn build(self) -> Engine {
         let anchors = self.anchors.unwrap_or_else(TrustAnchors::system_lazy);
-        let (store, counts, tlsa_store) =
-            self.stores.map_or((None, None, None), |s| (Some(s.policies), s.counts, s.tlsa));
+        let (store, counts, tlsa_store, verified_store) = self
+            .stores
+            .map_or((None, None, None, None), |s| (Some(s.policies), s.counts, s.tlsa, s.verified));
         let read_only = store.as_ref().and_then(|s| s.read_only());
         if let Some(why) = &read_only {
             crate::cache::warn(format_args!("{why}"));
@@ -463,6 +468,7 @@ impl EngineBuilder {
             tlsa: self.tlsa,
             tlsa_cache: dane::TlsaCache::default(),
             tlsa_store,
+            verified_store,
             dane_memo: dane::DaneMemo::default(),
             metrics: self.metrics.unwrap_or_default(),
             overrides: overrides::Overrides::new(self.overrides),

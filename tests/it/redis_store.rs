@@ -308,3 +308,64 @@ fn rpt_25_a_fleet_sharing_redis_sends_each_report_once() {
     let list = mtasts(&["report", "list"]).wait_with_output().expect("list");
     assert!(String::from_utf8_lossy(&list.stdout).contains(" delivered"), "{list:?}");
 }
+
+/// D35 with the Redis store: a validation one process made is found by the next process of the
+/// same host (same roots file), which reads no roots; other roots do not find it; failures are
+/// not kept.
+#[test]
+fn d35_cert_2_remembered_validations_are_shared_through_redis() {
+    use mtasts::Dane;
+    use mtasts::engine::Tls;
+    use mtasts_fixtures::pki::{Chain, pki};
+    let server = redis_server();
+    let dir = std::env::temp_dir().join(format!("mtasts-redis-verified-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (roots, rogue) = (dir.join("roots.pem"), dir.join("rogue.pem"));
+    std::fs::write(&roots, &pki().root_pem).expect("roots");
+    let rogue_pem = Chain { der: vec![pki().certs["rogue-root"].clone()], key_pem: String::new() }.pem();
+    std::fs::write(&rogue, rogue_pem).expect("rogue");
+    let (dns, http, clock) =
+        (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()), Arc::new(FakeClock::default()));
+    dns.set_records(&["v=STSv1; id=r1"]);
+    http.set_body(ENFORCE);
+    let process = |anchors: &std::path::Path| {
+        Engine::builder(Arc::clone(&dns), Arc::clone(&http))
+            .clock(Arc::clone(&clock))
+            .trust_anchors(TrustAnchors::from_pem_file_lazy(anchors))
+            .timing(Timing::default())
+            .store(RedisStore::open(&server.url, 300).expect("redis"))
+            .build()
+    };
+    let check = |e: &Engine, chain: &Chain| {
+        let pem = chain.pem();
+        let o =
+            e.check_with("example.test", "mx.example.test", Tls::Chain(pem.as_bytes()), Dane::NotApplicable);
+        let o = o.expect("check");
+        (o.verdict, o.reason)
+    };
+    let mx = &pki().chains["mx"];
+    let first = process(&roots);
+    assert_eq!(check(&first, mx), (Verdict::Pass, Reason::None));
+    assert!(first.cert_verifier().anchors().is_loaded());
+    let next = process(&roots);
+    assert_eq!(check(&next, mx), (Verdict::Pass, Reason::None));
+    assert!(!next.cert_verifier().anchors().is_loaded(), "found in Redis: the roots were not read");
+    let other = process(&rogue);
+    assert_eq!(check(&other, mx), (Verdict::FailEnforce, Reason::CertificateNotTrusted));
+    // Failures are not kept: the untrusted chain is validated by every process.
+    for _ in 0..2 {
+        let e = process(&roots);
+        assert_eq!(
+            check(&e, &pki().chains["untrusted"]),
+            (Verdict::FailEnforce, Reason::CertificateNotTrusted)
+        );
+        assert!(e.cert_verifier().anchors().is_loaded());
+    }
+    let mut c =
+        redis::Client::open(server.url.as_str()).expect("client").get_connection().expect("connection");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("mtasts:verified:*").query(&mut c).expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query(&mut c).expect("ttl");
+    assert!((86_300..=86_400).contains(&ttl), "a day, by the engine's clock: {ttl}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
