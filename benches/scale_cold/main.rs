@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench scale_cold -- [--domains 2000] [--conns 32] [--reps 3] [--passes 10]
-//!     [--store sqlite|memory]
+//!     [--store sqlite|memory] [--mtasts PATH]
 //! cargo bench --bench scale_cold -- --breakdown [--domains 2000]
 //! ```
 //!
@@ -42,6 +42,9 @@
 //! of `mtasts serve` and of this process (fixtures and clients), from `/proc`; the ratios (cold
 //! to ceiling, negative cache to cached path) are taken within each repetition, and their median
 //! reported.
+//!
+//! `--mtasts PATH` measures another `mtasts` binary than this build's (a copy of an earlier build,
+//! to compare two versions in one session).
 //!
 //! `--breakdown` measures instead, on one thread, the CPU time per call of each step of a cold
 //! lookup alone (the TXT lookup, the policy host's address lookup, the fetch) and of the ceiling
@@ -102,7 +105,8 @@ fn main() {
         TcpStream::connect((REFUSING, https_port)).is_err(),
         "something listens on {REFUSING}:{https_port}"
     );
-    let mut serve = Serve::start(&dir, &dns, &https, &store);
+    let binary = opt("--mtasts").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mtasts")), PathBuf::from);
+    let mut serve = Serve::start(&binary, &dir, &dns, &https, &store);
     let tls = ceiling_tls();
 
     let mut runs: [Vec<Run>; 6] = Default::default();
@@ -491,7 +495,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(dir: &Path, dns: &DnsServer, https: &HttpsServer, store: &str) -> Self {
+    fn start(binary: &Path, dir: &Path, dns: &DnsServer, https: &HttpsServer, store: &str) -> Self {
         let cache = if store == "memory" {
             "memory".to_owned()
         } else {
@@ -509,7 +513,7 @@ impl Serve {
         )
         .expect("config");
         let stderr = dir.join("serve.stderr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::piped())
