@@ -63,9 +63,10 @@
 //! hickory draws query ids and UDP source ports from `rand::rng()`, a per-thread generator that
 //! is not reseeded on `fork()`: two children forked from one parent would send the same (id,
 //! port) sequence, which makes spoofing answers easier. Each call therefore compares the
-//! process id with the one this thread's generator was last seeded in (a thread-local, because
-//! the generator is per thread: after a fork only the forking thread survives, holding the
-//! parent's state and the parent's pid) and reseeds from the OS when they differ.
+//! process's fork generation ([`crate::forks`]: a counter a `pthread_atfork` handler increments
+//! in every child, read without a system call) with the one this thread's generator was last
+//! seeded in (a thread-local, because the generator is per thread: after a fork only the forking
+//! thread survives, holding the parent's state) and reseeds from the OS when they differ.
 //!
 //! ## `/etc/hosts`
 //!
@@ -313,14 +314,10 @@ impl AddressResolver for DnsResolver {
         let name = absolute_name(host)?;
         let use_hosts = self.settings.nameservers.is_empty();
         let ((v4, v6), servers) = self.run(use_hosts, |r| async move {
-            let r6 = r.clone();
-            let name6 = name.clone();
-            // Aborted if the call's deadline drops this future first (a kept runtime would
-            // otherwise carry it into the next call).
-            let mut aaaa = AbortOnDrop(tokio::spawn(async move { r6.lookup(name6, RecordType::AAAA).await }));
-            let a = r.lookup(name, RecordType::A).await;
-            let aaaa =
-                (&mut aaaa.0).await.map_err(|e| NetError::Msg(format!("AAAA lookup task failed: {e}")))?;
+            // Both at once, in this task: no task spawned, and both dropped with the call's
+            // future if its deadline passes first (a kept runtime carries nothing over).
+            let (a, aaaa) =
+                both(r.lookup(name.clone(), RecordType::A), r.lookup(name, RecordType::AAAA)).await;
             Ok::<_, NetError>((a, aaaa))
         })?;
         let timeout = self.settings.timeout;
@@ -389,13 +386,30 @@ async fn deadline<T>(
     }
 }
 
-/// A spawned task, aborted when this is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Runs `a` and `b` concurrently and gives both outputs (what `futures::join` does).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut out_a, mut out_b) = (None, None);
+    std::future::poll_fn(|cx| {
+        if out_a.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                out_a = Some(v);
+            }
+        }
+        if out_b.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                out_b = Some(v);
+            }
+        }
+        match (out_a.take(), out_b.take()) {
+            (Some(x), Some(y)) => std::task::Poll::Ready((x, y)),
+            (x, y) => {
+                (out_a, out_b) = (x, y);
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// A runtime and the resolver built on it.
@@ -455,23 +469,25 @@ thread_local! {
 }
 
 thread_local! {
-    /// The process id in which this thread's `rand::rng()` was last (re)seeded; 0: never by us.
-    static SEEDED_IN: Cell<u32> = const { Cell::new(0) };
+    /// The fork generation ([`crate::forks::generation`]) in which this thread's `rand::rng()`
+    /// was last (re)seeded; `None`: never by us.
+    static SEEDED_IN: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Reseeds this thread's `rand::rng()` (hickory's source of query ids and source ports) when
 /// the process is not the one it was last seeded in, i.e. after a `fork()`. A thread we have not
 /// seen is reseeded too: it may be the forking thread, carrying state its parent used before.
+/// The fork generation tells processes apart without a system call (`getpid` was one per lookup).
 pub(crate) fn reseed_after_fork() -> Result<(), DnsError> {
-    let pid = std::process::id();
+    let generation = crate::forks::generation();
     SEEDED_IN.with(|seeded| {
-        if seeded.get() == pid {
+        if seeded.get() == Some(generation) {
             return Ok(());
         }
         rand::rng().reseed().map_err(|e| {
             DnsError::Temporary(format!("cannot reseed the random number generator for DNS ids: {e}"))
         })?;
-        seeded.set(pid);
+        seeded.set(Some(generation));
         Ok(())
     })
 }
@@ -666,11 +682,12 @@ mod tests {
     #[test]
     fn reseeding_happens_once_per_process_and_thread() {
         reseed_after_fork().unwrap();
-        assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
-        std::thread::spawn(|| {
-            assert_eq!(SEEDED_IN.with(Cell::get), 0);
+        let generation = crate::forks::generation();
+        assert_eq!(SEEDED_IN.with(Cell::get), Some(generation));
+        std::thread::spawn(move || {
+            assert_eq!(SEEDED_IN.with(Cell::get), None);
             reseed_after_fork().unwrap();
-            assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
+            assert_eq!(SEEDED_IN.with(Cell::get), Some(generation));
         })
         .join()
         .unwrap();

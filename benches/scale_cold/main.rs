@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench scale_cold -- [--domains 2000] [--conns 32] [--reps 3] [--passes 10]
-//!     [--store sqlite|memory] [--mtasts PATH]
+//!     [--store sqlite|memory] [--mtasts PATH] [--compare PATH]
 //! cargo bench --bench scale_cold -- --breakdown [--domains 2000]
 //! ```
 //!
@@ -44,7 +44,11 @@
 //! reported.
 //!
 //! `--mtasts PATH` measures another `mtasts` binary than this build's (a copy of an earlier build,
-//! to compare two versions in one session).
+//! to compare two versions in one session). `--compare PATH` runs a second `mtasts serve` from
+//! PATH beside the first, with its own store, and asks it for another set of cold domains in
+//! every repetition, right before or right after the first one's cold round (alternating), so
+//! that both see the same load; the report adds its cold round and the paired difference of CPU
+//! per cold lookup.
 //!
 //! `--breakdown` measures instead, on one thread, the CPU time per call of each step of a cold
 //! lookup alone (the TXT lookup, the policy host's address lookup, the fetch) and of the ceiling
@@ -107,6 +111,13 @@ fn main() {
     );
     let binary = opt("--mtasts").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mtasts")), PathBuf::from);
     let mut serve = Serve::start(&binary, &dir, &dns, &https, &store);
+    let mut other = opt("--compare").map(|path| {
+        let dir = dir.join("compare");
+        std::fs::create_dir_all(&dir).expect("compare dir");
+        pki().write_root(&dir.join("ca.pem")).expect("ca");
+        Serve::start(Path::new(&path), &dir, &dns, &https, &store)
+    });
+    let mut compared: Vec<(Run, Run)> = Vec::new();
     let tls = ceiling_tls();
 
     let mut runs: [Vec<Run>; 6] = Default::default();
@@ -120,7 +131,8 @@ fn main() {
         let (n_suffix, n_names) = set('n');
         let (m_suffix, m_names) = set('m');
         let (f_suffix, f_names) = set('f');
-        for s in [&c_suffix, &n_suffix, &m_suffix] {
+        let (b_suffix, b_names) = set('b');
+        for s in [&c_suffix, &n_suffix, &m_suffix, &b_suffix] {
             dns.generate(s, "s1", Ipv4Addr::LOCALHOST);
             https.generate(s, Response::policy(POLICY));
         }
@@ -151,8 +163,20 @@ fn main() {
 
         // 2. and 3. Cold, then cached.
         let fetched_before = requests_under(&https, &m_suffix);
+        let compare_cold = |other: &Serve| {
+            let run = with_cpu(other.child.id(), domains, || socketmap(conns, &b_names, other.port));
+            report_line(rep, "--compare serve, cold", &run);
+            for r in &run.replies {
+                assert_eq!(show(r), OK_REPLY, "--compare serve: wrong reply");
+            }
+            run
+        };
+        let before = other.as_ref().filter(|_| rep % 2 == 1).map(compare_cold);
         let cold = with_cpu(pid, domains, || socketmap(conns, &m_names, serve.port));
         report_line(rep, "mtasts serve, cold", &cold);
+        if let Some(b) = before.or_else(|| other.as_ref().map(compare_cold)) {
+            compared.push((Run { serve_cpu_us: cold.serve_cpu_us, rate: cold.rate, ..Run::default() }, b));
+        }
         let again = |names: &[String]| -> Vec<String> {
             names.iter().cycle().take(names.len() * passes).cloned().collect()
         };
@@ -187,6 +211,10 @@ fn main() {
     }
     serve.check_stderr();
     serve.stop();
+    if let Some(other) = other.as_mut() {
+        other.check_stderr();
+        other.stop();
+    }
 
     // The ratios of each repetition (both sides of a ratio from the same repetition).
     let ratios =
@@ -208,6 +236,20 @@ fn main() {
             [&cold_ratios, &negative_ratios, &no_host_ratios]
         )
     );
+    if !compared.is_empty() {
+        let mut diffs: Vec<f64> = compared.iter().map(|(a, b)| b.serve_cpu_us - a.serve_cpu_us).collect();
+        let mut rates: Vec<f64> = compared.iter().map(|(a, b)| b.rate / a.rate).collect();
+        let pairs: Vec<String> =
+            compared.iter().map(|(a, b)| format!("{:.0}/{:.0}", a.serve_cpu_us, b.serve_cpu_us)).collect();
+        diffs.sort_by(f64::total_cmp);
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "- --compare: CPU per cold lookup of `mtasts serve`, this/other by repetition: {}; median difference (other - this) {:+.0} µs; median rate ratio (other / this) {:.2}",
+            pairs.join(", "),
+            diffs[diffs.len() / 2],
+            rates[rates.len() / 2]
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
