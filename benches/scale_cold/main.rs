@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench scale_cold -- [--domains 2000] [--conns 32] [--reps 3] [--passes 10]
-//!     [--store sqlite|memory] [--mtasts PATH] [--compare PATH]
+//!     [--store sqlite|memory] [--mtasts PATH] [--compare PATH] [--dane]
 //! cargo bench --bench scale_cold -- --breakdown [--domains 2000]
 //! ```
 //!
@@ -50,6 +50,13 @@
 //! every repetition, right before or right after the first one's cold round (alternating), so
 //! that both see the same load; the report adds its cold round and the paired difference of CPU
 //! per cold lookup.
+//!
+//! `--dane` turns DANE on: the DNS fixture serves every name of every repetition from signed
+//! zones instead (`test.` and `scale.test.`, signed by the fixture before the first round; each
+//! domain also has an MX record, `mx.scale.test`, which publishes no TLSA records), and `mtasts
+//! serve` runs with `[dns] dnssec = "validate"` and the zones' trust anchor, so each cold lookup
+//! also makes the validated MX lookup of the domain (and, once, the TLSA lookup of the MX host)
+//! that DANE needs. The ceiling client is unchanged (plain queries, answered without signatures).
 //!
 //! `--breakdown` measures instead, on one thread, the CPU time per call of each step of a cold
 //! lookup alone (the TXT lookup, the policy host's address lookup, the fetch) and of the ceiling
@@ -111,12 +118,17 @@ fn main() {
         "something listens on {REFUSING}:{https_port}"
     );
     let binary = opt("--mtasts").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mtasts")), PathBuf::from);
-    let mut serve = Serve::start(&binary, &dir, &dns, &https, &store);
+    let dane = args.iter().any(|a| a == "--dane");
+    if dane {
+        sign_all(&dns, &dir, reps, domains);
+    }
+    let mut serve = Serve::start(&binary, &dir, &dns, &https, &store, dane);
     let mut other = opt("--compare").map(|path| {
         let dir = dir.join("compare");
         std::fs::create_dir_all(&dir).expect("compare dir");
         pki().write_root(&dir.join("ca.pem")).expect("ca");
-        Serve::start(Path::new(&path), &dir, &dns, &https, &store)
+        std::fs::copy(dir.parent().expect("parent").join("anchor"), dir.join("anchor")).ok();
+        Serve::start(Path::new(&path), &dir, &dns, &https, &store, dane)
     });
     let mut compared: Vec<(Run, Run)> = Vec::new();
     let tls = ceiling_tls();
@@ -254,6 +266,33 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--dane`: signs `test.` and `scale.test.` with every generated name of every repetition (the
+/// `_mta-sts` TXT record, the policy host's A record, the domain's MX record `mx.scale.test`),
+/// serves them from the DNS fixture and writes their trust anchor to `dir/anchor`.
+fn sign_all(dns: &DnsServer, dir: &Path, reps: usize, domains: usize) {
+    use hickory_proto::rr::rdata::TXT;
+    use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
+    let began = Instant::now();
+    let mut z = ZoneSet::new("test");
+    z.zone("scale.test", true);
+    z.a("mx.scale.test", Ipv4Addr::LOCALHOST);
+    for rep in 0..reps {
+        for tag in ['c', 'n', 'm', 'f', 'b'] {
+            let addr = if tag == 'f' { REFUSING } else { Ipv4Addr::LOCALHOST };
+            for i in 0..domains {
+                let domain = format!("d{i}.{tag}{rep}.scale.test");
+                z.add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=s1".into()])));
+                z.a(&format!("mta-sts.{domain}"), addr);
+                z.mx(&domain, 10, "mx.scale.test");
+            }
+        }
+    }
+    let zones = z.sign();
+    std::fs::write(dir.join("anchor"), format!("{}\n", zones.trust_anchor(AnchorForm::Ds))).expect("anchor");
+    dns.serve_zones(zones);
+    eprintln!("--dane: signed {} domains in {:.1} s", reps * 5 * domains, began.elapsed().as_secs_f64());
+}
+
 /// One measurement: rate and latency percentiles, CPU time per lookup, and the replies in the
 /// order of the names.
 #[derive(Default)]
@@ -308,6 +347,8 @@ fn breakdown(n: usize) {
     let https = HttpsServer::start().expect("https fixture");
     let settings = DnsSettings { nameservers: vec![dns.addr()], ..DnsSettings::default() };
     let resolver = DnsResolver::new(settings);
+    // What `mtasts serve` uses: the runtime and resolver kept by the calling thread.
+    let kept = resolver.clone().with_lifetime(mtasts::dns::Lifetime::PerThread);
     let anchors = mtasts::TrustAnchors::from_pem(pki().root_pem.as_bytes(), "test CA").expect("anchors");
     let mut fetch_settings = FetchSettings::new(anchors);
     fetch_settings.port = https.addr().port();
@@ -317,6 +358,8 @@ fn breakdown(n: usize) {
     for (tag, what) in [
         ('t', "DnsResolver::txt (one TXT query)"),
         ('a', "DnsResolver::addresses (A + AAAA)"),
+        ('k', "the same TXT, resolver kept per thread"),
+        ('l', "the same A + AAAA, resolver kept per thread"),
         ('f', "HttpsFetcher::fetch (A + AAAA, TCP, TLS, GET)"),
         ('c', "ceiling client: TXT query + TLS GET"),
         ('h', "ceiling client: TXT, A + AAAA queries, TLS GET"),
@@ -336,6 +379,8 @@ fn breakdown(n: usize) {
             match tag {
                 't' => drop(resolver.txt(&format!("_mta-sts.{name}")).expect("txt")),
                 'a' => drop(resolver.addresses(&format!("mta-sts.{name}")).expect("addresses")),
+                'k' => drop(kept.txt(&format!("_mta-sts.{name}")).expect("txt")),
+                'l' => drop(kept.addresses(&format!("mta-sts.{name}")).expect("addresses")),
                 'f' => {
                     let domain = mtasts::Domain::parse(name).expect("domain");
                     drop(fetcher.fetch(&domain).expect("fetch"));
@@ -557,7 +602,19 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(binary: &Path, dir: &Path, dns: &DnsServer, https: &HttpsServer, store: &str) -> Self {
+    fn start(
+        binary: &Path,
+        dir: &Path,
+        dns: &DnsServer,
+        https: &HttpsServer,
+        store: &str,
+        dane: bool,
+    ) -> Self {
+        let dnssec = if dane {
+            format!("dnssec = \"validate\"\ntrust_anchor = \"{}\"\n", dir.join("anchor").display())
+        } else {
+            "dnssec = \"off\"\n".to_owned()
+        };
         let cache = if store == "memory" {
             "memory".to_owned()
         } else {
@@ -567,7 +624,7 @@ impl Serve {
         std::fs::write(
             &config,
             format!(
-                "[dns]\nnameservers = [\"{}\"]\ndnssec = \"off\"\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{cache}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
+                "[dns]\nnameservers = [\"{}\"]\n{dnssec}[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{cache}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
                 dns.addr(),
                 dir.join("ca.pem").display(),
                 https.addr().port(),
