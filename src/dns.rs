@@ -54,9 +54,10 @@
 //!   call. A query left unfinished by a call's deadline is dropped with the call's future.
 //!
 //! A slot is dropped when its thread ends. After a `fork()` a slot made in the parent is never used
-//! nor dropped in the child (it shares the parent's epoll instance, and dropping it would remove
-//! the parent's registrations): it is leaked and a new one built, so even this mode is safe in a
-//! forked child, though it is meant for processes that do not fork.
+//! nor dropped in the child (it shares the parent's epoll instance, and dropping it could remove
+//! the parent's registrations): it is leaked, at the child's next lookup (which builds a new one)
+//! or at its thread's end, so even this mode is safe in a forked child, though it is meant for
+//! processes that do not fork.
 //!
 //! ## Fork and the DNS query id
 //!
@@ -460,6 +461,16 @@ impl Kept {
             }
         };
         Ok(&mut self.slots[at].1)
+    }
+}
+
+impl Drop for Kept {
+    /// At the thread's end (or a forked child's `exit`), slots made before a fork are leaked, as
+    /// in [`Kept::slot`].
+    fn drop(&mut self) {
+        if self.generation != crate::forks::generation() {
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
     }
 }
 
