@@ -100,7 +100,7 @@ use serde::Deserialize;
 
 use crate::cache::{ReportStores, SqliteStore, StoreError, Stores};
 use crate::cert::TrustAnchors;
-use crate::dns::{DnsResolver, DnsSettings, DnssecMode};
+use crate::dns::{DnsResolver, DnsSettings, DnssecMode, Lifetime};
 use crate::domain::Domain;
 use crate::engine::{Engine, OnStoreError, Override, OverrideOrigin, Timing};
 use crate::fetch::{FetchSettings, HttpsFetcher};
@@ -537,7 +537,7 @@ impl Config {
     /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
         self.check_trust_anchor()?;
-        self.build_engine_inner(None, &mut |stores| Ok(stores))
+        self.build_engine_inner(None, Lifetime::PerCall, &mut |stores| Ok(stores))
     }
 
     /// As [`Config::build_engine`], for a short-lived process that may never validate a DNSSEC
@@ -549,7 +549,7 @@ impl Config {
     /// validation (fail closed: a temporary failure, or a failed validation, naming the file),
     /// and `mtasts lint` and `mtasts doctor` still check both.
     pub fn build_engine_lazy(&self) -> Result<Engine, ConfigError> {
-        self.build_engine_with(self.trust_anchors_lazy(), None, &mut |stores| Ok(stores))
+        self.build_engine_with(self.trust_anchors_lazy(), None, Lifetime::PerCall, &mut |stores| Ok(stores))
     }
 
     /// As [`Config::build_engine`], for an engine that replaces `old` (a reload of `mtasts
@@ -557,36 +557,41 @@ impl Config {
     /// into its metrics ([`Engine::shared_metrics`]).
     pub fn build_engine_replacing(&self, old: &Engine) -> Result<Engine, ConfigError> {
         self.check_trust_anchor()?;
-        self.build_engine_inner(Some(old), &mut |stores| Ok(stores))
+        self.build_engine_inner(Some(old), Lifetime::PerCall, &mut |stores| Ok(stores))
     }
 
-    /// As [`Config::build_engine`] (or [`Config::build_engine_replacing`] with `old`), with the
-    /// opened store handed to `wrap` first: `mtasts serve` puts its write-behind queue in front of
-    /// it. A `wrap` that fails is reported as a store that cannot be opened.
+    /// As [`Config::build_engine`] (or [`Config::build_engine_replacing`] with `old`), for a
+    /// long-running process of its own: the opened store is handed to `wrap` first (`mtasts
+    /// serve` puts its write-behind queue in front of it; a `wrap` that fails is reported as a
+    /// store that cannot be opened), and the DNS client keeps its runtime and resolver as
+    /// `dns_lifetime` says ([`Lifetime::PerThread`] in `mtasts serve`, which does not fork).
     pub fn build_engine_wrapping(
         &self,
         old: Option<&Engine>,
+        dns_lifetime: Lifetime,
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
         self.check_trust_anchor()?;
-        self.build_engine_inner(old, wrap)
+        self.build_engine_inner(old, dns_lifetime, wrap)
     }
 
     fn build_engine_inner(
         &self,
         old: Option<&Engine>,
+        dns_lifetime: Lifetime,
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
-        self.build_engine_with(self.trust_anchors()?, old, wrap)
+        self.build_engine_with(self.trust_anchors()?, old, dns_lifetime, wrap)
     }
 
     fn build_engine_with(
         &self,
         anchors: TrustAnchors,
         old: Option<&Engine>,
+        dns_lifetime: Lifetime,
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
-        let dns = Arc::new(self.dns_resolver_unchecked()?);
+        let dns = Arc::new(self.dns_resolver_unchecked()?.with_lifetime(dns_lifetime));
         let settings = FetchSettings {
             timeout: Duration::from_millis(self.https.timeout_ms),
             connect_timeout: Duration::from_millis(self.https.connect_timeout_ms),

@@ -36,14 +36,38 @@
 //! millisecond; with no configured nameservers `/etc/resolv.conf` is read on each call (only its
 //! `nameserver` lines are used), so changes to it apply at once.
 //!
+//! ## Kept per thread, for a long-running server
+//!
+//! A process of our own that does not fork (`mtasts serve`) may ask for
+//! [`Lifetime::PerThread`] instead ([`DnsResolver::with_lifetime`]): each thread that looks
+//! something up then keeps its current-thread runtime and its hickory resolver in a thread-local
+//! slot and uses them again on its next call, which saves building and dropping them (a runtime,
+//! a resolver and its response cache) on every lookup. What each call sees is unchanged:
+//!
+//! * the same deadline, nameservers and options; the configuration is still read on each call
+//!   (`/etc/resolv.conf` included), and a slot whose nameservers, deadline or `/etc/hosts` use
+//!   differ from the call's is rebuilt;
+//! * no answer comes from a cache: the resolver's response cache has a capacity of 0, and is
+//!   emptied before each lookup besides, so that nothing an earlier call saw can answer a later
+//!   one (`tests/it/dns.rs` counts the questions at the fixture);
+//! * still no background thread: the kept runtime is a current-thread one, driven only inside a
+//!   call. A query left unfinished by a call's deadline is dropped with the call's future.
+//!
+//! A slot is dropped when its thread ends. After a `fork()` a slot made in the parent is never used
+//! nor dropped in the child (it shares the parent's epoll instance, and dropping it could remove
+//! the parent's registrations): it is leaked, at the child's next lookup (which builds a new one)
+//! or at its thread's end, so even this mode is safe in a forked child, though it is meant for
+//! processes that do not fork.
+//!
 //! ## Fork and the DNS query id
 //!
 //! hickory draws query ids and UDP source ports from `rand::rng()`, a per-thread generator that
 //! is not reseeded on `fork()`: two children forked from one parent would send the same (id,
 //! port) sequence, which makes spoofing answers easier. Each call therefore compares the
-//! process id with the one this thread's generator was last seeded in (a thread-local, because
-//! the generator is per thread: after a fork only the forking thread survives, holding the
-//! parent's state and the parent's pid) and reseeds from the OS when they differ.
+//! process's fork generation ([`crate::forks`]: a counter a `pthread_atfork` handler increments
+//! in every child, read without a system call) with the one this thread's generator was last
+//! seeded in (a thread-local, because the generator is per thread: after a fork only the forking
+//! thread survives, holding the parent's state) and reseeds from the OS when they differ.
 //!
 //! ## `/etc/hosts`
 //!
@@ -51,7 +75,7 @@
 //! `/etc/hosts` first, as the system's own resolver would for the policy host. With configured
 //! nameservers, and for TXT and MX lookups, only DNS is asked.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -115,21 +139,45 @@ pub enum DnssecMode {
 
 pub use crate::ports::MxRecord;
 
+/// How long the runtime and hickory resolver behind a lookup live (see the [module docs](self)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Built for each call and dropped before it returns: what a library loaded into forking MTAs
+    /// must do (docs/architecture.md §3).
+    #[default]
+    PerCall,
+    /// Kept by each calling thread and used again by its next call (a long-running server).
+    PerThread,
+}
+
 /// The DNS client. Holds only its settings; see the [module docs](self) for what each call does.
 #[derive(Clone, Debug, Default)]
 pub struct DnsResolver {
     settings: DnsSettings,
+    lifetime: Lifetime,
 }
 
 impl DnsResolver {
     /// A resolver with these settings. Cheap: nothing is built until a lookup.
     pub fn new(settings: DnsSettings) -> Self {
-        Self { settings }
+        Self { settings, lifetime: Lifetime::PerCall }
+    }
+
+    /// The same resolver, with its runtime and hickory resolver kept as `lifetime` says.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
     }
 
     /// The settings in force.
     pub fn settings(&self) -> &DnsSettings {
         &self.settings
+    }
+
+    /// How long the machinery of a lookup lives.
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
     }
 
     /// The MX records of `domain`, by preference (records of equal preference in the order
@@ -146,7 +194,8 @@ impl DnsResolver {
     }
 
     /// Runs `f` on a resolver built for this call, under the call's deadline, then tears both
-    /// the resolver and its runtime down. Also gives the servers asked, for error details.
+    /// the resolver and its runtime down (with [`Lifetime::PerThread`]: on this thread's kept
+    /// ones, left in place). Also gives the servers asked, for error details.
     fn run<T, F, Fut>(&self, use_hosts: bool, f: F) -> Result<(T, Servers), DnsError>
     where
         F: FnOnce(TokioResolver) -> Fut,
@@ -154,6 +203,39 @@ impl DnsResolver {
     {
         reseed_after_fork()?;
         let (config, servers) = self.config()?;
+        let timeout = self.settings.timeout;
+        let mut f = Some(f);
+        if self.lifetime == Lifetime::PerThread {
+            let key = SlotKey { servers: servers.0.clone(), timeout, use_hosts };
+            // `try_with` and `try_borrow_mut`: a lookup made while this thread's locals are being
+            // destroyed, or from inside a lookup, gets a resolver of its own as in the per-call
+            // mode.
+            let kept = KEPT.try_with(|kept| {
+                let mut kept = kept.try_borrow_mut().ok()?;
+                let slot = match kept.slot(&key, || self.build(config.clone(), use_hosts, &servers)) {
+                    Ok(slot) => slot,
+                    Err(e) => return Some(Err(e)),
+                };
+                let f = f.take()?;
+                // No answer from the resolver's cache (see the module docs).
+                slot.resolver.clear_cache();
+                let resolver = slot.resolver.clone();
+                Some(slot.runtime.block_on(deadline(timeout, &servers, f(resolver))))
+            });
+            if let Ok(Some(result)) = kept {
+                return result.map(|v| (v, servers));
+            }
+        }
+        let Some(f) = f else { return Err(DnsError::Temporary("the DNS lookup was not run".into())) };
+        let Slot { runtime, resolver } = self.build(config, use_hosts, &servers)?;
+        let result = runtime.block_on(deadline(timeout, &servers, f(resolver)));
+        drop(runtime);
+        result.map(|v| (v, servers))
+    }
+
+    /// A current-thread runtime (no OS thread) and, built on it so that its tasks belong to it
+    /// and die with it, a hickory resolver with this call's options: no cache, no search list.
+    fn build(&self, config: ResolverConfig, use_hosts: bool, servers: &Servers) -> Result<Slot, DnsError> {
         let mut opts = ResolverOpts::default();
         opts.timeout = self.settings.timeout;
         // One retry after a failure that is not a timeout (SERVFAIL, a refused connection):
@@ -164,24 +246,15 @@ impl DnsResolver {
         opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
         let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
         *builder.options_mut() = opts;
-
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| DnsError::Temporary(format!("cannot start the DNS runtime: {e}")))?;
         let timeout = self.settings.timeout;
-        let result = runtime.block_on(async {
-            // Built inside the runtime: its tasks belong to this runtime and die with it.
-            let resolver = builder.build().map_err(|e| classify(&e, &servers, timeout))?;
-            match tokio::time::timeout(timeout, f(resolver)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(classify(&e, &servers, timeout)),
-                Err(_elapsed) => Err(timed_out(&servers, timeout)),
-            }
-        });
-        drop(runtime);
-        result.map(|v| (v, servers))
+        let resolver =
+            runtime.block_on(async { builder.build() }).map_err(|e| classify(&e, servers, timeout))?;
+        Ok(Slot { runtime, resolver })
     }
 
     /// The hickory configuration for a call, and the servers it will ask (for error details).
@@ -242,11 +315,10 @@ impl AddressResolver for DnsResolver {
         let name = absolute_name(host)?;
         let use_hosts = self.settings.nameservers.is_empty();
         let ((v4, v6), servers) = self.run(use_hosts, |r| async move {
-            let r6 = r.clone();
-            let name6 = name.clone();
-            let aaaa = tokio::spawn(async move { r6.lookup(name6, RecordType::AAAA).await });
-            let a = r.lookup(name, RecordType::A).await;
-            let aaaa = aaaa.await.map_err(|e| NetError::Msg(format!("AAAA lookup task failed: {e}")))?;
+            // Both at once, in this task: no task spawned, and both dropped with the call's
+            // future if its deadline passes first (a kept runtime carries nothing over).
+            let (a, aaaa) =
+                both(r.lookup(name.clone(), RecordType::A), r.lookup(name, RecordType::AAAA)).await;
             Ok::<_, NetError>((a, aaaa))
         })?;
         let timeout = self.settings.timeout;
@@ -302,24 +374,131 @@ impl fmt::Display for Servers {
     }
 }
 
+/// `work` under the call's deadline, its errors in the engine's terms.
+async fn deadline<T>(
+    timeout: Duration,
+    servers: &Servers,
+    work: impl Future<Output = Result<T, NetError>>,
+) -> Result<T, DnsError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(classify(&e, servers, timeout)),
+        Err(_elapsed) => Err(timed_out(servers, timeout)),
+    }
+}
+
+/// Runs `a` and `b` concurrently and gives both outputs (what `futures::join` does).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut out_a, mut out_b) = (None, None);
+    std::future::poll_fn(|cx| {
+        if out_a.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                out_a = Some(v);
+            }
+        }
+        if out_b.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                out_b = Some(v);
+            }
+        }
+        match (out_a.take(), out_b.take()) {
+            (Some(x), Some(y)) => std::task::Poll::Ready((x, y)),
+            (x, y) => {
+                (out_a, out_b) = (x, y);
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// A runtime and the resolver built on it.
+struct Slot {
+    runtime: tokio::runtime::Runtime,
+    resolver: TokioResolver,
+}
+
+/// What a kept slot was built for: a call with another key builds a new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SlotKey {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    use_hosts: bool,
+}
+
+/// A thread's kept slots ([`Lifetime::PerThread`]): at most one with `/etc/hosts` and one
+/// without, and the fork generation ([`crate::forks`]) they were made in.
+#[derive(Default)]
+struct Kept {
+    generation: u64,
+    slots: Vec<(SlotKey, Slot)>,
+}
+
+impl Kept {
+    /// The slot for `key`, built by `build` if this thread has none for it yet.
+    fn slot(
+        &mut self,
+        key: &SlotKey,
+        build: impl FnOnce() -> Result<Slot, DnsError>,
+    ) -> Result<&mut Slot, DnsError> {
+        let generation = crate::forks::generation();
+        if generation != self.generation {
+            // Made before a fork: shares the parent's epoll instance. Never used nor dropped here
+            // (dropping would deregister the parent's sockets); leaked.
+            std::mem::forget(std::mem::take(&mut self.slots));
+            self.generation = generation;
+        }
+        let at = match self.slots.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                let slot = build()?;
+                // Another slot for the same use of `/etc/hosts` was made for other settings (a
+                // reload): it goes.
+                self.slots.retain(|(k, _)| k.use_hosts != key.use_hosts);
+                self.slots.push((key.clone(), slot));
+                self.slots.len() - 1
+            }
+        };
+        Ok(&mut self.slots[at].1)
+    }
+}
+
+impl Drop for Kept {
+    /// At the thread's end (or a forked child's `exit`), slots made before a fork are leaked, as
+    /// in [`Kept::slot`].
+    fn drop(&mut self) {
+        if self.generation != crate::forks::generation() {
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+    }
+}
+
 thread_local! {
-    /// The process id in which this thread's `rand::rng()` was last (re)seeded; 0: never by us.
-    static SEEDED_IN: Cell<u32> = const { Cell::new(0) };
+    /// This thread's kept runtimes and resolvers ([`Lifetime::PerThread`]).
+    static KEPT: RefCell<Kept> = RefCell::new(Kept::default());
+}
+
+thread_local! {
+    /// The fork generation ([`crate::forks::generation`]) in which this thread's `rand::rng()`
+    /// was last (re)seeded; `None`: never by us.
+    static SEEDED_IN: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// Reseeds this thread's `rand::rng()` (hickory's source of query ids and source ports) when
 /// the process is not the one it was last seeded in, i.e. after a `fork()`. A thread we have not
 /// seen is reseeded too: it may be the forking thread, carrying state its parent used before.
+/// The fork generation tells processes apart without a system call (`getpid` was one per lookup).
 pub(crate) fn reseed_after_fork() -> Result<(), DnsError> {
-    let pid = std::process::id();
+    let generation = crate::forks::generation();
     SEEDED_IN.with(|seeded| {
-        if seeded.get() == pid {
+        if seeded.get() == Some(generation) {
             return Ok(());
         }
         rand::rng().reseed().map_err(|e| {
             DnsError::Temporary(format!("cannot reseed the random number generator for DNS ids: {e}"))
         })?;
-        seeded.set(pid);
+        seeded.set(Some(generation));
         Ok(())
     })
 }
@@ -514,11 +693,12 @@ mod tests {
     #[test]
     fn reseeding_happens_once_per_process_and_thread() {
         reseed_after_fork().unwrap();
-        assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
-        std::thread::spawn(|| {
-            assert_eq!(SEEDED_IN.with(Cell::get), 0);
+        let generation = crate::forks::generation();
+        assert_eq!(SEEDED_IN.with(Cell::get), Some(generation));
+        std::thread::spawn(move || {
+            assert_eq!(SEEDED_IN.with(Cell::get), None);
             reseed_after_fork().unwrap();
-            assert_eq!(SEEDED_IN.with(Cell::get), std::process::id());
+            assert_eq!(SEEDED_IN.with(Cell::get), Some(generation));
         })
         .join()
         .unwrap();

@@ -13,6 +13,9 @@
 //! * **Deadlines**: one for the TCP connection and TLS handshake, one for the whole exchange.
 //! * **Small buffers**: a response head of at most 16 KiB, buffers of 32 KiB in and 16 KiB out
 //!   (ureq's defaults are 128 KiB each, allocated and zeroed for every request).
+//! * **One write per flight**: each TLS flight is sent in one write, and the client's last
+//!   handshake flight goes out with the request ([`handshake`]), so a fetch costs the server two
+//!   wake-ups to read it instead of four.
 //! * **DNS through the caller's [`AddressResolver`]**, not ureq's (which starts a thread per lookup
 //!   when a timeout is set), to the port the caller names; with `refuse_private`, addresses that
 //!   are not globally reachable are refused ([`is_non_global`], SEC-10). The addresses handed out
@@ -398,14 +401,45 @@ impl<In: Transport> Connector<In> for RustlsStep {
         let mut conn = ClientConnection::new(Arc::clone(&self.config), name)?;
         let mut sock = TransportAdapter::new(transport.boxed(), Arc::clone(&details.current_time));
         sock.set_timeout(remaining(details));
-        conn.complete_io(&mut sock).map_err(handshake_error)?;
-        if conn.is_handshaking() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS handshake not completed").into());
-        }
+        handshake(&mut conn, &mut sock).map_err(handshake_error)?;
         let buffers =
             LazyBuffers::new(details.config.input_buffer_size(), details.config.output_buffer_size());
         Ok(Some(RustlsTransport { buffers, stream: StreamOwned::new(conn, sock) }))
     }
+}
+
+/// Runs the TLS handshake up to the point where the request may be sent. Each flight of ours is
+/// sent in one write ([`send_pending`]); the last one (in TLS 1.3, the client's Finished, after a
+/// ChangeCipherSpec for middlebox compatibility) is left queued, to go out with the request in
+/// [`RustlsTransport::transmit_output`]. rustls's `complete_io` would write each record with a
+/// write of its own (the transport below does not gather buffers), so the server got three
+/// segments, and woke three times, where one does.
+fn handshake(conn: &mut ClientConnection, sock: &mut (impl Read + Write)) -> io::Result<()> {
+    while conn.is_handshaking() {
+        send_pending(conn, sock)?;
+        if conn.read_tls(sock)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS handshake not completed"));
+        }
+        if let Err(e) = conn.process_new_packets() {
+            // The alert that says why, as `complete_io` sends it; the error is what matters.
+            let _ = send_pending(conn, sock);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    }
+    Ok(())
+}
+
+/// Writes everything rustls has queued for the peer in one write.
+fn send_pending(conn: &mut ClientConnection, sock: &mut impl Write) -> io::Result<()> {
+    if !conn.wants_write() {
+        return Ok(());
+    }
+    let mut wire = Vec::with_capacity(512);
+    while conn.wants_write() {
+        conn.write_tls(&mut wire)?;
+    }
+    sock.write_all(&wire)?;
+    sock.flush()
 }
 
 /// What is left of the connect budget after the TCP connection: the handshake shares it with the
@@ -449,7 +483,19 @@ impl Transport for RustlsTransport {
         // The timeout is passed on unchanged: the TCP transport below applies the per-write limit.
         self.stream.get_mut().set_timeout(timeout);
         let output = &self.buffers.output()[..amount];
-        self.stream.write_all(output)?;
+        // Encrypted behind whatever the handshake left queued (the client's Finished), and sent
+        // with it in one write.
+        let (conn, sock) = (&mut self.stream.conn, &mut self.stream.sock);
+        let mut rest = output;
+        while !rest.is_empty() {
+            // rustls takes less than offered when its send buffer is full: sent, it takes more.
+            let taken = conn.writer().write(rest)?;
+            if taken == 0 && !conn.wants_write() {
+                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+            }
+            send_pending(conn, sock)?;
+            rest = &rest[taken..];
+        }
         Ok(())
     }
 
@@ -505,6 +551,78 @@ mod tests {
             at += 4 + len;
         }
         extensions
+    }
+
+    /// A server in memory that counts the client's writes (each a TCP segment on a socket with
+    /// `TCP_NODELAY`, and a wake-up of the server's reader).
+    struct Peer {
+        server: rustls::ServerConnection,
+        writes: usize,
+    }
+
+    impl Write for Peer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            let mut rest = buf;
+            while !rest.is_empty() {
+                self.server.read_tls(&mut rest)?;
+                self.server.process_new_packets().map_err(io::Error::other)?;
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Read for Peer {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.server.write_tls(&mut &mut buf[..])
+        }
+    }
+
+    /// The client's writes up to and with the request (the handshake, then one request as
+    /// `RustlsTransport::transmit_output` sends it), and what the server read.
+    fn writes_until_the_request(versions: &[&'static rustls::SupportedProtocolVersion]) -> (usize, Vec<u8>) {
+        use mtasts_fixtures::pki::pki;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let chain = pki().leaf(&["mta-sts.example.test"]);
+        let certs = chain.der.iter().map(|d| CertificateDer::from(d.clone())).collect();
+        let key = PrivateKeyDer::from_pem_slice(chain.key_pem.as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        let mut peer =
+            Peer { server: rustls::ServerConnection::new(Arc::new(server)).expect("server"), writes: 0 };
+        let anchors = TrustAnchors::from_pem(pki().root_pem.as_bytes(), "test CA").expect("anchors");
+        let name = ServerName::try_from("mta-sts.example.test").expect("name");
+        let mut conn = ClientConnection::new(client_config(&anchors).expect("config"), name).expect("client");
+        handshake(&mut conn, &mut peer).expect("handshake");
+        let request = b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.test\r\n\r\n";
+        conn.writer().write_all(request).expect("request");
+        send_pending(&mut conn, &mut peer).expect("send");
+        let mut got = Vec::new();
+        peer.server.reader().read_to_end(&mut got).ok();
+        assert_eq!(got, request, "the server read the request");
+        (peer.writes, got)
+    }
+
+    /// Each flight of the client is one write, and its last one goes with the request: in TLS
+    /// 1.3 the ClientHello, then the ChangeCipherSpec, the Finished and the request together
+    /// (rustls's `complete_io` wrote these three one by one).
+    #[test]
+    fn tls_flights_and_the_request_go_out_in_as_few_writes_as_the_protocol_allows() {
+        let (tls13, _) = writes_until_the_request(&[&rustls::version::TLS13]);
+        assert_eq!(tls13, 2, "TLS 1.3: ClientHello; ChangeCipherSpec + Finished + request");
+        // TLS 1.2: ClientHello; ClientKeyExchange + ChangeCipherSpec + Finished; the request after
+        // the server's Finished.
+        let (tls12, _) = writes_until_the_request(&[&rustls::version::TLS12]);
+        assert_eq!(tls12, 3, "TLS 1.2");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench scale_cold -- [--domains 2000] [--conns 32] [--reps 3] [--passes 10]
-//!     [--store sqlite|memory]
+//!     [--store sqlite|memory] [--mtasts PATH] [--compare PATH] [--dane]
 //! cargo bench --bench scale_cold -- --breakdown [--domains 2000]
 //! ```
 //!
@@ -17,7 +17,8 @@
 //!    queries sent at once, the connection made to the A answer: a fetch cannot connect without
 //!    resolving the host, and a client that may use either family asks for both) and the HTTPS
 //!    GET of the policy (TCP, TLS with the certificate validated against the test CA, no session
-//!    resumption, `Connection: close`), for `domains` distinct domains at `conns` concurrent
+//!    resumption, `Connection: close`; a DNS question unanswered after a second is asked again,
+//!    as any stub resolver does), for `domains` distinct domains at `conns` concurrent
 //!    clients. It shows how fast the fixtures (and the loopback, and the machine) can serve cold
 //!    lookups at all. The same without the address lookups (connecting to 127.0.0.1 directly, the
 //!    ceiling of the first version of this bench) is measured too, for comparison.
@@ -42,6 +43,20 @@
 //! of `mtasts serve` and of this process (fixtures and clients), from `/proc`; the ratios (cold
 //! to ceiling, negative cache to cached path) are taken within each repetition, and their median
 //! reported.
+//!
+//! `--mtasts PATH` measures another `mtasts` binary than this build's (a copy of an earlier build,
+//! to compare two versions in one session). `--compare PATH` runs a second `mtasts serve` from
+//! PATH beside the first, with its own store, and asks it for another set of cold domains in
+//! every repetition, right before or right after the first one's cold round (alternating), so
+//! that both see the same load; the report adds its cold round and the paired difference of CPU
+//! per cold lookup.
+//!
+//! `--dane` turns DANE on: the DNS fixture serves every name of every repetition from signed
+//! zones instead (`test.` and `scale.test.`, signed by the fixture before the first round; each
+//! domain also has an MX record, `mx.scale.test`, which publishes no TLSA records), and `mtasts
+//! serve` runs with `[dns] dnssec = "validate"` and the zones' trust anchor, so each cold lookup
+//! also makes the validated MX lookup of the domain (and, once, the TLSA lookup of the MX host)
+//! that DANE needs. The ceiling client is unchanged (plain queries, answered without signatures).
 //!
 //! `--breakdown` measures instead, on one thread, the CPU time per call of each step of a cold
 //! lookup alone (the TXT lookup, the policy host's address lookup, the fetch) and of the ceiling
@@ -102,7 +117,20 @@ fn main() {
         TcpStream::connect((REFUSING, https_port)).is_err(),
         "something listens on {REFUSING}:{https_port}"
     );
-    let mut serve = Serve::start(&dir, &dns, &https, &store);
+    let binary = opt("--mtasts").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mtasts")), PathBuf::from);
+    let dane = args.iter().any(|a| a == "--dane");
+    if dane {
+        sign_all(&dns, &dir, reps, domains);
+    }
+    let mut serve = Serve::start(&binary, &dir, &dns, &https, &store, dane);
+    let mut other = opt("--compare").map(|path| {
+        let dir = dir.join("compare");
+        std::fs::create_dir_all(&dir).expect("compare dir");
+        pki().write_root(&dir.join("ca.pem")).expect("ca");
+        std::fs::copy(dir.parent().expect("parent").join("anchor"), dir.join("anchor")).ok();
+        Serve::start(Path::new(&path), &dir, &dns, &https, &store, dane)
+    });
+    let mut compared: Vec<(Run, Run)> = Vec::new();
     let tls = ceiling_tls();
 
     let mut runs: [Vec<Run>; 6] = Default::default();
@@ -116,7 +144,8 @@ fn main() {
         let (n_suffix, n_names) = set('n');
         let (m_suffix, m_names) = set('m');
         let (f_suffix, f_names) = set('f');
-        for s in [&c_suffix, &n_suffix, &m_suffix] {
+        let (b_suffix, b_names) = set('b');
+        for s in [&c_suffix, &n_suffix, &m_suffix, &b_suffix] {
             dns.generate(s, "s1", Ipv4Addr::LOCALHOST);
             https.generate(s, Response::policy(POLICY));
         }
@@ -147,8 +176,20 @@ fn main() {
 
         // 2. and 3. Cold, then cached.
         let fetched_before = requests_under(&https, &m_suffix);
+        let compare_cold = |other: &Serve| {
+            let run = with_cpu(other.child.id(), domains, || socketmap(conns, &b_names, other.port));
+            report_line(rep, "--compare serve, cold", &run);
+            for r in &run.replies {
+                assert_eq!(show(r), OK_REPLY, "--compare serve: wrong reply");
+            }
+            run
+        };
+        let before = other.as_ref().filter(|_| rep % 2 == 1).map(compare_cold);
         let cold = with_cpu(pid, domains, || socketmap(conns, &m_names, serve.port));
         report_line(rep, "mtasts serve, cold", &cold);
+        if let Some(b) = before.or_else(|| other.as_ref().map(compare_cold)) {
+            compared.push((Run { serve_cpu_us: cold.serve_cpu_us, rate: cold.rate, ..Run::default() }, b));
+        }
         let again = |names: &[String]| -> Vec<String> {
             names.iter().cycle().take(names.len() * passes).cloned().collect()
         };
@@ -183,6 +224,10 @@ fn main() {
     }
     serve.check_stderr();
     serve.stop();
+    if let Some(other) = other.as_mut() {
+        other.check_stderr();
+        other.stop();
+    }
 
     // The ratios of each repetition (both sides of a ratio from the same repetition).
     let ratios =
@@ -204,7 +249,48 @@ fn main() {
             [&cold_ratios, &negative_ratios, &no_host_ratios]
         )
     );
+    if !compared.is_empty() {
+        let mut diffs: Vec<f64> = compared.iter().map(|(a, b)| b.serve_cpu_us - a.serve_cpu_us).collect();
+        let mut rates: Vec<f64> = compared.iter().map(|(a, b)| b.rate / a.rate).collect();
+        let pairs: Vec<String> =
+            compared.iter().map(|(a, b)| format!("{:.0}/{:.0}", a.serve_cpu_us, b.serve_cpu_us)).collect();
+        diffs.sort_by(f64::total_cmp);
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "- --compare: CPU per cold lookup of `mtasts serve`, this/other by repetition: {}; median difference (other - this) {:+.0} µs; median rate ratio (other / this) {:.2}",
+            pairs.join(", "),
+            diffs[diffs.len() / 2],
+            rates[rates.len() / 2]
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--dane`: signs `test.` and `scale.test.` with every generated name of every repetition (the
+/// `_mta-sts` TXT record, the policy host's A record, the domain's MX record `mx.scale.test`),
+/// serves them from the DNS fixture and writes their trust anchor to `dir/anchor`.
+fn sign_all(dns: &DnsServer, dir: &Path, reps: usize, domains: usize) {
+    use hickory_proto::rr::rdata::TXT;
+    use mtasts_fixtures::dnssec::{AnchorForm, ZoneSet};
+    let began = Instant::now();
+    let mut z = ZoneSet::new("test");
+    z.zone("scale.test", true);
+    z.a("mx.scale.test", Ipv4Addr::LOCALHOST);
+    for rep in 0..reps {
+        for tag in ['c', 'n', 'm', 'f', 'b'] {
+            let addr = if tag == 'f' { REFUSING } else { Ipv4Addr::LOCALHOST };
+            for i in 0..domains {
+                let domain = format!("d{i}.{tag}{rep}.scale.test");
+                z.add(&format!("_mta-sts.{domain}"), RData::TXT(TXT::new(vec!["v=STSv1; id=s1".into()])));
+                z.a(&format!("mta-sts.{domain}"), addr);
+                z.mx(&domain, 10, "mx.scale.test");
+            }
+        }
+    }
+    let zones = z.sign();
+    std::fs::write(dir.join("anchor"), format!("{}\n", zones.trust_anchor(AnchorForm::Ds))).expect("anchor");
+    dns.serve_zones(zones);
+    eprintln!("--dane: signed {} domains in {:.1} s", reps * 5 * domains, began.elapsed().as_secs_f64());
 }
 
 /// One measurement: rate and latency percentiles, CPU time per lookup, and the replies in the
@@ -261,6 +347,8 @@ fn breakdown(n: usize) {
     let https = HttpsServer::start().expect("https fixture");
     let settings = DnsSettings { nameservers: vec![dns.addr()], ..DnsSettings::default() };
     let resolver = DnsResolver::new(settings);
+    // What `mtasts serve` uses: the runtime and resolver kept by the calling thread.
+    let kept = resolver.clone().with_lifetime(mtasts::dns::Lifetime::PerThread);
     let anchors = mtasts::TrustAnchors::from_pem(pki().root_pem.as_bytes(), "test CA").expect("anchors");
     let mut fetch_settings = FetchSettings::new(anchors);
     fetch_settings.port = https.addr().port();
@@ -270,6 +358,8 @@ fn breakdown(n: usize) {
     for (tag, what) in [
         ('t', "DnsResolver::txt (one TXT query)"),
         ('a', "DnsResolver::addresses (A + AAAA)"),
+        ('k', "the same TXT, resolver kept per thread"),
+        ('l', "the same A + AAAA, resolver kept per thread"),
         ('f', "HttpsFetcher::fetch (A + AAAA, TCP, TLS, GET)"),
         ('c', "ceiling client: TXT query + TLS GET"),
         ('h', "ceiling client: TXT, A + AAAA queries, TLS GET"),
@@ -289,6 +379,8 @@ fn breakdown(n: usize) {
             match tag {
                 't' => drop(resolver.txt(&format!("_mta-sts.{name}")).expect("txt")),
                 'a' => drop(resolver.addresses(&format!("mta-sts.{name}")).expect("addresses")),
+                'k' => drop(kept.txt(&format!("_mta-sts.{name}")).expect("txt")),
+                'l' => drop(kept.addresses(&format!("mta-sts.{name}")).expect("addresses")),
                 'f' => {
                     let domain = mtasts::Domain::parse(name).expect("domain");
                     drop(fetcher.fetch(&domain).expect("fetch"));
@@ -415,9 +507,7 @@ fn ceiling_lookup(
     resolve_host: bool,
 ) -> Vec<u8> {
     // TXT, over UDP.
-    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let id = send_query(sock, dns, &format!("_mta-sts.{name}."), RecordType::TXT);
-    let answer = &answers(sock, &[id])[0];
+    let answer = &ask(sock, dns, &[(&format!("_mta-sts.{name}."), RecordType::TXT)])[0];
     assert!(
         answer.answers.iter().any(
             |r| matches!(&r.data, RData::TXT(t) if t.txt_data.iter().any(|s| s.starts_with(b"v=STSv1")))
@@ -428,8 +518,8 @@ fn ceiling_lookup(
     // The policy host's addresses: A and AAAA asked together, both answers awaited (what any
     // client that may connect over either family does, and what `mtasts serve` does).
     let addr = if resolve_host {
-        let ids = [RecordType::A, RecordType::AAAA].map(|t| send_query(sock, dns, &format!("{host}."), t));
-        let got = answers(sock, &ids);
+        let fqdn = format!("{host}.");
+        let got = ask(sock, dns, &[(&fqdn, RecordType::A), (&fqdn, RecordType::AAAA)]);
         got[0]
             .answers
             .iter()
@@ -458,29 +548,50 @@ fn ceiling_lookup(
     response
 }
 
-/// Sends one query for `name`; returns its id.
-fn send_query(sock: &UdpSocket, dns: SocketAddr, name: &str, rtype: RecordType) -> u16 {
+/// One query for `name`: its id and wire form.
+fn query(name: &str, rtype: RecordType) -> (u16, Vec<u8>) {
     let mut q = Message::query();
     let id = rand::random::<u16>();
     q.metadata.id = id;
     q.metadata.recursion_desired = true;
     q.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
-    sock.send_to(&q.to_vec().expect("encode"), dns).expect("send");
-    id
+    (id, q.to_vec().expect("encode"))
 }
 
-/// The answers to the queries `ids`, in their order (stale answers of other ids are skipped).
-fn answers(sock: &UdpSocket, ids: &[u16]) -> Vec<Message> {
-    let mut got: Vec<Option<Message>> = ids.iter().map(|_| None).collect();
+/// Asks `questions` at once and gives their answers, in their order (stale answers of other ids
+/// are skipped). Questions still unanswered after a second are sent again, up to 5 times, as any
+/// stub resolver would: under load the fixture's UDP socket may drop a datagram.
+fn ask(sock: &UdpSocket, dns: SocketAddr, questions: &[(&str, RecordType)]) -> Vec<Message> {
+    let queries: Vec<(u16, Vec<u8>)> = questions.iter().map(|(name, rtype)| query(name, *rtype)).collect();
+    let mut got: Vec<Option<Message>> = queries.iter().map(|_| None).collect();
     let mut buf = [0u8; 4096];
-    while got.iter().any(Option::is_none) {
-        let (n, _) = sock.recv_from(&mut buf).expect("DNS answer");
-        let m = Message::from_vec(&buf[..n]).expect("decode");
-        if let Some(i) = ids.iter().position(|id| *id == m.metadata.id) {
-            got[i] = Some(m);
+    sock.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    for _attempt in 0..5 {
+        for ((_, wire), answer) in queries.iter().zip(&got) {
+            if answer.is_none() {
+                sock.send_to(wire, dns).expect("send");
+            }
+        }
+        while got.iter().any(Option::is_none) {
+            let n = match sock.recv_from(&mut buf) {
+                Ok((n, _)) => n,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break;
+                }
+                Err(e) => panic!("DNS answer: {e}"),
+            };
+            let m = Message::from_vec(&buf[..n]).expect("decode");
+            if let Some(i) = queries.iter().position(|(id, _)| *id == m.metadata.id) {
+                got[i] = Some(m);
+            }
+        }
+        if got.iter().all(Option::is_some) {
+            return got.into_iter().flatten().collect();
         }
     }
-    got.into_iter().flatten().collect()
+    panic!("no DNS answer to {questions:?} after 5 attempts");
 }
 
 /// `mtasts serve` (the release binary) pointed at the fixtures.
@@ -491,7 +602,19 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(dir: &Path, dns: &DnsServer, https: &HttpsServer, store: &str) -> Self {
+    fn start(
+        binary: &Path,
+        dir: &Path,
+        dns: &DnsServer,
+        https: &HttpsServer,
+        store: &str,
+        dane: bool,
+    ) -> Self {
+        let dnssec = if dane {
+            format!("dnssec = \"validate\"\ntrust_anchor = \"{}\"\n", dir.join("anchor").display())
+        } else {
+            "dnssec = \"off\"\n".to_owned()
+        };
         let cache = if store == "memory" {
             "memory".to_owned()
         } else {
@@ -501,7 +624,7 @@ impl Serve {
         std::fs::write(
             &config,
             format!(
-                "[dns]\nnameservers = [\"{}\"]\ndnssec = \"off\"\n[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{cache}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
+                "[dns]\nnameservers = [\"{}\"]\n{dnssec}[https]\nca_file = \"{}\"\nport = {}\n[cache]\npath = \"{cache}\"\n[serve]\nlisten = \"inet:127.0.0.1:0\"\n",
                 dns.addr(),
                 dir.join("ca.pem").display(),
                 https.addr().port(),
@@ -509,7 +632,7 @@ impl Serve {
         )
         .expect("config");
         let stderr = dir.join("serve.stderr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::piped())

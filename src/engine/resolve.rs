@@ -54,11 +54,12 @@ impl Engine {
     }
 
     /// Fills an empty in-process entry from the persistent store (a miss of the memory layer).
-    /// True when the store had the domain.
-    fn warm_from_store(&self, domain: &Domain, now: u64) -> bool {
-        let Some(store) = &self.store else { return false };
+    /// `Some(true)` when the store had the domain, `Some(false)` when it answered that it has
+    /// not, `None` when it was not asked (the memory layer has the domain) or failed.
+    fn warm_from_store(&self, domain: &Domain, now: u64) -> Option<bool> {
+        let store = self.store.as_ref()?;
         if self.cache.read(domain, |e| e.is_some()) {
-            return false;
+            return None;
         }
         match store.load(domain) {
             Ok(Some(stored)) => {
@@ -68,24 +69,25 @@ impl Engine {
                         *e = stored;
                     }
                 });
-                true
+                Some(true)
             }
             Ok(None) => {
                 self.store_answered();
-                false
+                Some(false)
             }
             Err(e) => {
                 self.report_store_error(&e);
-                false
+                None
             }
         }
     }
 
     /// The newer of the in-process entry and the stored one, so that a policy another process
-    /// fetched (or `mtasts refresh` refreshed) is not fetched again.
-    fn merged_entry(&self, domain: &Domain) -> Entry {
+    /// fetched (or `mtasts refresh` refreshed) is not fetched again. With `store_checked` (this
+    /// lookup has just found the domain missing from the store) the store is not read again.
+    fn merged_entry(&self, domain: &Domain, store_checked: bool) -> Entry {
         let mut entry = self.cache.get(domain).unwrap_or_default();
-        if let Some(store) = &self.store {
+        if let Some(store) = self.store.as_ref().filter(|_| !store_checked) {
             match store.load(domain) {
                 Ok(Some(stored)) => {
                     let newer = |a: &Entry, b: &Entry| {
@@ -134,16 +136,17 @@ impl Engine {
             }
         }
         // A miss of the memory layer: the persistent store may know the domain.
-        let mut from_store = false;
+        let (mut from_store, mut store_checked) = (false, false);
         if self.store.is_some() {
-            from_store = self.warm_from_store(domain, now);
+            let warmed = self.warm_from_store(domain, now);
+            (from_store, store_checked) = (warmed == Some(true), warmed == Some(false));
             if !force {
                 if let Some(resolution) = self.cached_resolution(domain, now) {
                     return (resolution, if from_store { Layer::Store } else { Layer::Memory });
                 }
             }
         }
-        let resolution = self.single_flight(domain, now, force);
+        let resolution = self.single_flight(domain, now, force, store_checked);
         let layer = match resolution.source {
             Source::Network => Layer::Network,
             Source::Cache if from_store => Layer::Store,
@@ -192,7 +195,8 @@ impl Engine {
     }
 
     /// Lets one caller per domain do discovery; the others wait and share its result.
-    fn single_flight(&self, domain: &Domain, now: u64, force: bool) -> Resolution {
+    /// `store_checked`: this caller has just found the domain missing from the store.
+    fn single_flight(&self, domain: &Domain, now: u64, force: bool, store_checked: bool) -> Resolution {
         let (flight, leader) = {
             let mut flights = self.flights.lock();
             match flights.get(domain) {
@@ -213,7 +217,7 @@ impl Engine {
                     return resolution;
                 }
             }
-            let resolution = self.discover(domain, now);
+            let resolution = self.discover(domain, now, store_checked);
             *guard.flight.result.lock() = Some(resolution.clone());
             return resolution;
         }
@@ -240,8 +244,11 @@ impl Engine {
     }
 
     /// One round of discovery and, if needed, fetch. The cache entry is written once, at the
-    /// end, so that no reader sees the lookup time of a discovery still in progress.
-    fn discover(&self, domain: &Domain, now: u64) -> Resolution {
+    /// end, so that no reader sees the lookup time of a discovery still in progress. With
+    /// `store_checked` (the caller found the domain missing from the store moments ago: a cold
+    /// lookup) the store is not read a second time; a policy another process stored in between is
+    /// at worst fetched once more.
+    fn discover(&self, domain: &Domain, now: u64, store_checked: bool) -> Resolution {
         let began = std::time::Instant::now();
         let answer = self.resolver.txt(&domain.txt_name());
         self.metrics.dns_latency(DnsKind::Txt, began.elapsed());
@@ -252,7 +259,7 @@ impl Engine {
             Ok(Discovery::Multiple(_) | Discovery::Invalid(_)) => DiscoveryResult::Invalid,
             Err(DnsError::Temporary(_)) => DiscoveryResult::DnsError,
         });
-        let entry = self.merged_entry(domain);
+        let entry = self.merged_entry(domain, store_checked);
         let live = entry.live(now).cloned();
         let mut fetched: Option<Result<Arc<CachedPolicy>, FailedFetch>> = None;
         let resolution = match selected {

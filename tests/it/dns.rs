@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mtasts::cache::Failure;
-use mtasts::dns::{DnsResolver, DnsSettings, MxRecord};
+use mtasts::dns::{DnsResolver, DnsSettings, Lifetime, MxRecord};
 use mtasts::engine::{AddressResolver, DnsError, Fetcher, Resolver};
 use mtasts::{Domain, Engine, Reason, TrustAnchors, Verdict};
 use mtasts_fixtures::dns::{DnsServer, QueryLog};
@@ -293,6 +293,67 @@ fn nothing_is_cached_between_calls() {
     assert_eq!(server.queries().len(), 3);
 }
 
+/// `Lifetime::PerThread` (`mtasts serve`): the thread's kept resolver still asks on every call
+/// (its response cache is emptied first), TXT and address lookups alike, and sees changes at once.
+#[test]
+fn a_resolver_kept_per_thread_asks_again_on_every_call() {
+    let server = server();
+    let r = resolver(&server).with_lifetime(Lifetime::PerThread);
+    server.set_txt1(NAME, &["v=STSv1; id=one"]);
+    server.set_a("mta-sts.example.test", Ipv4Addr::new(127, 0, 0, 1));
+    assert_eq!(strings(r.txt(NAME).expect("lookup")), ["v=STSv1; id=one"]);
+    assert_eq!(strings(r.txt(NAME).expect("lookup")), ["v=STSv1; id=one"]);
+    server.set_txt1(NAME, &["v=STSv1; id=two"]);
+    assert_eq!(strings(r.txt(NAME).expect("lookup")), ["v=STSv1; id=two"]);
+    let v4 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    assert_eq!(r.addresses("mta-sts.example.test"), Ok(vec![v4]));
+    assert_eq!(r.addresses("mta-sts.example.test"), Ok(vec![v4]));
+    server.remove(NAME);
+    assert_eq!(r.txt(NAME), Err(DnsError::NotFound));
+    let log = asked(&server.queries());
+    assert_eq!(log.iter().filter(|(_, t)| t == "TXT").count(), 4, "{log:?}");
+    assert_eq!(log.iter().filter(|(_, t)| t == "A").count(), 2, "{log:?}");
+    assert_eq!(log.iter().filter(|(_, t)| t == "AAAA").count(), 2, "{log:?}");
+}
+
+/// `Lifetime::PerThread`: a call that runs out of time leaves the kept resolver usable, and the
+/// next call has its whole deadline (nothing of the abandoned query is in its way).
+#[test]
+fn a_resolver_kept_per_thread_works_after_a_timeout() {
+    let server = server();
+    server.set_silent(NAME);
+    server.set_txt1("_mta-sts.after.test", &["v=STSv1; id=after"]);
+    server.set_a("mta-sts.after.test", Ipv4Addr::new(127, 0, 0, 1));
+    let r = resolver_with_timeout(&server, Duration::from_millis(300)).with_lifetime(Lifetime::PerThread);
+    assert!(temporary(r.txt(NAME)).starts_with("timed out after 300 ms"));
+    assert_eq!(strings(r.txt("_mta-sts.after.test").expect("lookup")), ["v=STSv1; id=after"]);
+    server.set_silent("mta-sts.silent.test");
+    assert!(matches!(r.addresses("mta-sts.silent.test"), Err(DnsError::Temporary(_))));
+    assert_eq!(r.addresses("mta-sts.after.test"), Ok(vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))]));
+}
+
+/// `Lifetime::PerThread`: resolvers with other settings on one thread (a reload of `mtasts serve`
+/// that changes `[dns] nameservers`) each ask their own servers.
+#[test]
+fn resolvers_kept_per_thread_ask_the_servers_of_their_settings() {
+    let (one, two) = (server(), server());
+    one.set_txt1(NAME, &["v=STSv1; id=one"]);
+    two.set_txt1(NAME, &["v=STSv1; id=two"]);
+    let r1 = resolver(&one).with_lifetime(Lifetime::PerThread);
+    let r2 = resolver(&two).with_lifetime(Lifetime::PerThread);
+    for _ in 0..2 {
+        assert_eq!(strings(r1.txt(NAME).expect("lookup")), ["v=STSv1; id=one"]);
+        assert_eq!(strings(r2.txt(NAME).expect("lookup")), ["v=STSv1; id=two"]);
+    }
+    assert_eq!(one.queries().len(), 2);
+    assert_eq!(two.queries().len(), 2);
+    // And from another thread, which keeps its own.
+    std::thread::scope(|s| {
+        s.spawn(|| assert_eq!(strings(r2.txt(NAME).expect("lookup")), ["v=STSv1; id=two"]));
+    });
+    assert_eq!(two.queries().len(), 3);
+}
+
 /// Waits for a child with a deadline; kills it if it hangs.
 fn wait_child(pid: libc::pid_t) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -354,9 +415,21 @@ fn fork_lookup(resolver: &DnsResolver) -> libc::pid_t {
 /// one after the other, so neither can push the other off a port.
 #[test]
 fn fork_children_send_different_query_ids_and_ports() {
+    fork_children(Lifetime::PerCall);
+}
+
+/// The same with the runtime and resolver kept per thread (`mtasts serve`'s mode): the slot the
+/// parent's thread kept is not used in the children (each builds its own), and the parent's
+/// still works after the forks.
+#[test]
+fn fork_children_of_a_thread_that_keeps_its_resolver_build_their_own() {
+    fork_children(Lifetime::PerThread);
+}
+
+fn fork_children(lifetime: Lifetime) {
     let server = server();
     server.set_txt1(NAME, &["v=STSv1; id=fork"]);
-    let r = resolver(&server);
+    let r = resolver(&server).with_lifetime(lifetime);
     // The parent's lookup seeds this thread's generator before the forks.
     r.txt(NAME).expect("parent lookup");
     server.clear_queries();

@@ -3,7 +3,8 @@
 //! is checked here by counting at the fixtures, never by timing:
 //!
 //! * single-flight: callers asking for the same uncached domain at once cause one TXT lookup and
-//!   one fetch, and all get its policy;
+//!   one fetch, and all get its policy, whether they are threads of one engine or socketmap
+//!   connections to `mtasts serve` (seen waiting in its `mtasts_serve_lookups_waiting` gauge);
 //! * no global lock across network I/O: fetches for distinct domains are at the HTTPS fixture at
 //!   the same time;
 //! * the negative cache: a domain whose policy host refuses connections is not fetched again
@@ -83,6 +84,37 @@ fn single_flight_one_fetch_for_concurrent_lookups_of_one_domain() {
     assert_eq!(w.https.requests().len(), 1);
 }
 
+/// Single-flight across the socketmap connections of `mtasts serve`: two connections (two
+/// Postfix processes) asking for the same uncached domain at once cause one TXT lookup, one
+/// connection and one fetch, and both get the policy. The first connection's fetch is held at
+/// the fixture until `/metrics` shows the second connection's lookup waiting for it, so the two
+/// lookups overlap for certain.
+#[test]
+fn single_flight_holds_across_two_socketmap_connections() {
+    let w = World::start("scale-flight-serve").expect("fixtures");
+    w.dns.generate("flight2.test", "f2", Ipv4Addr::LOCALHOST);
+    w.https.generate("flight2.test", Response::policy(&policy("enforce", &["mx.flight2.test"])));
+    let serve = Serve::start_with(&config(&w, ""), true);
+    let name = "d1.flight2.test";
+    let (mut first, mut second) = (serve.connect(), serve.connect());
+    assert_eq!(serve.lookups_waiting(), 0);
+
+    w.https.hold(true);
+    send_request(&mut first, name);
+    wait_until("the first connection's fetch at the fixture", || w.https.requests().len() == 1);
+    send_request(&mut second, name);
+    wait_until("the second connection's lookup waiting for that discovery", || serve.lookups_waiting() == 1);
+    w.https.hold(false);
+
+    let want = "OK secure match=mx.flight2.test servername=hostname";
+    assert_eq!(read_reply(&mut first), want);
+    assert_eq!(read_reply(&mut second), want);
+    assert_eq!(w.https.requests().len(), 1, "one fetch");
+    assert_eq!(w.https.connections_accepted(), 1, "one connection");
+    assert_eq!(txt_queries(&w, "_mta-sts.d1.flight2.test"), 1, "one TXT lookup");
+    assert_eq!(serve.lookups_waiting(), 0);
+}
+
 #[test]
 fn fetches_of_distinct_domains_run_at_the_same_time() {
     let w = World::start("scale-parallel").expect("fixtures");
@@ -143,49 +175,89 @@ impl Closing {
 struct Serve {
     child: Child,
     port: u16,
+    /// The port of `/metrics`, when started with it.
+    metrics: Option<u16>,
 }
 
 impl Serve {
     fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtasts"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "inet:127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mtasts serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-        Self { child, port }
+        Self::start_with(config, false)
+    }
+
+    /// With `metrics`, also `--metrics inet:127.0.0.1:0`.
+    fn start_with(config: &Path, metrics: bool) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtasts"));
+        cmd.args(["serve", "--config"]).arg(config).args(["--listen", "inet:127.0.0.1:0"]);
+        if metrics {
+            cmd.args(["--metrics", "inet:127.0.0.1:0"]);
+        }
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start mtasts serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut port_line = || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("a line from mtasts serve");
+            line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        };
+        let port = port_line();
+        let metrics = metrics.then(&mut port_line);
+        Self { child, port, metrics }
+    }
+
+    /// A socketmap connection.
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        s
     }
 
     /// One socketmap lookup per name on one connection; the reply payloads.
     fn lookups(&self, names: &[String]) -> Vec<String> {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        let mut s = self.connect();
         names
             .iter()
             .map(|name| {
-                let payload = format!("postfix {name}");
-                s.write_all(format!("{}:{payload},", payload.len()).as_bytes()).expect("write");
-                let mut got = Vec::new();
-                let mut buf = [0u8; 1024];
-                loop {
-                    let n = s.read(&mut buf).expect("read");
-                    assert!(n > 0, "closed");
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).into_owned();
-                    if let Some((len, rest)) = text.split_once(':') {
-                        let len: usize = len.parse().expect("length");
-                        if rest.len() > len {
-                            return rest[..len].to_owned();
-                        }
-                    }
-                }
+                send_request(&mut s, name);
+                read_reply(&mut s)
             })
             .collect()
+    }
+
+    /// The value of the gauge `mtasts_serve_lookups_waiting` now.
+    fn lookups_waiting(&self) -> u64 {
+        let port = self.metrics.expect("started with --metrics");
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to /metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("response");
+        text.lines()
+            .find_map(|l| l.strip_prefix("mtasts_serve_lookups_waiting "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no mtasts_serve_lookups_waiting in {text}"))
+    }
+}
+
+/// Sends the socketmap request for `name`.
+fn send_request(s: &mut TcpStream, name: &str) {
+    let payload = format!("postfix {name}");
+    s.write_all(format!("{}:{payload},", payload.len()).as_bytes()).expect("write");
+}
+
+/// Reads one socketmap reply; its payload.
+fn read_reply(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((len, rest)) = text.split_once(':') {
+            let len: usize = len.parse().expect("length");
+            if rest.len() > len {
+                return rest[..len].to_owned();
+            }
+        }
     }
 }
 

@@ -175,6 +175,72 @@ fn engine_over(
         .build()
 }
 
+/// A policy store that counts its reads.
+#[derive(Debug)]
+struct CountingLoads {
+    inner: SqliteStore,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl PolicyStore for CountingLoads {
+    fn load(&self, domain: &Domain) -> Result<Option<Entry>, mtasts::cache::StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load(domain)
+    }
+    fn save(&self, domain: &Domain, entry: &Entry) -> Result<(), mtasts::cache::StoreError> {
+        self.inner.save(domain, entry)
+    }
+    fn list(&self) -> Result<Vec<(Domain, Entry)>, mtasts::cache::StoreError> {
+        self.inner.list()
+    }
+    fn remove(&self, domain: &Domain) -> Result<bool, mtasts::cache::StoreError> {
+        self.inner.remove(domain)
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+/// A cold lookup (in neither the memory cache nor the store) reads the store once: the miss
+/// that sends it to discovery is not read again before the fetch. A domain the memory cache
+/// holds is still merged with the store's entry before its discovery (one read), so that a
+/// policy another process fetched meanwhile is seen.
+#[test]
+fn a_cold_lookup_reads_the_store_once() {
+    let dir = temp_dir("cold-reads");
+    let path = dir.join("p.sqlite");
+    let (dns, http, clock) =
+        (Arc::new(FakeDns::default()), Arc::new(FakeHttp::default()), Arc::new(FakeClock::default()));
+    dns.set_records(&["v=STSv1; id=a1"]);
+    http.set_body(ENFORCE);
+    let counting = Arc::new(CountingLoads {
+        inner: SqliteStore::open(&path, 300).expect("open"),
+        loads: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let stores = mtasts::cache::Stores {
+        policies: Arc::clone(&counting) as Arc<dyn PolicyStore>,
+        ..SqliteStore::open(&path, 300).expect("open").into()
+    };
+    let engine = Engine::builder(Arc::clone(&dns), Arc::clone(&http))
+        .clock(Arc::clone(&clock))
+        .trust_anchors(TrustAnchors::webpki())
+        .timing(Timing::default())
+        .store(stores)
+        .build();
+    let loads = || counting.loads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(engine.check_mx("example.test", "mx.example.test").expect("check").verdict, Verdict::Pass);
+    assert_eq!((loads(), dns.lookups(), http.fetches()), (1, 1, 1), "one read, one TXT lookup, one fetch");
+    assert!(counting.inner.load(&domain("example.test")).expect("load").is_some(), "saved");
+
+    // In memory: no read while fresh; at the next TXT check, one read (the merge) before it.
+    assert_eq!(engine.check_mx("example.test", "mx.example.test").expect("check").verdict, Verdict::Pass);
+    assert_eq!(loads(), 1);
+    clock.advance(Timing::default().txt_check_interval);
+    assert_eq!(engine.check_mx("example.test", "mx.example.test").expect("check").verdict, Verdict::Pass);
+    assert_eq!((loads(), dns.lookups(), http.fetches()), (2, 2, 1));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn cache_12_a_restarted_engine_still_enforces_after_discovery_is_blocked() {
     let dir = temp_dir("restart");

@@ -73,6 +73,7 @@ use std::time::{Duration, Instant};
 use mtasts::Engine;
 use mtasts::cache::{PolicyStore, Stores};
 use mtasts::config::Config;
+use mtasts::dns::Lifetime;
 use mtasts::engine::RecordState;
 use mtasts::ports::TlsaLookup;
 use parking_lot::{Condvar, Mutex};
@@ -879,10 +880,11 @@ pub fn settings_of(config: &Config) -> Result<Option<String>, String> {
 pub use settings::DEFAULT_LISTEN;
 
 /// An engine built from `config` (replacing `old` on a reload) whose store writes go through a
-/// write-behind queue ([`write_behind`]).
+/// write-behind queue ([`write_behind`]), and whose DNS client keeps a runtime and resolver per
+/// thread (`mtasts serve` does not fork; `mtasts::dns`, "Kept per thread").
 fn build_engine(config: &Config, old: Option<&Engine>) -> Result<Engine, String> {
     config
-        .build_engine_wrapping(old, &mut |stores| {
+        .build_engine_wrapping(old, Lifetime::PerThread, &mut |stores| {
             let policies: Arc<dyn PolicyStore> =
                 write_behind::WriteBehind::start(Arc::clone(&stores.policies))?;
             Ok(Stores { policies, ..stores })

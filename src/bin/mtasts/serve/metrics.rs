@@ -240,6 +240,12 @@ impl Collector for Exporter {
             "Socketmap connections open now",
             &[(&[], c.open.load(Relaxed))],
         )?;
+        gauge(
+            &mut encoder,
+            "mtasts_serve_lookups_waiting",
+            "Lookups waiting now for the discovery of their domain that another lookup is making (single-flight)",
+            &[(&[], (self.engine)().waiting_for_discovery() as u64)],
+        )?;
         counter(
             &mut encoder,
             "mtasts_serve_refresher_runs",
