@@ -18,7 +18,10 @@
 //! Every domain has its own TXT id in both.
 //!
 //! `cargo bench --bench scale_memory` (N = 1,000,000); `-- --domains N` to change N,
-//! `-- --kind distinct|shared` to run one kind in this process. Figures in BENCHMARKS.md
+//! `-- --kind distinct|shared` to run one kind in this process; `-- --malloc-hugetlb` runs each
+//! kind twice, without and then with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc's allocator
+//! asks for transparent huge pages, as `examples/systemd/mtasts-serve.service` sets it), and
+//! prints how much of the heap the kernel backed with huge pages. Figures in BENCHMARKS.md
 //! ("Scale").
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -237,7 +240,24 @@ fn run(kind: Kind, n: usize) {
         kind.as_str(),
         spread / single
     );
-    println!("[{}] RSS at the end {:.1} MiB", kind.as_str(), rss() as f64 / 1048576.0);
+    println!(
+        "[{}] RSS at the end {:.1} MiB, of which in huge pages {:.1} MiB ({})",
+        kind.as_str(),
+        rss() as f64 / 1048576.0,
+        anon_huge() as f64 / 1048576.0,
+        std::env::var("GLIBC_TUNABLES")
+            .map_or_else(|_| "GLIBC_TUNABLES unset".to_owned(), |t| format!("GLIBC_TUNABLES={t}"))
+    );
+}
+
+/// Bytes of this process's memory in transparent huge pages (`/proc/self/smaps_rollup`).
+fn anon_huge() -> usize {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 fn main() {
@@ -249,13 +269,30 @@ fn main() {
         Some("shared") => run(Kind::Shared, n),
         Some(other) => panic!("--kind {other}: distinct or shared"),
         None => {
-            // Each kind in a process of its own, one after the other.
+            // Each kind in a process of its own, one after the other, in this environment; with
+            // `--malloc-hugetlb`, each without and then with glibc's huge-page tunable (glibc
+            // reads it at process start).
+            let runs: &[Option<&str>] = if args.iter().any(|a| a == "--malloc-hugetlb") {
+                &[Some(""), Some("glibc.malloc.hugetlb=1")]
+            } else {
+                &[None]
+            };
             for kind in ["distinct", "shared"] {
-                let status = std::process::Command::new(std::env::current_exe().expect("exe"))
-                    .args(["--kind", kind, "--domains", &n.to_string()])
-                    .status()
-                    .expect("child");
-                assert!(status.success(), "{kind}: {status}");
+                for tunable in runs {
+                    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"));
+                    child.args(["--kind", kind, "--domains", &n.to_string()]);
+                    match tunable {
+                        Some("") => {
+                            child.env_remove("GLIBC_TUNABLES");
+                        }
+                        Some(t) => {
+                            child.env("GLIBC_TUNABLES", t);
+                        }
+                        None => {}
+                    }
+                    let status = child.status().expect("child");
+                    assert!(status.success(), "{kind}: {status}");
+                }
             }
         }
     }

@@ -29,7 +29,8 @@
 
 use std::fmt;
 
-use crate::mx::MxPattern;
+use crate::domain::Domain;
+use crate::mx::{MxPattern, PackedPatterns};
 
 /// The stated upper bound of `max_age`, one year (RFC 8461 §3.2).
 pub const MAX_AGE_LIMIT: u32 = 31_557_600;
@@ -64,12 +65,14 @@ impl fmt::Display for Mode {
 
 /// A valid policy. Only [`Policy::parse`] makes one.
 ///
-/// `repr(C)`: what a check reads (mode, patterns) first, in the order written, so that it sits
-/// in the first cache line of a [`crate::cache::CachedPolicy`].
+/// `repr(C)`: what a check reads (the mode, then the patterns packed in place) first, in the
+/// order written, so that it sits in the first cache lines of a [`crate::cache::CachedPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct Policy {
     mode: Mode,
+    /// `mx`, packed for [`Policy::matches_mx`] when short enough (src/mx.rs).
+    packed: PackedPatterns,
     max_age: u32,
     mx: Vec<MxPattern>,
     warnings: Vec<Problem>,
@@ -150,6 +153,14 @@ impl Policy {
     /// The valid `mx` patterns, in the order of the body.
     pub fn mx(&self) -> &[MxPattern] {
         &self.mx
+    }
+
+    /// Whether the MX host name `host` matches one of the `mx` patterns (MX-1), as
+    /// [`crate::mx::any_matches`] on [`Policy::mx`] says. Reads the patterns packed inside the
+    /// policy when they fit (two names of about 26 octets, or one of 54), the list otherwise.
+    #[inline]
+    pub fn matches_mx(&self, host: &Domain) -> bool {
+        self.packed.matches(host).unwrap_or_else(|| crate::mx::any_matches(&self.mx, host))
     }
 
     /// Findings that did not make the policy invalid (a dropped `mx`, a clamped `max_age`, ...).
@@ -327,7 +338,8 @@ impl Parser {
         let valid = !self.problems.iter().any(|p| p.severity == Severity::Error);
         match (self.mode, self.max_age) {
             (Some(mode), Some(max_age)) if valid => {
-                Ok(Policy { mode, max_age, mx: self.mx, warnings: self.problems })
+                let packed = PackedPatterns::new(&self.mx);
+                Ok(Policy { mode, packed, max_age, mx: self.mx, warnings: self.problems })
             }
             _ => Err(PolicyError { problems: self.problems }),
         }
@@ -383,5 +395,34 @@ mod tests {
         assert_eq!(p.max_age(), MAX_AGE_LIMIT);
         assert_eq!(p.mx().len(), 1);
         assert_eq!(p.warnings().len(), 2);
+    }
+
+    #[test]
+    fn mx_matching_reads_packed_and_unpacked_patterns_alike() {
+        let host = |h: &str| crate::mx::parse_host(h).unwrap();
+        // Fits the packed form, and does not (the list is read).
+        let short = Policy::parse(
+            b"version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\nmax_age: 10",
+        )
+        .unwrap();
+        let long = format!(
+            "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmx: *.example.net\nmx: {}.example.org\nmax_age: 10",
+            "a".repeat(50)
+        );
+        let long = Policy::parse(long.as_bytes()).unwrap();
+        for p in [&short, &long] {
+            for (h, want) in [
+                ("mx1.example.com", true),
+                ("a.example.net", true),
+                ("example.net", false),
+                ("mx2.example.com", false),
+            ] {
+                assert_eq!(p.matches_mx(&host(h)), want, "{h}");
+                assert_eq!(crate::mx::any_matches(p.mx(), &host(h)), want, "{h}");
+            }
+        }
+        let a = format!("{}.example.org", "a".repeat(50));
+        assert!(long.matches_mx(&host(&a)));
+        assert!(!short.matches_mx(&host(&a)));
     }
 }

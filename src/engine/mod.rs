@@ -830,7 +830,7 @@ impl Engine {
         let mx = mx.as_ref().ok();
         let mode = resolution.mode();
         let mx_matches = match (&resolution.policy, mx) {
-            (Some(p), Some(mx)) => mx::any_matches(p.policy.mx(), mx),
+            (Some(p), Some(mx)) => p.policy.matches_mx(mx),
             _ => false,
         };
         let mut detail = None;
