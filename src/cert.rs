@@ -185,7 +185,7 @@ impl TrustAnchors {
     /// The Mozilla root program as compiled into the `webpki-roots` crate.
     pub fn webpki() -> Self {
         let roots = webpki_roots::TLS_SERVER_ROOTS;
-        let mut ctx = labelled("mtasts trust anchors: content");
+        let mut ctx = labelled("mtasts trust anchors: compiled in");
         for root in roots {
             feed_bytes(&mut ctx, root.subject.as_ref());
             feed_bytes(&mut ctx, root.subject_public_key_info.as_ref());
@@ -223,7 +223,7 @@ impl TrustAnchors {
     /// Roots from a PEM file read at their first use (the default engine of a process per
     /// delivery, which usually finds its validation remembered). A file that cannot be read or
     /// holds no usable root then fails every validation with [`TrustAnchors::anchors`]'s error
-    /// (fail closed); `mtasts lint` and `mtasts doctor` read it at once.
+    /// (fail closed); `mtasts doctor` reads it at once.
     pub fn from_pem_file_lazy(path: &Path) -> Self {
         let origin = Origin::File { path: path.into(), stamp: FileStamp::of_path(path) };
         Self::new(path.display().to_string(), origin, None)

@@ -478,7 +478,7 @@ impl Config {
     }
 
     /// Checks that the `[dns] trust_anchor` file, if one is set, is readable and holds DS or
-    /// DNSKEY records (`mtasts doctor`, `lint`, and every engine built by [`Config::build_engine`]).
+    /// DNSKEY records (`mtasts doctor`, and every engine built by [`Config::build_engine`]).
     pub fn check_trust_anchor(&self) -> Result<(), ConfigError> {
         match &self.dns.trust_anchor {
             Some(path) => crate::dnssec::check_trust_anchor_file(path)
@@ -537,7 +537,7 @@ impl Config {
     /// "tempfail"` asks to hold mail for domains without a policy in memory.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
         self.check_trust_anchor()?;
-        self.build_engine_inner(None, Lifetime::PerCall, &mut |stores| Ok(stores))
+        self.build_engine_with(self.trust_anchors()?, None, Lifetime::PerCall, &mut |stores| Ok(stores))
     }
 
     /// As [`Config::build_engine`], for a short-lived process that may never validate a DNSSEC
@@ -547,7 +547,7 @@ impl Config {
     /// file is read at the first DNSSEC validation and the `[https] ca_file` at the first
     /// certificate validation, not now. A missing or bad file then fails that lookup or
     /// validation (fail closed: a temporary failure, or a failed validation, naming the file),
-    /// and `mtasts lint` and `mtasts doctor` still check both.
+    /// and `mtasts doctor` still checks both.
     pub fn build_engine_lazy(&self) -> Result<Engine, ConfigError> {
         self.build_engine_with(self.trust_anchors_lazy(), None, Lifetime::PerCall, &mut |stores| Ok(stores))
     }
@@ -557,7 +557,7 @@ impl Config {
     /// into its metrics ([`Engine::shared_metrics`]).
     pub fn build_engine_replacing(&self, old: &Engine) -> Result<Engine, ConfigError> {
         self.check_trust_anchor()?;
-        self.build_engine_inner(Some(old), Lifetime::PerCall, &mut |stores| Ok(stores))
+        self.build_engine_with(self.trust_anchors()?, Some(old), Lifetime::PerCall, &mut |stores| Ok(stores))
     }
 
     /// As [`Config::build_engine`] (or [`Config::build_engine_replacing`] with `old`), for a
@@ -572,15 +572,6 @@ impl Config {
         wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
     ) -> Result<Engine, ConfigError> {
         self.check_trust_anchor()?;
-        self.build_engine_inner(old, dns_lifetime, wrap)
-    }
-
-    fn build_engine_inner(
-        &self,
-        old: Option<&Engine>,
-        dns_lifetime: Lifetime,
-        wrap: &mut dyn FnMut(Stores) -> Result<Stores, StoreError>,
-    ) -> Result<Engine, ConfigError> {
         self.build_engine_with(self.trust_anchors()?, old, dns_lifetime, wrap)
     }
 
