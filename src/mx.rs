@@ -83,7 +83,7 @@ impl MxPattern {
 
     /// Whether this MX host name satisfies the pattern.
     pub fn matches(&self, host: &Domain) -> bool {
-        if self.wildcard { host.parent() == Some(self.base.as_str()) } else { host == &self.base }
+        name_matches(self.wildcard, self.base.as_str().as_bytes(), host)
     }
 
     /// True for `*.` patterns.
@@ -112,6 +112,15 @@ pub fn parse_host(name: &str) -> Result<Domain, DomainError> {
 /// True when `host` matches at least one pattern (MX-1).
 pub fn any_matches(patterns: &[MxPattern], host: &Domain) -> bool {
     patterns.iter().any(|p| p.matches(host))
+}
+
+/// The matching rule of an `mx` pattern (MX-1 to MX-3), for [`MxPattern::matches`] and
+/// [`PackedPatterns::matches`] alike: `*.base` matches a host whose labels after the first are
+/// `base` (one label, never `base` itself); any other pattern matches the same name. Both names
+/// are compared as stored (lower case, no trailing dot).
+#[inline]
+fn name_matches(wildcard: bool, base: &[u8], host: &Domain) -> bool {
+    if wildcard { host.parent().map(str::as_bytes) == Some(base) } else { host.as_str().as_bytes() == base }
 }
 
 /// Octets of [`PackedPatterns`]: room for two patterns of 26 octets, or one of 54, each with a
@@ -171,16 +180,13 @@ impl PackedPatterns {
     pub(crate) fn matches(&self, host: &Domain) -> Option<bool> {
         let used = usize::from(self.used);
         let mut rest = self.bytes.get(..used)?;
-        let host = host.as_str().as_bytes();
         while let Some((&len, tail)) = rest.split_first() {
             let (pattern, next) = tail.split_at(usize::from(len).min(tail.len()));
-            let hit = match pattern.strip_prefix(b"*.") {
-                Some(base) => {
-                    host.iter().position(|&b| b == b'.').is_some_and(|dot| &host[dot + 1..] == base)
-                }
-                None => host == pattern,
+            let (wildcard, base) = match pattern.strip_prefix(b"*.") {
+                Some(base) => (true, base),
+                None => (false, pattern),
             };
-            if hit {
+            if name_matches(wildcard, base, host) {
                 return Some(true);
             }
             rest = next;

@@ -1,5 +1,6 @@
 //! The in-process cache: a map from Policy Domain to [`Entry`] behind a read-write lock that is
-//! held only for the map access itself, never across I/O.
+//! held only for the map access and, for an entry read in place, while the caller's closure
+//! reads it ([`MemoryCache::read`]: the closure must not use the cache), never across I/O.
 //!
 //! Reads of a busy domain do not touch the shared lock: each thread keeps its own copy of the
 //! entries it reads again and again, valid for as long as the cache's generation counter has not
@@ -32,6 +33,7 @@ const DEFAULT_CAPACITY: usize = 100_000;
 const LOCAL_CAPACITY: usize = 256;
 /// Slots of a thread's filter of the domains it read lately from the shared map.
 const RECENT: usize = 64;
+const _: () = assert!(RECENT.is_power_of_two());
 
 static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -149,7 +151,8 @@ impl MemoryCache {
         }
     }
 
-    /// Runs `f` on the entry for `domain`, from this thread's copy when it is current.
+    /// Runs `f` on the entry for `domain`, from this thread's copy when it is current. `f` may
+    /// run under the shared read lock: it must not use the cache.
     pub fn read<T>(&self, domain: &Domain, f: impl FnOnce(Option<&Entry>) -> T) -> T {
         let generation = self.generation.load(Ordering::Acquire);
         LOCAL.with(|cell| {
@@ -186,7 +189,8 @@ impl MemoryCache {
             h.write(name(domain));
             h.finish() | 1
         };
-        let slot = (hash % RECENT as u64) as usize;
+        // The top bits: FxHash's low bits are its weakest, and the lowest is the `| 1` above.
+        let slot = (hash >> (u64::BITS - RECENT.ilog2())) as usize;
         let map = self.map.read();
         if local.recent[slot] != hash {
             // Not read lately: the shared entry, in place.

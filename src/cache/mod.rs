@@ -149,7 +149,9 @@ pub struct StoredOverride {
 pub trait CountStore: Send + Sync + fmt::Debug {
     /// Adds TLSRPT session counts for one UTC day. Counts from many processes add up exactly:
     /// each call is one atomic increment per counter.
-    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError>;
+    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
+        self.add_all(&[], &[(day, counts)])
+    }
 
     /// The TLSRPT counts of one UTC day.
     fn report_counts(&self, day: Day) -> Result<DayCounts, StoreError>;
@@ -160,7 +162,9 @@ pub trait CountStore: Send + Sync + fmt::Debug {
 
     /// Adds engine counters (`crate::metrics`): `(key, increment)` pairs, each an atomic
     /// increment, so that the counts of many processes add up (`mtasts stats`).
-    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError>;
+    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
+        self.add_all(deltas, &[])
+    }
 
     /// The engine counters summed over every process that flushed to this store.
     fn stats(&self) -> Result<Vec<(String, u64)>, StoreError>;

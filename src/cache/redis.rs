@@ -298,14 +298,6 @@ impl CountStore for RedisStore {
         Ok(0)
     }
 
-    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
-        self.add_all(&[], &[(day, counts)])
-    }
-
-    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
-        self.add_all(deltas, &[])
-    }
-
     fn add_all(&self, stats: &[(&str, u64)], days: &[(Day, &DayCounts)]) -> Result<(), StoreError> {
         let mut counts = Vec::with_capacity(days.len());
         for (day, day_counts) in days {

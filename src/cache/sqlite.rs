@@ -85,6 +85,10 @@ const MIGRATIONS: &[&str] = &[
         set_at      INTEGER NOT NULL
     ) WITHOUT ROWID;",
 ];
+/// One domain's row: the read of a memory miss ([`PolicyStore::load`]).
+const LOAD: &str =
+    "SELECT policy_text, policy_id, fetched_at, checked_at, failed_id, failed_at, failed_reason,
+    failed_detail FROM policies WHERE domain = ?1";
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a writer waits for another process's write.
@@ -520,14 +524,8 @@ impl PolicyStore for SqliteStore {
     }
 
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
-        let row = self.with(|c| {
-            c.prepare_cached(
-                "SELECT policy_text, policy_id, fetched_at, checked_at, failed_id, failed_at, failed_reason, failed_detail
-                 FROM policies WHERE domain = ?1",
-            )?
-            .query_row(params![domain.as_str()], Row::read)
-            .optional()
-        })?;
+        let row =
+            self.with(|c| c.prepare_cached(LOAD)?.query_row(params![domain.as_str()], Row::read).optional())?;
         row.map(|r| r.into_entry(&self.path, domain)).transpose()
     }
 
@@ -663,14 +661,6 @@ impl CountStore for SqliteStore {
             c.execute("DELETE FROM tlsrpt_counts WHERE day < ?1", params![to_sql(oldest_report_day.days())])
                 .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
         })
-    }
-
-    fn add_report_counts(&self, day: Day, counts: &DayCounts) -> Result<(), StoreError> {
-        self.add_all(&[], &[(day, counts)])
-    }
-
-    fn add_stats(&self, deltas: &[(&str, u64)]) -> Result<(), StoreError> {
-        self.add_all(deltas, &[])
     }
 
     fn add_all(&self, stats: &[(&str, u64)], days: &[(Day, &DayCounts)]) -> Result<(), StoreError> {
@@ -1129,8 +1119,7 @@ mod tests {
         let store = SqliteStore::open(&dir.join("p.sqlite"), 300).expect("open");
         let plan: Vec<String> = store
             .with(|c| {
-                let mut stmt =
-                    c.prepare("EXPLAIN QUERY PLAN SELECT policy_text FROM policies WHERE domain = ?1")?;
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {LOAD}"))?;
                 let rows = stmt.query_map(params!["example.com"], |r| r.get::<_, String>(3))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
