@@ -442,13 +442,7 @@ impl Kept {
         key: &SlotKey,
         build: impl FnOnce() -> Result<Slot, DnsError>,
     ) -> Result<&mut Slot, DnsError> {
-        let generation = crate::forks::generation();
-        if generation != self.generation {
-            // Made before a fork: shares the parent's epoll instance. Never used nor dropped here
-            // (dropping would deregister the parent's sockets); leaked.
-            std::mem::forget(std::mem::take(&mut self.slots));
-            self.generation = generation;
-        }
+        self.leak_if_forked();
         let at = match self.slots.iter().position(|(k, _)| k == key) {
             Some(i) => i,
             None => {
@@ -462,15 +456,22 @@ impl Kept {
         };
         Ok(&mut self.slots[at].1)
     }
+
+    /// Slots made before a fork share the parent's epoll instance: never used nor dropped in
+    /// the child (dropping would deregister the parent's sockets), but leaked.
+    fn leak_if_forked(&mut self) {
+        let generation = crate::forks::generation();
+        if generation != self.generation {
+            std::mem::forget(std::mem::take(&mut self.slots));
+            self.generation = generation;
+        }
+    }
 }
 
 impl Drop for Kept {
-    /// At the thread's end (or a forked child's `exit`), slots made before a fork are leaked, as
-    /// in [`Kept::slot`].
+    /// At the thread's end (or a forked child's `exit`), slots made before a fork are leaked.
     fn drop(&mut self) {
-        if self.generation != crate::forks::generation() {
-            std::mem::forget(std::mem::take(&mut self.slots));
-        }
+        self.leak_if_forked();
     }
 }
 

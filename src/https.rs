@@ -429,6 +429,22 @@ fn handshake(conn: &mut ClientConnection, sock: &mut (impl Read + Write)) -> io:
     Ok(())
 }
 
+/// Sends application data, encrypted behind whatever the handshake left queued (the client's
+/// Finished) and written with it in one write.
+fn send_app_data(conn: &mut ClientConnection, sock: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        // rustls takes less than offered when its send buffer is full: sent, it takes more.
+        let taken = conn.writer().write(rest)?;
+        if taken == 0 && !conn.wants_write() {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        send_pending(conn, sock)?;
+        rest = &rest[taken..];
+    }
+    Ok(())
+}
+
 /// Writes everything rustls has queued for the peer in one write.
 fn send_pending(conn: &mut ClientConnection, sock: &mut impl Write) -> io::Result<()> {
     if !conn.wants_write() {
@@ -483,19 +499,7 @@ impl Transport for RustlsTransport {
         // The timeout is passed on unchanged: the TCP transport below applies the per-write limit.
         self.stream.get_mut().set_timeout(timeout);
         let output = &self.buffers.output()[..amount];
-        // Encrypted behind whatever the handshake left queued (the client's Finished), and sent
-        // with it in one write.
-        let (conn, sock) = (&mut self.stream.conn, &mut self.stream.sock);
-        let mut rest = output;
-        while !rest.is_empty() {
-            // rustls takes less than offered when its send buffer is full: sent, it takes more.
-            let taken = conn.writer().write(rest)?;
-            if taken == 0 && !conn.wants_write() {
-                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-            }
-            send_pending(conn, sock)?;
-            rest = &rest[taken..];
-        }
+        send_app_data(&mut self.stream.conn, &mut self.stream.sock, output)?;
         Ok(())
     }
 
@@ -582,9 +586,9 @@ mod tests {
         }
     }
 
-    /// The client's writes up to and with the request (the handshake, then one request as
-    /// `RustlsTransport::transmit_output` sends it), and what the server read.
-    fn writes_until_the_request(versions: &[&'static rustls::SupportedProtocolVersion]) -> (usize, Vec<u8>) {
+    /// The client's writes up to and with the request (the handshake, then one request sent by
+    /// `send_app_data`, as `RustlsTransport::transmit_output` sends it).
+    fn writes_until_the_request(versions: &[&'static rustls::SupportedProtocolVersion]) -> usize {
         use mtasts_fixtures::pki::pki;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let chain = pki().leaf(&["mta-sts.example.test"]);
@@ -604,12 +608,11 @@ mod tests {
         let mut conn = ClientConnection::new(client_config(&anchors).expect("config"), name).expect("client");
         handshake(&mut conn, &mut peer).expect("handshake");
         let request = b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.test\r\n\r\n";
-        conn.writer().write_all(request).expect("request");
-        send_pending(&mut conn, &mut peer).expect("send");
+        send_app_data(&mut conn, &mut peer, request).expect("request");
         let mut got = Vec::new();
         peer.server.reader().read_to_end(&mut got).ok();
         assert_eq!(got, request, "the server read the request");
-        (peer.writes, got)
+        peer.writes
     }
 
     /// Each flight of the client is one write, and its last one goes with the request: in TLS
@@ -617,11 +620,11 @@ mod tests {
     /// (rustls's `complete_io` wrote these three one by one).
     #[test]
     fn tls_flights_and_the_request_go_out_in_as_few_writes_as_the_protocol_allows() {
-        let (tls13, _) = writes_until_the_request(&[&rustls::version::TLS13]);
+        let tls13 = writes_until_the_request(&[&rustls::version::TLS13]);
         assert_eq!(tls13, 2, "TLS 1.3: ClientHello; ChangeCipherSpec + Finished + request");
         // TLS 1.2: ClientHello; ClientKeyExchange + ChangeCipherSpec + Finished; the request after
         // the server's Finished.
-        let (tls12, _) = writes_until_the_request(&[&rustls::version::TLS12]);
+        let tls12 = writes_until_the_request(&[&rustls::version::TLS12]);
         assert_eq!(tls12, 3, "TLS 1.2");
     }
 

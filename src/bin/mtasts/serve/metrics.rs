@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mtasts::Engine;
-use mtasts::cache::{PolicyStore, Stores};
+use mtasts::cache::Stores;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -144,20 +144,18 @@ impl Exporter {
 
     fn store_gauges(&self) -> StoreGauges {
         let mut cached = self.cached.lock();
-        if let Some((at, g)) = cached.as_ref().filter(|(at, _)| at.elapsed() < STORE_GAUGES_TTL) {
-            let _ = at;
+        if let Some((_, g)) = cached.as_ref().filter(|(at, _)| at.elapsed() < STORE_GAUGES_TTL) {
             return g.clone();
         }
-        let now = (self.engine)().now();
+        let engine = (self.engine)();
+        let now = engine.now();
         let mut g = StoreGauges::default();
         if let Some(stores) = &self.stores {
             // The engine's queued writes first, so that the gauges count every policy it has.
-            if let Some(Err(e)) = (self.engine)().store().map(PolicyStore::flush) {
-                (self.engine)().report_store_error(&e);
-            }
+            super::flush_store(&engine);
             match stores.policies.count_by_mode(now) {
                 Ok(c) => g.policies = Some(c),
-                Err(e) => (self.engine)().report_store_error(&e),
+                Err(e) => engine.report_store_error(&e),
             }
             if let Some(outbox) = &stores.outbox {
                 match outbox.outbox() {
@@ -173,7 +171,7 @@ impl Exporter {
                         }
                         g.reports = Some(r);
                     }
-                    Err(e) => (self.engine)().report_store_error(&e),
+                    Err(e) => engine.report_store_error(&e),
                 }
             }
         }

@@ -206,10 +206,6 @@ impl PolicyStore for WriteBehind {
         st.error.clone().map_or(Ok(()), Err)
     }
 
-    fn save_many(&self, entries: &[(&Domain, &Entry)]) -> Result<(), StoreError> {
-        entries.iter().try_for_each(|(domain, entry)| self.save(domain, entry))
-    }
-
     fn flush(&self) -> Result<(), StoreError> {
         write_queue(self.inner.as_ref(), &self.shared)
     }
