@@ -66,6 +66,11 @@
 //!                                  # datagrams here (default: not taken; docs/tlsrpt-collect.md)
 //! tlsrpt_socket_mode = "0660"      # its permissions, user and group, as socket_* above, so that
 //! tlsrpt_socket_group = "postfix"  #   Postfix's smtp processes can send (tlsrpt_socket_owner too)
+//! check_socket = "/run/mtasts/check.sock"  # serve the library's checks here, and have the
+//!                                  # library's engines (mtasts_check, Exim) hand them to it
+//!                                  # (default: off; docs/architecture.md, "Checks handed to mtasts serve")
+//! check_socket_mode = "0660"       # its permissions, user and group, as socket_* above, so that
+//! check_socket_group = "Debian-exim"  #   the MTA's processes can connect (check_socket_owner too)
 //!
 //! [serve.profile.postfix310]       # requests whose socketmap name is `postfix310`
 //! postfix_tlsrpt = true            # strict_testing, postfix_tlsrpt: as in [serve] (default: theirs)
@@ -104,6 +109,7 @@ use crate::dns::{DnsResolver, DnsSettings, DnssecMode, Lifetime};
 use crate::domain::Domain;
 use crate::engine::{Engine, OnStoreError, Override, OverrideOrigin, Timing};
 use crate::fetch::{FetchSettings, HttpsFetcher};
+use crate::remote::Remote;
 
 /// Where the configuration is read from when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/mtasts/mtasts.toml";
@@ -297,6 +303,15 @@ pub struct ServeConfig {
     pub tlsrpt_socket_owner: Option<String>,
     /// `tlsrpt_socket_group`: group (name or number) given that socket.
     pub tlsrpt_socket_group: Option<String>,
+    /// `check_socket`: path of a unix stream socket where `mtasts serve` judges the checks of the
+    /// library's engines, which then hand their checks to it ([`crate::remote`]).
+    pub check_socket: Option<String>,
+    /// `check_socket_mode`: permissions of that socket, an octal string such as `"0660"`.
+    pub check_socket_mode: Option<String>,
+    /// `check_socket_owner`: user (name or number) given that socket.
+    pub check_socket_owner: Option<String>,
+    /// `check_socket_group`: group (name or number) given that socket.
+    pub check_socket_group: Option<String>,
     /// `[serve.profile.NAME]`: reply options for requests whose socketmap name is `NAME`.
     pub profile: std::collections::BTreeMap<String, ServeProfileConfig>,
 }
@@ -432,6 +447,11 @@ impl Config {
         if config.https.max_body_bytes == 0 {
             return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
         }
+        if let Some(p) = config.serve.check_socket.as_deref().filter(|p| !p.starts_with('/')) {
+            return Err(ConfigError(format!(
+                "[serve] check_socket = {p:?}: write the absolute path of the socket (e.g. \"/run/mtasts/check.sock\")"
+            )));
+        }
         Ok(config)
     }
 
@@ -449,6 +469,22 @@ impl Config {
             refresh_interval: e.refresh_interval,
             fetch_retry_interval: e.fetch_retry_interval,
         }
+    }
+
+    /// The client of `mtasts serve`'s check socket, when `[serve] check_socket` is set: the
+    /// library's engines hand their checks to it first ([`crate::remote`]). It waits for an
+    /// answer as long as a check of its own could take (DNS lookups and a policy fetch), plus
+    /// five seconds.
+    pub fn remote(&self) -> Option<Remote> {
+        let path = self.serve.check_socket.as_deref()?;
+        let ms = self
+            .dns
+            .timeout_ms
+            .saturating_mul(4)
+            .saturating_add(self.https.connect_timeout_ms)
+            .saturating_add(self.https.timeout_ms)
+            .saturating_add(5000);
+        Some(Remote::new(Path::new(path), Duration::from_millis(ms)))
     }
 
     /// The trust anchors: `[https] ca_file` if set, else the system's roots (the compiled-in

@@ -76,6 +76,7 @@ pub mod mx;
 pub mod policy;
 pub mod ports;
 pub mod refresh;
+pub mod remote;
 mod taglist;
 pub mod tlsa;
 pub mod tlsrpt;

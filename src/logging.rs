@@ -160,45 +160,123 @@ fn callback_set() -> bool {
     SINK_SET.load(Ordering::Relaxed)
 }
 
+/// Whether an event or span of `meta` goes to some sink under the settings in force.
+fn wanted(meta: &Metadata<'_>) -> bool {
+    if !ours(meta) {
+        return false;
+    }
+    let level = LogLevel::of(meta.level()).as_u8();
+    if callback_set() {
+        level <= CALLBACK_LEVEL.load(Ordering::Relaxed)
+    } else {
+        level <= STDERR_LEVEL.load(Ordering::Relaxed)
+    }
+}
+
+/// The subscriber [`install`] sets: the layered `tracing-subscriber` stack of [`layered`], built
+/// when the first event or span is wanted. A process that logs nothing (an Exim delivery that
+/// finds its policy, at the default level `warn`) never builds it: its registry of span slots
+/// alone costs about 30,000 instructions and the page faults of code run once (BENCHMARKS.md, "A
+/// process per delivery").
+struct Deferred {
+    real: OnceCell<tracing::Dispatch>,
+}
+
+impl Deferred {
+    fn real(&self) -> &tracing::Dispatch {
+        self.real.get_or_init(|| tracing::Dispatch::new(layered()))
+    }
+}
+
+impl tracing::Subscriber for Deferred {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        // The settings change at run time (`apply`, `set_sink`): ask `enabled` every time.
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::DEBUG)
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        wanted(meta) && self.real().enabled(meta)
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.real().new_span(span)
+    }
+
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.real().record(span, values);
+    }
+
+    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
+        self.real().record_follows_from(span, follows);
+    }
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        self.real().event(event);
+    }
+
+    fn enter(&self, span: &tracing::span::Id) {
+        self.real().enter(span);
+    }
+
+    fn exit(&self, span: &tracing::span::Id) {
+        self.real().exit(span);
+    }
+
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        self.real().clone_span(id)
+    }
+
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.real().try_close(id)
+    }
+}
+
+/// The sinks: text or JSON on standard error, syslog, the C callback, each behind the filter of
+/// the settings in force.
+fn layered() -> impl tracing::Subscriber + Send + Sync {
+    let stderr_enabled = |format: u8| {
+        move |meta: &Metadata<'_>| {
+            ours(meta)
+                && !callback_set()
+                && STDERR_FORMAT.load(Ordering::Relaxed) == format
+                && LogLevel::of(meta.level()).as_u8() <= STDERR_LEVEL.load(Ordering::Relaxed)
+        }
+    };
+    let text = tracing_subscriber::fmt::layer()
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .with_filter(FilterFn::new(stderr_enabled(0)));
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(false)
+        .with_writer(io::stderr)
+        .with_filter(FilterFn::new(stderr_enabled(1)));
+    let callback = tracing_subscriber::fmt::layer()
+        .with_writer(PerEvent(queue_line))
+        .with_ansi(false)
+        .without_time()
+        .with_filter(FilterFn::new(|meta| {
+            ours(meta)
+                && callback_set()
+                && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
+        }));
+    let syslog = tracing_subscriber::fmt::layer()
+        .with_writer(PerEvent(syslog_line))
+        .with_ansi(false)
+        .without_time()
+        .with_filter(FilterFn::new(stderr_enabled(2)));
+    Registry::default().with(text).with(json).with(syslog).with(callback).with(LevelFilter::DEBUG)
+}
+
 /// Installs the process-wide subscriber, once. Returns false when the process already had
 /// another one (a Rust host program): its subscriber then receives the events instead.
 pub fn install() -> bool {
-    *INSTALLED.get_or_init(|| {
-        let stderr_enabled = |format: u8| {
-            move |meta: &Metadata<'_>| {
-                ours(meta)
-                    && !callback_set()
-                    && STDERR_FORMAT.load(Ordering::Relaxed) == format
-                    && LogLevel::of(meta.level()).as_u8() <= STDERR_LEVEL.load(Ordering::Relaxed)
-            }
-        };
-        let text = tracing_subscriber::fmt::layer()
-            .with_writer(io::stderr)
-            .with_ansi(false)
-            .with_filter(FilterFn::new(stderr_enabled(0)));
-        let json = tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(false)
-            .with_writer(io::stderr)
-            .with_filter(FilterFn::new(stderr_enabled(1)));
-        let callback = tracing_subscriber::fmt::layer()
-            .with_writer(PerEvent(queue_line))
-            .with_ansi(false)
-            .without_time()
-            .with_filter(FilterFn::new(|meta| {
-                ours(meta)
-                    && callback_set()
-                    && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
-            }));
-        let syslog = tracing_subscriber::fmt::layer()
-            .with_writer(PerEvent(syslog_line))
-            .with_ansi(false)
-            .without_time()
-            .with_filter(FilterFn::new(stderr_enabled(2)));
-        let subscriber =
-            Registry::default().with(text).with(json).with(syslog).with(callback).with(LevelFilter::DEBUG);
-        tracing::subscriber::set_global_default(subscriber).is_ok()
-    })
+    *INSTALLED
+        .get_or_init(|| tracing::subscriber::set_global_default(Deferred { real: OnceCell::new() }).is_ok())
 }
 
 /// Applies `[log]` to standard error's output (installing the subscriber if needed).

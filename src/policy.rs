@@ -55,6 +55,11 @@ impl Mode {
             Self::None => "none",
         }
     }
+
+    /// The mode with this name (the inverse of [`Mode::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Enforce, Self::Testing, Self::None].into_iter().find(|m| m.as_str() == name)
+    }
 }
 
 impl fmt::Display for Mode {

@@ -50,6 +50,11 @@ impl Verdict {
     pub(crate) const ALL: [Verdict; 4] =
         [Verdict::NoPolicy, Verdict::Pass, Verdict::FailEnforce, Verdict::FailTesting];
 
+    /// The verdict with this name (the inverse of [`Verdict::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+
     /// True when the MTA may deliver to this MX.
     pub fn may_deliver(self) -> bool {
         matches!(self, Self::NoPolicy | Self::Pass | Self::FailTesting)
@@ -211,6 +216,15 @@ impl Dane {
             Self::DnssecInvalid => "dnssec-invalid",
             Self::Required => "dane-required",
         }
+    }
+
+    /// Every value.
+    pub(crate) const ALL: [Dane; 6] =
+        [Dane::NotApplicable, Dane::Pending, Dane::Passed, Dane::Failed, Dane::DnssecInvalid, Dane::Required];
+
+    /// The value with this name (the inverse of [`Dane::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
     }
 
     /// True when DANE decides for this MX (it applies, whatever the outcome).

@@ -33,6 +33,11 @@
 # the first process to open it (each delivery is otherwise, and rebuilds the index of the
 # store's write-ahead log from the whole log).
 #
+# SERVE=1 sets `[serve] check_socket` and runs `mtasts serve` on it and on the same store: the
+# deliveries hand their check to it (docs/architecture.md, "Checks handed to mtasts serve") and
+# open no store themselves; serve counts the sessions, and is stopped (which writes them) before
+# the count below. Case (c) then costs what (b) does: its roots are serve's.
+#
 # STAT=1 prints, per process, the page faults (`perf stat` of 100) and the user-space
 # instructions (callgrind, median of 5) of (a) and (b): counts that the machine's load does not
 # stretch, for comparing builds on a busy machine (CG_OUT=prefix keeps a callgrind profile of each).
@@ -57,6 +62,14 @@ export MTASTS_CONFIG=$config
 # Fill the store: DNS (DNSSEC-validated), HTTPS and the TLSA answer happen here, once.
 "$bin" b "$lib" enforce.test mx.enforce.test "$chain" || { echo "filling the store failed" >&2; exit 1; }
 sed -i 's|^nameservers = .*|nameservers = ["127.0.0.1:9"]|' "$config"
+if [ -n "${SERVE:-}" ]; then
+  printf '\n[serve]\ncheck_socket = "%s"\nrefresh_interval_s = 0\n' "$tmp/check.sock" >> "$config"
+  # The deliveries' own store does not exist: one that judged its check itself would find no
+  # policy (and DNS answers nothing), so it would not get its `pass`, and the bench would stop.
+  # serve is given the filled store with --cache.
+  sed -i "s|^path = .*|path = \"$tmp/no-such-directory/store.sqlite\"|" "$config"
+  HOLD=1
+fi
 bundle=/etc/ssl/certs/ca-certificates.crt
 case_c=()
 if [ -r "$bundle" ]; then
@@ -88,28 +101,50 @@ if [ -n "${HOLD:-}" ]; then
   # the store open in another process, a delivery finds the log's index in shared memory
   # instead of rebuilding it from the whole log (the first process to open a store does that).
   cargo build -q --release --bin mtasts
-  target/release/mtasts serve --config "$config" --listen "unix:$tmp/serve.sock" 2> "$tmp/serve.log" &
+  target/release/mtasts serve --config "$config" --listen "unix:$tmp/serve.sock" \
+    ${SERVE:+--cache "$tmp/store.sqlite"} 2> "$tmp/serve.log" &
   holder=$!
   trap 'kill $holder 2>/dev/null || true; exec 3>&-; kill $fixture 2>/dev/null || true; rm -rf "$tmp"' EXIT
   for _ in $(seq 100); do [ -S "$tmp/serve.sock" ] && break; sleep 0.05; done
   [ -S "$tmp/serve.sock" ] || { cat "$tmp/serve.log" >&2; echo "mtasts serve did not start" >&2; exit 1; }
+  [ -z "${SERVE:-}" ] || [ -S "$tmp/check.sock" ] || { echo "mtasts serve has no check socket" >&2; exit 1; }
   ls -l /proc/$holder/fd 2>/dev/null | grep -q 'store.sqlite$' ||
     { echo "mtasts serve does not hold the store open" >&2; exit 1; }
   echo "mtasts serve (process $holder) holds the store open"
 fi
 before=$(sessions)
+if [ -n "${SERVE:-}" ]; then
+  read -r -a st < "/proc/$holder/stat"
+  serve_cpu0=$(( (st[13] + st[14]) * 1000000 / $(getconf CLK_TCK) ))
+fi
 "$bin" bench "$n" "$lib" enforce.test mx.enforce.test "$chain" "${case_c[@]}"
-echo "write-ahead log after the bench: $(stat -c %s "$tmp/store.sqlite-wal") bytes"
-after=$(sessions)
+check_counts() {
+  if [ -n "${SERVE:-}" ]; then
+    # serve counted the sessions; it writes them when it stops. Its CPU time per delivery is
+    # what the deliveries handed it.
+    read -r -a st < "/proc/$holder/stat"
+    serve_cpu=$(( (st[13] + st[14]) * 1000000 / $(getconf CLK_TCK) ))
+    echo "mtasts serve: $(( (serve_cpu - serve_cpu0) / want )) us CPU per delivery it judged ($want)"
+    kill -TERM "$holder"
+    wait "$holder" || true
+  fi
+  echo "write-ahead log: $(stat -c %s "$tmp/store.sqlite-wal" 2>/dev/null || echo 0) bytes"
+  after=$(sessions)
+  if [ "$((after - before))" -ne "$want" ]; then
+    echo "sessions counted: $((after - before)), want $want: counts were lost" >&2
+    [ -z "${SERVE:-}" ] || tail -20 "$tmp/serve.log" >&2
+    exit 1
+  fi
+  echo "every (b)${case_c:+ and (c)}${FLOOR:+ (not (c): no store)} session counted in the store: $((after - before))"
+}
 # The bench runs one warm-up process of (b) and of (c), and N measured ones of each.
 want=$(( (n + 1) * (1 + ${#case_c[@]}) ))
 [ -z "${FLOOR:-}" ] || want=$((n + 1))
-if [ "$((after - before))" -ne "$want" ]; then
-  echo "sessions counted: $((after - before)), want $want: counts were lost" >&2
-  exit 1
-fi
-echo "every (b)${case_c:+ and (c)}${FLOOR:+ (not (c): no store)} session counted in the store: $((after - before))"
+# With SERVE=1 the counts are read when serve stops, at the end (after the profiles below, whose
+# deliveries are added to the sessions wanted).
+[ -n "${SERVE:-}" ] || check_counts
 if [ -n "${STRACE:-}" ]; then
+  want=$((want + 2))
   echo "---- strace -f -c of one (b) process"
   strace -f -c -o "$tmp/strace.txt" "$bin" b "$lib" enforce.test mx.enforce.test "$chain"
   cat "$tmp/strace.txt"
@@ -119,6 +154,7 @@ if [ -n "${STRACE:-}" ]; then
   grep -v ENOENT "$tmp/strace-t.txt" | grep -E 'sqlite|sync|pwrite|mtasts' || true
 fi
 if [ -n "${STAT:-}" ]; then
+  want=$((want + 105))
   # Counts that do not stretch with the machine's load as times do, to compare builds while
   # other work shares the cores: the page faults of 100 (a) and 100 (b) processes (`perf stat`),
   # and the user-space instructions of 5 processes of each (valgrind's callgrind, the median).
@@ -139,8 +175,10 @@ if [ -n "${STAT:-}" ]; then
   done
 fi
 if [ -n "${PERF:-}" ]; then
+  want=$((want + 200))
   out=${PERF_OUT:-/tmp/proc-delivery.perf}
   perf record -q -F 20000 -g -o "$out" -- bash -c \
     'for _ in $(seq 200); do "$0" b "$1" enforce.test mx.enforce.test "$2" || exit 1; done' "$bin" "$lib" "$chain"
   echo "profile in $out (perf report -i $out --no-children --comm proc_delivery)"
 fi
+[ -z "${SERVE:-}" ] || check_counts

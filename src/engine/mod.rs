@@ -200,7 +200,7 @@ impl Outcome {
 }
 
 /// What the caller knows about the TLS session with the MX.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tls<'a> {
     /// Not connected yet: judge the MX name only.
     NotChecked,

@@ -10,7 +10,7 @@ use super::boundary::{
     Out, boundary, bytes_arg, copy_out, engine_arg, fail, fill, free_handle, input_status, ip_arg, mx_arg,
     new_handle, opt_str_arg, out_arg, str_arg,
 };
-use super::registry::default_engine;
+use super::registry::{FrontError, default_engine, default_front};
 use super::types::{
     mtasts_dane, mtasts_reason, mtasts_result, mtasts_status, mtasts_store_state, mtasts_verdict,
 };
@@ -59,23 +59,27 @@ pub unsafe extern "C" fn mtasts_check(
     cert_len: usize,
 ) -> mtasts_verdict {
     boundary(|| {
-        let engine = default_engine_arg()?;
+        let front = default_front().or_else(|message| fail(mtasts_status::MTASTS_STATUS_CONFIG, message))?;
         // SAFETY: forwarded caller contract.
-        let outcome = unsafe { check(&engine, domain, mx, Some((cert, cert_len))) }?;
+        let (domain, mx, tls) = unsafe { check_args(domain, mx, Some((cert, cert_len))) }?;
+        // Handed to `mtasts serve` when `[serve] check_socket` is set (src/remote.rs).
+        let outcome = front.check_with(domain, &mx, tls, Dane::NotApplicable).or_else(|e| match e {
+            FrontError::Config(message) => fail(mtasts_status::MTASTS_STATUS_CONFIG, message),
+            FrontError::Input(e) => Err(input_status(&e)),
+        })?;
         Ok(mtasts_result::from_outcome(&outcome).verdict)
     })
 }
 
-/// Shared body of the check calls. `cert` is `None` for a name-only check.
+/// The arguments of the check calls. `cert` is `None` for a name-only check.
 ///
 /// # Safety
 /// As for [`mtasts_engine_check`].
-unsafe fn check(
-    engine: &Engine,
+unsafe fn check_args<'a>(
     domain: *const c_char,
     mx: *const c_char,
     cert: Option<(*const u8, usize)>,
-) -> Result<Outcome, mtasts_status> {
+) -> Result<(&'a str, std::borrow::Cow<'a, str>, Tls<'a>), mtasts_status> {
     // One argument at a time, so that the status and the last error name the same one.
     // SAFETY: forwarded caller contract.
     let domain = unsafe { str_arg(domain, "domain") }?;
@@ -86,6 +90,21 @@ unsafe fn check(
         // SAFETY: forwarded caller contract.
         Some((p, len)) => unsafe { bytes_arg(p, len, "cert") }?.map_or(Tls::NotNegotiated, Tls::Chain),
     };
+    Ok((domain, mx, tls))
+}
+
+/// Shared body of the handle API's check calls. `cert` is `None` for a name-only check.
+///
+/// # Safety
+/// As for [`mtasts_engine_check`].
+unsafe fn check(
+    engine: &Engine,
+    domain: *const c_char,
+    mx: *const c_char,
+    cert: Option<(*const u8, usize)>,
+) -> Result<Outcome, mtasts_status> {
+    // SAFETY: forwarded caller contract.
+    let (domain, mx, tls) = unsafe { check_args(domain, mx, cert) }?;
     engine.check_with(domain, &mx, tls, Dane::NotApplicable).map_err(|e| input_status(&e))
 }
 

@@ -59,9 +59,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::boundary::guard;
-use super::registry::{PerProcess, configured_engine, default_engine};
+use super::registry::{Front, FrontError, PerProcess, configured_front, default_front};
 use super::types::{mode_c_name, verdict_c_name};
-use crate::engine::{Engine, InputError, Tls};
+use crate::engine::{InputError, Tls};
 use crate::policy::Mode;
 use crate::verdict::{Dane, Reason, Verdict};
 
@@ -227,13 +227,23 @@ fn mx_text<'a>(args: &Args<'a>, index: usize) -> Cow<'a, str> {
     String::from_utf8_lossy(args.values.get(index).copied().unwrap_or_default())
 }
 
-/// The engine for `config` (a path given with `config=`), or the default engine: both kept in
-/// the per-process registry of src/ffi/registry.rs, built once per process, and written at
-/// `exit()`.
-fn engine(config: Option<&Path>) -> Result<Arc<Engine>, Failure> {
-    config
-        .map_or_else(default_engine, configured_engine)
-        .map_err(|e| Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG)))
+/// The front for `config` (a path given with `config=`), or the default one: both kept in the
+/// per-process registry of src/ffi/registry.rs, made once per process; their engines are built at
+/// the first call that needs one and written at `exit()`, and their calls go to `mtasts serve`
+/// first when `[serve] check_socket` is set.
+fn front(config: Option<&Path>) -> Result<Arc<Front>, Failure> {
+    config.map_or_else(default_front, configured_front).map_err(|e| config_failure(&e))
+}
+
+fn config_failure(e: &str) -> Failure {
+    Failure::error(lasting(format!("mtasts: {e}"), BAD_CONFIG))
+}
+
+fn front_failure(e: FrontError) -> Failure {
+    match e {
+        FrontError::Config(e) => config_failure(&e),
+        FrontError::Input(e) => input_failure(&e),
+    }
 }
 
 fn input_failure(e: &InputError) -> Failure {
@@ -301,10 +311,9 @@ pub unsafe extern "C" fn mtasts_exim_mode(
         boundary(yield_, || {
             let args = read_args(argc, argv, 1, MODE_USAGE)?;
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
-            let engine = engine(args.config)?;
-            let resolution = engine.policy(domain).map_err(|e| input_failure(&e))?;
+            let mode = front(args.config)?.mode(domain).map_err(front_failure)?;
             // No policy reads as `none`.
-            Ok(Answer::Static(mode_c_name(resolution.and_then(|r| r.mode()).unwrap_or(Mode::None))))
+            Ok(Answer::Static(mode_c_name(mode.unwrap_or(Mode::None))))
         })
     }
 }
@@ -335,7 +344,9 @@ pub unsafe extern "C" fn mtasts_exim_mx_ok(
             let args = read_args(argc, argv, 2, MX_OK_USAGE)?;
             let domain = text(&args, 0, c"mtasts: the domain argument is not valid UTF-8")?;
             let mx = &*mx_text(&args, 1);
-            let outcome = engine(args.config)?.check_mx(domain, mx).map_err(|e| input_failure(&e))?;
+            let outcome = front(args.config)?
+                .check_with(domain, mx, Tls::NotChecked, Dane::NotApplicable)
+                .map_err(front_failure)?;
             Ok(Answer::Static(match outcome.verdict {
                 Verdict::FailEnforce | Verdict::FailTesting => c"no",
                 _ => c"yes",
@@ -383,11 +394,7 @@ pub unsafe extern "C" fn mtasts_exim_record(
                     _ => return Err(Failure::error(BAD_RESULT)),
                 },
             };
-            let engine = engine(args.config)?;
-            engine
-                .record_session(domain, mx, result, &crate::engine::SessionDetails::default())
-                .map_err(|e| input_failure(&e))?;
-            engine.flush_reports();
+            front(args.config)?.record(domain, mx, result).map_err(front_failure)?;
             Ok(Answer::Static(c""))
         })
     }
@@ -427,9 +434,9 @@ pub unsafe extern "C" fn mtasts_exim_check(
             let mx = &*mx_text(&args, 1);
             let chain = certificate(args.values[2])?;
             let tls = chain.as_deref().map_or(Tls::NotNegotiated, Tls::Chain);
-            let outcome = engine(args.config)?
+            let outcome = front(args.config)?
                 .check_with(domain, mx, tls, Dane::NotApplicable)
-                .map_err(|e| input_failure(&e))?;
+                .map_err(front_failure)?;
             Ok(Answer::Static(verdict_c_name(outcome.verdict)))
         })
     }
@@ -504,9 +511,9 @@ pub unsafe extern "C" fn mtasts_exim_tls_cert(
             drop(pending);
             let Some(leaf) = cert else { return Ok(Answer::Static(c"")) };
             let chain: Vec<u8> = std::iter::once(leaf).chain(above_leaf.into_values()).flatten().collect();
-            let outcome = engine(args.config)?
+            let outcome = front(args.config)?
                 .check_with(domain, mx, Tls::Chain(&chain), Dane::NotApplicable)
-                .map_err(|e| input_failure(&e))?;
+                .map_err(front_failure)?;
             if outcome.verdict != Verdict::FailEnforce {
                 return Ok(Answer::Static(c""));
             }

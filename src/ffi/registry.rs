@@ -18,7 +18,10 @@ use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, InputError, Outcome, SessionDetails, Tls};
+use crate::policy::Mode;
+use crate::remote::{Answer, Remote, Request, Unavailable};
+use crate::verdict::{Dane, Reason};
 
 /// A value of which each process has its own, reached without touching anything a parent process
 /// left behind at `fork()`.
@@ -92,22 +95,23 @@ enum Source {
 }
 
 impl Source {
-    /// Builds the engine. The first build of a process (`first`) leaves the DNSSEC trust anchor
-    /// file to the first validation (a process per delivery seldom validates anything); a
-    /// reload checks it, so that a changed configuration with a bad file is refused and the one
-    /// in force stays.
-    fn build(&self, first: bool) -> Result<Engine, String> {
+    /// Reads the configuration. The first front of a process (`first`) builds its engine only when
+    /// a check needs it, and then leaves the DNSSEC trust anchor file to the first validation (a
+    /// process per delivery seldom validates anything); a reload builds the engine at once and
+    /// checks the file, so that a changed configuration with a bad file is refused and the one in
+    /// force stays.
+    fn build(&self, first: bool) -> Result<Front, String> {
         let config = match self {
             Self::Default => Config::load(None),
             Self::File(path) => Config::from_file(path),
         };
-        let config = config.inspect(|c| crate::logging::apply(&c.log));
-        let built = match config {
-            Ok(c) if first => c.build_engine_lazy(),
-            Ok(c) => c.build_engine(),
-            Err(e) => Err(e),
-        };
-        built.map_err(|e| e.to_string())
+        let config = config.inspect(|c| crate::logging::apply(&c.log)).map_err(|e| e.to_string())?;
+        let front = Front { remote: config.remote(), engine: OnceCell::new(), config };
+        if !first {
+            let engine = front.config.build_engine().map_err(|e| e.to_string())?;
+            let _ = front.engine.set(Arc::new(engine));
+        }
+        Ok(front)
     }
 
     /// The file whose changes make the engine be built again: the one `build` reads (for the
@@ -132,11 +136,108 @@ fn stamp(path: &Path) -> Stamp {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-/// An engine of the registry, with the configuration version it was built from. A new version
-/// of the file replaces the engine; calls already holding the old one finish with it, and the
-/// last of them drops it (its pending TLSRPT counts are then flushed).
+/// What a configuration of the registry gives the calls: the `mtasts serve` its checks are handed
+/// to, if `[serve] check_socket` is set ([`crate::remote`]), and the engine, built by the first
+/// call that needs it: a process whose checks `mtasts serve` judges builds none (no store opened,
+/// no trust anchor read).
+pub(crate) struct Front {
+    config: Config,
+    remote: Option<Remote>,
+    engine: OnceCell<Arc<Engine>>,
+}
+
+impl Front {
+    /// The engine, built on first use (a failed build is tried again by the next call).
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>, String> {
+        self.engine
+            .get_or_try_init(|| self.config.build_engine_lazy().map(Arc::new).map_err(|e| e.to_string()))
+            .cloned()
+    }
+
+    /// The engine if a call built it.
+    fn built(&self) -> Option<&Arc<Engine>> {
+        self.engine.get()
+    }
+
+    /// Checks a delivery: handed to `mtasts serve` when `[serve] check_socket` is set and it
+    /// answers, else judged by the engine. An `mtasts serve` that cannot be reached (or does not
+    /// answer in time, or answers what cannot be read) is reported once per process, and the
+    /// check judged here, as without the setting; so is a check it found bad, so that the caller
+    /// gets the engine's own error.
+    pub(crate) fn check_with(
+        &self,
+        domain: &str,
+        mx: &str,
+        tls: Tls<'_>,
+        dane: Dane,
+    ) -> Result<Outcome, FrontError> {
+        if let Some(Answer::Judged(outcome)) = self.ask(&Request::Check { domain, mx, tls, dane }) {
+            return Ok(outcome);
+        }
+        let engine = self.engine().map_err(FrontError::Config)?;
+        engine.check_with(domain, mx, tls, dane).map_err(FrontError::Input)
+    }
+
+    /// The mode of `domain`'s policy in force (`None`: no policy), from `mtasts serve` as
+    /// [`Front::check_with`] does.
+    pub(crate) fn mode(&self, domain: &str) -> Result<Option<Mode>, FrontError> {
+        if let Some(Answer::Mode(mode)) = self.ask(&Request::Mode { domain }) {
+            return Ok(mode);
+        }
+        let engine = self.engine().map_err(FrontError::Config)?;
+        Ok(engine.policy(domain).map_err(FrontError::Input)?.and_then(|r| r.mode()))
+    }
+
+    /// Counts a session the MTA judged itself (without details), in `mtasts serve` as
+    /// [`Front::check_with`] does; judged here, the count is written at once.
+    pub(crate) fn record(&self, domain: &str, mx: &str, result: Option<Reason>) -> Result<(), FrontError> {
+        if let Some(Answer::Recorded) = self.ask(&Request::Record { domain, mx, result }) {
+            return Ok(());
+        }
+        let engine = self.engine().map_err(FrontError::Config)?;
+        engine.record_session(domain, mx, result, &SessionDetails::default()).map_err(FrontError::Input)?;
+        engine.flush_reports();
+        Ok(())
+    }
+
+    /// `mtasts serve`'s answer to `request`, if `[serve] check_socket` is set and it gave one
+    /// that is not "bad arguments" (those are judged here, for the engine's own error).
+    fn ask(&self, request: &Request<'_>) -> Option<Answer> {
+        match self.remote.as_ref()?.ask(request) {
+            Ok(Answer::Input(_)) => None,
+            Ok(answer) => Some(answer),
+            Err(Unavailable(why)) => {
+                report_unavailable(&why);
+                None
+            }
+        }
+    }
+}
+
+/// Why a check of a [`Front`] failed.
+#[derive(Debug)]
+pub(crate) enum FrontError {
+    /// The engine could not be built.
+    Config(String),
+    /// A bad argument.
+    Input(InputError),
+}
+
+/// Says, once per process, that checks are judged in process because `mtasts serve` did not
+/// answer.
+fn report_unavailable(why: &str) {
+    static REPORTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pid = std::process::id();
+    if REPORTED.swap(pid, Ordering::Relaxed) != pid {
+        tracing::warn!(target: "mtasts", "{why}; this process judges its checks itself");
+    }
+}
+
+/// A front of the registry, with the configuration version it was built from. A new version
+/// of the file replaces the front; calls already holding the old one finish with it, and the
+/// last of them drops it (its engine's pending TLSRPT counts are then flushed).
 struct Loaded {
-    engine: Mutex<Arc<Engine>>,
+    front: Mutex<Arc<Front>>,
     /// The version the engine was built from, or the last version that failed to build.
     stamp: Mutex<Stamp>,
 }
@@ -151,14 +252,14 @@ struct Engines {
 }
 
 impl Engines {
-    fn engine(&self, source: Source) -> Result<Arc<Engine>, String> {
+    fn front(&self, source: Source) -> Result<Arc<Front>, String> {
         let cell = Arc::clone(self.by_source.lock().entry(source.clone()).or_default());
         let loaded = cell.get_or_try_init(|| {
             flush_at_exit();
             let before = stamp(&source.watched());
-            source.build(true).map(|e| Loaded { engine: Mutex::new(Arc::new(e)), stamp: Mutex::new(before) })
+            source.build(true).map(|f| Loaded { front: Mutex::new(Arc::new(f)), stamp: Mutex::new(before) })
         })?;
-        Ok(Arc::clone(&loaded.engine.lock()))
+        Ok(Arc::clone(&loaded.front.lock()))
     }
 
     /// Builds again every engine whose configuration file changed since it was built. A new
@@ -180,7 +281,7 @@ impl Engines {
                 Ok(engine) => {
                     tracing::info!(target: "mtasts", config = %path.display(), "configuration reloaded");
                     // The old engine is dropped by its last user, outside this lock.
-                    let old = std::mem::replace(&mut *loaded.engine.lock(), Arc::new(engine));
+                    let old = std::mem::replace(&mut *loaded.front.lock(), Arc::new(engine));
                     drop(old);
                     replaced = true;
                 }
@@ -203,7 +304,8 @@ impl Engines {
         Some(
             by_source
                 .values()
-                .filter_map(|cell| cell.get().and_then(|l| l.engine.try_lock().map(|e| Arc::clone(&e))))
+                .filter_map(|cell| cell.get().and_then(|l| l.front.try_lock().map(|f| Arc::clone(&f))))
+                .filter_map(|front| front.built().cloned())
                 .collect(),
         )
     }
@@ -217,10 +319,10 @@ impl Engines {
 /// The registry of this process.
 static ENGINES: PerProcess<Engines> = PerProcess::new();
 
-/// The engine of an Exim `{config=...}` path, built on first use in each process.
-pub(crate) fn configured_engine(path: &Path) -> Result<Arc<Engine>, String> {
+/// The front of an Exim `{config=...}` path, made on first use in each process.
+pub(crate) fn configured_front(path: &Path) -> Result<Arc<Front>, String> {
     reload_if_due();
-    ENGINES.get().engine(Source::File(path.to_path_buf()))
+    ENGINES.get().front(Source::File(path.to_path_buf()))
 }
 
 /// Incremented when an engine of the registry is replaced by a reload, so that per-thread
@@ -250,14 +352,19 @@ fn reload_if_due() {
     }
 }
 
-/// The default engine of this process, built on first use from the configuration file
-/// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and built anew
-/// in a forked child.
+/// The default engine of this process, built on first use (see [`default_front`]).
 pub(crate) fn default_engine() -> Result<Arc<Engine>, String> {
+    default_front()?.engine()
+}
+
+/// The default front of this process, made on first use from the configuration file
+/// (`$MTASTS_CONFIG`, else `/etc/mtasts/mtasts.toml` if present, else defaults), and made anew
+/// in a forked child.
+pub(crate) fn default_front() -> Result<Arc<Front>, String> {
     thread_local! {
-        /// This thread's reference to the default engine, with the fork and reload generations it
+        /// This thread's reference to the default front, with the fork and reload generations it
         /// was taken in: the hot path then makes no system call (getpid) and takes no shared lock.
-        static MINE: std::cell::RefCell<Option<(u64, u64, Arc<Engine>)>> = const { std::cell::RefCell::new(None) };
+        static MINE: std::cell::RefCell<Option<(u64, u64, Arc<Front>)>> = const { std::cell::RefCell::new(None) };
     }
     reload_if_due();
     let forks = crate::forks::generation();
@@ -268,7 +375,7 @@ pub(crate) fn default_engine() -> Result<Arc<Engine>, String> {
     if let Some(engine) = mine {
         return Ok(engine);
     }
-    let engine = ENGINES.get().engine(Source::Default)?;
+    let engine = ENGINES.get().front(Source::Default)?;
     let before = MINE.with(|m| m.replace(Some((forks, reloads, Arc::clone(&engine)))));
     match before {
         // A reference taken before a fork is to the parent's engine: forgotten, never dropped
@@ -320,7 +427,8 @@ mod tests {
         )
         .expect("config");
         let source = Source::File(config);
-        assert!(source.build(true).is_ok());
+        let front = source.build(true).expect("a first build reads no trust anchor");
+        assert!(front.engine().is_ok(), "nor does the engine built at the first check");
         let Err(e) = source.build(false) else { panic!("a reload must check the trust anchor") };
         assert!(e.contains("[dns] trust_anchor") && e.contains(&anchor.display().to_string()), "{e}");
         let _ = std::fs::remove_dir_all(dir);

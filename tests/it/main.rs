@@ -9,6 +9,7 @@
 
 mod common;
 
+mod check_socket;
 mod cli;
 mod collect;
 mod connect;

@@ -50,6 +50,7 @@
 //! are served ([`metrics`], `--metrics` or `[serve] metrics_listen`), and `tlsrpt on
 //! unix:/path` when TLSRPT datagrams are taken; everything else goes to standard error.
 
+mod check;
 mod collect;
 mod dane;
 mod metrics;
@@ -131,6 +132,15 @@ impl Listen {
             )
         })
     }
+}
+
+/// What a listener's connections speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// Socketmap lookups (Postfix, Sendmail).
+    Socketmap,
+    /// The library's checks (`[serve] check_socket`, [`check`]).
+    Check,
 }
 
 /// A bound listener.
@@ -502,8 +512,11 @@ impl Server {
     /// being added) wait to be written before it stops answering (and so reading), a request must
     /// arrive whole within `request_timeout` of its first byte, and each write of replies must be
     /// taken by the client within `request_timeout` too.
-    fn serve(&self, mut stream: Stream, id: u64) {
-        let max = self.max_request;
+    fn serve(&self, mut stream: Stream, id: u64, protocol: Protocol) {
+        let max = match protocol {
+            Protocol::Socketmap => self.max_request,
+            Protocol::Check => mtasts::remote::MAX_REQUEST as u64,
+        };
         let limit = reply::max_frame_len(max);
         let mut buf = vec![0u8; limit.min(16 * 1024)];
         let (mut start, mut end) = (0usize, 0usize);
@@ -523,7 +536,11 @@ impl Server {
                             return;
                         }
                         self.current.refresh(&mut live);
-                        self.answer(&live.1, &buf[start + s..start + e], &mut scratch, &mut out);
+                        let payload = &buf[start + s..start + e];
+                        match protocol {
+                            Protocol::Socketmap => self.answer(&live.1, payload, &mut scratch, &mut out),
+                            Protocol::Check => check::answer(&live.1.engine, payload, &mut out),
+                        }
                         start += len;
                         request_began = None;
                     }
@@ -697,6 +714,12 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     } else {
         vec![Listener::bind(&listen, &serve.socket)?]
     };
+    let mut protocols = vec![Protocol::Socketmap; listeners.len()];
+    let mut listeners = listeners;
+    if let Some(path) = &serve.check_socket {
+        listeners.push(Listener::bind(&Listen::Unix(path.clone()), &serve.check_access)?);
+        protocols.push(Protocol::Check);
+    }
     let known = Arc::new(Known::default());
     let counters = Arc::new(metrics::Counters::default());
     let server = Arc::new(Server {
@@ -808,10 +831,15 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
 
     let mut described = Vec::new();
-    for listener in &listeners {
+    for (listener, protocol) in listeners.iter().zip(&protocols) {
         let where_ = listener.describe();
-        println!("listening on {where_}");
-        eprintln!("mtasts serve: listening on {where_}");
+        if *protocol == Protocol::Check {
+            println!("checks on {where_}");
+            eprintln!("mtasts serve: the library's checks on {where_}");
+        } else {
+            println!("listening on {where_}");
+            eprintln!("mtasts serve: listening on {where_}");
+        }
         described.push(where_);
     }
     if let Some(addr) = metrics_bound {
@@ -828,11 +856,11 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let listeners = Arc::new(listeners);
     let mut loops = Vec::new();
     for i in 0..listeners.len() {
-        let (server, listeners) = (Arc::clone(&server), Arc::clone(&listeners));
+        let (server, listeners, protocol) = (Arc::clone(&server), Arc::clone(&listeners), protocols[i]);
         loops.push(
             std::thread::Builder::new()
                 .name("mtasts-accept".into())
-                .spawn(move || accept_loop(&server, &listeners[i]))
+                .spawn(move || accept_loop(&server, &listeners[i], protocol))
                 .map_err(|e| format!("cannot start an accept thread: {e}"))?,
         );
     }
@@ -850,7 +878,13 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let left = connections.len();
     drop(connections);
-    flush_store(&server.current.get().1.engine);
+    let engine = Arc::clone(&server.current.get().1.engine);
+    // The sessions judged for the library's checks (`check_socket`) are written now: the engine
+    // would write them when dropped, but its last reference may go in a connection thread that
+    // the process's exit does not wait for.
+    engine.flush_reports();
+    flush_store(&engine);
+    drop(engine);
     if let Some(c) = collector {
         // Ends within a second of begin_stop, after flushing the counts it took.
         c.join();
@@ -974,7 +1008,7 @@ impl Reloader {
     }
 }
 
-fn accept_loop(server: &Arc<Server>, listener: &Listener) {
+fn accept_loop(server: &Arc<Server>, listener: &Listener, protocol: Protocol) {
     loop {
         {
             // At most max_connections at once: the others wait in the kernel's listen queue.
@@ -999,13 +1033,13 @@ fn accept_loop(server: &Arc<Server>, listener: &Listener) {
         if server.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = start_connection(server, stream) {
+        if let Err(e) = start_connection(server, stream, protocol) {
             eprintln!("mtasts serve: cannot serve a connection: {e}");
         }
     }
 }
 
-fn start_connection(server: &Arc<Server>, stream: Stream) -> io::Result<()> {
+fn start_connection(server: &Arc<Server>, stream: Stream, protocol: Protocol) -> io::Result<()> {
     stream.set_read_timeout(server.idle)?;
     stream.set_write_timeout(server.request_timeout)?;
     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
@@ -1023,7 +1057,7 @@ fn start_connection(server: &Arc<Server>, stream: Stream) -> io::Result<()> {
         }
         worker.counters.connection_opened();
         let _done = Done(&worker, id);
-        worker.serve(stream, id);
+        worker.serve(stream, id, protocol);
     });
     if let Err(e) = spawned {
         server.connections.lock().remove(&id);

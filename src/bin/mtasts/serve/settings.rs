@@ -45,6 +45,10 @@ pub struct Settings {
     pub tlsrpt_socket: Option<std::path::PathBuf>,
     /// What that socket is given: permissions, owner, group.
     pub tlsrpt_access: SocketAccess,
+    /// The unix stream socket where the library's checks are judged; `None`: none.
+    pub check_socket: Option<std::path::PathBuf>,
+    /// What that socket is given: permissions, owner, group.
+    pub check_access: SocketAccess,
     /// `[serve.profile.NAME]`: the reply options of requests whose map name is `NAME`, with the
     /// keys a profile leaves out taken from `[serve]`.
     pub profiles: BTreeMap<String, Options>,
@@ -118,6 +122,8 @@ pub enum Prefix {
     Socketmap,
     /// `tlsrpt_socket_mode`, ...: the TLSRPT datagram socket's.
     Tlsrpt,
+    /// `check_socket_mode`, ...: the check socket's.
+    Check,
 }
 
 impl Prefix {
@@ -125,6 +131,7 @@ impl Prefix {
         match self {
             Self::Socketmap => format!("socket_{name}"),
             Self::Tlsrpt => format!("tlsrpt_socket_{name}"),
+            Self::Check => format!("check_socket_{name}"),
         }
     }
 }
@@ -139,6 +146,10 @@ impl SocketAccess {
             Prefix::Tlsrpt,
             [&s.tlsrpt_socket_mode, &s.tlsrpt_socket_owner, &s.tlsrpt_socket_group],
         )
+    }
+
+    fn from_check_config(s: &mtasts::config::ServeConfig) -> Result<Self, String> {
+        Self::from_keys(Prefix::Check, [&s.check_socket_mode, &s.check_socket_owner, &s.check_socket_group])
     }
 
     /// From the `mode`, `owner` and `group` keys of `prefix`.
@@ -303,6 +314,9 @@ impl Settings {
                 }
             },
             tlsrpt_access: SocketAccess::from_tlsrpt_config(s).map_err(|e| name_file(config, &e))?,
+            // The configuration checked that the path is absolute.
+            check_socket: s.check_socket.as_deref().map(Into::into),
+            check_access: SocketAccess::from_check_config(s).map_err(|e| name_file(config, &e))?,
             profiles: BTreeMap::new(),
         };
         let global = settings.options();
@@ -366,6 +380,10 @@ impl Settings {
             ("tlsrpt_socket_mode", self.tlsrpt_access.mode != new.tlsrpt_access.mode),
             ("tlsrpt_socket_owner", self.tlsrpt_access.owner != new.tlsrpt_access.owner),
             ("tlsrpt_socket_group", self.tlsrpt_access.group != new.tlsrpt_access.group),
+            ("check_socket", self.check_socket != new.check_socket),
+            ("check_socket_mode", self.check_access.mode != new.check_access.mode),
+            ("check_socket_owner", self.check_access.owner != new.check_access.owner),
+            ("check_socket_group", self.check_access.group != new.check_access.group),
         ];
         for (key, changed) in pairs {
             if changed {
