@@ -252,3 +252,37 @@ fn a_relative_check_socket_is_refused() {
         .to_string();
     assert!(e.contains("[serve] check_socket") && e.contains("absolute path"), "{e}");
 }
+
+/// `mtasts doctor` says whether `mtasts serve` answers on the check socket: a warning when it does
+/// not (the library then judges its checks itself), `ok` when it does.
+#[test]
+fn doctor_checks_the_check_socket() {
+    let world = world("doctor");
+    let (socket, store) = (world.path("check.sock"), world.path("served.sqlite"));
+    let config = world
+        .write_config(&format!("[serve]\ncheck_socket = \"{}\"\nrefresh_interval_s = 0\n", socket.display()));
+    let line = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_mtasts"))
+            .arg("doctor")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("doctor");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.lines()
+            .find(|l| l.contains("check socket: "))
+            .unwrap_or_else(|| panic!("no check socket line in {out}"))
+            .to_owned()
+    };
+    let down = line();
+    assert!(
+        down.starts_with("warn")
+            && down.contains("cannot connect")
+            && down.contains("judges its checks itself"),
+        "{down}"
+    );
+    let serve = Serve::start(&config, &store, &socket);
+    let up = line();
+    assert!(up.starts_with("ok") && up.contains("answers the library's checks"), "{up}");
+    serve.stop();
+}

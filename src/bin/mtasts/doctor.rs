@@ -252,8 +252,28 @@ fn checks(args: &Args, who: &Who) -> Vec<Check> {
         Ok(None) => Check::ok("serve", "[serve] listen is not set: no socketmap server to check"),
         Err(_) => Check::fail("serve", "the [serve] section is invalid (see config)", "fix it first"),
     });
+    if let Some(remote) = config.remote() {
+        checks.push(check_socket(&remote));
+    }
     checks.extend(snippets(args, &config));
     checks
+}
+
+/// `[serve] check_socket`: `mtasts serve` answers there (a mode request for a name that is no
+/// domain, which it refuses without DNS). Not answering is a warning: the library's engines then
+/// judge their checks themselves.
+fn check_socket(remote: &mtasts::remote::Remote) -> Check {
+    const WHAT: &str = "check socket";
+    let socket = remote.path().display();
+    match remote.ask(&mtasts::remote::Request::Mode { domain: ".mtasts-doctor.invalid" }) {
+        Ok(_) => Check::ok(WHAT, format!("mtasts serve answers the library's checks on unix:{socket}")),
+        Err(mtasts::remote::Unavailable(why)) => Check::warn(
+            WHAT,
+            why,
+            "start mtasts serve with this configuration (or unset [serve] check_socket); until then each \
+             delivery judges its checks itself",
+        ),
+    }
 }
 
 /// The policy store: memory (warned), Redis (not checked here), or a SQLite file that `who`

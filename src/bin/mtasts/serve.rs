@@ -407,7 +407,25 @@ struct Server {
     ended: Condvar,
     /// Lookups, connections and refreshes, for `--metrics`.
     counters: Arc<metrics::Counters>,
+    /// Hands a new connection to a thread that finished its last one and waits for another
+    /// ([`worker`]); a rendezvous, so a send succeeds only when a thread is waiting.
+    handoff: std::sync::mpsc::SyncSender<Job>,
+    /// Where the waiting thread takes it (one thread waits in it at a time).
+    waiting: Mutex<std::sync::mpsc::Receiver<Job>>,
 }
+
+/// A connection to serve.
+struct Job {
+    stream: Stream,
+    id: u64,
+    protocol: Protocol,
+}
+
+/// How long a connection thread waits for another connection after its last one ended, before
+/// it exits. The library's checks (`check_socket`) come as one short connection per delivery:
+/// a waiting thread takes the next at once, where a new thread would cost its start and its exit
+/// on the path of the answer.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Answers one request payload, appending the reply netstring to `out`.
@@ -722,6 +740,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     }
     let known = Arc::new(Known::default());
     let counters = Arc::new(metrics::Counters::default());
+    let (handoff, waiting) = std::sync::mpsc::sync_channel(0);
     let server = Arc::new(Server {
         current: Current::new(Live::new(Arc::clone(&engine), serve.replies())),
         max_request: serve.max_request_bytes,
@@ -734,6 +753,8 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         connections: Mutex::new(HashMap::new()),
         ended: Condvar::new(),
         counters: Arc::clone(&counters),
+        handoff,
+        waiting: Mutex::new(waiting),
     });
     let metrics_bound = match metrics_addr {
         Some(addr) => {
@@ -1044,26 +1065,48 @@ fn start_connection(server: &Arc<Server>, stream: Stream, protocol: Protocol) ->
     stream.set_write_timeout(server.request_timeout)?;
     let id = server.next_id.fetch_add(1, Ordering::Relaxed);
     server.connections.lock().insert(id, stream.try_clone()?);
-    let worker = Arc::clone(server);
-    let spawned = std::thread::Builder::new().name("mtasts-conn".into()).spawn(move || {
-        /// Unregisters the connection even if serving it panics.
-        struct Done<'a>(&'a Server, u64);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.connections.lock().remove(&self.1);
-                self.0.counters.connection_closed();
-                self.0.ended.notify_all();
-            }
+    let job = match server.handoff.try_send(Job { stream, id, protocol }) {
+        Ok(()) => return Ok(()),
+        Err(std::sync::mpsc::TrySendError::Full(job) | std::sync::mpsc::TrySendError::Disconnected(job)) => {
+            job
         }
-        worker.counters.connection_opened();
-        let _done = Done(&worker, id);
-        worker.serve(stream, id, protocol);
-    });
+    };
+    let worker = Arc::clone(server);
+    let spawned = std::thread::Builder::new().name("mtasts-conn".into()).spawn(move || work(&worker, job));
     if let Err(e) = spawned {
         server.connections.lock().remove(&id);
         return Err(e);
     }
     Ok(())
+}
+
+/// A connection thread: serves `job`, then the connections handed to it while it waits (at most
+/// [`WORKER_IDLE`] each time), and exits.
+fn work(server: &Server, mut job: Job) {
+    /// Unregisters the connection even if serving it panics.
+    struct Done<'a>(&'a Server, u64);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.connections.lock().remove(&self.1);
+            self.0.counters.connection_closed();
+            self.0.ended.notify_all();
+        }
+    }
+    loop {
+        server.counters.connection_opened();
+        let done = Done(server, job.id);
+        server.serve(job.stream, job.id, job.protocol);
+        drop(done);
+        if server.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        // One thread waits in the channel; the others wait for their turn, as long at most.
+        let Some(waiting) = server.waiting.try_lock_for(WORKER_IDLE) else { return };
+        match waiting.recv_timeout(WORKER_IDLE) {
+            Ok(next) => job = next,
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]
