@@ -43,6 +43,8 @@ pub const FORM: &[u8] = b"mtasts-check/1";
 
 /// The longest request the server takes: a chain of a few certificates in PEM is some kilobytes;
 /// 256 KiB leaves room for any chain an MX can present and bounds what a connection costs.
+///
+/// cbindgen:ignore
 pub const MAX_REQUEST: usize = 256 * 1024;
 
 /// The longest answer the client reads (a policy is at most 64 KiB, plus TLSA records).
