@@ -143,7 +143,24 @@ pub struct Config {
     /// The file this came from (`None`: defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// SHA-256 of the text this was parsed from (zeros for the defaults): part of
+    /// [`Config::identity`].
+    #[serde(skip)]
+    text_digest: TextDigest,
 }
+
+/// Where a configuration's text came from, as a digest: not part of a configuration's equality,
+/// which compares its settings (an empty file and no file are the same settings).
+#[derive(Clone, Debug, Default)]
+struct TextDigest([u8; 32]);
+
+impl PartialEq for TextDigest {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for TextDigest {}
 
 /// One `[override."DOMAIN"]` table: exactly one of `mode = "none"` and `policy = "FILE"`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -430,6 +447,10 @@ impl Config {
         let mut config: Self =
             toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))?;
         config.resolved_overrides = resolve_overrides(&config.overrides, base, file)?;
+        config
+            .text_digest
+            .0
+            .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
         let nameservers = config.nameservers()?;
         if config.dns.dnssec == DnssecMode::TrustAd {
             check_loopback(&nameservers, "[dns] nameservers")?;
@@ -447,10 +468,19 @@ impl Config {
         if config.https.max_body_bytes == 0 {
             return Err(ConfigError("[https] max_body_bytes must be greater than 0".into()));
         }
-        if let Some(p) = config.serve.check_socket.as_deref().filter(|p| !p.starts_with('/')) {
-            return Err(ConfigError(format!(
-                "[serve] check_socket = {p:?}: write the absolute path of the socket (e.g. \"/run/mtasts/check.sock\")"
-            )));
+        if let Some(p) = config.serve.check_socket.as_deref() {
+            if !p.starts_with('/') {
+                return Err(ConfigError(format!(
+                    "[serve] check_socket = {p:?}: write the absolute path of the socket (e.g. \"/run/mtasts/check.sock\")"
+                )));
+            }
+            // sun_path holds 108 bytes with the terminating NUL.
+            if p.len() > 107 {
+                return Err(ConfigError(format!(
+                    "[serve] check_socket = {p:?}: a unix socket's path can have at most 107 bytes, this one has {}",
+                    p.len()
+                )));
+            }
         }
         Ok(config)
     }
@@ -471,6 +501,26 @@ impl Config {
         }
     }
 
+    /// What a check judged under this configuration depends on, as a hex SHA-256 digest: this
+    /// build's version, the configuration's text and the pinned policies its overrides read.
+    /// `mtasts serve` judges a library's check only when the library's configuration has the
+    /// identity of its own ([`crate::remote`]): two files, or a file changed since the server read
+    /// it (until its reload), give two identities, and the library then judges itself.
+    pub fn identity(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(env!("CARGO_PKG_VERSION").as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&self.text_digest.0);
+        for o in &self.resolved_overrides {
+            if let crate::engine::OverrideAction::Pinned(p) = &o.action {
+                ctx.update(o.domain.as_str().as_bytes());
+                ctx.update(&[0]);
+                ctx.update(ring::digest::digest(&ring::digest::SHA256, p.text.as_bytes()).as_ref());
+            }
+        }
+        ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The client of `mtasts serve`'s check socket, when `[serve] check_socket` is set: the
     /// library's engines hand their checks to it first ([`crate::remote`]). It waits for an
     /// answer as long as a check of its own could take (DNS lookups and a policy fetch), plus
@@ -484,7 +534,7 @@ impl Config {
             .saturating_add(self.https.connect_timeout_ms)
             .saturating_add(self.https.timeout_ms)
             .saturating_add(5000);
-        Some(Remote::new(Path::new(path), Duration::from_millis(ms)))
+        Some(Remote::new(Path::new(path), Duration::from_millis(ms), self.identity()))
     }
 
     /// The trust anchors: `[https] ca_file` if set, else the system's roots (the compiled-in

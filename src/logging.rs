@@ -160,31 +160,40 @@ fn callback_set() -> bool {
     SINK_SET.load(Ordering::Relaxed)
 }
 
-/// Whether an event or span of `meta` goes to some sink under the settings in force.
+/// Whether the standard error sink in `format` (0 text, 1 JSON, 2 syslog) takes `meta`.
+fn stderr_wants(meta: &Metadata<'_>, format: u8) -> bool {
+    ours(meta)
+        && !callback_set()
+        && STDERR_FORMAT.load(Ordering::Relaxed) == format
+        && LogLevel::of(meta.level()).as_u8() <= STDERR_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Whether the C callback takes `meta`.
+fn callback_wants(meta: &Metadata<'_>) -> bool {
+    ours(meta)
+        && callback_set()
+        && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Whether some sink takes `meta` under the settings in force (the filters of [`layered`]).
 fn wanted(meta: &Metadata<'_>) -> bool {
-    if !ours(meta) {
-        return false;
-    }
-    let level = LogLevel::of(meta.level()).as_u8();
-    if callback_set() {
-        level <= CALLBACK_LEVEL.load(Ordering::Relaxed)
-    } else {
-        level <= STDERR_LEVEL.load(Ordering::Relaxed)
-    }
+    stderr_wants(meta, STDERR_FORMAT.load(Ordering::Relaxed)) || callback_wants(meta)
 }
 
 /// The subscriber [`install`] sets: the layered `tracing-subscriber` stack of [`layered`], built
 /// when the first event or span is wanted. A process that logs nothing (an Exim delivery that
 /// finds its policy, at the default level `warn`) never builds it: its registry of span slots
 /// alone costs about 30,000 instructions and the page faults of code run once (BENCHMARKS.md, "A
-/// process per delivery").
+/// process per delivery"). Built without a lock or a cell another thread could hold at a
+/// `fork()`: two threads building at once keep the first one installed, and a forked child that
+/// finds none builds its own.
 struct Deferred {
-    real: OnceCell<tracing::Dispatch>,
+    real: once_cell::race::OnceBox<tracing::Dispatch>,
 }
 
 impl Deferred {
     fn real(&self) -> &tracing::Dispatch {
-        self.real.get_or_init(|| tracing::Dispatch::new(layered()))
+        self.real.get_or_init(|| Box::new(tracing::Dispatch::new(layered())))
     }
 }
 
@@ -238,45 +247,34 @@ impl tracing::Subscriber for Deferred {
 /// The sinks: text or JSON on standard error, syslog, the C callback, each behind the filter of
 /// the settings in force.
 fn layered() -> impl tracing::Subscriber + Send + Sync {
-    let stderr_enabled = |format: u8| {
-        move |meta: &Metadata<'_>| {
-            ours(meta)
-                && !callback_set()
-                && STDERR_FORMAT.load(Ordering::Relaxed) == format
-                && LogLevel::of(meta.level()).as_u8() <= STDERR_LEVEL.load(Ordering::Relaxed)
-        }
-    };
     let text = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
         .with_ansi(false)
-        .with_filter(FilterFn::new(stderr_enabled(0)));
+        .with_filter(FilterFn::new(|meta| stderr_wants(meta, 0)));
     let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(false)
         .with_writer(io::stderr)
-        .with_filter(FilterFn::new(stderr_enabled(1)));
+        .with_filter(FilterFn::new(|meta| stderr_wants(meta, 1)));
     let callback = tracing_subscriber::fmt::layer()
         .with_writer(PerEvent(queue_line))
         .with_ansi(false)
         .without_time()
-        .with_filter(FilterFn::new(|meta| {
-            ours(meta)
-                && callback_set()
-                && LogLevel::of(meta.level()).as_u8() <= CALLBACK_LEVEL.load(Ordering::Relaxed)
-        }));
+        .with_filter(FilterFn::new(callback_wants));
     let syslog = tracing_subscriber::fmt::layer()
         .with_writer(PerEvent(syslog_line))
         .with_ansi(false)
         .without_time()
-        .with_filter(FilterFn::new(stderr_enabled(2)));
+        .with_filter(FilterFn::new(|meta| stderr_wants(meta, 2)));
     Registry::default().with(text).with(json).with(syslog).with(callback).with(LevelFilter::DEBUG)
 }
 
 /// Installs the process-wide subscriber, once. Returns false when the process already had
 /// another one (a Rust host program): its subscriber then receives the events instead.
 pub fn install() -> bool {
-    *INSTALLED
-        .get_or_init(|| tracing::subscriber::set_global_default(Deferred { real: OnceCell::new() }).is_ok())
+    *INSTALLED.get_or_init(|| {
+        tracing::subscriber::set_global_default(Deferred { real: once_cell::race::OnceBox::new() }).is_ok()
+    })
 }
 
 /// Applies `[log]` to standard error's output (installing the subscriber if needed).

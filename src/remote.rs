@@ -24,10 +24,11 @@
 //! with its kind), or `error` and a message.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::cache::CachedPolicy;
@@ -151,10 +152,12 @@ pub enum Request<'a> {
     },
 }
 
-/// The request payload for `request`.
-pub fn encode_request(request: &Request<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+/// The request payload for `request`, made under the configuration whose
+/// [`crate::config::Config::identity`] is `identity`.
+pub fn encode_request(identity: &str, request: &Request<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192);
     put(&mut out, FORM);
+    put(&mut out, identity.as_bytes());
     match *request {
         Request::Check { domain, mx, tls, dane } => {
             put(&mut out, b"check");
@@ -184,8 +187,8 @@ pub fn encode_request(request: &Request<'_>) -> Vec<u8> {
     out
 }
 
-/// Reads a request payload.
-pub fn decode_request(payload: &[u8]) -> Result<Request<'_>, String> {
+/// Reads a request payload: the identity of the client's configuration, and the request.
+pub fn decode_request(payload: &[u8]) -> Result<(&str, Request<'_>), String> {
     let mut f = Fields::new(payload);
     if f.bytes().ok() != Some(FORM) {
         return Err(format!(
@@ -193,6 +196,7 @@ pub fn decode_request(payload: &[u8]) -> Result<Request<'_>, String> {
             String::from_utf8_lossy(FORM)
         ));
     }
+    let identity = f.text()?;
     let request = match f.bytes()? {
         b"check" => {
             let domain = f.text()?;
@@ -221,7 +225,7 @@ pub fn decode_request(payload: &[u8]) -> Result<Request<'_>, String> {
     if !f.is_done() {
         return Err("fields after the last one".into());
     }
-    Ok(request)
+    Ok((identity, request))
 }
 
 /// Appends an optional text field: `0`, or `1` and the text.
@@ -399,22 +403,56 @@ pub enum Answer {
     Input(String),
 }
 
-/// Why a check could not be handed over: the caller then judges it itself.
-#[derive(Debug)]
-pub struct Unavailable(pub String);
+impl Answer {
+    /// Whether this is an answer to `request` (an outcome to a check, a mode to a mode request,
+    /// `recorded` to a record request), or the server's "bad arguments".
+    pub fn fits(&self, request: &Request<'_>) -> bool {
+        matches!(
+            (self, request),
+            (Self::Judged(_), Request::Check { .. })
+                | (Self::Mode(_), Request::Mode { .. })
+                | (Self::Recorded, Request::Record { .. })
+                | (Self::Input(_), _)
+        )
+    }
+}
 
-/// The client end: connects to `mtasts serve`'s check socket for each check (no socket outlives
+/// Why a call could not be handed over: the caller then judges it itself.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// What went wrong.
+    pub why: String,
+    /// True when this call found the server unavailable; false when the call was not even tried
+    /// because an earlier one found it so less than [`DOWN_FOR`] ago.
+    pub fresh: bool,
+}
+
+/// After a call finds the server unavailable, how long this process's later calls judge by
+/// themselves without trying it (a server that does not answer would otherwise cost every call
+/// of a delivery its whole timeout).
+pub const DOWN_FOR: Duration = Duration::from_secs(30);
+
+/// The client end: connects to `mtasts serve`'s check socket for each call (no socket outlives
 /// a call: docs/architecture.md §3, the library's process model).
-#[derive(Clone, Debug)]
+///
+/// A call is handed over only to a server that runs as root, as this process's user or as the
+/// owner of the socket's directory (`SO_PEERCRED`): whoever else put a socket there is not asked.
+/// Connecting never waits (a server whose listen queue is full is unavailable), and the whole
+/// exchange must end within the timeout.
+#[derive(Debug)]
 pub struct Remote {
     path: PathBuf,
     timeout: Duration,
+    identity: String,
+    /// Until when (the monotonic clock's milliseconds) the server is taken as unavailable.
+    down_until: AtomicU64,
 }
 
 impl Remote {
-    /// A client of the socket at `path`, waiting at most `timeout` for each answer.
-    pub fn new(path: &Path, timeout: Duration) -> Self {
-        Self { path: path.to_owned(), timeout }
+    /// A client of the socket at `path`, waiting at most `timeout` for each answer, for a
+    /// configuration of identity `identity` ([`crate::config::Config::identity`]).
+    pub fn new(path: &Path, timeout: Duration, identity: String) -> Self {
+        Self { path: path.to_owned(), timeout, identity, down_until: AtomicU64::new(0) }
     }
 
     /// The socket's path.
@@ -422,74 +460,203 @@ impl Remote {
         &self.path
     }
 
+    /// As [`Remote::new`], waiting at most `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Hands a request to the server and returns its answer.
     pub fn ask(&self, request: &Request<'_>) -> Result<Answer, Unavailable> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            Unavailable(format!("mtasts serve at unix:{}: {what}: {e}", self.path.display()))
-        };
-        let mut stream = UnixStream::connect(&self.path).map_err(|e| fail("cannot connect", &e))?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(|e| fail("socket", &e))?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(|e| fail("socket", &e))?;
-        let payload = encode_request(request);
+        let now = monotonic_ms();
+        let until = self.down_until.load(Ordering::Relaxed);
+        if now < until {
+            return Err(Unavailable {
+                why: format!(
+                    "mtasts serve at unix:{} was unavailable less than {DOWN_FOR:?} ago",
+                    self.path.display()
+                ),
+                fresh: false,
+            });
+        }
+        let answer = self.exchange(request).map_err(|why| {
+            let down = u64::try_from(DOWN_FOR.as_millis()).unwrap_or(u64::MAX);
+            self.down_until.store(monotonic_ms().saturating_add(down), Ordering::Relaxed);
+            Unavailable { why: format!("mtasts serve at unix:{}: {why}", self.path.display()), fresh: true }
+        })?;
+        Ok(answer)
+    }
+
+    fn exchange(&self, request: &Request<'_>) -> Result<Answer, String> {
+        let payload = encode_request(&self.identity, request);
+        if payload.len() > MAX_REQUEST {
+            return Err(format!("the request has {} bytes, more than the server takes", payload.len()));
+        }
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut stream = self.connect()?;
         let mut frame = Vec::with_capacity(payload.len() + 12);
         put(&mut frame, &payload);
-        stream.write_all(&frame).map_err(|e| fail("cannot send the check", &e))?;
-        let answer = read_frame(&mut stream).map_err(|e| fail("no answer", &e))?;
-        let mut f = Fields::new(&answer);
-        let read = |f: &mut Fields<'_>| -> Result<Answer, String> {
-            if f.bytes()? != FORM {
-                return Err("not a check answer".into());
-            }
-            let answer = match f.bytes()? {
-                b"ok" => Answer::Judged(decode_outcome(f)?),
-                b"mode" => Answer::Mode(match f.text()? {
-                    "" => None,
-                    name => Some(Mode::parse(name).ok_or("unknown mode")?),
-                }),
-                b"recorded" => Answer::Recorded,
-                b"input" => Answer::Input(f.text()?.to_owned()),
-                b"error" => return Err(format!("the server failed: {}", f.text()?)),
-                _ => return Err("unknown answer".into()),
-            };
-            if !f.is_done() {
-                return Err("fields after the last one".into());
-            }
-            Ok(answer)
-        };
-        read(&mut f).map_err(|e| fail("unreadable answer", &e))
+        send_all(&stream, &frame, deadline).map_err(|e| format!("cannot send the request: {e}"))?;
+        let answer = read_frame(&mut stream, deadline)?;
+        decode_answer(&answer).map_err(|e| {
+            if e.starts_with("the server refused") { e } else { format!("unreadable answer: {e}") }
+        })
+    }
+
+    /// Connects without waiting, and checks who answers.
+    fn connect(&self) -> Result<UnixStream, String> {
+        use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| format!("socket: {e}"))?;
+        let addr = UnixAddr::new(&self.path).map_err(|e| format!("bad socket path: {e}"))?;
+        match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EAGAIN) => return Err("cannot connect: its listen queue is full".into()),
+            Err(e) => return Err(format!("cannot connect: {}", std::io::Error::from(e))),
+        }
+        let peer =
+            socket::getsockopt(&fd, sockopt::PeerCredentials).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+        let stream = UnixStream::from(fd);
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        let uid = peer.uid();
+        let own = nix::unistd::geteuid().as_raw();
+        let dir_owner = self.path.parent().and_then(|d| std::fs::metadata(d).ok()).map(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.uid()
+        });
+        if uid != 0 && uid != own && Some(uid) != dir_owner {
+            return Err(format!(
+                "the server there runs as user {uid}: neither root, this process's user ({own}) nor the owner of the \
+                 socket's directory; not asked"
+            ));
+        }
+        Ok(stream)
     }
 }
 
-/// Reads one netstring from `stream`: its payload.
-fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, String> {
-    let mut head = Vec::with_capacity(16);
-    let mut byte = [0u8; 1];
-    loop {
-        match stream.read(&mut byte) {
+/// The monotonic clock, in milliseconds.
+fn monotonic_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(t.tv_sec()).unwrap_or(0).saturating_mul(1000)
+            + u64::try_from(t.tv_nsec() / 1_000_000).unwrap_or(0)
+    })
+}
+
+/// What is left of `deadline`, or an error naming `what` when nothing is.
+fn left(deadline: std::time::Instant, what: &str) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() { Err(format!("no {what} in time")) } else { Ok(left) }
+}
+
+/// Writes `bytes` before `deadline`, without SIGPIPE if the server closed the connection.
+fn send_all(stream: &UnixStream, mut bytes: &[u8], deadline: std::time::Instant) -> Result<(), String> {
+    use nix::sys::socket::{MsgFlags, send};
+    while !bytes.is_empty() {
+        stream.set_write_timeout(Some(left(deadline, "room to send")?)).map_err(|e| e.to_string())?;
+        match send(std::os::fd::AsRawFd::as_raw_fd(stream), bytes, MsgFlags::MSG_NOSIGNAL) {
             Ok(0) => return Err("the server closed the connection".into()),
-            Ok(_) if byte[0] == b':' => break,
-            Ok(_) if byte[0].is_ascii_digit() && head.len() < 8 => head.push(byte[0]),
-            Ok(_) => return Err("not a netstring".into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(std::io::Error::from(e).to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one netstring from `stream` before `deadline`: its payload.
+fn read_frame(stream: &mut UnixStream, deadline: std::time::Instant) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // What has come so far: a length, a colon, the payload and a comma.
+        if let Some(colon) = buf.iter().position(|&b| b == b':') {
+            let len = netstring_length(&buf[..colon])?;
+            if len > MAX_ANSWER {
+                return Err(format!("an answer of {len} bytes is longer than the client takes"));
+            }
+            let end = colon + 1 + len;
+            if buf.len() > end {
+                if buf[end] != b',' || buf.len() > end + 1 {
+                    return Err("not one netstring".into());
+                }
+                buf.truncate(end);
+                return Ok(buf.split_off(colon + 1));
+            }
+        } else if buf.len() > 8 {
+            return Err("not a netstring".into());
+        }
+        stream.set_read_timeout(Some(left(deadline, "answer")?)).map_err(|e| e.to_string())?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("the server closed the connection before answering".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err("no answer in time".into());
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
-    let len: usize = std::str::from_utf8(&head)
-        .ok()
-        .and_then(|d| d.parse().ok())
-        .filter(|&n| n <= MAX_ANSWER)
-        .ok_or("an answer's length is missing or too large")?;
-    let mut body = vec![0u8; len + 1];
-    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
-    if body.pop() != Some(b',') {
-        return Err("the answer does not end with `,`".into());
-    }
-    Ok(body)
 }
 
-/// The server end: the answer payload for a request payload, made by `serve`.
+/// A netstring's length: decimal digits, no leading zero.
+fn netstring_length(digits: &[u8]) -> Result<usize, String> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || (digits.len() > 1 && digits[0] == b'0')
+    {
+        return Err("a length is not a canonical number".into());
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| "a length is too large".into())
+}
+
+/// Reads an answer payload.
+pub fn decode_answer(payload: &[u8]) -> Result<Answer, String> {
+    let mut f = Fields::new(payload);
+    if f.bytes()? != FORM {
+        return Err("not a check answer".into());
+    }
+    let answer = match f.bytes()? {
+        b"ok" => Answer::Judged(decode_outcome(&mut f)?),
+        b"mode" => Answer::Mode(match f.text()? {
+            "" => None,
+            name => Some(Mode::parse(name).ok_or("unknown mode")?),
+        }),
+        b"recorded" => Answer::Recorded,
+        b"input" => Answer::Input(f.text()?.to_owned()),
+        b"error" => return Err(format!("the server refused: {}", f.text()?)),
+        _ => return Err("unknown answer".into()),
+    };
+    if !f.is_done() {
+        return Err("fields after the last one".into());
+    }
+    Ok(answer)
+}
+
+/// Judges `request` with `engine`: what the server does with a request, and what a process that
+/// could not hand it over does instead (the same code, so the same answer).
+pub fn judge(engine: &crate::Engine, request: &Request<'_>) -> Result<Answer, crate::InputError> {
+    match *request {
+        Request::Check { domain, mx, tls, dane } => {
+            engine.check_with(domain, mx, tls, dane).map(Answer::Judged)
+        }
+        Request::Mode { domain } => Ok(Answer::Mode(engine.policy(domain)?.and_then(|r| r.mode()))),
+        Request::Record { domain, mx, result } => engine
+            .record_session(domain, mx, result, &crate::engine::SessionDetails::default())
+            .map(|()| Answer::Recorded),
+    }
+}
+
+/// The server end: the answer payload for a request payload, made by `serve` when the client's
+/// configuration has `identity`, the identity of the server's.
 pub fn answer(
     payload: &[u8],
+    identity: &str,
     serve: impl FnOnce(&Request<'_>) -> Result<Answer, crate::InputError>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
@@ -499,7 +666,15 @@ pub fn answer(
             put(&mut out, b"error");
             put(&mut out, format!("bad request: {e}").as_bytes());
         }
-        Ok(request) => match serve(&request) {
+        Ok((theirs, _)) if theirs != identity => {
+            put(&mut out, b"error");
+            put(
+                &mut out,
+                b"the client's configuration is not the server's (another file, a file changed since the server \
+                  read it, or another version of mtasts): reload the server (SIGHUP) or give both the same file",
+            );
+        }
+        Ok((_, request)) => match serve(&request) {
             Ok(Answer::Judged(outcome)) => {
                 put(&mut out, b"ok");
                 encode_outcome(&outcome, &mut out);
@@ -619,19 +794,22 @@ mod tests {
             result: Some(Reason::CertificateExpired),
         });
         for request in requests {
-            assert_eq!(decode_request(&encode_request(&request)).expect("decodes"), request);
+            assert_eq!(decode_request(&encode_request("abc", &request)).expect("decodes"), ("abc", request));
         }
     }
 
     /// Anything that is not exactly a request is refused with a reason, never half read.
     #[test]
     fn malformed_requests_are_refused() {
-        let good = encode_request(&Request::Check {
-            domain: "example.com",
-            mx: "mx.example.com",
-            tls: Tls::NotNegotiated,
-            dane: Dane::NotApplicable,
-        });
+        let good = encode_request(
+            "abc",
+            &Request::Check {
+                domain: "example.com",
+                mx: "mx.example.com",
+                tls: Tls::NotNegotiated,
+                dane: Dane::NotApplicable,
+            },
+        );
         for cut in 0..good.len() {
             assert!(decode_request(&good[..cut]).is_err(), "cut at {cut}");
         }
@@ -644,9 +822,125 @@ mod tests {
         assert!(decode_request(b"00:,").is_err());
         assert!(decode_request(b"99999999999999999999999:x,").is_err());
         let mut bad_dane = Vec::new();
-        for field in [FORM, b"check", b"example.com", b"mx", b"not-negotiated", b"maybe"] {
+        for field in [FORM, b"abc", b"check", b"example.com", b"mx", b"not-negotiated", b"maybe"] {
             put(&mut bad_dane, field);
         }
         assert!(decode_request(&bad_dane).unwrap_err().contains("DANE"));
+    }
+
+    /// A server under another configuration refuses, with the reason, and judges nothing.
+    #[test]
+    fn another_configuration_is_refused() {
+        let request = encode_request("theirs", &Request::Mode { domain: "example.com" });
+        let mut judged = false;
+        let out = answer(&request, "ours", |_| {
+            judged = true;
+            Ok(Answer::Mode(None))
+        });
+        assert!(!judged);
+        let e = decode_answer(&out).unwrap_err();
+        assert!(e.contains("refused") && e.contains("not the server's"), "{e}");
+        let out = answer(&request, "theirs", |_| Ok(Answer::Mode(Some(Mode::Enforce))));
+        assert!(matches!(decode_answer(&out), Ok(Answer::Mode(Some(Mode::Enforce)))));
+    }
+
+    /// A fake server at a socket: accepts one connection, reads the request, then does `then`.
+    fn fake(
+        name: &str,
+        then: impl FnOnce(&mut UnixStream) + Send + 'static,
+    ) -> (PathBuf, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("mtasts-remote-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("check.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            then(&mut stream);
+        });
+        (path, server)
+    }
+
+    fn ask(path: &Path) -> Result<Answer, Unavailable> {
+        Remote::new(path, Duration::from_millis(300), "id".into()).ask(&Request::Check {
+            domain: "example.com",
+            mx: "mx.example.com",
+            tls: Tls::NotNegotiated,
+            dane: Dane::NotApplicable,
+        })
+    }
+
+    /// The client takes an answer only when it is whole and well formed: every shorter prefix of
+    /// a good answer, garbage, a refusal and silence make the call unavailable (the caller then
+    /// judges it itself), never an outcome.
+    #[test]
+    fn only_whole_answers_are_taken() {
+        let mut good = Vec::new();
+        put(&mut good, FORM);
+        put(&mut good, b"ok");
+        encode_outcome(
+            &Outcome {
+                verdict: Verdict::Pass,
+                reason: Reason::None,
+                policy: Some(pinned_policy()),
+                mx_matches: true,
+                detail: None,
+                dane: None,
+                overridden: None,
+            },
+            &mut good,
+        );
+        let mut framed = Vec::new();
+        put(&mut framed, &good);
+        let (path, server) = fake("whole", {
+            let framed = framed.clone();
+            move |s| std::io::Write::write_all(s, &framed).expect("write")
+        });
+        assert!(matches!(ask(&path), Ok(Answer::Judged(o)) if o.verdict == Verdict::Pass));
+        server.join().expect("server");
+        let mut wrong: Vec<Vec<u8>> = (1..framed.len()).step_by(23).map(|n| framed[..n].to_vec()).collect();
+        wrong.push(framed[..framed.len() - 1].to_vec());
+        wrong.push(b"garbage".to_vec());
+        wrong.push(b"9:NOTFOUND ,".to_vec());
+        let mut refused = Vec::new();
+        put(&mut refused, FORM);
+        put(&mut refused, b"error");
+        put(&mut refused, b"no");
+        let mut framed_refusal = Vec::new();
+        put(&mut framed_refusal, &refused);
+        wrong.push(framed_refusal);
+        let mut extra = good.clone();
+        put(&mut extra, b"1");
+        let mut framed_extra = Vec::new();
+        put(&mut framed_extra, &extra);
+        wrong.push(framed_extra);
+        for (i, bytes) in wrong.into_iter().enumerate() {
+            let (path, server) = fake(&format!("wrong{i}"), move |s| {
+                std::io::Write::write_all(s, &bytes).expect("write");
+                // Half the answers end with the connection closed, half with silence.
+                if i % 2 == 1 {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            match ask(&path) {
+                Err(Unavailable { fresh: true, .. }) => {}
+                other => panic!("answer {i}: {other:?}"),
+            }
+            server.join().expect("server");
+        }
+    }
+
+    /// No server at the path, or one found unavailable a moment ago: unavailable at once.
+    #[test]
+    fn a_missing_server_is_unavailable_and_not_asked_again_at_once() {
+        let path = std::env::temp_dir().join(format!("mtasts-remote-none-{}.sock", std::process::id()));
+        let remote = Remote::new(&path, Duration::from_secs(5), "id".into());
+        let request = Request::Mode { domain: "example.com" };
+        let first = remote.ask(&request).unwrap_err();
+        assert!(first.fresh && first.why.contains("cannot connect"), "{first:?}");
+        let second = remote.ask(&request).unwrap_err();
+        assert!(!second.fresh && second.why.contains("unavailable less than"), "{second:?}");
     }
 }

@@ -48,6 +48,12 @@ fn default_engine_arg() -> Result<Arc<Engine>, mtasts_status> {
 /// `exit()`) those it judged, and they add up to the sessions judged. DNS and HTTPS happen inside the call when the policy is not cached; no
 /// thread or socket outlives the call.
 ///
+/// With `[serve] check_socket` in the configuration, the call is first handed to the `mtasts
+/// serve` listening there (docs/architecture.md, "Checks handed to mtasts serve"), which judges
+/// it, counts the session and logs the decision; the process then opens no store. It waits at
+/// most the DNS and fetch timeouts plus 5 seconds for the answer, and judges the call itself when
+/// none comes (or the server is not running, or runs under another configuration).
+///
 /// # Safety
 /// `domain` and `mx` are NULL or NUL-terminated strings; `cert` is NULL or points to `cert_len`
 /// readable bytes.

@@ -18,7 +18,7 @@ use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::engine::{Engine, InputError, Outcome, SessionDetails, Tls};
+use crate::engine::{Engine, InputError, Outcome, Tls};
 use crate::policy::Mode;
 use crate::remote::{Answer, Remote, Request, Unavailable};
 use crate::verdict::{Dane, Reason};
@@ -108,8 +108,14 @@ impl Source {
         let config = config.inspect(|c| crate::logging::apply(&c.log)).map_err(|e| e.to_string())?;
         let front = Front { remote: config.remote(), engine: OnceCell::new(), config };
         if !first {
-            let engine = front.config.build_engine().map_err(|e| e.to_string())?;
-            let _ = front.engine.set(Arc::new(engine));
+            if front.remote.is_some() {
+                // Calls go to mtasts serve: the engine stays unbuilt (no store opened) until one
+                // is judged here; what a build would refuse cheaply is checked now.
+                front.config.check_trust_anchor().map_err(|e| e.to_string())?;
+            } else {
+                let engine = front.config.build_engine().map_err(|e| e.to_string())?;
+                let _ = front.engine.set(Arc::new(engine));
+            }
         }
         Ok(front)
     }
@@ -159,11 +165,39 @@ impl Front {
         self.engine.get()
     }
 
-    /// Checks a delivery: handed to `mtasts serve` when `[serve] check_socket` is set and it
-    /// answers, else judged by the engine. An `mtasts serve` that cannot be reached (or does not
-    /// answer in time, or answers what cannot be read) is reported once per process, and the
-    /// check judged here, as without the setting; so is a check it found bad, so that the caller
-    /// gets the engine's own error.
+    /// Answers `request`: handed to `mtasts serve` when `[serve] check_socket` is set and it
+    /// answers, else judged by the engine with the same code ([`crate::remote::judge`]). A server
+    /// that cannot be reached (or does not answer in time, or answers what cannot be read, or
+    /// runs under another configuration) is reported at `warn` each time it is found so (at most
+    /// every [`crate::remote::DOWN_FOR`]), and the call judged here, as without the setting; so
+    /// is a call it found bad (not a domain name), so that the caller gets the engine's own
+    /// error. A session recorded here is written at once.
+    fn answer(&self, request: &Request<'_>) -> Result<Answer, FrontError> {
+        if let Some(remote) = &self.remote {
+            match remote.ask(request) {
+                Ok(Answer::Input(_)) => {}
+                Ok(answer) if answer.fits(request) => return Ok(answer),
+                Ok(other) => tracing::warn!(
+                    target: "mtasts",
+                    "mtasts serve at unix:{} answered {request:?} with {other:?}; this process judges the call itself",
+                    remote.path().display()
+                ),
+                Err(Unavailable { why, fresh }) => {
+                    if fresh {
+                        tracing::warn!(target: "mtasts", "{why}; this process judges its calls itself for a while");
+                    }
+                }
+            }
+        }
+        let engine = self.engine().map_err(FrontError::Config)?;
+        let answer = crate::remote::judge(&engine, request).map_err(FrontError::Input)?;
+        if matches!(answer, Answer::Recorded) {
+            engine.flush_reports();
+        }
+        Ok(answer)
+    }
+
+    /// Checks a delivery ([`Front::answer`]).
     pub(crate) fn check_with(
         &self,
         domain: &str,
@@ -171,44 +205,26 @@ impl Front {
         tls: Tls<'_>,
         dane: Dane,
     ) -> Result<Outcome, FrontError> {
-        if let Some(Answer::Judged(outcome)) = self.ask(&Request::Check { domain, mx, tls, dane }) {
-            return Ok(outcome);
+        match self.answer(&Request::Check { domain, mx, tls, dane })? {
+            Answer::Judged(outcome) => Ok(outcome),
+            other => Err(FrontError::Config(format!("mtasts serve answered a check with {other:?}"))),
         }
-        let engine = self.engine().map_err(FrontError::Config)?;
-        engine.check_with(domain, mx, tls, dane).map_err(FrontError::Input)
     }
 
-    /// The mode of `domain`'s policy in force (`None`: no policy), from `mtasts serve` as
-    /// [`Front::check_with`] does.
+    /// The mode of `domain`'s policy in force (`None`: no policy), as [`Front::answer`] gets it.
     pub(crate) fn mode(&self, domain: &str) -> Result<Option<Mode>, FrontError> {
-        if let Some(Answer::Mode(mode)) = self.ask(&Request::Mode { domain }) {
-            return Ok(mode);
+        match self.answer(&Request::Mode { domain })? {
+            Answer::Mode(mode) => Ok(mode),
+            other => Err(FrontError::Config(format!("mtasts serve answered a mode request with {other:?}"))),
         }
-        let engine = self.engine().map_err(FrontError::Config)?;
-        Ok(engine.policy(domain).map_err(FrontError::Input)?.and_then(|r| r.mode()))
     }
 
-    /// Counts a session the MTA judged itself (without details), in `mtasts serve` as
-    /// [`Front::check_with`] does; judged here, the count is written at once.
+    /// Counts a session the MTA judged itself (without details), as [`Front::answer`] does.
     pub(crate) fn record(&self, domain: &str, mx: &str, result: Option<Reason>) -> Result<(), FrontError> {
-        if let Some(Answer::Recorded) = self.ask(&Request::Record { domain, mx, result }) {
-            return Ok(());
-        }
-        let engine = self.engine().map_err(FrontError::Config)?;
-        engine.record_session(domain, mx, result, &SessionDetails::default()).map_err(FrontError::Input)?;
-        engine.flush_reports();
-        Ok(())
-    }
-
-    /// `mtasts serve`'s answer to `request`, if `[serve] check_socket` is set and it gave one
-    /// that is not "bad arguments" (those are judged here, for the engine's own error).
-    fn ask(&self, request: &Request<'_>) -> Option<Answer> {
-        match self.remote.as_ref()?.ask(request) {
-            Ok(Answer::Input(_)) => None,
-            Ok(answer) => Some(answer),
-            Err(Unavailable(why)) => {
-                report_unavailable(&why);
-                None
+        match self.answer(&Request::Record { domain, mx, result })? {
+            Answer::Recorded => Ok(()),
+            other => {
+                Err(FrontError::Config(format!("mtasts serve answered a record request with {other:?}")))
             }
         }
     }
@@ -221,16 +237,6 @@ pub(crate) enum FrontError {
     Config(String),
     /// A bad argument.
     Input(InputError),
-}
-
-/// Says, once per process, that checks are judged in process because `mtasts serve` did not
-/// answer.
-fn report_unavailable(why: &str) {
-    static REPORTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let pid = std::process::id();
-    if REPORTED.swap(pid, Ordering::Relaxed) != pid {
-        tracing::warn!(target: "mtasts", "{why}; this process judges its checks itself");
-    }
 }
 
 /// A front of the registry, with the configuration version it was built from. A new version

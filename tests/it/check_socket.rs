@@ -144,11 +144,12 @@ fn exim_calls_are_judged_and_counted_by_serve() {
     serve.stop();
     assert_eq!(sessions(&served_store, "enforce.test"), 2, "the two checks with a chain");
     assert_eq!(sessions(&served_store, "testing.test"), 1, "the recorded session");
-    // The bad argument above built this process's engine (it found the error); it judged nothing.
-    assert!(!own_store.exists() || sessions(&own_store, "enforce.test") == 0);
+    // The bad argument above built this process's engine (it found the error); it judged nothing
+    // else, and its counts (none) are written only at exit.
 }
 
-/// A served outcome is the outcome the process's own engine gives, field for field.
+/// A served outcome is the outcome the process's own engine gives: verdict, reason, MX match,
+/// detail, policy and override (DANE's part crosses the wire in `remote::tests`).
 #[test]
 fn served_outcomes_are_the_engines_own() {
     let world = world("same");
@@ -156,8 +157,9 @@ fn served_outcomes_are_the_engines_own() {
     let config = world
         .write_config(&format!("[serve]\ncheck_socket = \"{}\"\nrefresh_interval_s = 0\n", socket.display()));
     let serve = Serve::start(&config, &store, &socket);
-    let remote = Remote::new(&socket, Duration::from_secs(20));
-    let local = mtasts::config::Config::from_file(&config).expect("config").build_engine().expect("engine");
+    let loaded = mtasts::config::Config::from_file(&config).expect("config");
+    let remote = Remote::new(&socket, Duration::from_secs(20), loaded.identity());
+    let local = loaded.build_engine().expect("engine");
     let good = pki().leaf(&["mx.enforce.test"]).der_concat();
     let expired = pki().leaf_with(&["mx.enforce.test"], (2020, 1, 1), (2021, 1, 1), true).pem();
     let cases: Vec<(&str, &str, Tls<'_>)> = vec![
@@ -168,6 +170,8 @@ fn served_outcomes_are_the_engines_own() {
         ("testing.test", "mx.enforce.test", Tls::Chain(&good)),
         ("nothing.test", "mx.nothing.test", Tls::NotNegotiated),
         ("[192.0.2.1]", "mx.enforce.test", Tls::NotNegotiated),
+        ("pinned.test", "mx.other.test", Tls::Chain(&good)),
+        ("skipped.test", "mx.enforce.test", Tls::NotNegotiated),
     ];
     for (domain, mx, tls) in cases {
         let Ok(Answer::Judged(served)) =
@@ -243,6 +247,41 @@ fn without_serve_the_process_judges_itself() {
     );
 }
 
+/// A configuration other than the server's (another file naming the same socket, or the file
+/// changed since the server read it) is not judged by the server: the process judges with its own,
+/// so an override it has applies.
+#[test]
+fn another_configuration_is_judged_in_process() {
+    let world = world("other");
+    let (socket, store, own_store) =
+        (world.path("check.sock"), world.path("served.sqlite"), world.path("own.sqlite"));
+    let config = world
+        .write_config(&format!("[serve]\ncheck_socket = \"{}\"\nrefresh_interval_s = 0\n", socket.display()));
+    let serve = Serve::start(&config, &store, &socket);
+    let other = world.path("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "{}[cache]\npath = \"{}\"\n[serve]\ncheck_socket = \"{}\"\n[override.\"enforce.test\"]\nmode = \"none\"\n",
+            world.base_config(true),
+            own_store.display(),
+            socket.display()
+        ),
+    )
+    .expect("other config");
+    use mtasts::ffi::exim::mtasts_exim_mode;
+    assert_eq!(
+        exim(mtasts_exim_mode, &["enforce.test", &format!("config={}", config.display())]),
+        (0, "enforce".into())
+    );
+    assert_eq!(
+        exim(mtasts_exim_mode, &["enforce.test", &format!("config={}", other.display())]),
+        (0, "none".into())
+    );
+    assert!(own_store.exists(), "judged in process, with its own store");
+    serve.stop();
+}
+
 /// `check_socket` must be an absolute path: the library and the server must agree on it whatever
 /// their working directories.
 #[test]
@@ -251,6 +290,11 @@ fn a_relative_check_socket_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("[serve] check_socket") && e.contains("absolute path"), "{e}");
+    let long = format!("/{}", "x".repeat(107));
+    let e = mtasts::config::Config::parse(&format!("[serve]\ncheck_socket = \"{long}\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 107 bytes"), "{e}");
 }
 
 /// `mtasts doctor` says whether `mtasts serve` answers on the check socket: a warning when it does

@@ -253,25 +253,50 @@ fn checks(args: &Args, who: &Who) -> Vec<Check> {
         Err(_) => Check::fail("serve", "the [serve] section is invalid (see config)", "fix it first"),
     });
     if let Some(remote) = config.remote() {
-        checks.push(check_socket(&remote));
+        checks.push(check_socket(remote, who));
     }
     checks.extend(snippets(args, &config));
     checks
 }
 
-/// `[serve] check_socket`: `mtasts serve` answers there (a mode request for a name that is no
-/// domain, which it refuses without DNS). Not answering is a warning: the library's engines then
-/// judge their checks themselves.
-fn check_socket(remote: &mtasts::remote::Remote) -> Check {
+/// `[serve] check_socket`: `mtasts serve` answers there under this configuration (a mode request
+/// for a name that is no domain, which it refuses without DNS), and `who` may connect (write
+/// permission on the socket, search on the directories above). Either failing is a warning: the
+/// library's engines then judge their calls themselves.
+fn check_socket(remote: mtasts::remote::Remote, who: &Who) -> Check {
     const WHAT: &str = "check socket";
-    let socket = remote.path().display();
-    match remote.ask(&mtasts::remote::Request::Mode { domain: ".mtasts-doctor.invalid" }) {
+    let path = remote.path().to_path_buf();
+    let socket = path.display();
+    if let Some(dir) = who.blocked_on_the_way(&path) {
+        return Check::warn(
+            WHAT,
+            format!("{} cannot search {}, so cannot reach unix:{socket}", who.name, dir.display()),
+            format!(
+                "chmod o+x {} (or a group {} is in), so that its calls reach mtasts serve",
+                dir.display(),
+                who.name
+            ),
+        );
+    }
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if !who.may(&meta, 2) {
+            return Check::warn(
+                WHAT,
+                format!("{} may not connect to unix:{socket} (no write permission on it)", who.name),
+                "set [serve] check_socket_mode and check_socket_group (e.g. \"0660\" and the MTA's group), then restart mtasts serve",
+            );
+        }
+    }
+    match remote
+        .with_timeout(Duration::from_secs(5))
+        .ask(&mtasts::remote::Request::Mode { domain: ".mtasts-doctor.invalid" })
+    {
         Ok(_) => Check::ok(WHAT, format!("mtasts serve answers the library's checks on unix:{socket}")),
-        Err(mtasts::remote::Unavailable(why)) => Check::warn(
+        Err(mtasts::remote::Unavailable { why, .. }) => Check::warn(
             WHAT,
             why,
-            "start mtasts serve with this configuration (or unset [serve] check_socket); until then each \
-             delivery judges its checks itself",
+            "start mtasts serve with this configuration, reload it if the file changed (or unset [serve] check_socket); \
+             until then each delivery judges its checks itself",
         ),
     }
 }

@@ -11,7 +11,8 @@
 //! DANE reply of [`dane`] replaces the MTA-STS one (README "DANE in socketmap replies").
 //!
 //! * One thread per connection (buffered reads and writes); the engine answers repeated lookups
-//!   from a per-thread copy of its cache, without locks.
+//!   from a per-thread copy of its cache, without locks. A thread whose connection ended waits
+//!   up to 10 s for the next one before it exits ([`WORKER_IDLE`]).
 //! * Requests longer than `[serve] max_request_bytes`, and anything that is not a netstring, close
 //!   that connection (and only that one): the client has lost the framing. A length has no
 //!   leading zero (`0:` aside), so no more digits than `max_request_bytes` has.
@@ -44,11 +45,17 @@
 //!   per-session datagrams of Postfix 3.10 (`smtp_tlsrpt_socket_name`) and adds them to the
 //!   engine's TLSRPT counts ([`collect`]: a reader and a counting thread, docs/tlsrpt-collect.md); its file gets
 //!   `tlsrpt_socket_mode`, `tlsrpt_socket_owner` and `tlsrpt_socket_group`.
+//! * The library's checks: with `[serve] check_socket`, a unix stream socket where the calls of
+//!   the library's engines (`mtasts_check`, Exim's) are judged by this server's engine and their
+//!   sessions counted ([`check`]; docs/architecture.md, "Checks handed to mtasts serve"); its
+//!   connections are served like socketmap ones, with requests of up to 256 KiB; its file gets
+//!   `check_socket_mode`, `check_socket_owner` and `check_socket_group`.
 //!
 //! Standard output gets one line per listener, `listening on inet:127.0.0.1:8461` (the real port
 //! when 0 was asked for), one more, `metrics on inet:127.0.0.1:9461`, when Prometheus metrics
 //! are served ([`metrics`], `--metrics` or `[serve] metrics_listen`), and `tlsrpt on
-//! unix:/path` when TLSRPT datagrams are taken; everything else goes to standard error.
+//! unix:/path` when TLSRPT datagrams are taken, and `checks on unix:/path` for the check socket;
+//! everything else goes to standard error.
 
 mod check;
 mod collect;
@@ -327,6 +334,9 @@ impl Write for Stream {
 /// the shape of replies.
 struct Live {
     engine: Arc<Engine>,
+    /// The identity of the configuration the engine was built from (`Config::identity`): the
+    /// library's calls on the check socket are judged only under the same one.
+    identity: String,
     replies: settings::Replies,
     /// Whether a request with a map name that has no profile was reported (once per
     /// configuration).
@@ -334,8 +344,8 @@ struct Live {
 }
 
 impl Live {
-    fn new(engine: Arc<Engine>, replies: settings::Replies) -> Self {
-        Self { engine, replies, unknown_name_seen: AtomicBool::new(false) }
+    fn new(engine: Arc<Engine>, identity: String, replies: settings::Replies) -> Self {
+        Self { engine, identity, replies, unknown_name_seen: AtomicBool::new(false) }
     }
 
     /// The reply options for the map name of `payload`; the first name without a profile (when
@@ -557,7 +567,11 @@ impl Server {
                         let payload = &buf[start + s..start + e];
                         match protocol {
                             Protocol::Socketmap => self.answer(&live.1, payload, &mut scratch, &mut out),
-                            Protocol::Check => check::answer(&live.1.engine, payload, &mut out),
+                            Protocol::Check => {
+                                check::answer(&live.1.engine, &live.1.identity, payload, &mut out, |d| {
+                                    self.known.note(d);
+                                });
+                            }
                         }
                         start += len;
                         request_began = None;
@@ -565,8 +579,12 @@ impl Server {
                     Frame::Partial => break,
                     Frame::TooLong(n) => {
                         self.flush(&mut stream, &mut out, id);
+                        let limit = match protocol {
+                            Protocol::Socketmap => "[serve] max_request_bytes",
+                            Protocol::Check => "the check socket's limit",
+                        };
                         eprintln!(
-                            "mtasts serve: connection {id}: request of {n}+ bytes is longer than [serve] max_request_bytes = {max}; closing it"
+                            "mtasts serve: connection {id}: request of {n}+ bytes is longer than {limit} = {max}; closing it"
                         );
                         return;
                     }
@@ -742,7 +760,7 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
     let counters = Arc::new(metrics::Counters::default());
     let (handoff, waiting) = std::sync::mpsc::sync_channel(0);
     let server = Arc::new(Server {
-        current: Current::new(Live::new(Arc::clone(&engine), serve.replies())),
+        current: Current::new(Live::new(Arc::clone(&engine), config.identity(), serve.replies())),
         max_request: serve.max_request_bytes,
         idle: Duration::from_millis(serve.idle_timeout_ms),
         request_timeout: Duration::from_millis(serve.request_timeout_ms),
@@ -898,6 +916,11 @@ pub fn run(args: &Args) -> Result<ExitCode, String> {
         let _ = server.ended.wait_until(&mut connections, deadline);
     }
     let left = connections.len();
+    // What is still busy is cut off before the final flush: a library client whose answer never
+    // comes judges (and counts) its call itself, so its session is counted once.
+    for stream in connections.values() {
+        stream.shutdown(Shutdown::Both);
+    }
     drop(connections);
     let engine = Arc::clone(&server.current.get().1.engine);
     // The sessions judged for the library's checks (`check_socket`) are written now: the engine
@@ -973,7 +996,7 @@ impl Reloader {
         match self.load(&old) {
             Ok((config, settings, engine)) => {
                 mtasts::logging::apply(&config.log);
-                current.replace(Live::new(Arc::new(engine), settings.replies()));
+                current.replace(Live::new(Arc::new(engine), config.identity(), settings.replies()));
                 // What the replaced engine queued is written now (and what connections still
                 // using it queue later, when it is dropped).
                 flush_store(&old);

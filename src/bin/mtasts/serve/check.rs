@@ -1,23 +1,26 @@
-//! `[serve] check_socket`: the checks of the library's engines (`mtasts_check`, Exim's calls),
+//! `[serve] check_socket`: the calls of the library's engines (`mtasts_check`, Exim's calls),
 //! judged by this server's engine (docs/architecture.md, "Checks handed to mtasts serve"; the wire
-//! form is `mtasts::remote`'s). A connection here is served by the socketmap's connection loop,
-//! with the framing, timeouts and limits of a socketmap connection, and its requests answered
-//! below instead of as socketmap lookups.
+//! form is `mtasts::remote`'s). A connection here is served by the socketmap's connection loop
+//! (its framing, timeouts and output limit; requests up to `mtasts::remote::MAX_REQUEST` bytes),
+//! with its requests answered below instead of as socketmap lookups.
 
 use mtasts::Engine;
-use mtasts::remote::{self, Answer, Request};
+use mtasts::remote::{self, Answer};
 
-/// Answers one request payload: the answer, framed, is appended to `out`.
-pub fn answer(engine: &Engine, payload: &[u8], out: &mut Vec<u8>) {
-    let answer = remote::answer(payload, |request| match *request {
+/// Answers one request payload: the answer, framed, is appended to `out`. `identity` is the
+/// identity of the configuration in force ([`mtasts::config::Config::identity`]): a client
+/// under another one is refused, and judges itself. `note` is told of each domain judged under a
+/// policy, for the background refresher.
+pub fn answer(engine: &Engine, identity: &str, payload: &[u8], out: &mut Vec<u8>, note: impl FnOnce(&str)) {
+    let answer = remote::answer(payload, identity, |request| {
         // Judged and counted (TLSRPT, metrics) here, as the library's engine would have.
-        Request::Check { domain, mx, tls, dane } => {
-            engine.check_with(domain, mx, tls, dane).map(Answer::Judged)
+        let answer = remote::judge(engine, request)?;
+        if let (Answer::Judged(outcome), remote::Request::Check { domain, .. }) = (&answer, request) {
+            if outcome.policy.is_some() && outcome.overridden.is_none() {
+                note(domain);
+            }
         }
-        Request::Mode { domain } => Ok(Answer::Mode(engine.policy(domain)?.and_then(|r| r.mode()))),
-        Request::Record { domain, mx, result } => engine
-            .record_session(domain, mx, result, &mtasts::engine::SessionDetails::default())
-            .map(|()| Answer::Recorded),
+        Ok(answer)
     });
     super::reply::put_netstring(out, &answer);
 }

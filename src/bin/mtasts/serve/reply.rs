@@ -105,9 +105,7 @@ pub fn parse_frame(buf: &[u8], max: u64) -> Frame {
 
 /// Appends `payload` to `out` as a netstring.
 pub fn put_netstring(out: &mut Vec<u8>, payload: &[u8]) {
-    let _ = write!(out, "{}:", payload.len());
-    out.extend_from_slice(payload);
-    out.push(b',');
+    mtasts::remote::put(out, payload);
 }
 
 /// What a request asks for.
