@@ -143,8 +143,8 @@ pub struct Config {
     /// The file this came from (`None`: defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
-    /// SHA-256 of the text this was parsed from (zeros for the defaults): part of
-    /// [`Config::identity`].
+    /// SHA-256 of the text this was parsed from (zeros for the defaults, and for a text without
+    /// `[serve] check_socket`, whose identity nothing asks for): part of [`Config::identity`].
     #[serde(skip)]
     text_digest: TextDigest,
 }
@@ -447,10 +447,13 @@ impl Config {
         let mut config: Self =
             toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))?;
         config.resolved_overrides = resolve_overrides(&config.overrides, base, file)?;
-        config
-            .text_digest
-            .0
-            .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+        if config.serve.check_socket.is_some() {
+            // Only a configuration with a check socket has its identity asked for.
+            config
+                .text_digest
+                .0
+                .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref());
+        }
         let nameservers = config.nameservers()?;
         if config.dns.dnssec == DnssecMode::TrustAd {
             check_loopback(&nameservers, "[dns] nameservers")?;
@@ -518,7 +521,14 @@ impl Config {
                 ctx.update(ring::digest::digest(&ring::digest::SHA256, p.text.as_bytes()).as_ref());
             }
         }
-        ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = ctx.finish();
+        let mut out = String::with_capacity(64);
+        for b in digest.as_ref() {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        out
     }
 
     /// The client of `mtasts serve`'s check socket, when `[serve] check_socket` is set: the
