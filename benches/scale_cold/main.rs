@@ -483,11 +483,22 @@ fn requests_under(https: &HttpsServer, suffix: &str) -> usize {
     https.requests().iter().filter(|r| r.sni.as_deref().is_some_and(|s| s.ends_with(suffix))).count()
 }
 
-/// The ceiling client's TLS: the test CA only, TLS 1.2 and 1.3, no resumption (as mtasts).
+/// The ceiling client's TLS: the test CA only, TLS 1.2 and 1.3, no resumption, AES-128-GCM
+/// offered first (all as mtasts; the fixture follows the client's order, so both hash the
+/// handshake with SHA-256).
 fn ceiling_tls() -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(pki().certs["root"].clone())).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    let provider = Arc::new(provider);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("versions")
