@@ -23,6 +23,12 @@
 //!   at the next interval; until a write succeeds, [`PolicyStore::save`] answers the error, so the
 //!   engine reports the store as unavailable, as it does for a direct write that fails.
 //!
+//! [`AnswersBehind`] does the same for the DNSSEC answers DANE keeps in the store (MX RRsets and
+//! TLSA states, `TlsaStore`): with DANE on, each cold lookup wrote its domain's MX answer in a
+//! transaction of its own on the request's path. Reads see the queue; a later answer replaces an
+//! earlier one, as the store's own write does. Nothing else reads those rows through another
+//! path, so there is nothing to write first; an answer lost to a crash is looked up again.
+//!
 //! Only `mtasts serve` uses this: the library, loaded into MTAs, starts no thread of its own.
 
 use std::collections::HashMap;
@@ -31,7 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mtasts::Domain;
-use mtasts::cache::{Entry, PolicyStore, StoreError};
+use mtasts::cache::{Entry, PolicyStore, StoreError, TlsaStore};
+use mtasts::ports::{MxLookup, TlsaLookup};
 use parking_lot::{Condvar, Mutex};
 
 /// The longest a saved entry waits in the queue.
@@ -267,6 +274,207 @@ impl Drop for WriteBehind {
     }
 }
 
+/// A [`TlsaStore`] whose saves are queued and written in batches by a thread of its own (see the
+/// [module docs](self)).
+pub struct AnswersBehind {
+    inner: Arc<dyn TlsaStore>,
+    shared: Arc<AnswersShared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AnswersBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswersBehind").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+struct AnswersShared {
+    interval: Duration,
+    max_batch: usize,
+    state: Mutex<Answers>,
+    wake: Condvar,
+    writing: Mutex<()>,
+}
+
+/// Answers saved and not written yet, by name, each with the time it expires.
+#[derive(Clone, Default)]
+struct Queued {
+    tlsa: HashMap<Domain, (TlsaLookup, u64)>,
+    mx: HashMap<Domain, (MxLookup, u64)>,
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        self.tlsa.len() + self.mx.len()
+    }
+}
+
+#[derive(Default)]
+struct Answers {
+    queued: Queued,
+    /// Being written now (still read from until committed).
+    in_flight: Option<Arc<Queued>>,
+    /// Why the last write failed, until one succeeds.
+    error: Option<StoreError>,
+    stop: bool,
+}
+
+impl AnswersBehind {
+    /// Wraps `inner` and starts the writing thread.
+    pub fn start(inner: Arc<dyn TlsaStore>) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(inner, INTERVAL, MAX_BATCH)
+    }
+
+    fn start_with(
+        inner: Arc<dyn TlsaStore>,
+        interval: Duration,
+        max_batch: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        let shared = Arc::new(AnswersShared {
+            interval,
+            max_batch,
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            writing: Mutex::default(),
+        });
+        let thread = {
+            let (inner, shared) = (Arc::clone(&inner), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("mtasts-answers".into())
+                .spawn(move || answers_writer(inner.as_ref(), &shared))
+                .map_err(|e| StoreError(format!("cannot start the DNSSEC answers writer thread: {e}")))?
+        };
+        Ok(Arc::new(Self { inner, shared, thread: Mutex::new(Some(thread)) }))
+    }
+
+    /// Writes what is queued now.
+    #[cfg(test)]
+    fn flush(&self) -> Result<(), StoreError> {
+        write_answers(self.inner.as_ref(), &self.shared)
+    }
+
+    /// The queued (or in-flight) answer of `name` in the map `pick` chooses, newest first:
+    /// `Some(None)` when the newest has expired at `now` (the store would not give it either).
+    fn queued<T: Clone>(
+        &self,
+        pick: impl Fn(&Queued) -> &HashMap<Domain, (T, u64)>,
+        name: &Domain,
+        now: u64,
+    ) -> Option<Option<(T, u64)>> {
+        let st = self.shared.state.lock();
+        let found =
+            pick(&st.queued).get(name).or_else(|| st.in_flight.as_ref().and_then(|b| pick(b).get(name)));
+        found.map(|(answer, until)| (*until > now).then(|| (answer.clone(), *until)))
+    }
+
+    fn queue(&self, put: impl FnOnce(&mut Queued)) -> Result<(), StoreError> {
+        let mut st = self.shared.state.lock();
+        put(&mut st.queued);
+        let len = st.queued.len();
+        if len == 1 || len >= self.shared.max_batch {
+            self.shared.wake.notify_one();
+        }
+        st.error.clone().map_or(Ok(()), Err)
+    }
+}
+
+fn answers_writer(inner: &dyn TlsaStore, shared: &AnswersShared) {
+    loop {
+        let stop = {
+            let mut st = shared.state.lock();
+            while st.queued.len() == 0 && !st.stop {
+                shared.wake.wait(&mut st);
+            }
+            let deadline = Instant::now() + shared.interval;
+            while st.queued.len() < shared.max_batch && !st.stop {
+                if shared.wake.wait_until(&mut st, deadline).timed_out() {
+                    break;
+                }
+            }
+            st.stop
+        };
+        let _ = write_answers(inner, shared);
+        if stop {
+            return;
+        }
+    }
+}
+
+fn write_answers(inner: &dyn TlsaStore, shared: &AnswersShared) -> Result<(), StoreError> {
+    let _one = shared.writing.lock();
+    let batch = {
+        let mut st = shared.state.lock();
+        if st.queued.len() == 0 {
+            return st.error.clone().map_or(Ok(()), Err);
+        }
+        let batch = Arc::new(std::mem::take(&mut st.queued));
+        st.in_flight = Some(Arc::clone(&batch));
+        batch
+    };
+    let tlsa: Vec<(&Domain, &TlsaLookup, u64)> = batch.tlsa.iter().map(|(d, (a, u))| (d, a, *u)).collect();
+    let mx: Vec<(&Domain, &MxLookup, u64)> = batch.mx.iter().map(|(d, (a, u))| (d, a, *u)).collect();
+    let result = inner.save_answers(&tlsa, &mx);
+    drop((tlsa, mx));
+    let mut st = shared.state.lock();
+    st.in_flight = None;
+    match result {
+        Ok(()) => {
+            st.error = None;
+            Ok(())
+        }
+        Err(e) => {
+            // Kept for the next write, under anything queued since.
+            for (d, a) in &batch.tlsa {
+                st.queued.tlsa.entry(d.clone()).or_insert_with(|| a.clone());
+            }
+            for (d, a) in &batch.mx {
+                st.queued.mx.entry(d.clone()).or_insert_with(|| a.clone());
+            }
+            st.error = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+impl TlsaStore for AnswersBehind {
+    fn tlsa_load(&self, host: &Domain, now: u64) -> Result<Option<(TlsaLookup, u64)>, StoreError> {
+        match self.queued(|q| &q.tlsa, host, now) {
+            Some(answer) => Ok(answer),
+            None => self.inner.tlsa_load(host, now),
+        }
+    }
+
+    fn tlsa_save(&self, host: &Domain, lookup: &TlsaLookup, expires_at: u64) -> Result<(), StoreError> {
+        self.queue(|q| {
+            q.tlsa.insert(host.clone(), (lookup.clone(), expires_at));
+        })
+    }
+
+    fn mx_load(&self, domain: &Domain, now: u64) -> Result<Option<(MxLookup, u64)>, StoreError> {
+        match self.queued(|q| &q.mx, domain, now) {
+            Some(answer) => Ok(answer),
+            None => self.inner.mx_load(domain, now),
+        }
+    }
+
+    fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError> {
+        self.queue(|q| {
+            q.mx.insert(domain.clone(), (lookup.clone(), expires_at));
+        })
+    }
+}
+
+impl Drop for AnswersBehind {
+    /// Stops the thread after it has written what is queued.
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +560,118 @@ mod tests {
         }
         drop(wb);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    fn mx_answer(exchange: &str) -> MxLookup {
+        MxLookup::Records {
+            records: vec![mtasts::ports::MxRecord { preference: 10, exchange: exchange.into() }],
+            security: mtasts::ports::Security::Secure,
+            ttl: 300,
+        }
+    }
+
+    /// DNSSEC answers: read back from the queue (the latest, unless expired), written in one
+    /// batch, at a flush or when the write-behind goes.
+    #[test]
+    fn answers_are_read_back_and_written_in_one_batch() {
+        let (path, _) = temp_store("answers");
+        let store: Arc<dyn TlsaStore> = Arc::new(SqliteStore::open(&path, 300).expect("open"));
+        let other = SqliteStore::open(&path, 300).expect("second connection");
+        let (a, b) = (Domain::parse("a.test").expect("a"), Domain::parse("mx.b.test").expect("b"));
+        {
+            let ab =
+                AnswersBehind::start_with(Arc::clone(&store), Duration::from_secs(3600), 100).expect("start");
+            ab.mx_save(&a, &mx_answer("old.a.test"), 1_000).expect("save");
+            ab.mx_save(&a, &mx_answer("mx.a.test"), 1_000).expect("save");
+            ab.tlsa_save(&b, &TlsaLookup::NotApplicable, 2_000).expect("save");
+            assert_eq!(ab.mx_load(&a, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)));
+            assert_eq!(ab.mx_load(&a, 1_000).expect("load"), None, "expired");
+            assert_eq!(ab.tlsa_load(&b, 500).expect("load"), Some((TlsaLookup::NotApplicable, 2_000)));
+            assert_eq!(other.mx_load(&a, 500).expect("load"), None, "queued, not written yet");
+            ab.flush().expect("flush");
+            assert_eq!(other.mx_load(&a, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)));
+            assert_eq!(other.tlsa_load(&b, 500).expect("load"), Some((TlsaLookup::NotApplicable, 2_000)));
+            // Read from the store once written.
+            assert_eq!(ab.mx_load(&a, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)));
+            ab.mx_save(&a, &mx_answer("new.a.test"), 3_000).expect("save");
+        }
+        assert_eq!(
+            other.mx_load(&a, 500).expect("load"),
+            Some((mx_answer("new.a.test"), 3_000)),
+            "written at drop"
+        );
+
+        // One batch for everything queued.
+        let counting = Arc::new(CountingAnswers::default());
+        let ab = AnswersBehind::start_with(
+            Arc::clone(&counting) as Arc<dyn TlsaStore>,
+            Duration::from_secs(3600),
+            100,
+        )
+        .expect("start");
+        for n in ["a.test", "b.test", "c.test"] {
+            ab.mx_save(&Domain::parse(n).expect("domain"), &mx_answer("mx.test"), 1_000).expect("save");
+        }
+        ab.tlsa_save(&b, &TlsaLookup::NotApplicable, 1_000).expect("save");
+        ab.flush().expect("flush");
+        assert_eq!(*counting.batches.lock(), vec![(1, 3)]);
+        drop(ab);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    /// A DNSSEC answer store that records the batches it is given (TLSA, MX) and fails while
+    /// told to.
+    #[derive(Debug, Default)]
+    struct CountingAnswers {
+        batches: Mutex<Vec<(usize, usize)>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl TlsaStore for CountingAnswers {
+        fn tlsa_load(&self, _: &Domain, _: u64) -> Result<Option<(TlsaLookup, u64)>, StoreError> {
+            Ok(None)
+        }
+        fn tlsa_save(&self, _: &Domain, _: &TlsaLookup, _: u64) -> Result<(), StoreError> {
+            Err(StoreError("one at a time".into()))
+        }
+        fn mx_load(&self, _: &Domain, _: u64) -> Result<Option<(MxLookup, u64)>, StoreError> {
+            Ok(None)
+        }
+        fn mx_save(&self, _: &Domain, _: &MxLookup, _: u64) -> Result<(), StoreError> {
+            Err(StoreError("one at a time".into()))
+        }
+        fn save_answers(
+            &self,
+            tlsa: &[(&Domain, &TlsaLookup, u64)],
+            mx: &[(&Domain, &MxLookup, u64)],
+        ) -> Result<(), StoreError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError("disk full".into()));
+            }
+            self.batches.lock().push((tlsa.len(), mx.len()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_answers_write_is_kept_queued_reported_and_retried() {
+        let counting = Arc::new(CountingAnswers::default());
+        counting.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ab = AnswersBehind::start_with(
+            Arc::clone(&counting) as Arc<dyn TlsaStore>,
+            Duration::from_secs(3600),
+            100,
+        )
+        .expect("start");
+        let d = Domain::parse("a.test").expect("domain");
+        ab.mx_save(&d, &mx_answer("mx.a.test"), 1_000).expect("accepted");
+        assert_eq!(ab.flush(), Err(StoreError("disk full".into())));
+        assert_eq!(ab.mx_load(&d, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)), "still queued");
+        assert_eq!(ab.mx_save(&d, &mx_answer("mx2.a.test"), 1_000), Err(StoreError("disk full".into())));
+        counting.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        ab.flush().expect("retried");
+        assert_eq!(*counting.batches.lock(), vec![(0, 1)]);
+        assert_eq!(ab.mx_load(&d, 500).expect("load"), None, "written (this store forgets)");
     }
 
     /// A store whose writes fail until told otherwise.
