@@ -537,3 +537,55 @@ fn dane_dns_kept_keys_end_with_their_chains_signatures() {
     let got = kept.mx_dnssec(&host("example.test"));
     assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the DS signature expired: {got:?}");
 }
+
+/// docs/architecture.md §3: a child forked after its parent's thread kept a validating client
+/// (and validated keys) neither uses nor drops it: it validates with a client of its own (so it
+/// asks for the keys again), and the parent's still works after the fork, keys included.
+#[test]
+fn dane_dns_kept_client_is_not_used_in_a_forked_child() {
+    let w = world("kept-fork", AnchorForm::Dnskey);
+    let kept = w.kept();
+    let secure = |r: &DnsResolver| {
+        matches!(r.mx_dnssec(&host("example.test")), MxLookup::Records { security: Security::Secure, .. })
+    };
+    assert!(secure(&kept));
+    w.server.clear_queries();
+    // SAFETY: the child only runs the lookup (a fresh runtime and sockets, no lock shared with
+    // other threads of the test process) and leaves with `_exit`, running no destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match std::panic::catch_unwind(|| secure(&kept)) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(_) => 2,
+        };
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child, with a valid pointer to `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "waitpid failed");
+        if std::time::Instant::now() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the child hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    let asked = w.asked();
+    assert!(asked.iter().any(|q| q == "example.test DNSKEY"), "the child's own client: {asked:?}");
+    w.server.clear_queries();
+    assert!(secure(&kept), "the parent's kept client after the fork");
+    assert_eq!(w.asked(), vec!["example.test MX"], "the parent's keys are still kept");
+}
