@@ -391,15 +391,7 @@ fn breakdown(n: usize) {
             }
             walls.push(t0.elapsed());
         }
-        let cpu = (thread_cpu_us() - began) / n as f64;
-        walls.sort_unstable();
-        let at = |p: usize| walls[(walls.len() * p / 100).min(walls.len() - 1)].as_secs_f64() * 1e3;
-        println!(
-            "{what:<48} {cpu:>7.1} µs CPU per call; wall p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-            at(50),
-            at(99),
-            walls.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        );
+        print_step(what, (thread_cpu_us() - began) / n as f64, walls);
     }
 
     // DANE's validated MX lookup of a cold domain (signed zones, a DS trust anchor, as `--dane`):
@@ -434,17 +426,21 @@ fn breakdown(n: usize) {
                 "{domain}: {got:?}"
             );
         }
-        let cpu = (thread_cpu_us() - began) / n as f64;
-        walls.sort_unstable();
-        let at = |p: usize| walls[(walls.len() * p / 100).min(walls.len() - 1)].as_secs_f64() * 1e3;
-        println!(
-            "{what:<48} {cpu:>7.1} µs CPU per call; wall p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-            at(50),
-            at(99),
-            walls.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        );
+        print_step(what, (thread_cpu_us() - began) / n as f64, walls);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One line of `--breakdown`: the CPU per call and the wall-time percentiles of a step.
+fn print_step(what: &str, cpu: f64, mut walls: Vec<Duration>) {
+    walls.sort_unstable();
+    let at = |p: usize| walls[(walls.len() * p / 100).min(walls.len() - 1)].as_secs_f64() * 1e3;
+    println!(
+        "{what:<48} {cpu:>7.1} µs CPU per call; wall p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        at(50),
+        at(99),
+        walls.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
 }
 
 /// Asks `mtasts serve` for every name once, over `conns` connections.

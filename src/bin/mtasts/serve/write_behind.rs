@@ -46,80 +46,106 @@ pub const INTERVAL: Duration = Duration::from_millis(5);
 /// A queue this long is written at once.
 pub const MAX_BATCH: usize = 256;
 
-/// A [`PolicyStore`] whose writes are queued and written in batches by a thread of its own.
-pub struct WriteBehind {
-    inner: Arc<dyn PolicyStore>,
-    shared: Arc<Shared>,
+/// What a write-behind queues: saves merged by name, written together.
+trait Batch: Default + Send + Sync + 'static {
+    fn len(&self) -> usize;
+    /// Puts back a batch whose write failed, under what was queued since (which is newer).
+    fn put_back(&mut self, failed: &Self);
+}
+
+/// Writes a batch to the store.
+type Write<B> = Box<dyn Fn(&B) -> Result<(), StoreError> + Send + Sync>;
+
+/// A queue and the thread that writes it: the part [`WriteBehind`] and [`AnswersBehind`] share.
+struct Queue<B: Batch> {
+    shared: Arc<Shared<B>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for WriteBehind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteBehind").field("inner", &self.inner).finish_non_exhaustive()
-    }
-}
-
-struct Shared {
+struct Shared<B> {
     /// How long the first entry queued waits for others ([`INTERVAL`]).
     interval: Duration,
     /// A queue this long is written at once ([`MAX_BATCH`]).
     max_batch: usize,
-    state: Mutex<State>,
+    state: Mutex<State<B>>,
     /// Signalled when the queue gets its first entry or reaches [`MAX_BATCH`], and at stop.
     wake: Condvar,
     /// Held for the whole of a write, so that writes keep their order.
     writing: Mutex<()>,
+    write: Write<B>,
 }
 
 #[derive(Default)]
-struct State {
-    /// Saved and not yet being written, by domain (later saves merged into earlier ones).
-    queued: HashMap<Domain, Entry>,
-    /// Being written now (still visible to [`WriteBehind::load`] until committed).
-    in_flight: Option<Arc<HashMap<Domain, Entry>>>,
+struct State<B> {
+    /// Saved and not yet being written (later saves merged into earlier ones).
+    queued: B,
+    /// Being written now (still visible to reads until committed).
+    in_flight: Option<Arc<B>>,
     /// Why the last write failed, until one succeeds.
     error: Option<StoreError>,
     stop: bool,
 }
 
-impl WriteBehind {
-    /// Wraps `inner` and starts the writing thread.
-    pub fn start(inner: Arc<dyn PolicyStore>) -> Result<Arc<Self>, StoreError> {
-        Self::start_with(inner, INTERVAL, MAX_BATCH)
-    }
-
-    /// As [`Self::start`], with another interval and batch size (tests use an interval long
-    /// enough that only a flush, a full batch or the drop writes).
-    fn start_with(
-        inner: Arc<dyn PolicyStore>,
-        interval: Duration,
-        max_batch: usize,
-    ) -> Result<Arc<Self>, StoreError> {
+impl<B: Batch> Queue<B> {
+    /// Starts the thread `name`, which writes with `write`.
+    fn start(name: &str, interval: Duration, max_batch: usize, write: Write<B>) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared {
             interval,
             max_batch,
-            state: Mutex::default(),
+            state: Mutex::new(State::default()),
             wake: Condvar::new(),
             writing: Mutex::default(),
+            write,
         });
         let thread = {
-            let (inner, shared) = (Arc::clone(&inner), Arc::clone(&shared));
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
-                .name("mtasts-store".into())
-                .spawn(move || writer(inner.as_ref(), &shared))
-                .map_err(|e| StoreError(format!("cannot start the store writer thread: {e}")))?
+                .name(name.into())
+                .spawn(move || writer(&shared))
+                .map_err(|e| StoreError(format!("cannot start the store writer thread {name}: {e}")))?
         };
-        Ok(Arc::new(Self { inner, shared, thread: Mutex::new(Some(thread)) }))
+        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Reads the queue: what is queued, and what is being written.
+    fn read<R>(&self, f: impl FnOnce(&B, Option<&B>) -> R) -> R {
+        let st = self.shared.state.lock();
+        f(&st.queued, st.in_flight.as_deref())
+    }
+
+    /// Queues a save; the error of the last failed write, if any.
+    fn save(&self, put: impl FnOnce(&mut B)) -> Result<(), StoreError> {
+        let mut st = self.shared.state.lock();
+        put(&mut st.queued);
+        let len = st.queued.len();
+        if len == 1 || len >= self.shared.max_batch {
+            self.shared.wake.notify_one();
+        }
+        st.error.clone().map_or(Ok(()), Err)
+    }
+
+    /// Writes what is queued now.
+    fn flush(&self) -> Result<(), StoreError> {
+        write_queue(&self.shared)
     }
 }
 
-/// The writing thread: waits for a first queued entry, lets the queue fill for [`INTERVAL`] (or
-/// up to [`MAX_BATCH`]), writes it; at stop, writes what is left and returns.
-fn writer(inner: &dyn PolicyStore, shared: &Shared) {
+impl<B: Batch> Drop for Queue<B> {
+    /// Stops the thread after it has written what is queued.
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn writer<B: Batch>(shared: &Shared<B>) {
     loop {
         let stop = {
             let mut st = shared.state.lock();
-            while st.queued.is_empty() && !st.stop {
+            while st.queued.len() == 0 && !st.stop {
                 shared.wake.wait(&mut st);
             }
             let deadline = Instant::now() + shared.interval;
@@ -130,30 +156,25 @@ fn writer(inner: &dyn PolicyStore, shared: &Shared) {
             }
             st.stop
         };
-        // An error is kept in the state (answered by `save`) and the batch retried.
-        let _ = write_queue(inner, shared);
+        let _ = write_queue(shared);
         if stop {
             return;
         }
     }
 }
 
-/// Writes the queue in one call of [`PolicyStore::save_many`]. On failure the batch goes back
-/// under whatever was queued meanwhile.
-fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreError> {
+fn write_queue<B: Batch>(shared: &Shared<B>) -> Result<(), StoreError> {
     let _one = shared.writing.lock();
     let batch = {
         let mut st = shared.state.lock();
-        if st.queued.is_empty() {
+        if st.queued.len() == 0 {
             return st.error.clone().map_or(Ok(()), Err);
         }
         let batch = Arc::new(std::mem::take(&mut st.queued));
         st.in_flight = Some(Arc::clone(&batch));
         batch
     };
-    let entries: Vec<(&Domain, &Entry)> = batch.iter().collect();
-    let result = inner.save_many(&entries);
-    drop(entries);
+    let result = (shared.write)(&batch);
     let mut st = shared.state.lock();
     st.in_flight = None;
     match result {
@@ -162,25 +183,68 @@ fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreErro
             Ok(())
         }
         Err(e) => {
-            for (domain, entry) in batch.iter() {
-                let merged = match st.queued.remove(domain) {
-                    Some(later) => entry.clone().saved_over(&later),
-                    None => entry.clone(),
-                };
-                st.queued.insert(domain.clone(), merged);
-            }
+            st.queued.put_back(&batch);
             st.error = Some(e.clone());
             Err(e)
         }
     }
 }
 
+/// Policies queued, by domain.
+impl Batch for HashMap<Domain, Entry> {
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+
+    fn put_back(&mut self, failed: &Self) {
+        for (domain, entry) in failed {
+            let merged = match self.remove(domain) {
+                Some(later) => entry.clone().saved_over(&later),
+                None => entry.clone(),
+            };
+            self.insert(domain.clone(), merged);
+        }
+    }
+}
+
+/// A [`PolicyStore`] whose writes are queued and written in batches by a thread of its own.
+pub struct WriteBehind {
+    inner: Arc<dyn PolicyStore>,
+    queue: Queue<HashMap<Domain, Entry>>,
+}
+
+impl std::fmt::Debug for WriteBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehind").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl WriteBehind {
+    /// Wraps `inner` and starts the writing thread.
+    pub fn start(inner: Arc<dyn PolicyStore>) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(inner, INTERVAL, MAX_BATCH)
+    }
+
+    fn start_with(
+        inner: Arc<dyn PolicyStore>,
+        interval: Duration,
+        max_batch: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Arc::clone(&inner);
+        let write: Write<HashMap<Domain, Entry>> = Box::new(move |batch| {
+            let entries: Vec<(&Domain, &Entry)> = batch.iter().collect();
+            store.save_many(&entries)
+        });
+        let queue = Queue::start("mtasts-store", interval, max_batch, write)?;
+        Ok(Arc::new(Self { inner, queue }))
+    }
+}
+
 impl PolicyStore for WriteBehind {
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
-        let (in_flight, queued) = {
-            let st = self.shared.state.lock();
-            (st.in_flight.as_ref().and_then(|b| b.get(domain).cloned()), st.queued.get(domain).cloned())
-        };
+        let (in_flight, queued) = self.queue.read(|queued, in_flight| {
+            (in_flight.and_then(|b| b.get(domain).cloned()), queued.get(domain).cloned())
+        });
         let stored = self.inner.load(domain)?;
         if in_flight.is_none() && queued.is_none() {
             return Ok(stored);
@@ -201,20 +265,17 @@ impl PolicyStore for WriteBehind {
         if let Some(why) = self.inner.read_only() {
             return Err(StoreError(why));
         }
-        let mut st = self.shared.state.lock();
-        let next = match st.queued.remove(domain) {
-            Some(earlier) => earlier.saved_over(entry),
-            None => entry.clone(),
-        };
-        st.queued.insert(domain.clone(), next);
-        if st.queued.len() == 1 || st.queued.len() >= self.shared.max_batch {
-            self.shared.wake.notify_one();
-        }
-        st.error.clone().map_or(Ok(()), Err)
+        self.queue.save(|queued| {
+            let next = match queued.remove(domain) {
+                Some(earlier) => earlier.saved_over(entry),
+                None => entry.clone(),
+            };
+            queued.insert(domain.clone(), next);
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        write_queue(self.inner.as_ref(), &self.shared)
+        self.queue.flush()
     }
 
     fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError> {
@@ -263,13 +324,24 @@ impl PolicyStore for WriteBehind {
     }
 }
 
-impl Drop for WriteBehind {
-    /// Stops the thread after it has written what is queued.
-    fn drop(&mut self) {
-        self.shared.state.lock().stop = true;
-        self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
+/// DNSSEC answers saved and not written yet, by name, each with the time it expires.
+#[derive(Clone, Default)]
+struct Answers {
+    tlsa: HashMap<Domain, (TlsaLookup, u64)>,
+    mx: HashMap<Domain, (MxLookup, u64)>,
+}
+
+impl Batch for Answers {
+    fn len(&self) -> usize {
+        self.tlsa.len() + self.mx.len()
+    }
+
+    fn put_back(&mut self, failed: &Self) {
+        for (d, a) in &failed.tlsa {
+            self.tlsa.entry(d.clone()).or_insert_with(|| a.clone());
+        }
+        for (d, a) in &failed.mx {
+            self.mx.entry(d.clone()).or_insert_with(|| a.clone());
         }
     }
 }
@@ -278,45 +350,13 @@ impl Drop for WriteBehind {
 /// [module docs](self)).
 pub struct AnswersBehind {
     inner: Arc<dyn TlsaStore>,
-    shared: Arc<AnswersShared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    queue: Queue<Answers>,
 }
 
 impl std::fmt::Debug for AnswersBehind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnswersBehind").field("inner", &self.inner).finish_non_exhaustive()
     }
-}
-
-struct AnswersShared {
-    interval: Duration,
-    max_batch: usize,
-    state: Mutex<Answers>,
-    wake: Condvar,
-    writing: Mutex<()>,
-}
-
-/// Answers saved and not written yet, by name, each with the time it expires.
-#[derive(Clone, Default)]
-struct Queued {
-    tlsa: HashMap<Domain, (TlsaLookup, u64)>,
-    mx: HashMap<Domain, (MxLookup, u64)>,
-}
-
-impl Queued {
-    fn len(&self) -> usize {
-        self.tlsa.len() + self.mx.len()
-    }
-}
-
-#[derive(Default)]
-struct Answers {
-    queued: Queued,
-    /// Being written now (still read from until committed).
-    in_flight: Option<Arc<Queued>>,
-    /// Why the last write failed, until one succeeds.
-    error: Option<StoreError>,
-    stop: bool,
 }
 
 impl AnswersBehind {
@@ -330,109 +370,35 @@ impl AnswersBehind {
         interval: Duration,
         max_batch: usize,
     ) -> Result<Arc<Self>, StoreError> {
-        let shared = Arc::new(AnswersShared {
-            interval,
-            max_batch,
-            state: Mutex::default(),
-            wake: Condvar::new(),
-            writing: Mutex::default(),
+        let store = Arc::clone(&inner);
+        let write: Write<Answers> = Box::new(move |batch| {
+            let tlsa: Vec<(&Domain, &TlsaLookup, u64)> =
+                batch.tlsa.iter().map(|(d, (a, u))| (d, a, *u)).collect();
+            let mx: Vec<(&Domain, &MxLookup, u64)> = batch.mx.iter().map(|(d, (a, u))| (d, a, *u)).collect();
+            store.save_answers(&tlsa, &mx)
         });
-        let thread = {
-            let (inner, shared) = (Arc::clone(&inner), Arc::clone(&shared));
-            std::thread::Builder::new()
-                .name("mtasts-answers".into())
-                .spawn(move || answers_writer(inner.as_ref(), &shared))
-                .map_err(|e| StoreError(format!("cannot start the DNSSEC answers writer thread: {e}")))?
-        };
-        Ok(Arc::new(Self { inner, shared, thread: Mutex::new(Some(thread)) }))
+        let queue = Queue::start("mtasts-answers", interval, max_batch, write)?;
+        Ok(Arc::new(Self { inner, queue }))
     }
 
     /// Writes what is queued now.
     #[cfg(test)]
     fn flush(&self) -> Result<(), StoreError> {
-        write_answers(self.inner.as_ref(), &self.shared)
+        self.queue.flush()
     }
 
     /// The queued (or in-flight) answer of `name` in the map `pick` chooses, newest first:
     /// `Some(None)` when the newest has expired at `now` (the store would not give it either).
     fn queued<T: Clone>(
         &self,
-        pick: impl Fn(&Queued) -> &HashMap<Domain, (T, u64)>,
+        pick: impl Fn(&Answers) -> &HashMap<Domain, (T, u64)>,
         name: &Domain,
         now: u64,
     ) -> Option<Option<(T, u64)>> {
-        let st = self.shared.state.lock();
-        let found =
-            pick(&st.queued).get(name).or_else(|| st.in_flight.as_ref().and_then(|b| pick(b).get(name)));
-        found.map(|(answer, until)| (*until > now).then(|| (answer.clone(), *until)))
-    }
-
-    fn queue(&self, put: impl FnOnce(&mut Queued)) -> Result<(), StoreError> {
-        let mut st = self.shared.state.lock();
-        put(&mut st.queued);
-        let len = st.queued.len();
-        if len == 1 || len >= self.shared.max_batch {
-            self.shared.wake.notify_one();
-        }
-        st.error.clone().map_or(Ok(()), Err)
-    }
-}
-
-fn answers_writer(inner: &dyn TlsaStore, shared: &AnswersShared) {
-    loop {
-        let stop = {
-            let mut st = shared.state.lock();
-            while st.queued.len() == 0 && !st.stop {
-                shared.wake.wait(&mut st);
-            }
-            let deadline = Instant::now() + shared.interval;
-            while st.queued.len() < shared.max_batch && !st.stop {
-                if shared.wake.wait_until(&mut st, deadline).timed_out() {
-                    break;
-                }
-            }
-            st.stop
-        };
-        let _ = write_answers(inner, shared);
-        if stop {
-            return;
-        }
-    }
-}
-
-fn write_answers(inner: &dyn TlsaStore, shared: &AnswersShared) -> Result<(), StoreError> {
-    let _one = shared.writing.lock();
-    let batch = {
-        let mut st = shared.state.lock();
-        if st.queued.len() == 0 {
-            return st.error.clone().map_or(Ok(()), Err);
-        }
-        let batch = Arc::new(std::mem::take(&mut st.queued));
-        st.in_flight = Some(Arc::clone(&batch));
-        batch
-    };
-    let tlsa: Vec<(&Domain, &TlsaLookup, u64)> = batch.tlsa.iter().map(|(d, (a, u))| (d, a, *u)).collect();
-    let mx: Vec<(&Domain, &MxLookup, u64)> = batch.mx.iter().map(|(d, (a, u))| (d, a, *u)).collect();
-    let result = inner.save_answers(&tlsa, &mx);
-    drop((tlsa, mx));
-    let mut st = shared.state.lock();
-    st.in_flight = None;
-    match result {
-        Ok(()) => {
-            st.error = None;
-            Ok(())
-        }
-        Err(e) => {
-            // Kept for the next write, under anything queued since.
-            for (d, a) in &batch.tlsa {
-                st.queued.tlsa.entry(d.clone()).or_insert_with(|| a.clone());
-            }
-            for (d, a) in &batch.mx {
-                st.queued.mx.entry(d.clone()).or_insert_with(|| a.clone());
-            }
-            st.error = Some(e.clone());
-            Err(e)
-        }
+        self.queue.read(|queued, in_flight| {
+            let found = pick(queued).get(name).or_else(|| in_flight.and_then(|b| pick(b).get(name)));
+            found.map(|(answer, until)| (*until > now).then(|| (answer.clone(), *until)))
+        })
     }
 }
 
@@ -445,7 +411,7 @@ impl TlsaStore for AnswersBehind {
     }
 
     fn tlsa_save(&self, host: &Domain, lookup: &TlsaLookup, expires_at: u64) -> Result<(), StoreError> {
-        self.queue(|q| {
+        self.queue.save(|q| {
             q.tlsa.insert(host.clone(), (lookup.clone(), expires_at));
         })
     }
@@ -458,20 +424,9 @@ impl TlsaStore for AnswersBehind {
     }
 
     fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError> {
-        self.queue(|q| {
+        self.queue.save(|q| {
             q.mx.insert(domain.clone(), (lookup.clone(), expires_at));
         })
-    }
-}
-
-impl Drop for AnswersBehind {
-    /// Stops the thread after it has written what is queued.
-    fn drop(&mut self) {
-        self.shared.state.lock().stop = true;
-        self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
-        }
     }
 }
 
