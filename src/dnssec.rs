@@ -44,6 +44,34 @@
 //! nameserver pool; runs the whole call (address, TLSA and fallback lookups, and the DNSKEY of a
 //! DS trust anchor) under one hard deadline, `[dns] timeout_ms`; and drops everything before
 //! returning. The trust anchor file is read on each call.
+//!
+//! ## Kept per thread, for a long-running server
+//!
+//! With [`Lifetime::PerThread`] (`mtasts serve`, which does not fork), each thread keeps its
+//! runtime, its nameserver pool, the trust anchors and the DNSKEY sets it has validated, by
+//! zone (`src/dnssec/kept.rs`). What stays the same per call:
+//!
+//! * the deadline, the nameservers and the mode are read on each call, and a kept client made
+//!   for other ones is replaced;
+//! * the trust anchor file is looked at on each call (device, inode, size, modification and
+//!   change times; by its contents while its last change is under two seconds older than the
+//!   read, too recent for the timestamps to tell): when it changed, everything kept goes,
+//!   validated keys included, and it is read again;
+//! * every call gets a new hickory validator, whose validation cache (keyed by a 64-bit hash of
+//!   the RRset, not to be trusted across calls) lives for that call only;
+//! * every question is asked: nothing answers from a cache. A signed positive answer (the RRset
+//!   asked for at the name asked, nothing in the authority section, no wildcard) whose signer's
+//!   DNSKEY set is kept is checked here, with hickory's checks (RFC 4035 §5.3): RRSIG owner,
+//!   type, labels, signer, validity period, key tag, algorithm, a zone key not revoked, and the
+//!   signature itself. Anything else, and any such answer that does not check out, goes to
+//!   hickory's validator, which asks again and judges (this path never says bogus or insecure);
+//! * a zone's DNSKEY set is kept once hickory has validated it, and until the earliest of its
+//!   authenticated TTL (TTL, original TTL, signature expiration; RFC 4035 §5.3.3) and, when a
+//!   trust anchor did not sign it, its DS RRset's and its parent zone's kept set's: never past a
+//!   TTL or a signature's validity anywhere on its chain of trust. An answer signed by a key the
+//!   kept set lacks (a rollover) drops the set, fetched again at the next call.
+//!
+//! A slot made before a `fork()` is never used nor dropped in the child, as in [`crate::dns`].
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -51,7 +79,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{ResolverOpts, ServerOrderingStrategy};
+use hickory_resolver::config::{ResolverConfig, ResolverOpts, ServerOrderingStrategy};
 use hickory_resolver::net::dnssec::DnssecDnsHandle;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer, RetryDnsHandle};
@@ -66,7 +94,7 @@ use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dns::{
-    DnsResolver, DnssecMode, MxRecord, Servers, absolute_name, classify, host_name, rcode_name,
+    DnsResolver, DnssecMode, Lifetime, MxRecord, Servers, absolute_name, classify, host_name, rcode_name,
     reseed_after_fork, sort_mx, timed_out,
 };
 use crate::domain::Domain;
@@ -78,6 +106,14 @@ const MAX_CNAME_HOPS: usize = 8;
 const OFF_TTL: u32 = 300;
 
 pub use crate::ports::MxLookup;
+
+mod kept;
+use kept::{FastPath, KEPT, KeptKey};
+
+/// The plain (not validating) queries under the validator.
+type Plain = RetryDnsHandle<NameServerPool<TokioRuntimeProvider>>;
+/// hickory's validator.
+type Validator = DnssecDnsHandle<Plain>;
 
 impl DnsResolver {
     /// The MX RRset of `domain` and its security (RFC 7672 §2.2.1). With `[dns] dnssec = "off"`
@@ -117,8 +153,9 @@ impl DnsResolver {
         }
     }
 
-    /// Runs `f` with a DNSSEC client built for this call, under the call's deadline, then tears
-    /// the client and its runtime down.
+    /// Runs `f` with a DNSSEC client, under the call's deadline: built for this call and torn
+    /// down with its runtime before returning, or, with [`Lifetime::PerThread`], this thread's
+    /// kept one (see the [module docs](self)).
     fn run_dnssec<T, F, Fut>(&self, f: F) -> Result<T, Trouble>
     where
         F: FnOnce(Arc<Client>) -> Fut,
@@ -128,34 +165,47 @@ impl DnsResolver {
         let settings = self.settings();
         let (config, servers) = self.config().map_err(temporary)?;
         let timeout = settings.timeout;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| Trouble::Failed(format!("cannot start the DNS runtime: {e}")))?;
+        let mut f = Some(f);
+        if self.lifetime() == Lifetime::PerThread {
+            let key = KeptKey {
+                servers: servers.0.clone(),
+                timeout,
+                mode: settings.dnssec,
+                trust_anchor: settings.trust_anchor.clone(),
+            };
+            // `try_with` and `try_borrow_mut`: a lookup made while this thread's locals are being
+            // destroyed, or from inside a lookup, gets a client of its own as in the per-call mode.
+            let kept = KEPT.try_with(|kept| {
+                let mut kept = kept.try_borrow_mut().ok()?;
+                let slot = match kept.slot(&key) {
+                    Ok(slot) => slot,
+                    Err(e) => return Some(Err(e)),
+                };
+                let f = f.take()?;
+                Some(slot.run(config.clone(), &servers, f))
+            });
+            if let Ok(Some(result)) = kept {
+                return result;
+            }
+        }
+        let Some(f) = f else { return Err(Trouble::Failed("the DNS lookup was not run".into())) };
+        let runtime = runtime()?;
         let result = runtime.block_on(async {
             let work = async {
                 let client = match settings.dnssec {
                     DnssecMode::TrustAd => Client::trust_ad(servers.clone(), timeout)?,
                     _ => {
-                        let (_domain, _search, name_servers) = config.into_parts();
-                        let mut opts = ResolverOpts::default();
-                        opts.timeout = timeout;
-                        opts.attempts = 1;
-                        opts.cache_size = 0;
-                        opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
-                        let tls = TlsConfig::new().map_err(|e| Trouble::Failed(e.to_string()))?;
-                        let pool = NameServerPool::from_config(
-                            name_servers,
-                            Arc::new(PoolContext::new(opts, tls)),
-                            TokioRuntimeProvider::default(),
-                        );
-                        let plain = RetryDnsHandle::new(pool, 1);
-                        let anchors =
-                            trust_anchors(settings.trust_anchor.as_deref(), &plain, &servers, timeout)
-                                .await?;
+                        let plain = plain_handle(config, timeout)?;
+                        let anchors = match settings.trust_anchor.as_deref() {
+                            None => TrustAnchors::default(),
+                            Some(path) => {
+                                let text = read_anchor_file(path)?;
+                                trust_anchors(path, &text, &plain, &servers, timeout).await?
+                            }
+                        };
                         Client::Validating {
                             handle: Box::new(DnssecDnsHandle::with_trust_anchor(plain, Arc::new(anchors))),
+                            kept: None,
                             servers: servers.clone(),
                             timeout,
                         }
@@ -171,6 +221,33 @@ impl DnsResolver {
         drop(runtime);
         result
     }
+}
+
+/// A current-thread runtime: no OS thread, driven only inside a call.
+fn runtime() -> Result<tokio::runtime::Runtime, Trouble> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Trouble::Failed(format!("cannot start the DNS runtime: {e}")))
+}
+
+/// The nameserver pool under the validator: plain queries, no cache, one retry. Built inside the
+/// runtime that will drive it.
+fn plain_handle(config: ResolverConfig, timeout: Duration) -> Result<Plain, Trouble> {
+    let (_domain, _search, name_servers) = config.into_parts();
+    let mut opts = ResolverOpts::default();
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.cache_size = 0;
+    opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
+    let tls = TlsConfig::new().map_err(|e| Trouble::Failed(e.to_string()))?;
+    let pool = NameServerPool::from_config(
+        name_servers,
+        Arc::new(PoolContext::new(opts, tls)),
+        TokioRuntimeProvider::default(),
+    );
+    Ok(RetryDnsHandle::new(pool, 1))
 }
 
 impl TlsaResolver for DnsResolver {
@@ -285,7 +362,9 @@ struct Response {
 enum Client {
     /// Validates in process.
     Validating {
-        handle: Box<DnssecDnsHandle<RetryDnsHandle<NameServerPool<TokioRuntimeProvider>>>>,
+        handle: Box<Validator>,
+        /// A kept client's fast path (validated DNSKEY sets kept between calls).
+        kept: Option<FastPath>,
         servers: Servers,
         timeout: Duration,
     },
@@ -365,7 +444,12 @@ impl Client {
     /// One question.
     async fn ask(&self, name: &Name, rtype: RecordType) -> Result<Response, Trouble> {
         match self {
-            Client::Validating { handle, servers, timeout } => {
+            Client::Validating { handle, kept, servers, timeout } => {
+                if let Some(fast) = kept
+                    && let Some(answer) = fast.ask(handle, name, rtype, servers, *timeout).await
+                {
+                    return answer;
+                }
                 let mut options = DnsRequestOptions::default();
                 options.edns_set_dnssec_ok = true;
                 let result = handle.lookup(Query::query(name.clone(), rtype), options).first_answer().await;
@@ -457,20 +541,24 @@ fn validated(
     }
 }
 
-/// The trust anchors of a call: the IANA root's (compiled into hickory), or those of the file.
-/// A DS anchor is turned into the DNSKEYs it matches, fetched from the nameservers (their
-/// signatures are then checked by the validator as usual).
+/// The text of the trust anchor file.
+fn read_anchor_file(path: &Path) -> Result<String, Trouble> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Trouble::Failed(format!("cannot read the trust anchor {}: {e}", path.display())))
+}
+
+/// The trust anchors of the file `path`, whose text is `text` (without a file, hickory's
+/// compiled-in IANA root anchors are used). A DS anchor is turned into the DNSKEYs it matches,
+/// fetched from the nameservers (their signatures are then checked by the validator as usual).
 async fn trust_anchors(
-    file: Option<&Path>,
-    plain: &RetryDnsHandle<NameServerPool<TokioRuntimeProvider>>,
+    path: &Path,
+    text: &str,
+    plain: &Plain,
     servers: &Servers,
     timeout: Duration,
 ) -> Result<TrustAnchors, Trouble> {
-    let Some(path) = file else { return Ok(TrustAnchors::default()) };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Trouble::Failed(format!("cannot read the trust anchor {}: {e}", path.display())))?;
     let parsed =
-        parse_trust_anchors(&text).map_err(|e| Trouble::Failed(format!("{}: {e}", path.display())))?;
+        parse_trust_anchors(text).map_err(|e| Trouble::Failed(format!("{}: {e}", path.display())))?;
     let mut anchors = TrustAnchors::empty();
     for (owner, key) in &parsed.keys {
         anchors.insert_with_name(key.public_key(), owner.into());

@@ -104,9 +104,12 @@ pub(crate) fn agent(
 }
 
 /// The rustls client configuration of every agent: ring, TLS 1.3 and 1.2, the configured anchors,
-/// SNI on, no resumption (nothing is remembered between requests), no client certificate.
+/// SNI on, no resumption (nothing is remembered between requests), no client certificate, and
+/// ring's cipher suites with AES-128-GCM offered first ([`CIPHER_SUITES`]).
 pub(crate) fn client_config(anchors: &TrustAnchors) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = CIPHER_SUITES.to_vec();
+    let provider = Arc::new(provider);
     let roots = RootCertStore { roots: anchors.anchors().map_err(|e| rustls::Error::General(e.0))?.to_vec() };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -116,6 +119,27 @@ pub(crate) fn client_config(anchors: &TrustAnchors) -> Result<Arc<ClientConfig>,
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
+
+/// The cipher suites offered, in order: ring's, with AES-128-GCM (SHA-256) before AES-256-GCM
+/// (SHA-384) in each family, as browsers offer them. A server that follows the client's order
+/// (rustls's default, and nginx's) then hashes the handshake with SHA-256, which ring computes
+/// with the CPU's SHA instructions where it has them, instead of SHA-384 in software: ring's
+/// `sha512_block_data_order_nohw` was 1.7% of `mtasts serve`'s samples during cold lookups
+/// (BENCHMARKS.md "Cold lookups"). Both are 128-bit secure or better.
+const CIPHER_SUITES: [rustls::SupportedCipherSuite; 9] = {
+    use rustls::crypto::ring::cipher_suite as cs;
+    [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+};
 
 /// The rustls error inside a ureq error, wherever ureq 3.5 put it: `Error::Rustls` (our
 /// handshake), `Error::Io` of kind `InvalidData` (rustls errors after the handshake), or
@@ -588,7 +612,10 @@ mod tests {
 
     /// The client's writes up to and with the request (the handshake, then one request sent by
     /// `send_app_data`, as `RustlsTransport::transmit_output` sends it).
-    fn writes_until_the_request(versions: &[&'static rustls::SupportedProtocolVersion]) -> usize {
+    /// Also gives the cipher suite negotiated with a rustls server of ring's defaults.
+    fn writes_until_the_request(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> (usize, Option<rustls::CipherSuite>) {
         use mtasts_fixtures::pki::pki;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let chain = pki().leaf(&["mta-sts.example.test"]);
@@ -612,7 +639,7 @@ mod tests {
         let mut got = Vec::new();
         peer.server.reader().read_to_end(&mut got).ok();
         assert_eq!(got, request, "the server read the request");
-        peer.writes
+        (peer.writes, conn.negotiated_cipher_suite().map(|s| s.suite()))
     }
 
     /// Each flight of the client is one write, and its last one goes with the request: in TLS
@@ -620,12 +647,28 @@ mod tests {
     /// (rustls's `complete_io` wrote these three one by one).
     #[test]
     fn tls_flights_and_the_request_go_out_in_as_few_writes_as_the_protocol_allows() {
-        let tls13 = writes_until_the_request(&[&rustls::version::TLS13]);
+        let (tls13, _) = writes_until_the_request(&[&rustls::version::TLS13]);
         assert_eq!(tls13, 2, "TLS 1.3: ClientHello; ChangeCipherSpec + Finished + request");
         // TLS 1.2: ClientHello; ClientKeyExchange + ChangeCipherSpec + Finished; the request after
         // the server's Finished.
-        let tls12 = writes_until_the_request(&[&rustls::version::TLS12]);
+        let (tls12, _) = writes_until_the_request(&[&rustls::version::TLS12]);
         assert_eq!(tls12, 3, "TLS 1.2");
+    }
+
+    /// ring's suites, every one of them, AES-128-GCM first: a server that follows the client's
+    /// order (rustls with ring's defaults, which prefer AES-256-GCM themselves) picks it.
+    #[test]
+    fn aes_128_gcm_is_offered_first_and_nothing_else_changes() {
+        let mut ours: Vec<_> = CIPHER_SUITES.iter().map(|s| s.suite()).collect();
+        let mut ring: Vec<_> = rustls::crypto::ring::ALL_CIPHER_SUITES.iter().map(|s| s.suite()).collect();
+        assert_ne!(ours, ring, "reordered");
+        ours.sort_by_key(|s| u16::from(*s));
+        ring.sort_by_key(|s| u16::from(*s));
+        assert_eq!(ours, ring, "the same suites");
+        let (_, tls13) = writes_until_the_request(&[&rustls::version::TLS13]);
+        assert_eq!(tls13, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+        let (_, tls12) = writes_until_the_request(&[&rustls::version::TLS12]);
+        assert_eq!(tls12, Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256));
     }
 
     #[test]

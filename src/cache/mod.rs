@@ -217,6 +217,16 @@ pub trait TlsaStore: Send + Sync + fmt::Debug {
     fn mx_load(&self, domain: &Domain, now: u64) -> Result<Option<(MxLookup, u64)>, StoreError>;
     /// Stores the MX RRset of `domain` until `expires_at`.
     fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError>;
+    /// Stores several answers as [`Self::tlsa_save`] and [`Self::mx_save`] would (`mtasts
+    /// serve`'s write-behind); SQLite writes them in one transaction instead of one each.
+    fn save_answers(
+        &self,
+        tlsa: &[(&Domain, &TlsaLookup, u64)],
+        mx: &[(&Domain, &MxLookup, u64)],
+    ) -> Result<(), StoreError> {
+        tlsa.iter().try_for_each(|(host, lookup, until)| self.tlsa_save(host, lookup, *until))?;
+        mx.iter().try_for_each(|(domain, lookup, until)| self.mx_save(domain, lookup, *until))
+    }
 }
 
 /// MX certificate validations that passed, kept across processes until they expire

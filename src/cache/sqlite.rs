@@ -961,6 +961,10 @@ impl Row {
 
 /// The DNSSEC answers DANE keeps share the `tlsa` table: a TLSA state under the MX host's name,
 /// an MX RRset under `mx ` and the domain (a space is never part of a domain name).
+/// Stores an answer of the `tlsa` table (`host`, `answer`, `expires_at`), replacing the last.
+const ANSWER_SAVE: &str = "INSERT INTO tlsa (host, answer, expires_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (host) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at";
+
 fn mx_key(domain: &Domain) -> String {
     format!("mx {domain}")
 }
@@ -999,12 +1003,7 @@ impl SqliteStore {
     fn answer_save(&self, key: &str, text: &str, expires_at: u64) -> Result<(), StoreError> {
         self.writable()?;
         self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO tlsa (host, answer, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (host) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at",
-            )?
-            .execute(params![key, text, to_sql(expires_at)])
-            .map(|_| ())
+            c.prepare_cached(ANSWER_SAVE)?.execute(params![key, text, to_sql(expires_at)]).map(|_| ())
         })
     }
 }
@@ -1058,6 +1057,31 @@ impl super::TlsaStore for SqliteStore {
         expires_at: u64,
     ) -> Result<(), StoreError> {
         self.answer_save(&mx_key(domain), &super::mx_to_text(lookup), expires_at)
+    }
+
+    fn save_answers(
+        &self,
+        tlsa: &[(&Domain, &crate::ports::TlsaLookup, u64)],
+        mx: &[(&Domain, &crate::ports::MxLookup, u64)],
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        let rows = tlsa
+            .iter()
+            .map(|(host, lookup, until)| (host.as_str().to_owned(), super::tlsa_to_text(lookup), *until))
+            .chain(
+                mx.iter().map(|(domain, lookup, until)| (mx_key(domain), super::mx_to_text(lookup), *until)),
+            );
+        let rows: Vec<(String, String, u64)> = rows.collect();
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(ANSWER_SAVE)?;
+                for (key, text, until) in &rows {
+                    stmt.execute(params![key, text, to_sql(*until)])?;
+                }
+            }
+            tx.commit()
+        })
     }
 }
 

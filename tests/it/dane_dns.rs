@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use mtasts::Domain;
-use mtasts::dns::{DnsResolver, DnsSettings, DnssecMode, MxRecord};
+use mtasts::dns::{DnsResolver, DnsSettings, DnssecMode, Lifetime, MxRecord};
 use mtasts::dnssec::MxLookup;
 use mtasts::ports::{Security, TlsaLookup, TlsaRecord, TlsaResolver};
 use mtasts_fixtures::dns::DnsServer;
@@ -22,6 +22,11 @@ const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// The zones: `test.` (the root of test, signed), `example.test.` (signed) and
 /// `unsigned.example.test.` (an insecure delegation: no DS, proven by NSEC).
 fn zones() -> SignedZones {
+    zones_with(|_| {})
+}
+
+/// The zones, changed by `tweak` before they are signed.
+fn zones_with(tweak: impl FnOnce(&mut ZoneSet)) -> SignedZones {
     let mut z = ZoneSet::new("test");
     z.zone("example.test", true).zone("unsigned.example.test", false);
     z.mx("example.test", 10, "mx.example.test")
@@ -56,9 +61,13 @@ fn zones() -> SignedZones {
         // A secure alias into the unsigned zone.
         .cname("toinsecure.example.test", "mx.unsigned.example.test")
         // The unsigned zone.
+        // A spoiled MX RRset.
+        .mx("badmx.example.test", 10, "mx.example.test")
+        .spoil("badmx.example.test", RecordType::MX)
         .mx("unsigned.example.test", 10, "mx.unsigned.example.test")
         .a("mx.unsigned.example.test", LO)
         .tlsa("_25._tcp.mx.unsigned.example.test", 3, 1, 1, &DATA);
+    tweak(&mut z);
     z.sign()
 }
 
@@ -76,8 +85,12 @@ impl Drop for World {
 
 /// The fixture serving the zones, and a trust anchor file in the given form.
 fn world(tag: &str, form: AnchorForm) -> World {
+    world_of(tag, form, zones())
+}
+
+/// The fixture serving `zones`, and a trust anchor file in the given form.
+fn world_of(tag: &str, form: AnchorForm, zones: SignedZones) -> World {
     let server = DnsServer::start().expect("start the DNS fixture");
-    let zones = zones();
     let line = zones.trust_anchor(form);
     server.serve_zones(zones);
     server.set_silent("_25._tcp.slow.example.test");
@@ -100,6 +113,16 @@ impl World {
     /// Generous: the machine is shared, and nothing here waits for it to pass.
     fn validating(&self) -> DnsResolver {
         self.resolver(Duration::from_secs(10))
+    }
+
+    /// As `validating`, with the client kept by the calling thread (`mtasts serve`).
+    fn kept(&self) -> DnsResolver {
+        self.validating().with_lifetime(Lifetime::PerThread)
+    }
+
+    /// The questions received since the last `clear_queries`, as `name TYPE`.
+    fn asked(&self) -> Vec<String> {
+        self.server.queries().iter().map(|q| format!("{} {}", q.name.to_ascii_lowercase(), q.qtype)).collect()
     }
 }
 
@@ -341,4 +364,228 @@ fn dane_dns_queries_of_the_first_validated_lookup() {
         std::fs::write(&out, format!("{}\n{}\n", queries.len(), list.join("\n"))).expect("write the figure");
         assert_eq!(queries.len(), want, "{list:?}");
     }
+}
+
+/// Every name of the zones, for the comparisons below.
+const TLSA_HOSTS: [&str; 11] = [
+    "mx.example.test",
+    "alias.example.test",
+    "alias2.example.test",
+    "mx4.example.test",
+    "plain.example.test",
+    "nonexistent.example.test",
+    "bad.example.test",
+    "badaddr.example.test",
+    "mx.unsigned.example.test",
+    "toinsecure.example.test",
+    "fail.example.test",
+];
+const MX_DOMAINS: [&str; 5] = [
+    "example.test",
+    "unsigned.example.test",
+    "plain.example.test",
+    "missing.example.test",
+    "badmx.example.test",
+];
+
+/// `Lifetime::PerThread` (`mtasts serve`): the kept client, with the DNSKEY sets it has validated,
+/// judges every name as a client built for the call does, on its first and on later calls, and
+/// asks only the question itself once the signer's keys are kept.
+#[test]
+fn dane_dns_kept_client_judges_as_one_built_per_call() {
+    let w = world("kept-same", AnchorForm::Dnskey);
+    let kept = w.kept();
+    for round in 0..2 {
+        for h in TLSA_HOSTS {
+            assert_eq!(kept.tlsa(&host(h)), w.validating().tlsa(&host(h)), "{h}, round {round}");
+        }
+        for d in MX_DOMAINS {
+            assert_eq!(kept.mx_dnssec(&host(d)), w.validating().mx_dnssec(&host(d)), "{d}, round {round}");
+        }
+    }
+    // The keys of example.test and test are kept: one question, no DNSKEY or DS.
+    w.server.clear_queries();
+    assert!(matches!(
+        kept.mx_dnssec(&host("example.test")),
+        MxLookup::Records { security: Security::Secure, .. }
+    ));
+    assert_eq!(w.asked(), vec!["example.test MX"]);
+    // A bogus signature after cached successes is still bogus (DANE-DNS-7).
+    assert!(matches!(kept.mx_dnssec(&host("badmx.example.test")), MxLookup::Bogus(_)));
+    assert!(matches!(kept.tlsa(&host("bad.example.test")), TlsaLookup::Bogus(_)));
+    expect_secure(kept.tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+    // The trust-ad mode keeps its runtime too.
+    w.server.set_validating(true);
+    let ad = DnsResolver::new(DnsSettings {
+        nameservers: vec![w.server.addr()],
+        timeout: Duration::from_secs(10),
+        dnssec: DnssecMode::TrustAd,
+        trust_anchor: None,
+    })
+    .with_lifetime(Lifetime::PerThread);
+    for _ in 0..2 {
+        expect_secure(ad.tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+        assert!(matches!(ad.tlsa(&host("bad.example.test")), TlsaLookup::Failed(_)));
+    }
+}
+
+/// The kept keys do not outlive the keys served: zones signed again with new keys (the trust
+/// anchor file unchanged) are bogus at once after cached successes; the new anchor written to the
+/// file is seen at the next call (the file's change), and everything is secure again.
+#[test]
+fn dane_dns_kept_keys_fail_closed_after_a_rekey() {
+    let w = world("kept-rekey", AnchorForm::Dnskey);
+    let kept = w.kept();
+    for _ in 0..2 {
+        assert!(matches!(
+            kept.mx_dnssec(&host("example.test")),
+            MxLookup::Records { security: Security::Secure, .. }
+        ));
+        expect_secure(kept.tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+    }
+    let rekeyed = zones();
+    let anchor = rekeyed.trust_anchor(AnchorForm::Dnskey);
+    assert_ne!(anchor, w.zones_anchor);
+    w.server.serve_zones(rekeyed);
+    let got = kept.mx_dnssec(&host("example.test"));
+    assert!(matches!(got, MxLookup::Bogus(_)), "new keys under the old anchor: {got:?}");
+    let got = kept.tlsa(&host("mx.example.test"));
+    assert!(matches!(got, TlsaLookup::Bogus(_)), "new keys under the old anchor: {got:?}");
+    // The same size and, most likely, the same timestamps as the file just read: its contents
+    // tell.
+    std::fs::write(&w.anchor, format!("; the root of test\n{anchor}\n")).expect("write the trust anchor");
+    assert!(matches!(
+        kept.mx_dnssec(&host("example.test")),
+        MxLookup::Records { security: Security::Secure, .. }
+    ));
+    expect_secure(kept.tlsa(&host("mx.example.test")), &[(3, 1, 1)]);
+}
+
+/// A kept DNSKEY set is not used past the TTL of anything on its chain of trust: its own, the DS
+/// RRset's in the parent, the parent's DNSKEY set's. Each case on a thread of its own (the client
+/// is kept per thread), beside one whose TTLs are all long, which must not ask for keys again.
+#[test]
+fn dane_dns_kept_keys_expire_with_their_chain() {
+    // (tag, the RRset given a TTL of 1 s, whether the keys must be asked again)
+    type Case = (&'static str, Option<(&'static str, RecordType)>, bool);
+    let cases: [Case; 4] = [
+        ("ttl-dnskey", Some(("example.test", RecordType::DNSKEY)), true),
+        ("ttl-ds", Some(("example.test", RecordType::DS)), true),
+        ("ttl-parent", Some(("test", RecordType::DNSKEY)), true),
+        ("ttl-long", None, false),
+    ];
+    let threads: Vec<_> = cases
+        .into_iter()
+        .map(|(tag, short, refetch)| {
+            std::thread::spawn(move || {
+                let zones = zones_with(|z| {
+                    if let Some((owner, rtype)) = short {
+                        z.ttl(owner, rtype, 1);
+                    }
+                });
+                let w = world_of(tag, AnchorForm::Dnskey, zones);
+                let kept = w.kept();
+                let secure = |what: &str| {
+                    let got = kept.mx_dnssec(&host("example.test"));
+                    assert!(
+                        matches!(got, MxLookup::Records { security: Security::Secure, .. }),
+                        "{tag} {what}: {got:?}"
+                    );
+                };
+                secure("first");
+                // Past the short TTL (whole seconds, so two of them).
+                std::thread::sleep(Duration::from_millis(2100));
+                w.server.clear_queries();
+                secure("after the TTL");
+                let asked = w.asked();
+                assert_eq!(
+                    asked.iter().any(|q| q == "example.test DNSKEY"),
+                    refetch,
+                    "{tag}: keys asked again after 2 s: {asked:?}"
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a case failed");
+    }
+}
+
+/// A kept DNSKEY set is not used past the expiration of a signature on its chain of trust:
+/// once the RRSIG of example.test's DS RRset (in test.) has expired, example.test is bogus, cached
+/// success or not. (hickory accepts a DNSKEY RRset whose every key matches a DS without looking
+/// at its own RRSIG, so the DS RRset's signature is the one whose end shows.)
+#[test]
+fn dane_dns_kept_keys_end_with_their_chains_signatures() {
+    let signed = std::time::Instant::now();
+    let zones = zones_with(|z| {
+        z.expires_in("example.test", RecordType::DS, Duration::from_secs(4));
+    });
+    let w = world_of("kept-expiry", AnchorForm::Dnskey, zones);
+    let kept = w.kept();
+    for _ in 0..2 {
+        let got = kept.mx_dnssec(&host("example.test"));
+        assert!(
+            matches!(got, MxLookup::Records { security: Security::Secure, .. }),
+            "before the signature expires (signed {:?} ago): {got:?}",
+            signed.elapsed()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(signed.elapsed()) + Duration::from_millis(100));
+    let got = w.validating().mx_dnssec(&host("example.test"));
+    assert!(matches!(got, MxLookup::Bogus(_)), "per call, after the DS signature expired: {got:?}");
+    let got = kept.mx_dnssec(&host("example.test"));
+    assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the DS signature expired: {got:?}");
+}
+
+/// docs/architecture.md §3: a child forked after its parent's thread kept a validating client
+/// (and validated keys) neither uses nor drops it: it validates with a client of its own (so it
+/// asks for the keys again), and the parent's still works after the fork, keys included.
+#[test]
+fn dane_dns_kept_client_is_not_used_in_a_forked_child() {
+    let w = world("kept-fork", AnchorForm::Dnskey);
+    let kept = w.kept();
+    let secure = |r: &DnsResolver| {
+        matches!(r.mx_dnssec(&host("example.test")), MxLookup::Records { security: Security::Secure, .. })
+    };
+    assert!(secure(&kept));
+    w.server.clear_queries();
+    // SAFETY: the child only runs the lookup (a fresh runtime and sockets, no lock shared with
+    // other threads of the test process) and leaves with `_exit`, running no destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match std::panic::catch_unwind(|| secure(&kept)) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(_) => 2,
+        };
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child, with a valid pointer to `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "waitpid failed");
+        if std::time::Instant::now() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the child hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    let asked = w.asked();
+    assert!(asked.iter().any(|q| q == "example.test DNSKEY"), "the child's own client: {asked:?}");
+    w.server.clear_queries();
+    assert!(secure(&kept), "the parent's kept client after the fork");
+    assert_eq!(w.asked(), vec!["example.test MX"], "the parent's keys are still kept");
 }

@@ -957,15 +957,20 @@ pub fn settings_of(config: &Config) -> Result<Option<String>, String> {
 
 pub use settings::DEFAULT_LISTEN;
 
-/// An engine built from `config` (replacing `old` on a reload) whose store writes go through a
-/// write-behind queue ([`write_behind`]), and whose DNS client keeps a runtime and resolver per
-/// thread (`mtasts serve` does not fork; `mtasts::dns`, "Kept per thread").
+/// An engine built from `config` (replacing `old` on a reload) whose store writes (policies,
+/// and DANE's DNSSEC answers) go through write-behind queues ([`write_behind`]), and whose DNS
+/// client keeps a runtime and resolver per thread (`mtasts serve` does not fork; `mtasts::dns`,
+/// "Kept per thread").
 fn build_engine(config: &Config, old: Option<&Engine>) -> Result<Engine, String> {
     config
         .build_engine_wrapping(old, Lifetime::PerThread, &mut |stores| {
             let policies: Arc<dyn PolicyStore> =
                 write_behind::WriteBehind::start(Arc::clone(&stores.policies))?;
-            Ok(Stores { policies, ..stores })
+            let tlsa = match stores.tlsa {
+                Some(t) => Some(write_behind::AnswersBehind::start(t)? as Arc<dyn mtasts::cache::TlsaStore>),
+                None => None,
+            };
+            Ok(Stores { policies, tlsa, ..stores })
         })
         .map_err(|e| e.to_string())
 }

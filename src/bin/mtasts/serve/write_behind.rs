@@ -23,6 +23,12 @@
 //!   at the next interval; until a write succeeds, [`PolicyStore::save`] answers the error, so the
 //!   engine reports the store as unavailable, as it does for a direct write that fails.
 //!
+//! [`AnswersBehind`] does the same for the DNSSEC answers DANE keeps in the store (MX RRsets and
+//! TLSA states, `TlsaStore`): with DANE on, each cold lookup wrote its domain's MX answer in a
+//! transaction of its own on the request's path. Reads see the queue; a later answer replaces an
+//! earlier one, as the store's own write does. Nothing else reads those rows through another
+//! path, so there is nothing to write first; an answer lost to a crash is looked up again.
+//!
 //! Only `mtasts serve` uses this: the library, loaded into MTAs, starts no thread of its own.
 
 use std::collections::HashMap;
@@ -31,7 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mtasts::Domain;
-use mtasts::cache::{Entry, PolicyStore, StoreError};
+use mtasts::cache::{Entry, PolicyStore, StoreError, TlsaStore};
+use mtasts::ports::{MxLookup, TlsaLookup};
 use parking_lot::{Condvar, Mutex};
 
 /// The longest a saved entry waits in the queue.
@@ -39,80 +46,106 @@ pub const INTERVAL: Duration = Duration::from_millis(5);
 /// A queue this long is written at once.
 pub const MAX_BATCH: usize = 256;
 
-/// A [`PolicyStore`] whose writes are queued and written in batches by a thread of its own.
-pub struct WriteBehind {
-    inner: Arc<dyn PolicyStore>,
-    shared: Arc<Shared>,
+/// What a write-behind queues: saves merged by name, written together.
+trait Batch: Default + Send + Sync + 'static {
+    fn len(&self) -> usize;
+    /// Puts back a batch whose write failed, under what was queued since (which is newer).
+    fn put_back(&mut self, failed: &Self);
+}
+
+/// Writes a batch to the store.
+type Write<B> = Box<dyn Fn(&B) -> Result<(), StoreError> + Send + Sync>;
+
+/// A queue and the thread that writes it: the part [`WriteBehind`] and [`AnswersBehind`] share.
+struct Queue<B: Batch> {
+    shared: Arc<Shared<B>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for WriteBehind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteBehind").field("inner", &self.inner).finish_non_exhaustive()
-    }
-}
-
-struct Shared {
+struct Shared<B> {
     /// How long the first entry queued waits for others ([`INTERVAL`]).
     interval: Duration,
     /// A queue this long is written at once ([`MAX_BATCH`]).
     max_batch: usize,
-    state: Mutex<State>,
+    state: Mutex<State<B>>,
     /// Signalled when the queue gets its first entry or reaches [`MAX_BATCH`], and at stop.
     wake: Condvar,
     /// Held for the whole of a write, so that writes keep their order.
     writing: Mutex<()>,
+    write: Write<B>,
 }
 
 #[derive(Default)]
-struct State {
-    /// Saved and not yet being written, by domain (later saves merged into earlier ones).
-    queued: HashMap<Domain, Entry>,
-    /// Being written now (still visible to [`WriteBehind::load`] until committed).
-    in_flight: Option<Arc<HashMap<Domain, Entry>>>,
+struct State<B> {
+    /// Saved and not yet being written (later saves merged into earlier ones).
+    queued: B,
+    /// Being written now (still visible to reads until committed).
+    in_flight: Option<Arc<B>>,
     /// Why the last write failed, until one succeeds.
     error: Option<StoreError>,
     stop: bool,
 }
 
-impl WriteBehind {
-    /// Wraps `inner` and starts the writing thread.
-    pub fn start(inner: Arc<dyn PolicyStore>) -> Result<Arc<Self>, StoreError> {
-        Self::start_with(inner, INTERVAL, MAX_BATCH)
-    }
-
-    /// As [`Self::start`], with another interval and batch size (tests use an interval long
-    /// enough that only a flush, a full batch or the drop writes).
-    fn start_with(
-        inner: Arc<dyn PolicyStore>,
-        interval: Duration,
-        max_batch: usize,
-    ) -> Result<Arc<Self>, StoreError> {
+impl<B: Batch> Queue<B> {
+    /// Starts the thread `name`, which writes with `write`.
+    fn start(name: &str, interval: Duration, max_batch: usize, write: Write<B>) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared {
             interval,
             max_batch,
-            state: Mutex::default(),
+            state: Mutex::new(State::default()),
             wake: Condvar::new(),
             writing: Mutex::default(),
+            write,
         });
         let thread = {
-            let (inner, shared) = (Arc::clone(&inner), Arc::clone(&shared));
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
-                .name("mtasts-store".into())
-                .spawn(move || writer(inner.as_ref(), &shared))
-                .map_err(|e| StoreError(format!("cannot start the store writer thread: {e}")))?
+                .name(name.into())
+                .spawn(move || writer(&shared))
+                .map_err(|e| StoreError(format!("cannot start the store writer thread {name}: {e}")))?
         };
-        Ok(Arc::new(Self { inner, shared, thread: Mutex::new(Some(thread)) }))
+        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Reads the queue: what is queued, and what is being written.
+    fn read<R>(&self, f: impl FnOnce(&B, Option<&B>) -> R) -> R {
+        let st = self.shared.state.lock();
+        f(&st.queued, st.in_flight.as_deref())
+    }
+
+    /// Queues a save; the error of the last failed write, if any.
+    fn save(&self, put: impl FnOnce(&mut B)) -> Result<(), StoreError> {
+        let mut st = self.shared.state.lock();
+        put(&mut st.queued);
+        let len = st.queued.len();
+        if len == 1 || len >= self.shared.max_batch {
+            self.shared.wake.notify_one();
+        }
+        st.error.clone().map_or(Ok(()), Err)
+    }
+
+    /// Writes what is queued now.
+    fn flush(&self) -> Result<(), StoreError> {
+        write_queue(&self.shared)
     }
 }
 
-/// The writing thread: waits for a first queued entry, lets the queue fill for [`INTERVAL`] (or
-/// up to [`MAX_BATCH`]), writes it; at stop, writes what is left and returns.
-fn writer(inner: &dyn PolicyStore, shared: &Shared) {
+impl<B: Batch> Drop for Queue<B> {
+    /// Stops the thread after it has written what is queued.
+    fn drop(&mut self) {
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn writer<B: Batch>(shared: &Shared<B>) {
     loop {
         let stop = {
             let mut st = shared.state.lock();
-            while st.queued.is_empty() && !st.stop {
+            while st.queued.len() == 0 && !st.stop {
                 shared.wake.wait(&mut st);
             }
             let deadline = Instant::now() + shared.interval;
@@ -123,30 +156,25 @@ fn writer(inner: &dyn PolicyStore, shared: &Shared) {
             }
             st.stop
         };
-        // An error is kept in the state (answered by `save`) and the batch retried.
-        let _ = write_queue(inner, shared);
+        let _ = write_queue(shared);
         if stop {
             return;
         }
     }
 }
 
-/// Writes the queue in one call of [`PolicyStore::save_many`]. On failure the batch goes back
-/// under whatever was queued meanwhile.
-fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreError> {
+fn write_queue<B: Batch>(shared: &Shared<B>) -> Result<(), StoreError> {
     let _one = shared.writing.lock();
     let batch = {
         let mut st = shared.state.lock();
-        if st.queued.is_empty() {
+        if st.queued.len() == 0 {
             return st.error.clone().map_or(Ok(()), Err);
         }
         let batch = Arc::new(std::mem::take(&mut st.queued));
         st.in_flight = Some(Arc::clone(&batch));
         batch
     };
-    let entries: Vec<(&Domain, &Entry)> = batch.iter().collect();
-    let result = inner.save_many(&entries);
-    drop(entries);
+    let result = (shared.write)(&batch);
     let mut st = shared.state.lock();
     st.in_flight = None;
     match result {
@@ -155,25 +183,68 @@ fn write_queue(inner: &dyn PolicyStore, shared: &Shared) -> Result<(), StoreErro
             Ok(())
         }
         Err(e) => {
-            for (domain, entry) in batch.iter() {
-                let merged = match st.queued.remove(domain) {
-                    Some(later) => entry.clone().saved_over(&later),
-                    None => entry.clone(),
-                };
-                st.queued.insert(domain.clone(), merged);
-            }
+            st.queued.put_back(&batch);
             st.error = Some(e.clone());
             Err(e)
         }
     }
 }
 
+/// Policies queued, by domain.
+impl Batch for HashMap<Domain, Entry> {
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+
+    fn put_back(&mut self, failed: &Self) {
+        for (domain, entry) in failed {
+            let merged = match self.remove(domain) {
+                Some(later) => entry.clone().saved_over(&later),
+                None => entry.clone(),
+            };
+            self.insert(domain.clone(), merged);
+        }
+    }
+}
+
+/// A [`PolicyStore`] whose writes are queued and written in batches by a thread of its own.
+pub struct WriteBehind {
+    inner: Arc<dyn PolicyStore>,
+    queue: Queue<HashMap<Domain, Entry>>,
+}
+
+impl std::fmt::Debug for WriteBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehind").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl WriteBehind {
+    /// Wraps `inner` and starts the writing thread.
+    pub fn start(inner: Arc<dyn PolicyStore>) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(inner, INTERVAL, MAX_BATCH)
+    }
+
+    fn start_with(
+        inner: Arc<dyn PolicyStore>,
+        interval: Duration,
+        max_batch: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Arc::clone(&inner);
+        let write: Write<HashMap<Domain, Entry>> = Box::new(move |batch| {
+            let entries: Vec<(&Domain, &Entry)> = batch.iter().collect();
+            store.save_many(&entries)
+        });
+        let queue = Queue::start("mtasts-store", interval, max_batch, write)?;
+        Ok(Arc::new(Self { inner, queue }))
+    }
+}
+
 impl PolicyStore for WriteBehind {
     fn load(&self, domain: &Domain) -> Result<Option<Entry>, StoreError> {
-        let (in_flight, queued) = {
-            let st = self.shared.state.lock();
-            (st.in_flight.as_ref().and_then(|b| b.get(domain).cloned()), st.queued.get(domain).cloned())
-        };
+        let (in_flight, queued) = self.queue.read(|queued, in_flight| {
+            (in_flight.and_then(|b| b.get(domain).cloned()), queued.get(domain).cloned())
+        });
         let stored = self.inner.load(domain)?;
         if in_flight.is_none() && queued.is_none() {
             return Ok(stored);
@@ -194,20 +265,17 @@ impl PolicyStore for WriteBehind {
         if let Some(why) = self.inner.read_only() {
             return Err(StoreError(why));
         }
-        let mut st = self.shared.state.lock();
-        let next = match st.queued.remove(domain) {
-            Some(earlier) => earlier.saved_over(entry),
-            None => entry.clone(),
-        };
-        st.queued.insert(domain.clone(), next);
-        if st.queued.len() == 1 || st.queued.len() >= self.shared.max_batch {
-            self.shared.wake.notify_one();
-        }
-        st.error.clone().map_or(Ok(()), Err)
+        self.queue.save(|queued| {
+            let next = match queued.remove(domain) {
+                Some(earlier) => earlier.saved_over(entry),
+                None => entry.clone(),
+            };
+            queued.insert(domain.clone(), next);
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        write_queue(self.inner.as_ref(), &self.shared)
+        self.queue.flush()
     }
 
     fn list(&self) -> Result<Vec<(Domain, Entry)>, StoreError> {
@@ -256,14 +324,109 @@ impl PolicyStore for WriteBehind {
     }
 }
 
-impl Drop for WriteBehind {
-    /// Stops the thread after it has written what is queued.
-    fn drop(&mut self) {
-        self.shared.state.lock().stop = true;
-        self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
+/// DNSSEC answers saved and not written yet, by name, each with the time it expires.
+#[derive(Clone, Default)]
+struct Answers {
+    tlsa: HashMap<Domain, (TlsaLookup, u64)>,
+    mx: HashMap<Domain, (MxLookup, u64)>,
+}
+
+impl Batch for Answers {
+    fn len(&self) -> usize {
+        self.tlsa.len() + self.mx.len()
+    }
+
+    fn put_back(&mut self, failed: &Self) {
+        for (d, a) in &failed.tlsa {
+            self.tlsa.entry(d.clone()).or_insert_with(|| a.clone());
         }
+        for (d, a) in &failed.mx {
+            self.mx.entry(d.clone()).or_insert_with(|| a.clone());
+        }
+    }
+}
+
+/// A [`TlsaStore`] whose saves are queued and written in batches by a thread of its own (see the
+/// [module docs](self)).
+pub struct AnswersBehind {
+    inner: Arc<dyn TlsaStore>,
+    queue: Queue<Answers>,
+}
+
+impl std::fmt::Debug for AnswersBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswersBehind").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl AnswersBehind {
+    /// Wraps `inner` and starts the writing thread.
+    pub fn start(inner: Arc<dyn TlsaStore>) -> Result<Arc<Self>, StoreError> {
+        Self::start_with(inner, INTERVAL, MAX_BATCH)
+    }
+
+    fn start_with(
+        inner: Arc<dyn TlsaStore>,
+        interval: Duration,
+        max_batch: usize,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Arc::clone(&inner);
+        let write: Write<Answers> = Box::new(move |batch| {
+            let tlsa: Vec<(&Domain, &TlsaLookup, u64)> =
+                batch.tlsa.iter().map(|(d, (a, u))| (d, a, *u)).collect();
+            let mx: Vec<(&Domain, &MxLookup, u64)> = batch.mx.iter().map(|(d, (a, u))| (d, a, *u)).collect();
+            store.save_answers(&tlsa, &mx)
+        });
+        let queue = Queue::start("mtasts-answers", interval, max_batch, write)?;
+        Ok(Arc::new(Self { inner, queue }))
+    }
+
+    /// Writes what is queued now.
+    #[cfg(test)]
+    fn flush(&self) -> Result<(), StoreError> {
+        self.queue.flush()
+    }
+
+    /// The queued (or in-flight) answer of `name` in the map `pick` chooses, newest first:
+    /// `Some(None)` when the newest has expired at `now` (the store would not give it either).
+    fn queued<T: Clone>(
+        &self,
+        pick: impl Fn(&Answers) -> &HashMap<Domain, (T, u64)>,
+        name: &Domain,
+        now: u64,
+    ) -> Option<Option<(T, u64)>> {
+        self.queue.read(|queued, in_flight| {
+            let found = pick(queued).get(name).or_else(|| in_flight.and_then(|b| pick(b).get(name)));
+            found.map(|(answer, until)| (*until > now).then(|| (answer.clone(), *until)))
+        })
+    }
+}
+
+impl TlsaStore for AnswersBehind {
+    fn tlsa_load(&self, host: &Domain, now: u64) -> Result<Option<(TlsaLookup, u64)>, StoreError> {
+        match self.queued(|q| &q.tlsa, host, now) {
+            Some(answer) => Ok(answer),
+            None => self.inner.tlsa_load(host, now),
+        }
+    }
+
+    fn tlsa_save(&self, host: &Domain, lookup: &TlsaLookup, expires_at: u64) -> Result<(), StoreError> {
+        self.queue.save(|q| {
+            q.tlsa.insert(host.clone(), (lookup.clone(), expires_at));
+        })
+    }
+
+    fn mx_load(&self, domain: &Domain, now: u64) -> Result<Option<(MxLookup, u64)>, StoreError> {
+        match self.queued(|q| &q.mx, domain, now) {
+            Some(answer) => Ok(answer),
+            None => self.inner.mx_load(domain, now),
+        }
+    }
+
+    fn mx_save(&self, domain: &Domain, lookup: &MxLookup, expires_at: u64) -> Result<(), StoreError> {
+        self.queue.save(|q| {
+            q.mx.insert(domain.clone(), (lookup.clone(), expires_at));
+        })
     }
 }
 
@@ -352,6 +515,118 @@ mod tests {
         }
         drop(wb);
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    fn mx_answer(exchange: &str) -> MxLookup {
+        MxLookup::Records {
+            records: vec![mtasts::ports::MxRecord { preference: 10, exchange: exchange.into() }],
+            security: mtasts::ports::Security::Secure,
+            ttl: 300,
+        }
+    }
+
+    /// DNSSEC answers: read back from the queue (the latest, unless expired), written in one
+    /// batch, at a flush or when the write-behind goes.
+    #[test]
+    fn answers_are_read_back_and_written_in_one_batch() {
+        let (path, _) = temp_store("answers");
+        let store: Arc<dyn TlsaStore> = Arc::new(SqliteStore::open(&path, 300).expect("open"));
+        let other = SqliteStore::open(&path, 300).expect("second connection");
+        let (a, b) = (Domain::parse("a.test").expect("a"), Domain::parse("mx.b.test").expect("b"));
+        {
+            let ab =
+                AnswersBehind::start_with(Arc::clone(&store), Duration::from_secs(3600), 100).expect("start");
+            ab.mx_save(&a, &mx_answer("old.a.test"), 1_000).expect("save");
+            ab.mx_save(&a, &mx_answer("mx.a.test"), 1_000).expect("save");
+            ab.tlsa_save(&b, &TlsaLookup::NotApplicable, 2_000).expect("save");
+            assert_eq!(ab.mx_load(&a, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)));
+            assert_eq!(ab.mx_load(&a, 1_000).expect("load"), None, "expired");
+            assert_eq!(ab.tlsa_load(&b, 500).expect("load"), Some((TlsaLookup::NotApplicable, 2_000)));
+            assert_eq!(other.mx_load(&a, 500).expect("load"), None, "queued, not written yet");
+            ab.flush().expect("flush");
+            assert_eq!(other.mx_load(&a, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)));
+            assert_eq!(other.tlsa_load(&b, 500).expect("load"), Some((TlsaLookup::NotApplicable, 2_000)));
+            // Read from the store once written.
+            assert_eq!(ab.mx_load(&a, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)));
+            ab.mx_save(&a, &mx_answer("new.a.test"), 3_000).expect("save");
+        }
+        assert_eq!(
+            other.mx_load(&a, 500).expect("load"),
+            Some((mx_answer("new.a.test"), 3_000)),
+            "written at drop"
+        );
+
+        // One batch for everything queued.
+        let counting = Arc::new(CountingAnswers::default());
+        let ab = AnswersBehind::start_with(
+            Arc::clone(&counting) as Arc<dyn TlsaStore>,
+            Duration::from_secs(3600),
+            100,
+        )
+        .expect("start");
+        for n in ["a.test", "b.test", "c.test"] {
+            ab.mx_save(&Domain::parse(n).expect("domain"), &mx_answer("mx.test"), 1_000).expect("save");
+        }
+        ab.tlsa_save(&b, &TlsaLookup::NotApplicable, 1_000).expect("save");
+        ab.flush().expect("flush");
+        assert_eq!(*counting.batches.lock(), vec![(1, 3)]);
+        drop(ab);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    /// A DNSSEC answer store that records the batches it is given (TLSA, MX) and fails while
+    /// told to.
+    #[derive(Debug, Default)]
+    struct CountingAnswers {
+        batches: Mutex<Vec<(usize, usize)>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl TlsaStore for CountingAnswers {
+        fn tlsa_load(&self, _: &Domain, _: u64) -> Result<Option<(TlsaLookup, u64)>, StoreError> {
+            Ok(None)
+        }
+        fn tlsa_save(&self, _: &Domain, _: &TlsaLookup, _: u64) -> Result<(), StoreError> {
+            Err(StoreError("one at a time".into()))
+        }
+        fn mx_load(&self, _: &Domain, _: u64) -> Result<Option<(MxLookup, u64)>, StoreError> {
+            Ok(None)
+        }
+        fn mx_save(&self, _: &Domain, _: &MxLookup, _: u64) -> Result<(), StoreError> {
+            Err(StoreError("one at a time".into()))
+        }
+        fn save_answers(
+            &self,
+            tlsa: &[(&Domain, &TlsaLookup, u64)],
+            mx: &[(&Domain, &MxLookup, u64)],
+        ) -> Result<(), StoreError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError("disk full".into()));
+            }
+            self.batches.lock().push((tlsa.len(), mx.len()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_answers_write_is_kept_queued_reported_and_retried() {
+        let counting = Arc::new(CountingAnswers::default());
+        counting.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ab = AnswersBehind::start_with(
+            Arc::clone(&counting) as Arc<dyn TlsaStore>,
+            Duration::from_secs(3600),
+            100,
+        )
+        .expect("start");
+        let d = Domain::parse("a.test").expect("domain");
+        ab.mx_save(&d, &mx_answer("mx.a.test"), 1_000).expect("accepted");
+        assert_eq!(ab.flush(), Err(StoreError("disk full".into())));
+        assert_eq!(ab.mx_load(&d, 500).expect("load"), Some((mx_answer("mx.a.test"), 1_000)), "still queued");
+        assert_eq!(ab.mx_save(&d, &mx_answer("mx2.a.test"), 1_000), Err(StoreError("disk full".into())));
+        counting.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        ab.flush().expect("retried");
+        assert_eq!(*counting.batches.lock(), vec![(0, 1)]);
+        assert_eq!(ab.mx_load(&d, 500).expect("load"), None, "written (this store forgets)");
     }
 
     /// A store whose writes fail until told otherwise.
