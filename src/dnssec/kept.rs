@@ -53,6 +53,10 @@ const MAX_ZONES: usize = 1024;
 /// again without its size and timestamps showing it (their granularity): it is then compared by
 /// its contents until this much time has passed.
 const RACY_SECONDS: i64 = 2;
+/// How long a slot (its anchors, pool and kept keys) serves before it is made again. DS anchors
+/// are turned into the zone's keys when a slot is made: a key rollover the file's DS already
+/// names (the new key published later) is then taken up within this time, not at a restart.
+const SLOT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What a kept slot was made for: a call with other settings makes a new one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,13 +85,18 @@ impl Kept {
     pub(super) fn slot(&mut self, key: &KeptKey) -> Result<&mut Slot, Trouble> {
         self.leak_if_forked();
         let stale = match &mut self.slot {
-            Some(slot) => slot.key != *key || slot.file.as_mut().is_some_and(AnchorFile::changed),
+            Some(slot) => {
+                slot.key != *key
+                    || slot.made.elapsed() > SLOT_LIFETIME
+                    || slot.file.as_mut().is_some_and(AnchorFile::changed)
+            }
             None => true,
         };
         if stale {
             self.slot = None;
             self.slot = Some(Slot {
                 key: key.clone(),
+                made: std::time::Instant::now(),
                 runtime: runtime()?,
                 plain: None,
                 anchors: None,
@@ -119,6 +128,8 @@ impl Drop for Kept {
 /// A thread's kept runtime, pool, anchors and validated keys.
 pub(super) struct Slot {
     key: KeptKey,
+    /// When it was made: a slot lasts [`SLOT_LIFETIME`] at most.
+    made: std::time::Instant,
     runtime: tokio::runtime::Runtime,
     /// Built by the first validating call.
     plain: Option<Plain>,
@@ -141,7 +152,7 @@ impl Slot {
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = Result<T, Trouble>>,
     {
-        let Slot { key, runtime, plain, anchors, file, keys } = self;
+        let Slot { key, runtime, plain, anchors, file, keys, .. } = self;
         let timeout = key.timeout;
         runtime.block_on(async {
             let work = async {
@@ -158,8 +169,9 @@ impl Slot {
                                 let loaded = match key.trust_anchor.as_deref() {
                                     None => TrustAnchors::default(),
                                     Some(path) => {
-                                        // The state before the read: a change made during it
-                                        // shows at the next call.
+                                        // The state and time before the read: a change made
+                                        // during it shows at the next call.
+                                        let read_at = unix_seconds(SystemTime::now());
                                         let state = FileState::of(path).map_err(|e| {
                                             Trouble::Failed(format!(
                                                 "cannot read the trust anchor {}: {e}",
@@ -169,12 +181,8 @@ impl Slot {
                                         let text = read_anchor_file(path)?;
                                         let loaded =
                                             trust_anchors(path, &text, &plain, servers, timeout).await?;
-                                        *file = Some(AnchorFile {
-                                            path: path.to_owned(),
-                                            state,
-                                            text,
-                                            read_at: unix_seconds(SystemTime::now()),
-                                        });
+                                        *file =
+                                            Some(AnchorFile { path: path.to_owned(), state, text, read_at });
                                         loaded
                                     }
                                 };
@@ -244,9 +252,10 @@ impl AnchorFile {
         if self.state.ctime.0 + RACY_SECONDS < self.read_at {
             return false;
         }
+        let now = unix_seconds(SystemTime::now());
         match std::fs::read_to_string(&self.path) {
             Ok(text) if text == self.text => {
-                self.read_at = unix_seconds(SystemTime::now());
+                self.read_at = now;
                 false
             }
             _ => true,
@@ -333,40 +342,26 @@ impl FastPath {
         let now32 = now as u32;
         for sig in sigs.into_iter().take(MAX_SIGNATURES) {
             let RData::DNSSEC(DNSSECRData::RRSIG(rrsig)) = &sig.data else { continue };
-            let input = rrsig.input();
-            // Same owner and type; no wildcard expansion (that needs a denial proof); signed by
-            // a zone containing the owner (RFC 4035 §5.3.1).
-            if sig.name != *name
-                || input.type_covered != rtype
-                || input.num_labels != name.num_labels()
-                || !input.signer_name.zone_of(name)
-            {
+            if sig.name != *name || !plausible(rrsig, name, rtype, now32) {
                 continue;
             }
-            let t = SerialNumber::new(now32);
-            if !(t <= input.sig_expiration && t >= input.sig_inception) {
-                continue;
+            let signer = &rrsig.input().signer_name;
+            let zone = self.zone(validator, signer, now, 0).await?;
+            if verifies(&zone.keys, name, rtype, rrsig, &data, now32) {
+                let ttl = data.iter().map(|r| rrsig.authenticated_ttl(r, now32)).min().unwrap_or(0);
+                let records = data
+                    .iter()
+                    .map(|r| {
+                        let mut r = (*r).clone();
+                        r.ttl = ttl;
+                        (r, Security::Secure)
+                    })
+                    .collect();
+                return Some(Response { records, denial: Security::Insecure });
             }
-            let zone = self.zone(validator, &input.signer_name, now, 0).await?;
-            let mut tried = 0;
-            for key in zone.keys.iter().filter(|k| signs(k, rrsig)).take(MAX_KEY_TAG_COLLISIONS) {
-                tried += 1;
-                if key.verify_rrsig(name, DNSClass::IN, rrsig, data.iter().copied()).is_ok() {
-                    let ttl = data.iter().map(|r| rrsig.authenticated_ttl(r, now32)).min().unwrap_or(0);
-                    let records = data
-                        .iter()
-                        .map(|r| {
-                            let mut r = (*r).clone();
-                            r.ttl = ttl;
-                            (r, Security::Secure)
-                        })
-                        .collect();
-                    return Some(Response { records, denial: Security::Insecure });
-                }
-            }
-            if tried == 0 {
+            if !zone.keys.iter().any(|k| signs(k, rrsig)) {
                 // Signed by a key the kept set lacks (a key rollover): fetched again next time.
-                self.forget(&input.signer_name);
+                self.forget(signer);
             }
         }
         None
@@ -387,7 +382,7 @@ impl FastPath {
             if depth > MAX_CHAIN {
                 return None;
             }
-            let (records, used) = validated_rrset(validator, zone, RecordType::DNSKEY).await?;
+            let (records, _) = validated_rrset(validator, zone, RecordType::DNSKEY).await?;
             let keys: Vec<DNSKEY> = records
                 .iter()
                 .filter_map(|r| match &r.data {
@@ -397,19 +392,17 @@ impl FastPath {
                 .collect();
             let mut until = now + u64::from(records.iter().map(|r| r.ttl).min()?);
             let owner = LowerName::from(zone);
-            let anchored = match &used {
-                Some(sig) => keys
-                    .iter()
-                    .any(|k| signs(k, sig) && self.anchors.contains_with_name(k.public_key(), &owner)),
-                None => keys.iter().all(|k| self.anchors.contains_with_name(k.public_key(), &owner)),
-            };
+            // A secure set holding a trust anchor's key was validated from the anchor (a set is
+            // taken whole or not at all). Which RRSIG hickory marked is not relied on: its
+            // validation cache marks the signature at a cached position, whatever it is.
+            let anchored = keys.iter().any(|k| self.anchors.contains_with_name(k.public_key(), &owner));
             if !anchored {
                 // Validated through the parent's DS RRset: it and the parent's keys bound it too.
                 if zone.is_root() {
                     return None;
                 }
                 let (ds, ds_sig) = validated_rrset(validator, zone, RecordType::DS).await?;
-                let parent = ds_sig?.input().signer_name.clone();
+                let parent = ds_sig.as_ref()?.input().signer_name.clone();
                 if parent == *zone || !parent.zone_of(zone) {
                     return None;
                 }
@@ -423,8 +416,18 @@ impl FastPath {
                     return None;
                 }
                 until = until.min(now + u64::from(ds.iter().map(|r| r.ttl).min()?));
-                let parent = self.zone(validator, &parent, now, depth + 1).await?;
-                until = until.min(parent.until);
+                let parent_entry = self.zone(validator, &parent, now, depth + 1).await?;
+                // The parent is named by the DS RRset's RRSIG, which hickory's cache may have
+                // marked without checking it: it must verify with the parent's kept keys, or
+                // nothing is kept (a forged signer would otherwise choose whose expiry bounds
+                // this set).
+                #[allow(clippy::cast_possible_truncation)]
+                let now32 = now as u32;
+                let ds_data: Vec<&Record> = ds.iter().collect();
+                if !verifies(&parent_entry.keys, zone, RecordType::DS, &ds_sig?, &ds_data, now32) {
+                    return None;
+                }
+                until = until.min(parent_entry.until);
             }
             let entry = ZoneEntry { keys: keys.into(), until };
             self.remember(zone, &entry, now);
@@ -453,6 +456,38 @@ impl FastPath {
             keys.zones.remove(zone);
         }
     }
+}
+
+/// Whether `sig` is a signature over `data` (the RRset `rtype` at `name`) that one of `keys`
+/// made and verifies at `now32`: same owner and type, no wildcard expansion (that needs a denial
+/// proof), signed by a zone containing the owner (RFC 4035 §5.3.1), within its validity period
+/// (serial number arithmetic, RFC 4034 §3.1.5), by a key of its tag and algorithm.
+fn verifies(
+    keys: &[DNSKEY],
+    name: &Name,
+    rtype: RecordType,
+    sig: &RRSIG,
+    data: &[&Record],
+    now32: u32,
+) -> bool {
+    plausible(sig, name, rtype, now32)
+        && keys
+            .iter()
+            .filter(|k| signs(k, sig))
+            .take(MAX_KEY_TAG_COLLISIONS)
+            .any(|k| k.verify_rrsig(name, DNSClass::IN, sig, data.iter().copied()).is_ok())
+}
+
+/// The checks of [`verifies`] that need no key: covered type, labels (no wildcard expansion),
+/// signer above the owner, validity period.
+fn plausible(sig: &RRSIG, name: &Name, rtype: RecordType, now32: u32) -> bool {
+    let input = sig.input();
+    let t = SerialNumber::new(now32);
+    input.type_covered == rtype
+        && input.num_labels == name.num_labels()
+        && input.signer_name.zone_of(name)
+        && t <= input.sig_expiration
+        && t >= input.sig_inception
 }
 
 /// Whether `key` may have made `sig`: a zone key, not revoked, of its algorithm and key tag.

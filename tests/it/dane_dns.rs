@@ -538,6 +538,31 @@ fn dane_dns_kept_keys_end_with_their_chains_signatures() {
     assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the DS signature expired: {got:?}");
 }
 
+/// DANE-DNS-12: the fast path checks the answer's own signature period: an MX RRset whose RRSIG
+/// expired is bogus for the kept client too, although its zone's keys are kept and valid.
+#[test]
+fn dane_dns_kept_keys_do_not_outlive_the_answers_signature() {
+    let signed = std::time::Instant::now();
+    let zones = zones_with(|z| {
+        z.expires_in("example.test", RecordType::MX, Duration::from_secs(4));
+    });
+    let w = world_of("kept-answer-expiry", AnchorForm::Dnskey, zones);
+    let kept = w.kept();
+    for _ in 0..2 {
+        let got = kept.mx_dnssec(&host("example.test"));
+        assert!(
+            matches!(got, MxLookup::Records { security: Security::Secure, .. }),
+            "before the signature expires (signed {:?} ago): {got:?}",
+            signed.elapsed()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(signed.elapsed()) + Duration::from_millis(100));
+    let got = w.validating().mx_dnssec(&host("example.test"));
+    assert!(matches!(got, MxLookup::Bogus(_)), "per call, after the MX signature expired: {got:?}");
+    let got = kept.mx_dnssec(&host("example.test"));
+    assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the MX signature expired: {got:?}");
+}
+
 /// docs/architecture.md §3: a child forked after its parent's thread kept a validating client
 /// (and validated keys) neither uses nor drops it: it validates with a client of its own (so it
 /// asks for the keys again), and the parent's still works after the fork, keys included.
