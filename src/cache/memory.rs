@@ -76,11 +76,6 @@ impl<'a> EntryRef<'a> {
     pub fn live(self, now: u64) -> Option<&'a Arc<CachedPolicy>> {
         self.policy.filter(|p| p.is_live(now))
     }
-
-    /// An owned copy.
-    pub fn to_entry(self) -> Entry {
-        Entry { policy: self.policy.cloned(), checked_at: self.checked_at, failed: self.failed.cloned() }
-    }
 }
 
 impl<'a> From<&'a Entry> for EntryRef<'a> {

@@ -6,8 +6,8 @@
 //! TXT lookup, and the rare failed fetch behind a pointer of its own). The slot is found from the
 //! hash alone, so a lookup of a domain whose slot is not in the CPU's caches waits on main memory
 //! once for the slot, where a map that reads a group of control bytes first and the slot after
-//! waits twice (BENCHMARKS.md, "Scale"). The table is kept at most half full: three keys in four
-//! sit in their home slot and nine in ten in it or the next, which a lookup loads together.
+//! waits twice (BENCHMARKS.md, "Scale"). The table is kept at most half full: at a million domains
+//! three in four sit in their home slot and nine in ten in it or the next (one line further).
 //!
 //! The hash is the caller's (a keyed SipHash: linear probing degrades badly on chosen keys).
 //! Removal shifts the following slots back (no tombstones), so a search stops at the first empty
@@ -21,7 +21,7 @@ use super::{CachedPolicy, Entry, FailedFetch};
 
 /// Names up to this many octets are kept in the slot itself, so that a lookup compares the name
 /// without following a pointer to it. Most domains are shorter.
-pub(super) const INLINE: usize = 30;
+const INLINE: usize = 30;
 
 /// A domain's name: in the slot when it is short.
 #[derive(Clone, Debug, PartialEq, Eq)]
