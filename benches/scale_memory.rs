@@ -9,7 +9,14 @@
 //!   fill, per domain;
 //! * the cached `check_mx` of one domain over and over (the baseline) against the cached
 //!   `check_mx` of a domain drawn at random among the N, in alternating batches; the medians of
-//!   the batches and their ratio.
+//!   the batches and their ratio;
+//! * in the same alternation, the machine's own floor: a chase of dependent random reads (one,
+//!   two and three per step) through a buffer as large as the heap the fill added, each line
+//!   pointing at the next of a random cycle over all of them, allocated by the same allocator with
+//!   the same huge-page setting. One step of one read is what one cache miss to main memory costs
+//!   here; a random check cannot cost less than the single-domain check plus one of them (the
+//!   policy's reference count lives in the policy, which a check hands out), so when that miss
+//!   alone is more than half the single-domain check, a ratio of 1.5 is out of reach of any table.
 //!
 //! Two kinds of policies, each in its own child process (so that one's memory is not the
 //! other's): `distinct`, where every domain has its own MX host names (the worst case for
@@ -168,6 +175,56 @@ fn random_indices(n: usize, count: usize) -> Vec<u32> {
         .collect()
 }
 
+/// A buffer of `bytes` (rounded down to whole cache lines) whose lines form one random cycle:
+/// the first word of each line is the index of the next line. Sattolo's shuffle gives a single
+/// cycle through every line, so a chase visits them all in an order no prefetcher can guess.
+struct Chase {
+    words: Vec<u64>,
+}
+
+/// Words in a cache line.
+const LINE_WORDS: usize = 8;
+
+impl Chase {
+    fn new(bytes: usize) -> Self {
+        let lines = (bytes / (LINE_WORDS * 8)).max(2);
+        let mut order: Vec<u32> = (0..lines as u32).collect();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for i in (1..lines).rev() {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let j = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as usize % i;
+            order.swap(i, j);
+        }
+        let mut words = vec![0u64; lines * LINE_WORDS];
+        for k in 0..lines {
+            words[order[k] as usize * LINE_WORDS] = u64::from(order[(k + 1) % lines]);
+        }
+        Self { words }
+    }
+
+    /// Nanoseconds per step of `steps` steps of `reads` dependent reads each, from line `at`;
+    /// returns where the chase stopped, to go on from there next time.
+    fn batch(&self, at: &mut usize, steps: usize, reads: usize) -> f64 {
+        let began = Instant::now();
+        let mut i = *at;
+        for _ in 0..steps {
+            for _ in 0..reads {
+                i = self.words[i * LINE_WORDS] as usize;
+            }
+            i = black_box(i);
+        }
+        let ns = began.elapsed().as_nanos() as f64 / steps as f64;
+        *at = i;
+        ns
+    }
+
+    fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -225,21 +282,53 @@ fn run(kind: Kind, n: usize) {
         (heap1 - heap0) as f64 / n as f64
     );
 
-    // Warm-up of both cases, then alternating batches.
+    // The machine's floor: dependent reads through a buffer as large as the heap the fill added.
+    let huge_before = anon_huge();
+    let chase = Chase::new(usize::try_from(heap1 - heap0).unwrap_or(0));
+    let chase_huge = anon_huge().saturating_sub(huge_before);
+    let mut at = 0;
+
+    // Warm-up of every case, then alternating batches.
     batch(&engine, kind, &mut names, std::iter::repeat_n(0, BATCH));
     batch(&engine, kind, &mut names, random[..BATCH].iter().map(|&i| i as usize));
+    chase.batch(&mut at, BATCH, 1);
     let (mut single, mut spread) = (Vec::new(), Vec::new());
+    let mut reads: [Vec<f64>; 3] = Default::default();
     for r in 0..ROUNDS {
         single.push(batch(&engine, kind, &mut names, std::iter::repeat_n(0, BATCH)));
         let chunk = &random[r * BATCH..(r + 1) * BATCH];
         spread.push(batch(&engine, kind, &mut names, chunk.iter().map(|&i| i as usize)));
+        for (k, v) in reads.iter_mut().enumerate() {
+            v.push(chase.batch(&mut at, BATCH, k + 1));
+        }
     }
     let (single, spread) = (median(&mut single), median(&mut spread));
+    let [one, two, three] = reads.map(|mut v| median(&mut v));
     println!(
         "[{}] cached check_mx, one domain: {single:.0} ns; a random one of {n}: {spread:.0} ns; ratio {:.2}x (medians of {ROUNDS} batches of {BATCH})",
         kind.as_str(),
         spread / single
     );
+    println!(
+        "[{}] the same run's dependent random reads through {:.0} MiB ({:.0} MiB of it in huge pages): one {one:.0} ns, two {two:.0} ns, three {three:.0} ns",
+        kind.as_str(),
+        chase.bytes() as f64 / 1048576.0,
+        chase_huge as f64 / 1048576.0,
+    );
+    let floor = (single + one) / single;
+    println!(
+        "[{}] the floor, one domain's check + one miss: {:.0} ns, {floor:.2}x; the random check is {:.1} misses above the one-domain check{}",
+        kind.as_str(),
+        single + one,
+        (spread - single) / one,
+        if one > single / 2.0 {
+            "; one miss alone is more than half the one-domain check, so 1.5x is below what any table can do on this machine"
+        } else {
+            ""
+        }
+    );
+    println!("[{}] load average {}", kind.as_str(), loadavg());
+    drop(chase);
     println!(
         "[{}] RSS at the end {:.1} MiB, of which in huge pages {:.1} MiB ({})",
         kind.as_str(),
@@ -248,6 +337,12 @@ fn run(kind: Kind, n: usize) {
         std::env::var("GLIBC_TUNABLES")
             .map_or_else(|_| "GLIBC_TUNABLES unset".to_owned(), |t| format!("GLIBC_TUNABLES={t}"))
     );
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Bytes of this process's memory in transparent huge pages (`/proc/self/smaps_rollup`).

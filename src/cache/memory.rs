@@ -14,18 +14,24 @@
 //! shared entry in place: with a million domains cached, copying every entry read (its policy's
 //! patterns, id and text) into the thread's table cost more than the lookup itself, and a table of
 //! 256 copies holds none of them for long (BENCHMARKS.md, "Scale").
+//!
+//! The shared map is [`super::table`]'s: one cache line per domain, found from the hash alone,
+//! holding the name and what a check reads before the policy. A check of a domain not read lately
+//! then waits on main memory twice (the slot, then the policy, whose reference count it takes),
+//! where a general-purpose map waited three times.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::Hasher as _;
+use std::cell::{Cell, RefCell};
+use std::hash::BuildHasher as _;
+use std::hash::RandomState;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
-use super::Entry;
+use super::table::{self, Compact, Table};
+use super::{CachedPolicy, Entry, FailedFetch};
 use crate::domain::Domain;
-use crate::fxhash::{FxHasher, FxMap};
+use crate::fxhash::FxMap;
 
 /// Entries kept before the ones without a live policy are dropped.
 const DEFAULT_CAPACITY: usize = 100_000;
@@ -42,57 +48,45 @@ static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 pub struct MemoryCache {
     id: u64,
     generation: AtomicU64,
-    map: RwLock<HashMap<Key, Entry>>,
+    /// The shared map's keyed hash (its table probes linearly: the key keeps chosen names from
+    /// piling up in one run).
+    hasher: RandomState,
+    map: RwLock<Table>,
+    /// The map's [`Table::layout`], published after every write for [`MemoryCache::prefetch`].
+    layout: (AtomicUsize, AtomicUsize),
     capacity: usize,
     /// The size at which the next trim runs: `capacity`, or more while live policies alone fill
     /// it (so that a full cache does not scan every entry on every new domain).
     trim_at: std::sync::atomic::AtomicUsize,
 }
 
-/// Names up to this many octets are kept in the map's slot itself, so that a lookup compares the
-/// name without following a pointer to it (one cache miss fewer per lookup once the map is larger
-/// than the CPU caches). Most domains are shorter.
-const INLINE: usize = 30;
-
-/// The shared map's key: a domain's name, in the slot when it is short. Hashed and compared as
-/// its bytes, so the map is searched with `&[u8]` and a lookup builds nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Key {
-    Inline(u8, [u8; INLINE]),
-    Long(Box<[u8]>),
+/// An entry of the cache as [`MemoryCache::read`] shows it: the fields of [`Entry`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    /// The last valid policy, possibly expired (an expired one is never applied).
+    pub policy: Option<&'a Arc<CachedPolicy>>,
+    /// When the TXT record was last looked up (Unix seconds), whatever the answer.
+    pub checked_at: u64,
+    /// The last failed fetch, cleared by a successful one.
+    pub failed: Option<&'a FailedFetch>,
 }
 
-impl Key {
-    fn of(domain: &Domain) -> Self {
-        let name = domain.as_str().as_bytes();
-        match u8::try_from(name.len()) {
-            Ok(len) if name.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..name.len()].copy_from_slice(name);
-                Self::Inline(len, bytes)
-            }
-            _ => Self::Long(name.into()),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
-            Self::Long(bytes) => bytes,
-        }
+impl<'a> EntryRef<'a> {
+    /// The policy if it may be applied at `now`.
+    pub fn live(self, now: u64) -> Option<&'a Arc<CachedPolicy>> {
+        self.policy.filter(|p| p.is_live(now))
     }
 }
 
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.bytes()
+impl<'a> From<&'a Entry> for EntryRef<'a> {
+    fn from(e: &'a Entry) -> Self {
+        Self { policy: e.policy.as_ref(), checked_at: e.checked_at, failed: e.failed.as_ref() }
     }
 }
 
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // As `[u8]` hashes, so that `Borrow<[u8]>` lookups find the key.
-        self.bytes().hash(state);
+impl<'a> From<&'a Compact> for EntryRef<'a> {
+    fn from(e: &'a Compact) -> Self {
+        Self { policy: e.policy.as_ref(), checked_at: e.checked_at, failed: e.failed.as_deref() }
     }
 }
 
@@ -104,7 +98,7 @@ fn name(domain: &Domain) -> &[u8] {
 /// What [`MemoryCache::miss`] found.
 enum Miss<'a> {
     /// The shared entry, under the read lock.
-    Shared(MappedRwLockReadGuard<'a, Entry>),
+    Shared(MappedRwLockReadGuard<'a, Compact>),
     /// A private copy is now in the thread's table.
     Copied,
     /// No entry.
@@ -130,6 +124,9 @@ impl Default for Local {
 
 thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    /// Whether this thread's last [`MemoryCache::read`] went to the shared map (for
+    /// [`MemoryCache::prefetch`]).
+    static LAST_READ_SHARED: Cell<bool> = const { Cell::new(true) };
 }
 
 impl Default for MemoryCache {
@@ -145,19 +142,48 @@ impl MemoryCache {
         Self {
             id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
-            map: RwLock::new(HashMap::new()),
+            hasher: RandomState::new(),
+            map: RwLock::new(Table::default()),
+            layout: (AtomicUsize::new(0), AtomicUsize::new(0)),
             capacity,
             trim_at: std::sync::atomic::AtomicUsize::new(capacity),
         }
     }
 
+    fn hash(&self, domain: &Domain) -> u64 {
+        self.hasher.hash_one(name(domain))
+    }
+
+    /// Starts loading the shared map's slot for `domain` into the CPU's caches, without waiting
+    /// for it, so that a [`MemoryCache::read`] a little later does not wait for main memory
+    /// twice (for the slot, then for the policy). Reads no lock; does nothing else.
+    pub fn prefetch(&self, domain: &Domain) {
+        // Not after a read this thread answered from its own copies: the domain checked next is
+        // then most likely a busy one again, whose read touches no shared memory, and the hash
+        // would cost more than it saves. A guess either way changes only the speed.
+        if !LAST_READ_SHARED.get() {
+            return;
+        }
+        let layout = (self.layout.0.load(Ordering::Relaxed), self.layout.1.load(Ordering::Relaxed));
+        if layout.0 != 0 {
+            table::prefetch(table::home_address(layout, self.hash(domain)));
+        }
+    }
+
+    /// Publishes the map's layout for [`MemoryCache::prefetch`] (under the write lock).
+    fn publish(&self, map: &Table) {
+        let (start, mask) = map.layout();
+        self.layout.0.store(start, Ordering::Relaxed);
+        self.layout.1.store(mask, Ordering::Relaxed);
+    }
+
     /// Runs `f` on the entry for `domain`, from this thread's copy when it is current. `f` may
     /// run under the shared read lock: it must not use the cache.
-    pub fn read<T>(&self, domain: &Domain, f: impl FnOnce(Option<&Entry>) -> T) -> T {
+    pub fn read<T>(&self, domain: &Domain, f: impl FnOnce(Option<EntryRef<'_>>) -> T) -> T {
         let generation = self.generation.load(Ordering::Acquire);
         LOCAL.with(|cell| {
             let Ok(mut local) = cell.try_borrow_mut() else {
-                return f(self.map.read().get(name(domain)));
+                return f(self.map.read().get(self.hash(domain), name(domain)).map(EntryRef::from));
             };
             if local.cache_id != self.id || local.generation != generation {
                 local.cache_id = self.id;
@@ -166,15 +192,17 @@ impl MemoryCache {
             }
             // One search on the hit path: a busy domain's private copy.
             if let Some(entry) = local.entries.get(domain) {
-                return f(Some(entry));
+                LAST_READ_SHARED.set(false);
+                return f(Some(entry.into()));
             }
+            LAST_READ_SHARED.set(true);
             match self.miss(&mut local, domain) {
                 Miss::Shared(entry) => {
                     drop(local);
-                    f(Some(&entry))
+                    f(Some(EntryRef::from(&*entry)))
                 }
                 Miss::Absent => f(None),
-                Miss::Copied => f(local.entries.get(domain)),
+                Miss::Copied => f(local.entries.get(domain).map(EntryRef::from)),
             }
         })
     }
@@ -184,25 +212,23 @@ impl MemoryCache {
     /// read lately; a private copy for one read again.
     #[inline(never)]
     fn miss(&self, local: &mut Local, domain: &Domain) -> Miss<'_> {
-        let hash = {
-            let mut h = FxHasher::default();
-            h.write(name(domain));
-            h.finish() | 1
-        };
-        // The top bits: FxHash's low bits are its weakest, and the lowest is the `| 1` above.
+        let hash = self.hash(domain);
+        // The filter's slot from the top bits (the table's home slot is the low ones), and a
+        // value never equal to an empty slot's.
         let slot = (hash >> (u64::BITS - RECENT.ilog2())) as usize;
+        let seen = hash | 1;
         let map = self.map.read();
-        if local.recent[slot] != hash {
+        if local.recent[slot] != seen {
             // Not read lately: the shared entry, in place.
-            return match RwLockReadGuard::try_map(map, |m| m.get(name(domain))) {
+            return match RwLockReadGuard::try_map(map, |m| m.get(hash, name(domain))) {
                 Ok(entry) => {
-                    local.recent[slot] = hash;
+                    local.recent[slot] = seen;
                     Miss::Shared(entry)
                 }
                 Err(_) => Miss::Absent,
             };
         }
-        let Some(copy) = map.get(name(domain)).map(private_copy) else { return Miss::Absent };
+        let Some(copy) = map.get(hash, name(domain)).map(private_copy) else { return Miss::Absent };
         drop(map);
         if local.entries.len() >= LOCAL_CAPACITY {
             local.entries.clear();
@@ -213,29 +239,36 @@ impl MemoryCache {
 
     /// A copy of the entry for `domain`, from the shared map.
     pub fn get(&self, domain: &Domain) -> Option<Entry> {
-        self.map.read().get(name(domain)).cloned()
+        self.map.read().get(self.hash(domain), name(domain)).map(Compact::to_entry)
     }
 
     /// Runs `f` on the entry for `domain` (created empty if absent), under the write lock.
     pub fn update<T>(&self, domain: &Domain, now: u64, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let hash = self.hash(domain);
         let mut map = self.map.write();
-        if map.len() >= self.trim_at.load(Ordering::Relaxed) && !map.contains_key(name(domain)) {
-            map.retain(|_, e| e.live(now).is_some());
+        if map.len() >= self.trim_at.load(Ordering::Relaxed) && map.get(hash, name(domain)).is_none() {
+            map.retain(|e| EntryRef::from(e).live(now).is_some());
             // Entries without a live policy may again take up to a tenth of the capacity (at
             // least one) beyond the live ones before the next trim: the cost of a trim is spread
             // over that many new domains, and their number stays bounded.
             let slack = (self.capacity / 10).max(1);
             self.trim_at.store(map.len().max(self.capacity.saturating_sub(slack)) + slack, Ordering::Relaxed);
         }
-        let result = f(map.entry(Key::of(domain)).or_default());
+        // `f` works on a copy, written back when it returns: a panic in `f` leaves the entry as
+        // it was.
+        let slot = map.entry(hash, name(domain));
+        let mut entry = slot.to_entry();
+        let result = f(&mut entry);
+        slot.set(entry);
+        self.publish(&map);
         self.generation.fetch_add(1, Ordering::Release);
         result
     }
 
     /// Removes the entry for `domain`; true if there was one.
     pub fn remove(&self, domain: &Domain) -> bool {
-        let mut map = self.map.write();
-        let removed = map.remove(name(domain)).is_some();
+        let hash = self.hash(domain);
+        let removed = self.map.write().remove(hash, name(domain));
         self.generation.fetch_add(1, Ordering::Release);
         removed
     }
@@ -247,13 +280,14 @@ impl MemoryCache {
 
     /// True when no domain is held.
     pub fn is_empty(&self) -> bool {
-        self.map.read().is_empty()
+        self.len() == 0
     }
 }
 
 /// A copy whose policy has a reference count of its own, so that threads never share one.
-fn private_copy(entry: &Entry) -> Entry {
-    Entry { policy: entry.policy.as_ref().map(|p| Arc::new((**p).clone())), ..entry.clone() }
+fn private_copy(entry: &Compact) -> Entry {
+    let entry = entry.to_entry();
+    Entry { policy: entry.policy.as_ref().map(|p| Arc::new((**p).clone())), ..entry }
 }
 
 #[cfg(test)]

@@ -14,11 +14,12 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 mod sqlite;
+mod table;
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use memory::MemoryCache;
+pub use memory::{EntryRef, MemoryCache};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 pub use sqlite::SqliteStore;

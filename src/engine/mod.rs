@@ -715,6 +715,7 @@ impl Engine {
                 overridden: None,
             });
         };
+        self.cache.prefetch(&domain);
         // An MX that is not a host name (an address literal, `mx_1.evil.test`, full-width or
         // U-label spellings, ...) matches no pattern: under a policy it fails like any unlisted
         // MX. Refusing it as bad input instead would let a forged MX record turn an enforce

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use super::{Engine, Override, RecordState, Resolution, Source};
-use crate::cache::{CachedPolicy, Entry, FailedFetch};
+use crate::cache::{CachedPolicy, Entry, EntryRef, FailedFetch};
 use crate::counts::{FailureKey, ResultType};
 use crate::domain::Domain;
 use crate::metrics::{DiscoveryResult, DnsKind, Layer};
@@ -160,11 +160,10 @@ impl Engine {
     /// one could not be refreshed).
     fn cached_resolution(&self, domain: &Domain, now: u64) -> Option<Resolution> {
         self.cache.read(domain, |e| {
-            let e = e.filter(|e| !self.needs_discovery(e, now))?;
+            let e = e.filter(|e| !self.needs_discovery(*e, now))?;
             let policy = e.live(now).cloned();
             let error = e
                 .failed
-                .as_ref()
                 .filter(|f| policy.as_ref().is_none_or(|p| f.at >= p.fetched_at))
                 .map(|f| f.failure.clone());
             Some(Resolution {
@@ -177,8 +176,8 @@ impl Engine {
         })
     }
 
-    fn needs_discovery(&self, entry: &Entry, now: u64) -> bool {
-        let interval = match &entry.policy {
+    fn needs_discovery(&self, entry: EntryRef<'_>, now: u64) -> bool {
+        let interval = match entry.policy {
             Some(p) if p.is_live(now) => self.timing.txt_check_interval,
             // Expired: fetch anew at once (POL-17, CACHE-10).
             Some(_) => 0,
