@@ -517,50 +517,38 @@ fn dane_dns_kept_keys_expire_with_their_chain() {
 /// at its own RRSIG, so the DS RRset's signature is the one whose end shows.)
 #[test]
 fn dane_dns_kept_keys_end_with_their_chains_signatures() {
-    let signed = std::time::Instant::now();
-    let zones = zones_with(|z| {
-        z.expires_in("example.test", RecordType::DS, Duration::from_secs(4));
-    });
-    let w = world_of("kept-expiry", AnchorForm::Dnskey, zones);
-    let kept = w.kept();
-    for _ in 0..2 {
-        let got = kept.mx_dnssec(&host("example.test"));
-        assert!(
-            matches!(got, MxLookup::Records { security: Security::Secure, .. }),
-            "before the signature expires (signed {:?} ago): {got:?}",
-            signed.elapsed()
-        );
-    }
-    std::thread::sleep(Duration::from_secs(5).saturating_sub(signed.elapsed()) + Duration::from_millis(100));
-    let got = w.validating().mx_dnssec(&host("example.test"));
-    assert!(matches!(got, MxLookup::Bogus(_)), "per call, after the DS signature expired: {got:?}");
-    let got = kept.mx_dnssec(&host("example.test"));
-    assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the DS signature expired: {got:?}");
+    kept_answers_turn_bogus_when_a_signature_expires("kept-expiry", RecordType::DS);
 }
 
 /// DANE-DNS-12: the fast path checks the answer's own signature period: an MX RRset whose RRSIG
 /// expired is bogus for the kept client too, although its zone's keys are kept and valid.
 #[test]
 fn dane_dns_kept_keys_do_not_outlive_the_answers_signature() {
+    kept_answers_turn_bogus_when_a_signature_expires("kept-answer-expiry", RecordType::MX);
+}
+
+/// Signs example.test's `rtype` RRset to expire in 4 s; asks for its MX twice with a kept client
+/// (secure), waits for the expiry, then expects bogus both per call and from the kept client.
+fn kept_answers_turn_bogus_when_a_signature_expires(name: &str, rtype: RecordType) {
     let signed = std::time::Instant::now();
     let zones = zones_with(|z| {
-        z.expires_in("example.test", RecordType::MX, Duration::from_secs(4));
+        z.expires_in("example.test", rtype, Duration::from_secs(4));
     });
-    let w = world_of("kept-answer-expiry", AnchorForm::Dnskey, zones);
+    let w = world_of(name, AnchorForm::Dnskey, zones);
     let kept = w.kept();
     for _ in 0..2 {
         let got = kept.mx_dnssec(&host("example.test"));
         assert!(
             matches!(got, MxLookup::Records { security: Security::Secure, .. }),
-            "before the signature expires (signed {:?} ago): {got:?}",
+            "before the {rtype} signature expires (signed {:?} ago): {got:?}",
             signed.elapsed()
         );
     }
     std::thread::sleep(Duration::from_secs(5).saturating_sub(signed.elapsed()) + Duration::from_millis(100));
     let got = w.validating().mx_dnssec(&host("example.test"));
-    assert!(matches!(got, MxLookup::Bogus(_)), "per call, after the MX signature expired: {got:?}");
+    assert!(matches!(got, MxLookup::Bogus(_)), "per call, after the {rtype} signature expired: {got:?}");
     let got = kept.mx_dnssec(&host("example.test"));
-    assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the MX signature expired: {got:?}");
+    assert!(matches!(got, MxLookup::Bogus(_)), "kept, after the {rtype} signature expired: {got:?}");
 }
 
 /// docs/architecture.md §3: a child forked after its parent's thread kept a validating client
