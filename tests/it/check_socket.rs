@@ -330,3 +330,84 @@ fn doctor_checks_the_check_socket() {
     assert!(up.starts_with("ok") && up.contains("answers the library's checks"), "{up}");
     serve.stop();
 }
+
+/// docs/architecture.md §3, "Checks handed to mtasts serve": a process answering at the check
+/// socket that runs neither as root, nor as the caller's user, nor as the owner of the socket's
+/// directory is not asked, whatever it would answer (here a well-formed `pass`): another user who
+/// could put a socket there (a shared, sticky directory) decides nothing. Needs root, to run
+/// that server as `nobody` (CI runs as root).
+#[test]
+fn a_server_of_another_user_is_not_asked() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // SAFETY: geteuid has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test runs a server as another user and needs root (CI runs as root)"
+    );
+    let dir = std::env::temp_dir().join(format!("mtasts-check-socket-foreign-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Root's directory, writable by all, as /tmp is.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let socket = shared.join("check.sock");
+    // A well-formed answer: `pass`, no policy.
+    let mut payload = Vec::new();
+    mtasts::remote::put(&mut payload, mtasts::remote::FORM);
+    mtasts::remote::put(&mut payload, b"ok");
+    mtasts::remote::encode_outcome(
+        &mtasts::Outcome {
+            verdict: mtasts::Verdict::Pass,
+            reason: mtasts::Reason::None,
+            policy: None,
+            mx_matches: true,
+            detail: None,
+            dane: None,
+            overridden: None,
+        },
+        &mut payload,
+    );
+    let mut answer = Vec::new();
+    mtasts::remote::put(&mut answer, &payload);
+    let answer_file = dir.join("answer");
+    std::fs::write(&answer_file, &answer).expect("answer");
+    std::fs::set_permissions(&answer_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind({sock:?})\ns.listen(4)\n\
+         answer = open({ans:?}, 'rb').read()\ns.settimeout(30)\nc, _ = s.accept()\nc.recv(65536)\nc.sendall(answer)\nc.close()\n",
+        sock = socket.display().to_string(),
+        ans = answer_file.display().to_string()
+    );
+    // setpriv executes python3 in its own process (runuser would fork, and a kill would miss it);
+    // the server answers one connection and exits, or gives up after 30 s.
+    let mut server = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the foreign server (setpriv, python3)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the foreign server did not start");
+        assert!(server.try_wait().expect("wait").is_none(), "the foreign server ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let remote = Remote::new(&socket, Duration::from_secs(5), "any".into());
+    let got = remote.ask(&Request::Check {
+        domain: "example.com",
+        mx: "mx.example.com",
+        tls: Tls::NotNegotiated,
+        dane: Dane::NotApplicable,
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    match got {
+        Err(mtasts::remote::Unavailable { why, fresh: true }) => {
+            assert!(why.contains("neither root") && why.contains("not asked"), "{why}");
+        }
+        other => panic!("a foreign server's answer was taken: {other:?}"),
+    }
+}
