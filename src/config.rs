@@ -521,14 +521,9 @@ impl Config {
                 ctx.update(ring::digest::digest(&ring::digest::SHA256, p.text.as_bytes()).as_ref());
             }
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digest = ctx.finish();
-        let mut out = String::with_capacity(64);
-        for b in digest.as_ref() {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        out
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ctx.finish().as_ref());
+        crate::cache::digest_hex(&digest)
     }
 
     /// The client of `mtasts serve`'s check socket, when `[serve] check_socket` is set: the

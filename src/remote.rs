@@ -74,17 +74,7 @@ impl<'a> Fields<'a> {
     /// The next field.
     pub fn bytes(&mut self) -> Result<&'a [u8], String> {
         let colon = self.rest.iter().take(21).position(|&b| b == b':').ok_or("a field has no length")?;
-        let digits = &self.rest[..colon];
-        if digits.is_empty()
-            || !digits.iter().all(u8::is_ascii_digit)
-            || (digits.len() > 1 && digits[0] == b'0')
-        {
-            return Err("a field's length is not a number".into());
-        }
-        let len: usize = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| d.parse().ok())
-            .ok_or("a field's length is too large")?;
+        let len = netstring_length(&self.rest[..colon])?;
         let body = colon + 1;
         let end = body.checked_add(len).filter(|&e| e < self.rest.len()).ok_or("a field is cut short")?;
         if self.rest[end] != b',' {
